@@ -1,0 +1,136 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+// DefaultSocket is where the agent serves its API unless told otherwise.
+const DefaultSocket = "/run/sluice/agent.sock"
+
+// ErrNoAgent means nothing answers on the socket.
+var ErrNoAgent = errors.New("no agent is running there")
+
+// Client talks to an agent's local API.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent serving socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("connect to agent at %s (start one with `agent run`, or pass --agent / set SLUICE_AGENT): %w", c.socket, ErrNoAgent)
+		}
+		return fmt.Errorf("connect to agent at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e ErrorBody
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("agent answered %s", resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode response: %w", err)
+		}
+	}
+	return nil
+}
+
+// Status returns the agent's status.
+func (c *Client) Status(ctx context.Context) (daemon.Status, error) {
+	var st daemon.Status
+	return st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}
+
+// Relays lists the relays.
+func (c *Client) Relays(ctx context.Context) ([]daemon.RelayInfo, error) {
+	var out []daemon.RelayInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/relays", nil, &out)
+}
+
+// CreateRelay claims a relay name.
+func (c *Client) CreateRelay(ctx context.Context, name string) (daemon.RelayInfo, error) {
+	var out daemon.RelayInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/relays", RelayRequest{Name: name}, &out)
+}
+
+// DeleteRelay releases a relay name.
+func (c *Client) DeleteRelay(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/relays/"+url.PathEscape(name), nil, nil)
+}
+
+// Inlets lists the inlets.
+func (c *Client) Inlets(ctx context.Context) ([]portal.InletInfo, error) {
+	var out []portal.InletInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/tcp-inlets", nil, &out)
+}
+
+// CreateInlet creates an inlet.
+func (c *Client) CreateInlet(ctx context.Context, spec portal.InletSpec) (portal.InletInfo, error) {
+	var out portal.InletInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/tcp-inlets", spec, &out)
+}
+
+// DeleteInlet deletes an inlet.
+func (c *Client) DeleteInlet(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tcp-inlets/"+url.PathEscape(name), nil, nil)
+}
+
+// Outlets lists the outlets.
+func (c *Client) Outlets(ctx context.Context) ([]portal.OutletInfo, error) {
+	var out []portal.OutletInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/tcp-outlets", nil, &out)
+}
+
+// CreateOutlet creates an outlet.
+func (c *Client) CreateOutlet(ctx context.Context, spec portal.OutletSpec) (portal.OutletInfo, error) {
+	var out portal.OutletInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/tcp-outlets", spec, &out)
+}
+
+// DeleteOutlet deletes an outlet.
+func (c *Client) DeleteOutlet(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tcp-outlets/"+url.PathEscape(name), nil, nil)
+}

@@ -1,0 +1,157 @@
+// Package api is the agent's local HTTP API, served on a unix socket, and the
+// one client that agentctl uses to talk to it.
+//
+//	GET    /v1/status
+//	GET    /v1/relays              POST /v1/relays       {"name": ...}
+//	DELETE /v1/relays/{name}
+//	GET    /v1/tcp-inlets          POST /v1/tcp-inlets   portal.InletSpec
+//	DELETE /v1/tcp-inlets/{name}
+//	GET    /v1/tcp-outlets         POST /v1/tcp-outlets  portal.OutletSpec
+//	DELETE /v1/tcp-outlets/{name}
+//
+// Errors are {"error": "..."} with 400 (bad input), 404, 409 (exists),
+// 502 (the hub refused) or 500.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// Backend is what the API serves; *daemon.Agent implements it.
+type Backend interface {
+	Status() daemon.Status
+	Relays() []daemon.RelayInfo
+	CreateRelay(ctx context.Context, name string) error
+	DeleteRelay(ctx context.Context, name string) error
+	Inlets() []portal.InletInfo
+	CreateInlet(spec portal.InletSpec) (portal.InletInfo, error)
+	DeleteInlet(name string) error
+	Outlets() []portal.OutletInfo
+	CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error)
+	DeleteOutlet(name string) error
+}
+
+// RelayRequest creates a relay.
+type RelayRequest struct {
+	Name string `json:"name"`
+}
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// Handler returns the API's HTTP handler.
+func Handler(b Backend) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Status(), nil) })
+	mux.HandleFunc("GET /v1/relays", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Relays(), nil) })
+	mux.HandleFunc("POST /v1/relays", func(w http.ResponseWriter, r *http.Request) {
+		var req RelayRequest
+		if decode(w, r, &req) {
+			reply(w, daemon.RelayInfo{Name: req.Name, Claimed: true}, b.CreateRelay(r.Context(), req.Name))
+		}
+	})
+	mux.HandleFunc("DELETE /v1/relays/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.DeleteRelay(r.Context(), r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Inlets(), nil) })
+	mux.HandleFunc("POST /v1/tcp-inlets", func(w http.ResponseWriter, r *http.Request) {
+		var spec portal.InletSpec
+		if decode(w, r, &spec) {
+			info, err := b.CreateInlet(spec)
+			reply(w, info, err)
+		}
+	})
+	mux.HandleFunc("DELETE /v1/tcp-inlets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.DeleteInlet(r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Outlets(), nil) })
+	mux.HandleFunc("POST /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
+		var spec portal.OutletSpec
+		if decode(w, r, &spec) {
+			info, err := b.CreateOutlet(spec)
+			reply(w, info, err)
+		}
+	})
+	mux.HandleFunc("DELETE /v1/tcp-outlets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.DeleteOutlet(r.PathValue("name")))
+	})
+	return mux
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("decode request: %v", err)})
+		return false
+	}
+	return true
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeJSON(w, statusOf(err), ErrorBody{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func statusOf(err error) int {
+	var hubErr *relay.HubError
+	switch {
+	case errors.Is(err, portal.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, portal.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, portal.ErrExists):
+		return http.StatusConflict
+	case errors.As(err, &hubErr), errors.Is(err, relay.ErrNotConnected):
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Listen opens the unix socket at path (0600, directory 0700), replacing a
+// stale socket left by a dead agent but refusing to steal a live one's.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("listen on %s: another agent is serving this socket; pass another --api", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return ln, nil
+}

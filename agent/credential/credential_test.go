@@ -1,0 +1,113 @@
+package credential
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+)
+
+type testCA struct {
+	key  ed25519.PrivateKey
+	cert *x509.Certificate
+}
+
+func newCA(t *testing.T) testCA {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	der, err := NewAuthority(key, "proj", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCA{key, cert}
+}
+
+func (ca testCA) issue(t *testing.T, req Request) [][]byte {
+	t.Helper()
+	der, err := Issue(ca.cert, ca.key, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return [][]byte{der}
+}
+
+func TestIssueVerify(t *testing.T) {
+	ca := newCA(t)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	attrs := map[string]string{"postgres-inlet": "true", "env": "prod"}
+	chain := ca.issue(t, Request{PublicKey: pub, ProjectID: "proj", Attributes: attrs, Lifetime: time.Hour})
+	v := &Verifier{Root: ca.cert, ProjectID: "proj"}
+	c, err := v.Verify(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Attributes) != 2 || c.Attributes["env"] != "prod" || c.ProjectID != "proj" {
+		t.Errorf("credential %+v", c)
+	}
+	if got := NodeURI("proj", c.NodeID).String(); got != c.Cert.URIs[0].String() {
+		t.Errorf("URI SAN %s, want %s", c.Cert.URIs[0], got)
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	ca, other := newCA(t), newCA(t)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	req := Request{PublicKey: pub, ProjectID: "proj", Lifetime: time.Hour}
+	good := ca.issue(t, req)
+	tests := []struct {
+		name  string
+		v     Verifier
+		chain [][]byte
+		want  error
+	}{
+		{"other authority", Verifier{Root: ca.cert, ProjectID: "proj"}, other.issue(t, req), ErrUntrusted},
+		{"expired", Verifier{Root: ca.cert, ProjectID: "proj", Now: func() time.Time { return time.Now().Add(2 * time.Hour) }}, good, ErrExpired},
+		{"other project", Verifier{Root: ca.cert, ProjectID: "proj2"}, good, ErrWrongProject},
+		{"revoked", Verifier{Root: ca.cert, ProjectID: "proj", Revoked: func(string) bool { return true }}, good, ErrRevoked},
+		{"no certificate", Verifier{Root: ca.cert, ProjectID: "proj"}, nil, ErrUntrusted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := tt.v.Verify(tt.chain); !errors.Is(err, tt.want) {
+				t.Errorf("Verify = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestIssueChecksRequest(t *testing.T) {
+	ca := newCA(t)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for _, req := range []Request{
+		{PublicKey: pub[:5], ProjectID: "proj", Lifetime: time.Hour},
+		{PublicKey: pub, ProjectID: "proj"},
+	} {
+		if _, err := Issue(ca.cert, ca.key, req); err == nil {
+			t.Errorf("Issue(%+v) succeeded", req)
+		}
+	}
+}
+
+func TestParseRejectsForeignCertificates(t *testing.T) {
+	ca := newCA(t)
+	if _, err := Parse(ca.cert); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Parse(CA) = %v, want ErrMalformed", err)
+	}
+}
+
+func TestPEMRoundTrip(t *testing.T) {
+	ca := newCA(t)
+	certs, err := DecodePEM(EncodePEM(ca.cert.Raw, ca.cert.Raw))
+	if err != nil || len(certs) != 2 || !certs[1].Equal(ca.cert) {
+		t.Fatalf("DecodePEM = %d certs, %v", len(certs), err)
+	}
+	if _, err := DecodePEM([]byte("nothing")); err == nil {
+		t.Error("DecodePEM(garbage) succeeded")
+	}
+}

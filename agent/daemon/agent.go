@@ -1,0 +1,237 @@
+package daemon
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// Options configure an agent. StateDir is required.
+type Options struct {
+	StateDir string
+	Ticket   string      // encoded enrollment ticket; needed only the first time
+	Logger   *zap.Logger // zap.NewNop()
+}
+
+// Agent is a running agent.
+type Agent struct {
+	dir    string
+	log    *zap.Logger
+	id     *identity.Identity
+	enr    enrollment
+	keys   channel.Keys
+	client *relay.Client
+	ports  *portal.Manager
+	cancel context.CancelFunc
+	cred   atomic.Pointer[credential.Credential]
+
+	mu  sync.Mutex // guards cfg and serializes configuration changes
+	cfg config
+}
+
+// Start loads or creates the identity, enrolls with the ticket (or says hello
+// as an existing member), and restores the saved portals.
+func Start(ctx context.Context, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	a := &Agent{dir: opts.StateDir, log: opts.Logger}
+	id, created, err := identity.LoadOrCreate(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a.id = id
+	if created {
+		a.log.Info("created node identity", zap.String("node", id.ID()), zap.String("state_dir", opts.StateDir))
+	}
+	if err := a.loadEnrollment(opts.Ticket); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.client, err = relay.NewClient(relay.ClientOptions{
+		Hub:          a.enr.Hub,
+		Identity:     id,
+		AuthorityKey: a.enr.AuthorityKey,
+		Ticket:       opts.Ticket,
+		Logger:       a.log.Named("hub"),
+		OnIncoming:   func(in relay.Incoming) { a.ports.HandleIncoming(in.Token, in.From) },
+		OnGrant: func(g relay.Grant) {
+			if err := a.install(g); err != nil {
+				a.log.Error("installing renewed credential failed", zap.Error(err))
+			}
+		},
+	})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	// The first connection is made with the caller's context so that Ctrl-C
+	// or a refusal ends start-up at once.
+	startCtx, stop := context.WithCancel(runCtx)
+	defer context.AfterFunc(ctx, stop)()
+	g, err := a.client.Start(startCtx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := a.firstGrant(g); err != nil {
+		cancel()
+		return nil, err
+	}
+	a.ports = portal.New(portal.Options{
+		Hub:      a.client,
+		Keys:     &a.keys,
+		Verifier: a.verifier(g),
+		Logger:   a.log.Named("portal"),
+	})
+	if err := a.restore(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// loadEnrollment reads what the agent knows of its project, or takes it from
+// the ticket.
+func (a *Agent) loadEnrollment(ticket string) error {
+	path := filepath.Join(a.dir, enrollmentFile)
+	found, err := readJSON(path, &a.enr)
+	if err != nil {
+		return err
+	}
+	if ticket == "" {
+		if !found {
+			return fmt.Errorf("start agent: %s holds no enrollment; pass --ticket (from `agentctl ticket create`): %w", a.dir, ErrNotEnrolled)
+		}
+		return nil
+	}
+	t, err := authority.ParseTicket(ticket)
+	if err != nil {
+		return err
+	}
+	if found && t.Project != a.enr.Project {
+		return fmt.Errorf("start agent: %s is enrolled in project %s, the ticket is for project %s; use another --state-dir", a.dir, a.enr.Project, t.Project)
+	}
+	a.enr = enrollment{Hub: t.Hub, Project: t.Project, AuthorityKey: t.AuthorityKey, Node: a.id.ID()}
+	return nil
+}
+
+// firstGrant records the enrollment and installs the first credential.
+func (a *Agent) firstGrant(g relay.Grant) error {
+	if g.Project != a.enr.Project {
+		return fmt.Errorf("start agent: hub serves project %s, want %s", g.Project, a.enr.Project)
+	}
+	if err := writeJSON(filepath.Join(a.dir, enrollmentFile), a.enr); err != nil {
+		return err
+	}
+	if err := identity.WriteFileAtomic(filepath.Join(a.dir, authorityFile), credential.EncodePEM(g.Authority), 0o644); err != nil {
+		return err
+	}
+	return a.install(g)
+}
+
+// install makes a granted credential current and saves it.
+func (a *Agent) install(g relay.Grant) error {
+	cert, cred, err := tlsCertificate(g.Credential, a.id.PrivateKey())
+	if err != nil {
+		return err
+	}
+	if cred.NodeID != a.id.ID() {
+		return fmt.Errorf("install credential: it names node %s, this is %s", cred.NodeID, a.id.ID())
+	}
+	a.keys.Set(cert)
+	a.cred.Store(cred)
+	a.log.Info("credential installed", zap.Time("expires", cred.Expires()), zap.Any("attributes", cred.Attributes))
+	return identity.WriteFileAtomic(filepath.Join(a.dir, credentialFile), credential.EncodePEM(g.Credential), 0o600)
+}
+
+func (a *Agent) verifier(g relay.Grant) *credential.Verifier {
+	root, err := x509.ParseCertificate(g.Authority)
+	if err != nil {
+		// The hub sent garbage as its authority: nothing will verify.
+		a.log.Error("hub sent an unreadable authority certificate", zap.Error(err))
+	}
+	return &credential.Verifier{Root: root, ProjectID: a.enr.Project}
+}
+
+// restore re-creates the saved relays and portals.
+func (a *Agent) restore(ctx context.Context) error {
+	var cfg config
+	if _, err := readJSON(filepath.Join(a.dir, portalsFile), &cfg); err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range cfg.Relays {
+		errs = append(errs, a.CreateRelay(ctx, r))
+	}
+	for _, o := range cfg.Outlets {
+		_, err := a.CreateOutlet(o)
+		errs = append(errs, err)
+	}
+	for _, in := range cfg.Inlets {
+		_, err := a.CreateInlet(in)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("restore saved portals from %s: %w", portalsFile, err)
+	}
+	return nil
+}
+
+func (a *Agent) saveLocked() error {
+	return writeJSON(filepath.Join(a.dir, portalsFile), a.cfg)
+}
+
+// Close stops the portals and the hub link.
+func (a *Agent) Close() error {
+	err := a.ports.Close()
+	a.cancel()
+	return err
+}
+
+// CreateRelay claims a relay name at the hub.
+func (a *Agent) CreateRelay(ctx context.Context, name string) error {
+	if err := authority.CheckRelayName(name); err != nil {
+		return fmt.Errorf("create relay: %w: %w", err, portal.ErrInvalid)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.client.Claim(cctx, name); err != nil {
+		return err
+	}
+	if !slices.Contains(a.cfg.Relays, name) {
+		a.cfg.Relays = append(a.cfg.Relays, name)
+	}
+	return a.saveLocked()
+}
+
+// DeleteRelay gives a relay name up.
+func (a *Agent) DeleteRelay(ctx context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := slices.Index(a.cfg.Relays, name)
+	if i < 0 {
+		return fmt.Errorf("delete relay %q: %w", name, portal.ErrNotFound)
+	}
+	a.cfg.Relays = slices.Delete(a.cfg.Relays, i, i+1)
+	err := a.client.Release(ctx, name)
+	return errors.Join(err, a.saveLocked())
+}

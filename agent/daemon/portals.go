@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// nextName returns the first of prefix-1, prefix-2, ... that taken rejects.
+func nextName(prefix string, taken func(string) bool) string {
+	for i := 1; ; i++ {
+		if n := fmt.Sprintf("%s-%d", prefix, i); !taken(n) {
+			return n
+		}
+	}
+}
+
+// CreateInlet starts an inlet and saves it.
+func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if spec.Name == "" {
+		spec.Name = nextName("inlet", func(n string) bool {
+			return slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == n })
+		})
+	}
+	info, err := a.ports.AddInlet(spec)
+	if err != nil {
+		return info, err
+	}
+	a.cfg.Inlets = append(a.cfg.Inlets, spec)
+	return info, a.saveLocked()
+}
+
+// DeleteInlet stops an inlet and forgets it.
+func (a *Agent) DeleteInlet(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.ports.RemoveInlet(name); err != nil {
+		return err
+	}
+	a.cfg.Inlets = slices.DeleteFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
+	return a.saveLocked()
+}
+
+// CreateOutlet creates an outlet and saves it.
+func (a *Agent) CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if spec.Name == "" {
+		spec.Name = nextName("outlet", func(n string) bool {
+			return slices.ContainsFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == n })
+		})
+	}
+	info, err := a.ports.AddOutlet(spec)
+	if err != nil {
+		return info, err
+	}
+	a.cfg.Outlets = append(a.cfg.Outlets, spec)
+	return info, a.saveLocked()
+}
+
+// DeleteOutlet removes an outlet and forgets it.
+func (a *Agent) DeleteOutlet(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.ports.RemoveOutlet(name); err != nil {
+		return err
+	}
+	a.cfg.Outlets = slices.DeleteFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	return a.saveLocked()
+}
+
+// Inlets lists the inlets.
+func (a *Agent) Inlets() []portal.InletInfo { return a.ports.Inlets() }
+
+// Outlets lists the outlets.
+func (a *Agent) Outlets() []portal.OutletInfo { return a.ports.Outlets() }
+
+// RelayInfo describes a relay name this agent claimed.
+type RelayInfo struct {
+	Name    string `json:"name"`
+	Claimed bool   `json:"claimed"` // held at the hub right now
+}
+
+// Relays lists the relay names this agent claims.
+func (a *Agent) Relays() []RelayInfo {
+	a.mu.Lock()
+	names := slices.Clone(a.cfg.Relays)
+	a.mu.Unlock()
+	st := a.client.Status()
+	out := make([]RelayInfo, 0, len(names))
+	for _, n := range names {
+		out = append(out, RelayInfo{Name: n, Claimed: st.Connected && slices.Contains(st.Relays, n)})
+	}
+	return out
+}
+
+// Status is what `agentctl status` shows.
+type Status struct {
+	Node       string              `json:"node"`
+	Project    string              `json:"project"`
+	Attributes map[string]string   `json:"attributes"`
+	Credential CredentialStatus    `json:"credential"`
+	Hub        relay.Status        `json:"hub"`
+	Relays     []RelayInfo         `json:"relays"`
+	Inlets     []portal.InletInfo  `json:"inlets"`
+	Outlets    []portal.OutletInfo `json:"outlets"`
+}
+
+// CredentialStatus describes the current credential.
+type CredentialStatus struct {
+	Expires   time.Time `json:"expires"`
+	ExpiresIn string    `json:"expires_in"`
+	Serial    string    `json:"serial"`
+}
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	st := Status{Node: a.id.ID(), Project: a.enr.Project, Hub: a.client.Status(),
+		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets()}
+	if c := a.cred.Load(); c != nil {
+		st.Attributes = c.Attributes
+		st.Credential = CredentialStatus{
+			Expires:   c.Expires().UTC(),
+			ExpiresIn: time.Until(c.Expires()).Round(time.Second).String(),
+			Serial:    c.Cert.SerialNumber.Text(16),
+		}
+	}
+	return st
+}

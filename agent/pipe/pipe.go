@@ -1,0 +1,172 @@
+// Package pipe joins two byte streams in both directions, passing half-closes
+// (FIN) and resets (RST) through faithfully.
+//
+// Pipeline, per direction (the two directions run in parallel goroutines):
+//
+//	src.Read ──> buffer (pooled, 32 KiB, one per direction) ──> dst.Write
+//	             (plain TCP to plain TCP: no buffer, splice(2) in the kernel)
+//
+//	src EOF          → dst.CloseWrite (FIN; close_notify first on TLS)
+//	src reset/error  → both sides aborted (RST)
+//	dst write error  → both sides aborted
+//
+// When both directions have ended cleanly both streams are closed.
+package pipe
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// BufferSize is the size of the pooled copy buffers.
+const BufferSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+
+// Stream is one side of a pipe.
+type Stream interface {
+	io.Reader
+	io.Writer
+	// CloseWrite ends the stream's sending direction (FIN).
+	CloseWrite() error
+	// Abort closes the stream with a reset.
+	Abort() error
+	// Close closes the stream.
+	Close() error
+}
+
+type tcpStream struct{ *net.TCPConn }
+
+// TCP makes a Stream of a TCP connection.
+func TCP(c *net.TCPConn) Stream { return tcpStream{c} }
+
+func (s tcpStream) Abort() error {
+	s.SetLinger(0) // close sends RST: https://man7.org/linux/man-pages/man7/socket.7.html (SO_LINGER)
+	return s.TCPConn.Close()
+}
+
+type tlsStream struct {
+	*tls.Conn
+	raw *net.TCPConn
+}
+
+// TLS makes a Stream of a TLS connection over raw. CloseWrite sends
+// close_notify, then FIN, so the far side sees a clean half-close.
+func TLS(c *tls.Conn, raw *net.TCPConn) Stream { return tlsStream{c, raw} }
+
+func (s tlsStream) CloseWrite() error {
+	err := s.Conn.CloseWrite()
+	return errors.Join(err, s.raw.CloseWrite())
+}
+
+func (s tlsStream) Abort() error {
+	s.raw.SetLinger(0)
+	return s.raw.Close()
+}
+
+// Stats counts the bytes a pipe moved.
+type Stats struct {
+	AToB, BToA atomic.Int64
+}
+
+// Result says how a pipe ended.
+type Result struct {
+	AToB, BToA int64
+	Err        error // first error that aborted the pipe; nil when both sides ended cleanly
+}
+
+// Run copies between a and b until both directions end or ctx is done, then
+// closes both. stats, if not nil, is updated as bytes move.
+func Run(ctx context.Context, a, b Stream, stats *Stats) Result {
+	if stats == nil {
+		stats = new(Stats)
+	}
+	var (
+		once    sync.Once
+		first   error
+		wg      sync.WaitGroup
+		aborted = make(chan struct{})
+	)
+	abort := func(err error) {
+		once.Do(func() {
+			first = err
+			a.Abort()
+			b.Abort()
+			close(aborted)
+		})
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); direction(b, a, &stats.AToB, abort) }()
+	go func() { defer wg.Done(); direction(a, b, &stats.BToA, abort) }()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		abort(ctx.Err())
+		<-done
+	}
+	select {
+	case <-aborted:
+	default:
+		a.Close()
+		b.Close()
+	}
+	return Result{AToB: stats.AToB.Load(), BToA: stats.BToA.Load(), Err: first}
+}
+
+func direction(dst, src Stream, n *atomic.Int64, abort func(error)) {
+	err := copyStream(dst, src, n)
+	if err != nil {
+		abort(err)
+		return
+	}
+	if err := dst.CloseWrite(); err != nil && !isClosed(err) {
+		abort(err)
+	}
+}
+
+// copyStream copies until src reports EOF (nil) or anything fails.
+func copyStream(dst, src Stream, n *atomic.Int64) error {
+	if d, ok := dst.(tcpStream); ok {
+		if s, ok := src.(tcpStream); ok {
+			// Both plain TCP: (*net.TCPConn).ReadFrom splices in the kernel.
+			// The count is only known when the copy ends; wrapping the source
+			// to count as we go would defeat splice.
+			w, err := io.Copy(d.TCPConn, s.TCPConn)
+			n.Add(w)
+			return err
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			if _, werr := dst.Write(buf[:nr]); werr != nil {
+				return werr
+			}
+			n.Add(int64(nr))
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ENOTCONN)
+}
+
+// IsReset reports whether err is a connection reset by the peer.
+func IsReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }

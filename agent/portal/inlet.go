@@ -1,0 +1,204 @@
+package portal
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/pipe"
+	"github.com/sluicehq/sluice/agent/policy"
+)
+
+// Inlet connection pipeline:
+//
+//	app ──accept──> hub.Dial (control RTT) ──> OpenData (TCP to hub)
+//	    ──> TLS client handshake through the hub, verifying the outlet
+//	    ──> pipe.Run(app, channel); the first byte from the outlet is its
+//	        status (0 = connected to target), stripped before the app sees data.
+//
+// The app's first bytes are sealed and sent without waiting for the status,
+// so the status costs no round trip.
+
+// status bytes an outlet sends first on an accepted channel.
+const (
+	statusOK          byte = 0
+	statusUnreachable byte = 1
+)
+
+type inlet struct {
+	spec  InletSpec
+	allow *policy.Policy
+	ln    *net.TCPListener
+	ctx   context.Context
+	stop  context.CancelFunc
+	lim   limiter
+	stats Counters
+}
+
+func (in *inlet) info() InletInfo {
+	return InletInfo{InletSpec: in.spec, Listening: in.ln.Addr().String(), Counters: in.stats.Snapshot()}
+}
+
+func (in *inlet) close() error {
+	in.stop()
+	return in.ln.Close()
+}
+
+// AddInlet creates an inlet and starts listening.
+func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
+	allow, err := spec.check()
+	if err != nil {
+		return InletInfo{}, fmt.Errorf("create inlet: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.inlets[spec.Name]; ok {
+		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrExists)
+	}
+	ln, err := net.Listen("tcp", spec.From)
+	if err != nil {
+		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, err)
+	}
+	ctx, stop := context.WithCancel(m.ctx)
+	in := &inlet{spec: spec, allow: allow, ln: ln.(*net.TCPListener), ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns)}
+	m.inlets[spec.Name] = in
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.acceptLoop(in)
+	}()
+	return in.info(), nil
+}
+
+// RemoveInlet stops an inlet and closes its connections.
+func (m *Manager) RemoveInlet(name string) error {
+	m.mu.Lock()
+	in, ok := m.inlets[name]
+	delete(m.inlets, name)
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("delete inlet %q: %w", name, ErrNotFound)
+	}
+	return in.close()
+}
+
+func (m *Manager) acceptLoop(in *inlet) {
+	for {
+		c, err := in.ln.AcceptTCP()
+		if err != nil {
+			if in.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				m.log.Error("inlet stopped accepting", zap.String("inlet", in.spec.Name), zap.Error(err))
+			}
+			return
+		}
+		in.stats.Accepted.Add(1)
+		if !in.lim.acquire() {
+			in.stats.Failed.Add(1)
+			m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
+			pipe.TCP(c).Abort()
+			continue
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer in.lim.release()
+			in.stats.Active.Add(1)
+			defer in.stats.Active.Add(-1)
+			m.serveInlet(in, c)
+		}()
+	}
+}
+
+func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
+	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
+	ch, raw, err := m.openChannel(in)
+	if err != nil {
+		if errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) {
+			in.stats.Refused.Add(1)
+		} else {
+			in.stats.Failed.Add(1)
+		}
+		log.Warn("inlet connection refused", zap.Error(err))
+		pipe.TCP(app).Abort()
+		return
+	}
+	side := &statusStream{Stream: pipe.TLS(ch, raw)}
+	res := pipe.Run(in.ctx, pipe.TCP(app), side, nil)
+	in.stats.BytesIn.Add(res.AToB)
+	in.stats.BytesOut.Add(res.BToA)
+	if res.Err != nil && in.ctx.Err() == nil {
+		err := explainRemote(res.Err)
+		if errors.Is(err, channel.ErrDenied) {
+			in.stats.Refused.Add(1)
+		}
+		log.Info("inlet connection ended with an error", zap.Error(err))
+	}
+}
+
+// openChannel asks the hub for a session to the relay and runs the TLS
+// handshake with the outlet's agent.
+func (m *Manager) openChannel(in *inlet) (*tls.Conn, *net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+	defer cancel()
+	token, owner, err := m.opts.Hub.Dial(ctx, in.spec.Via)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := m.opts.Hub.OpenData(ctx, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := tls.Client(raw, channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
+	if err := ch.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+	}
+	return ch, raw, nil
+}
+
+// explainRemote turns the outlet's TLS alert into the reason an operator needs.
+func explainRemote(err error) error {
+	var alert tls.AlertError
+	if errors.As(err, &alert) || isRemoteBadCert(err) {
+		return fmt.Errorf("the outlet refused this agent's credential (its policy does not allow our attributes, or it does not trust our authority): %v: %w", err, channel.ErrDenied)
+	}
+	return err
+}
+
+func isRemoteBadCert(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		err = op.Err
+	}
+	// crypto/tls reports alerts sent by the peer as "remote error: tls: ...".
+	return err != nil && len(err.Error()) > 13 && err.Error()[:13] == "remote error:"
+}
+
+// statusStream consumes the outlet's status byte before the app sees data.
+type statusStream struct {
+	pipe.Stream
+	seen bool
+}
+
+func (s *statusStream) Read(p []byte) (int, error) {
+	if !s.seen {
+		var b [1]byte
+		if _, err := io.ReadFull(s.Stream, b[:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return 0, fmt.Errorf("read outlet status: channel closed before the outlet answered: %w", ErrTargetUnreachable)
+			}
+			return 0, err
+		}
+		s.seen = true
+		if b[0] != statusOK {
+			return 0, ErrTargetUnreachable
+		}
+	}
+	return s.Stream.Read(p)
+}

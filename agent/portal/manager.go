@@ -1,0 +1,179 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/policy"
+)
+
+// Hub is what portals need of the relay client.
+type Hub interface {
+	// Dial asks for a data session to relay; it returns the token and the
+	// node ID of the relay's owner.
+	Dial(ctx context.Context, relay string) (token []byte, owner string, err error)
+	// OpenData opens a data connection that presents token.
+	OpenData(ctx context.Context, token []byte) (*net.TCPConn, error)
+}
+
+// Options configure a Manager. Hub, Keys and Verifier are required.
+type Options struct {
+	Hub              Hub
+	Keys             *channel.Keys
+	Verifier         *credential.Verifier
+	Logger           *zap.Logger   // zap.NewNop()
+	MaxConns         int           // 4096: open connections per portal; more are refused with a reset
+	HandshakeTimeout time.Duration // 10s
+	DialTimeout      time.Duration // 5s: outlet to target
+}
+
+// Manager owns an agent's inlets and outlets.
+type Manager struct {
+	opts Options
+	log  *zap.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex // guards the following
+	inlets  map[string]*inlet
+	outlets map[string]*outlet
+}
+
+// New makes a manager; Close stops every portal and connection.
+func New(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = 4096
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop,
+		inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
+}
+
+// Close stops every portal, closes every connection and waits for them.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	var errs []error
+	for _, in := range m.inlets {
+		errs = append(errs, in.close())
+	}
+	m.mu.Unlock()
+	m.stop()
+	m.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// limiter bounds a portal's open connections.
+type limiter chan struct{}
+
+func (l limiter) acquire() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l limiter) release() { <-l }
+
+// outlet is a configured outlet.
+type outlet struct {
+	spec  OutletSpec
+	allow *policy.Policy
+	ctx   context.Context
+	stop  context.CancelFunc
+	lim   limiter
+	stats Counters
+}
+
+// AddOutlet creates an outlet.
+func (m *Manager) AddOutlet(spec OutletSpec) (OutletInfo, error) {
+	allow, err := spec.check()
+	if err != nil {
+		return OutletInfo{}, fmt.Errorf("create outlet: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.outlets[spec.Name]; ok {
+		return OutletInfo{}, fmt.Errorf("create outlet %q: %w", spec.Name, ErrExists)
+	}
+	ctx, stop := context.WithCancel(m.ctx)
+	o := &outlet{spec: spec, allow: allow, ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns)}
+	m.outlets[spec.Name] = o
+	return OutletInfo{OutletSpec: spec}, nil
+}
+
+// RemoveOutlet deletes an outlet and closes its connections.
+func (m *Manager) RemoveOutlet(name string) error {
+	m.mu.Lock()
+	o, ok := m.outlets[name]
+	delete(m.outlets, name)
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("delete outlet %q: %w", name, ErrNotFound)
+	}
+	o.stop()
+	return nil
+}
+
+// Outlets lists the outlets by name.
+func (m *Manager) Outlets() []OutletInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]OutletInfo, 0, len(m.outlets))
+	for _, o := range m.outlets {
+		out = append(out, OutletInfo{OutletSpec: o.spec, Counters: o.stats.Snapshot()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Inlets lists the inlets by name.
+func (m *Manager) Inlets() []InletInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]InletInfo, 0, len(m.inlets))
+	for _, in := range m.inlets {
+		out = append(out, in.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// outletFor picks the outlet an inlet asked for by name (TLS SNI). An empty
+// name picks the only outlet.
+func (m *Manager) outletFor(name string) (*outlet, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if name != "" {
+		if o := m.outlets[name]; o != nil {
+			return o, nil
+		}
+		return nil, fmt.Errorf("find outlet %q: %w", name, channel.ErrNoOutlet)
+	}
+	if len(m.outlets) == 1 {
+		for _, o := range m.outlets {
+			return o, nil
+		}
+	}
+	return nil, fmt.Errorf("find outlet: this agent has %d outlets; name one with the inlet's --outlet: %w", len(m.outlets), channel.ErrNoOutlet)
+}

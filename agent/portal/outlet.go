@@ -1,0 +1,92 @@
+package portal
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/pipe"
+	"github.com/sluicehq/sluice/agent/policy"
+)
+
+// Outlet session pipeline:
+//
+//	hub "incoming" ──> OpenData (TCP to hub) ──> TLS server handshake,
+//	    verifying the inlet's credential and this outlet's policy
+//	    ──> dial target ──> status byte ──> pipe.Run(channel, target)
+
+// HandleIncoming serves one data session the hub announced for a relay this
+// agent owns. from is the inlet agent's node ID, as the hub says; the channel
+// authenticates it independently.
+func (m *Manager) HandleIncoming(token []byte, from string) {
+	m.wg.Add(1)
+	defer m.wg.Done()
+	log := m.log.With(zap.String("from", from))
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
+	defer cancel()
+	raw, err := m.opts.Hub.OpenData(ctx, token)
+	if err != nil {
+		log.Warn("outlet session failed", zap.Error(err))
+		return
+	}
+	var chosen *outlet
+	conf := channel.Server(m.opts.Keys, m.opts.Verifier, func(name string) (*policy.Policy, error) {
+		o, err := m.outletFor(name)
+		if err != nil {
+			return nil, err
+		}
+		chosen = o
+		return o.allow, nil
+	})
+	ch := tls.Server(raw, conf)
+	if err := ch.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		if chosen != nil && errors.Is(err, channel.ErrDenied) {
+			chosen.stats.Refused.Add(1)
+		}
+		log.Warn("outlet refused a connection", zap.Error(err))
+		return
+	}
+	o := chosen
+	o.stats.Accepted.Add(1)
+	if !o.lim.acquire() {
+		o.stats.Failed.Add(1)
+		log.Warn("outlet at its connection limit; refusing", zap.String("outlet", o.spec.Name))
+		pipe.TLS(ch, raw).Abort()
+		return
+	}
+	defer o.lim.release()
+	o.stats.Active.Add(1)
+	defer o.stats.Active.Add(-1)
+	m.serveOutlet(ctx, o, ch, raw, log.With(zap.String("outlet", o.spec.Name)))
+}
+
+func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw *net.TCPConn, log *zap.Logger) {
+	d := net.Dialer{Timeout: m.opts.DialTimeout}
+	tc, err := d.DialContext(ctx, "tcp", o.spec.To)
+	if err != nil {
+		o.stats.Failed.Add(1)
+		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
+		ch.Write([]byte{statusUnreachable})
+		pipe.TLS(ch, raw).CloseWrite()
+		raw.Close()
+		return
+	}
+	target := tc.(*net.TCPConn)
+	if _, err := ch.Write([]byte{statusOK}); err != nil {
+		o.stats.Failed.Add(1)
+		target.Close()
+		raw.Close()
+		return
+	}
+	res := pipe.Run(o.ctx, pipe.TLS(ch, raw), pipe.TCP(target), nil)
+	o.stats.BytesIn.Add(res.AToB)
+	o.stats.BytesOut.Add(res.BToA)
+	if res.Err != nil && o.ctx.Err() == nil {
+		log.Info("outlet connection ended with an error", zap.Error(res.Err))
+	}
+}

@@ -1,0 +1,141 @@
+// Package portal carries TCP connections through the hub: an inlet accepts
+// local connections and opens a secure channel to an outlet, which connects to
+// the target service. Bytes move through package pipe.
+package portal
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/policy"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrExists means a portal of that name already exists.
+	ErrExists = errors.New("portal already exists")
+	// ErrNotFound means there is no portal of that name.
+	ErrNotFound = errors.New("no such portal")
+	// ErrInvalid means a portal specification is not valid.
+	ErrInvalid = errors.New("invalid portal specification")
+	// ErrTargetUnreachable means the outlet could not connect to its target.
+	ErrTargetUnreachable = errors.New("outlet could not connect to its target")
+)
+
+// InletSpec describes an inlet as `agentctl tcp-inlet create` does.
+type InletSpec struct {
+	Name   string `json:"name"`
+	From   string `json:"from"`             // listen address, e.g. 0.0.0.0:15432
+	Via    string `json:"via"`              // relay name that leads to the outlet's agent
+	Outlet string `json:"outlet,omitempty"` // outlet name on that agent; "" = its only outlet
+	Allow  string `json:"allow"`            // policy on the outlet agent's attributes
+}
+
+// OutletSpec describes an outlet as `agentctl tcp-outlet create` does.
+type OutletSpec struct {
+	Name  string `json:"name"`
+	To    string `json:"to"`    // target address, e.g. postgres:5432
+	Allow string `json:"allow"` // policy on the inlet agent's attributes
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
+
+func checkName(kind, name string) error {
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("%s name %q: use letters, digits and _ . - (at most 63), starting with a letter or digit: %w", kind, name, ErrInvalid)
+	}
+	return nil
+}
+
+func checkHostPort(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want HOST:PORT: %w", flag, addr, ErrInvalid)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s %q: port must be a number from 0 to 65535: %w", flag, addr, ErrInvalid)
+	}
+	return nil
+}
+
+func parsePolicy(flag, expr string) (*policy.Policy, error) {
+	if expr == "" {
+		return nil, fmt.Errorf("%s is required (policies are default deny), e.g. %s postgres-inlet: %w", flag, flag, ErrInvalid)
+	}
+	p, err := policy.Parse(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", flag, err, ErrInvalid)
+	}
+	return p, nil
+}
+
+func (s *InletSpec) check() (*policy.Policy, error) {
+	if err := checkName("inlet", s.Name); err != nil {
+		return nil, err
+	}
+	if err := checkHostPort("--from", s.From); err != nil {
+		return nil, err
+	}
+	if err := authority.CheckRelayName(s.Via); err != nil {
+		return nil, fmt.Errorf("--via: %w: %w", err, ErrInvalid)
+	}
+	if s.Outlet != "" {
+		if err := checkName("outlet", s.Outlet); err != nil {
+			return nil, err
+		}
+	}
+	return parsePolicy("--allow", s.Allow)
+}
+
+func (s *OutletSpec) check() (*policy.Policy, error) {
+	if err := checkName("outlet", s.Name); err != nil {
+		return nil, err
+	}
+	if err := checkHostPort("--to", s.To); err != nil {
+		return nil, err
+	}
+	return parsePolicy("--allow", s.Allow)
+}
+
+// Counters are a portal's live statistics.
+type Counters struct {
+	Accepted atomic.Int64 // connections accepted
+	Active   atomic.Int64 // connections now open
+	Refused  atomic.Int64 // refused by policy, on either side
+	Failed   atomic.Int64 // failed for another reason
+	BytesIn  atomic.Int64 // toward the target
+	BytesOut atomic.Int64 // from the target
+}
+
+// CounterValues is a snapshot of Counters.
+type CounterValues struct {
+	Accepted int64 `json:"accepted"`
+	Active   int64 `json:"active"`
+	Refused  int64 `json:"refused"`
+	Failed   int64 `json:"failed"`
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+}
+
+// Snapshot reads the counters.
+func (c *Counters) Snapshot() CounterValues {
+	return CounterValues{c.Accepted.Load(), c.Active.Load(), c.Refused.Load(), c.Failed.Load(), c.BytesIn.Load(), c.BytesOut.Load()}
+}
+
+// InletInfo is an inlet's specification and state.
+type InletInfo struct {
+	InletSpec
+	Listening string        `json:"listening"`
+	Counters  CounterValues `json:"counters"`
+}
+
+// OutletInfo is an outlet's specification and state.
+type OutletInfo struct {
+	OutletSpec
+	Counters CounterValues `json:"counters"`
+}

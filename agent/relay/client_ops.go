@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// wrap adds context to local errors; a hub refusal already says what failed.
+func wrap(err error, format string, args ...any) error {
+	var h *HubError
+	if errors.As(err, &h) {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
+
+// Claim makes this agent the owner of a relay name at the hub, now and after
+// every reconnection.
+func (c *Client) Claim(ctx context.Context, name string) error {
+	if _, err := c.request(ctx, &message{Op: opClaim, Relay: name}); err != nil {
+		return wrap(err, "claim relay %q", name)
+	}
+	c.mu.Lock()
+	c.claims[name] = true
+	c.mu.Unlock()
+	return nil
+}
+
+// Release gives up a relay name.
+func (c *Client) Release(ctx context.Context, name string) error {
+	c.mu.Lock()
+	delete(c.claims, name)
+	c.mu.Unlock()
+	if _, err := c.request(ctx, &message{Op: opRelease, Relay: name}); err != nil {
+		return wrap(err, "release relay %q", name)
+	}
+	return nil
+}
+
+// Dial asks the hub for a data session to the owner of relay. It returns the
+// token to present on a data connection and the owner's node ID.
+func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
+	r, err := c.request(ctx, &message{Op: opDial, Relay: relay})
+	if err != nil {
+		return nil, "", wrap(err, "dial relay %q", relay)
+	}
+	if len(r.Token) != tokenSize {
+		return nil, "", fmt.Errorf("dial relay %q: hub sent a %d-byte token", relay, len(r.Token))
+	}
+	return r.Token, r.Node, nil
+}
+
+// OpenData opens a data connection to the hub and presents token. The bytes
+// that follow are spliced to the session's other side.
+func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, error) {
+	conn, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)
+	if err != nil {
+		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+	}
+	tc := conn.(*net.TCPConn)
+	head := make([]byte, 0, len(dataMagic)+tokenSize)
+	head = append(append(head, dataMagic...), token...)
+	if _, err := tc.Write(head); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+	}
+	return tc, nil
+}
+
+// Renew asks the hub for a fresh credential now.
+func (c *Client) Renew(ctx context.Context) (Grant, error) {
+	r, err := c.request(ctx, &message{Op: opRenew})
+	if err != nil {
+		return Grant{}, wrap(err, "renew credential")
+	}
+	g := grantOf(r)
+	c.scheduleRenew(g)
+	return g, nil
+}
+
+// scheduleRenew plans the next renewal at two thirds of the credential's
+// remaining lifetime.
+func (c *Client) scheduleRenew(g Grant) {
+	cert, err := x509.ParseCertificate(g.Credential)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	c.renewAt = now.Add(cert.NotAfter.Sub(now) * 2 / 3)
+	c.mu.Unlock()
+}
+
+// maintain keeps the link: it pings, renews and reconnects until ctx is done.
+func (c *Client) maintain(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	nextPing := time.Now().Add(c.opts.PingInterval)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		connected, renewAt := c.conn != nil, c.renewAt
+		c.mu.Unlock()
+		wait := time.Until(nextPing)
+		if !connected {
+			wait = backoff
+		} else if d := time.Until(renewAt); d < wait {
+			wait = d
+		}
+		timer.Reset(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			c.closeConn()
+			return
+		case <-c.wake:
+			continue
+		case <-timer.C:
+		}
+		switch {
+		case !connected:
+			if err := c.reconnect(ctx); err != nil {
+				c.log.Warn("hub unreachable", zap.String("hub", c.opts.Hub), zap.Error(err), zap.Duration("retry_in", backoff))
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+			backoff = 100 * time.Millisecond
+		case !time.Now().Before(renewAt):
+			g, err := c.Renew(ctx)
+			if err != nil {
+				c.log.Warn("credential renewal failed", zap.Error(err))
+				c.mu.Lock()
+				c.renewAt = time.Now().Add(5 * time.Second)
+				c.mu.Unlock()
+				continue
+			}
+			c.log.Info("credential renewed")
+			c.grant(g)
+		default:
+			pctx, cancel := context.WithTimeout(ctx, c.opts.PingInterval)
+			_, err := c.request(pctx, &message{Op: opPing})
+			cancel()
+			if err != nil {
+				c.dropConn(err)
+			}
+			nextPing = time.Now().Add(c.opts.PingInterval)
+		}
+	}
+}
+
+func (c *Client) reconnect(ctx context.Context) error {
+	g, err := c.connect(ctx, opHello)
+	if err != nil {
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
+		return err
+	}
+	c.log.Info("connected to hub", zap.String("hub", c.opts.Hub))
+	c.scheduleRenew(g)
+	c.grant(g)
+	c.mu.Lock()
+	names := make([]string, 0, len(c.claims))
+	for n := range c.claims {
+		names = append(names, n)
+	}
+	c.mu.Unlock()
+	for _, n := range names {
+		if err := c.Claim(ctx, n); err != nil {
+			c.log.Warn("re-claiming relay failed", zap.String("relay", n), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+func (c *Client) grant(g Grant) {
+	if c.opts.OnGrant != nil {
+		c.opts.OnGrant(g)
+	}
+}
+
+func (c *Client) dropConn(err error) {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		c.lost(conn, err)
+	}
+}
+
+func (c *Client) closeConn() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+}

@@ -1,0 +1,267 @@
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/pipe"
+)
+
+// HubOptions tune a Hub. Zero values mean the defaults.
+type HubOptions struct {
+	Logger         *zap.Logger   // zap.NewNop()
+	SessionTimeout time.Duration // 10s: how long a half-paired data session waits for its peer
+	HelloTimeout   time.Duration // 10s: how long a new connection may take to say who it is
+}
+
+// Hub is the rendezvous point: it runs the authority's enrollment, keeps the
+// relay names agents claim, and splices paired data connections.
+type Hub struct {
+	auth    *authority.Authority
+	tlsConf *tls.Config
+	log     *zap.Logger
+	opts    HubOptions
+
+	spliced atomic.Int64 // bytes spliced, both directions
+
+	mu       sync.Mutex // guards the following
+	relays   map[string]*session
+	pending  map[[tokenSize]byte]*pairing
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup
+}
+
+// NewHub makes a hub for the authority's project.
+func NewHub(auth *authority.Authority, opts HubOptions) *Hub {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = 10 * time.Second
+	}
+	if opts.HelloTimeout == 0 {
+		opts.HelloTimeout = 10 * time.Second
+	}
+	p := auth.Project()
+	h := &Hub{
+		auth: auth, log: opts.Logger, opts: opts,
+		relays:   map[string]*session{},
+		pending:  map[[tokenSize]byte]*pairing{},
+		sessions: map[*session]struct{}{},
+	}
+	h.tlsConf = &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{
+			Certificate: [][]byte{p.HubCert.Raw, p.Cert.Raw},
+			PrivateKey:  p.HubKey,
+			Leaf:        p.HubCert,
+		}},
+		NextProtos: []string{controlALPN},
+		// Any certificate: the handshake proves the node holds the key; who the
+		// key belongs to is the authority's database's business.
+		ClientAuth:            tls.RequireAnyClientCert,
+		VerifyPeerCertificate: requireEd25519,
+	}
+	return h
+}
+
+func requireEd25519(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		return errors.New("no client certificate")
+	}
+	c, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return fmt.Errorf("parse client certificate: %w", err)
+	}
+	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
+		return errors.New("client key is not Ed25519")
+	}
+	return nil
+}
+
+// Serve accepts connections on ln until ctx is done, then closes every
+// connection and waits for them.
+func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+	go func() { <-ctx.Done(); ln.Close() }()
+	defer h.shutdown()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.handle(ctx, c.(*net.TCPConn))
+		}()
+	}
+}
+
+func (h *Hub) shutdown() {
+	h.mu.Lock()
+	for s := range h.sessions {
+		s.conn.Close()
+	}
+	for _, p := range h.pending {
+		p.close()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// Stats is a snapshot of the hub's state.
+type Stats struct {
+	Sessions int      `json:"sessions"`
+	Relays   []string `json:"relays"`
+	Pending  int      `json:"pending"`
+	Spliced  int64    `json:"spliced_bytes"`
+}
+
+// Stats returns a snapshot of the hub's state.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := Stats{Sessions: len(h.sessions), Pending: len(h.pending) / 2, Spliced: h.spliced.Load()}
+	for name := range h.relays {
+		st.Relays = append(st.Relays, name)
+	}
+	return st
+}
+
+func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
+	c.SetReadDeadline(time.Now().Add(h.opts.HelloTimeout))
+	var head [len(dataMagic)]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		c.Close()
+		return
+	}
+	if string(head[:]) == dataMagic {
+		h.handleData(c)
+		return
+	}
+	if head[0] != 0x16 { // TLS handshake record
+		h.log.Debug("unknown protocol", zap.Stringer("remote", c.RemoteAddr()))
+		c.Close()
+		return
+	}
+	h.handleControl(ctx, c, head[:])
+}
+
+// prefixConn replays bytes already read before the rest of the connection.
+type prefixConn struct {
+	*net.TCPConn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+func (h *Hub) handleData(c *net.TCPConn) {
+	var tok [tokenSize]byte
+	if _, err := io.ReadFull(c, tok[:]); err != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	h.mu.Lock()
+	p := h.pending[tok]
+	if p == nil {
+		h.mu.Unlock()
+		h.log.Debug("data connection with unknown token", zap.Stringer("remote", c.RemoteAddr()))
+		c.Close()
+		return
+	}
+	delete(h.pending, tok)
+	ready := p.join(tok, c)
+	if ready {
+		delete(h.pending, p.inletTok)
+		delete(h.pending, p.outletTok)
+		p.timer.Stop()
+	}
+	h.mu.Unlock()
+	if !ready {
+		return
+	}
+	h.log.Debug("splicing", zap.String("relay", p.relay), zap.String("from", p.from))
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		var st pipe.Stats
+		res := pipe.Run(context.Background(), pipe.TCP(p.inlet), pipe.TCP(p.outlet), &st)
+		h.spliced.Add(res.AToB + res.BToA)
+	}()
+}
+
+// pairing is a data session waiting for its two connections.
+type pairing struct {
+	relay, from          string
+	inletTok, outletTok  [tokenSize]byte
+	inlet, outlet        *net.TCPConn
+	timer                *time.Timer
+}
+
+// join records c under tok and reports whether both sides are present.
+func (p *pairing) join(tok [tokenSize]byte, c *net.TCPConn) bool {
+	if tok == p.inletTok {
+		p.inlet = c
+	} else {
+		p.outlet = c
+	}
+	return p.inlet != nil && p.outlet != nil
+}
+
+func (p *pairing) close() {
+	for _, c := range []*net.TCPConn{p.inlet, p.outlet} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// newPairing registers a data session for relay and returns it.
+func (h *Hub) newPairing(relay, from string) (*pairing, error) {
+	p := &pairing{relay: relay, from: from}
+	if _, err := rand.Read(p.inletTok[:]); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(p.outletTok[:]); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.pending[p.inletTok] = p
+	h.pending[p.outletTok] = p
+	h.mu.Unlock()
+	p.timer = time.AfterFunc(h.opts.SessionTimeout, func() {
+		h.mu.Lock()
+		_, live := h.pending[p.inletTok]
+		_, live2 := h.pending[p.outletTok]
+		delete(h.pending, p.inletTok)
+		delete(h.pending, p.outletTok)
+		h.mu.Unlock()
+		if live || live2 {
+			h.log.Info("data session timed out waiting for its peer", zap.String("relay", relay), zap.String("from", from))
+			p.close()
+		}
+	})
+	return p, nil
+}
+

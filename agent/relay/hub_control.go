@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/identity"
+)
+
+// session is one agent's authenticated control connection.
+type session struct {
+	conn   *tls.Conn
+	pub    ed25519.PublicKey
+	nodeID string
+
+	mu  sync.Mutex // guards enc
+	enc *json.Encoder
+}
+
+func (s *session) send(m *message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return s.enc.Encode(m)
+}
+
+func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
+	conn := tls.Server(&prefixConn{TCPConn: c, r: io.MultiReader(bytesReader(head), c)}, h.tlsConf)
+	defer conn.Close()
+	hctx, cancel := context.WithTimeout(ctx, h.opts.HelloTimeout)
+	err := conn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		h.log.Debug("control handshake failed", zap.Stringer("remote", c.RemoteAddr()), zap.Error(err))
+		return
+	}
+	pub := conn.ConnectionState().PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	s := &session{conn: conn, pub: pub, nodeID: identity.NodeID(pub), enc: json.NewEncoder(conn)}
+	dec := json.NewDecoder(conn)
+	log := h.log.With(zap.String("node", s.nodeID), zap.Stringer("remote", c.RemoteAddr()))
+
+	// The first message says who the node is: a new member with a ticket, or
+	// an existing one.
+	var first message
+	if err := dec.Decode(&first); err != nil {
+		log.Debug("no hello", zap.Error(err))
+		return
+	}
+	reply := h.admit(s, &first)
+	if err := s.send(reply); err != nil || reply.Error != "" {
+		if reply.Error != "" {
+			log.Info("refused", zap.String("op", first.Op), zap.String("reason", reply.Error))
+		}
+		return
+	}
+	log.Info("agent connected", zap.String("op", first.Op))
+	h.mu.Lock()
+	h.sessions[s] = struct{}{}
+	h.mu.Unlock()
+	defer h.drop(s)
+
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	for {
+		var m message
+		// Agents ping every 15s; three missed pings and the link is dead.
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		if err := dec.Decode(&m); err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				log.Debug("control connection ended", zap.Error(err))
+			}
+			log.Info("agent disconnected")
+			return
+		}
+		r := h.serve(s, &m)
+		r.ID, r.Op = m.ID, opReply
+		if r.Error != "" {
+			log.Info("request refused", zap.String("op", m.Op), zap.String("relay", m.Relay), zap.String("reason", r.Error))
+		}
+		if err := s.send(r); err != nil {
+			return
+		}
+	}
+}
+
+func bytesReader(b []byte) io.Reader {
+	cp := append([]byte(nil), b...)
+	return &sliceReader{cp}
+}
+
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func refuse(m *message, err error) *message {
+	m.Error, m.Code = err.Error(), codeOf(err)
+	return m
+}
+
+// admit answers the first message of a control connection.
+func (h *Hub) admit(s *session, m *message) *message {
+	reply := &message{ID: m.ID, Op: opReply}
+	switch m.Op {
+	case opEnroll:
+		if _, err := h.auth.Redeem(m.Ticket, s.pub); err != nil {
+			return refuse(reply, err)
+		}
+	case opHello:
+	default:
+		return refuse(reply, fmt.Errorf("first message must be %q or %q, not %q", opEnroll, opHello, m.Op))
+	}
+	return h.credential(s, reply)
+}
+
+func (h *Hub) credential(s *session, reply *message) *message {
+	der, member, err := h.auth.Issue(s.nodeID)
+	if err != nil {
+		return refuse(reply, err)
+	}
+	reply.Credential = der
+	reply.Authority = h.auth.AuthorityCert().Raw
+	reply.Project = h.auth.Project().ID
+	reply.Node = s.nodeID
+	reply.Attributes = member.Attributes
+	return reply
+}
+
+// serve answers one request of an admitted session.
+func (h *Hub) serve(s *session, m *message) *message {
+	reply := &message{}
+	switch m.Op {
+	case opPing:
+		return reply
+	case opRenew:
+		return h.credential(s, reply)
+	case opClaim:
+		return h.claim(s, m.Relay, reply)
+	case opRelease:
+		h.mu.Lock()
+		if h.relays[m.Relay] == s {
+			delete(h.relays, m.Relay)
+		}
+		h.mu.Unlock()
+		return reply
+	case opDial:
+		return h.dial(s, m.Relay, reply)
+	default:
+		return refuse(reply, fmt.Errorf("unknown operation %q", m.Op))
+	}
+}
+
+func (h *Hub) claim(s *session, name string, reply *message) *message {
+	member, err := h.auth.Member(s.nodeID)
+	if err != nil {
+		return refuse(reply, err)
+	}
+	if member.Revoked {
+		return refuse(reply, fmt.Errorf("claim relay %q: %w", name, authority.ErrMemberRevoked))
+	}
+	if !member.MayClaim(name) {
+		return refuse(reply, fmt.Errorf("claim relay %q: this node's tickets allow %v; create a ticket with --relay %s: %w",
+			name, member.Relays, name, authority.ErrRelayNotAllowed))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := h.relays[name]; cur != nil && cur != s && cur.nodeID != s.nodeID {
+		return refuse(reply, fmt.Errorf("claim relay %q: held by node %s: %w", name, cur.nodeID, ErrRelayTaken))
+	}
+	h.relays[name] = s
+	return reply
+}
+
+func (h *Hub) dial(s *session, name string, reply *message) *message {
+	h.mu.Lock()
+	owner := h.relays[name]
+	h.mu.Unlock()
+	if owner == nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, ErrNoRelay))
+	}
+	p, err := h.newPairing(name, s.nodeID)
+	if err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
+	}
+	push := &message{Op: opIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
+	if err := owner.send(push); err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: owner unreachable: %w", name, ErrNoRelay))
+	}
+	reply.Token = p.inletTok[:]
+	reply.Node = owner.nodeID
+	return reply
+}
+
+func (h *Hub) drop(s *session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.sessions, s)
+	for name, owner := range h.relays {
+		if owner == s {
+			delete(h.relays, name)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+// Package relay is the hub's rendezvous service and the agent's client for it.
+//
+// One TCP port carries two kinds of connection, told apart by their first bytes:
+//
+//   - control (TLS 1.3, the hub authenticated by the project authority, the
+//     agent by its node key): newline-delimited JSON messages to enroll, renew
+//     credentials, claim relay names and ask for data sessions;
+//   - data ("SLD1" + a 32-byte single-use token, then opaque bytes): the hub
+//     pairs the inlet's and the outlet's data connections by token and splices
+//     them together. What flows after the token is the agents' own end-to-end
+//     TLS session, which the hub cannot read.
+package relay
+
+import (
+	"errors"
+
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+// dataMagic opens every data connection.
+const dataMagic = "SLD1"
+
+// tokenSize is the length of a data session token.
+const tokenSize = 32
+
+// controlALPN is the ALPN protocol of control connections.
+const controlALPN = "sluice-control/1"
+
+// Operations of the control protocol.
+const (
+	opEnroll   = "enroll"   // agent → hub: redeem a ticket, get a credential
+	opHello    = "hello"    // agent → hub: existing member, get a credential
+	opRenew    = "renew"    // agent → hub: fresh credential
+	opClaim    = "claim"    // agent → hub: own a relay name
+	opRelease  = "release"  // agent → hub: give a relay name up
+	opDial     = "dial"     // agent → hub: open a data session to a relay
+	opPing     = "ping"     // agent → hub: liveness
+	opReply    = "reply"    // hub → agent: answer to a request with the same ID
+	opIncoming = "incoming" // hub → agent: a data session for a relay it owns
+)
+
+// message is one frame of the control protocol.
+type message struct {
+	ID    uint64 `json:"id,omitempty"`
+	Op    string `json:"op"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+
+	Ticket     string            `json:"ticket,omitempty"`
+	Relay      string            `json:"relay,omitempty"`
+	Token      []byte            `json:"token,omitempty"`
+	Node       string            `json:"node,omitempty"`
+	Credential []byte            `json:"credential,omitempty"`
+	Authority  []byte            `json:"authority,omitempty"`
+	Project    string            `json:"project,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// Errors a hub reports, as sentinels on the agent's side.
+var (
+	// ErrNoRelay means no connected agent owns the relay name.
+	ErrNoRelay = errors.New("no agent has claimed this relay")
+	// ErrRelayTaken means another node owns the relay name.
+	ErrRelayTaken = errors.New("relay name is claimed by another node")
+	// ErrHubUntrusted means the hub's certificate does not chain to the pinned authority.
+	ErrHubUntrusted = errors.New("hub certificate is not signed by the project authority")
+	// ErrNotConnected means the agent has no live control connection.
+	ErrNotConnected = errors.New("not connected to the hub")
+	// ErrRefused is a hub refusal without a more specific sentinel.
+	ErrRefused = errors.New("hub refused the request")
+)
+
+var codes = []struct {
+	code string
+	err  error
+}{
+	{"ticket_malformed", authority.ErrTicketMalformed},
+	{"ticket_foreign", authority.ErrTicketForeign},
+	{"ticket_expired", authority.ErrTicketExpired},
+	{"ticket_used", authority.ErrTicketUsed},
+	{"relay_not_allowed", authority.ErrRelayNotAllowed},
+	{"not_member", authority.ErrNotMember},
+	{"revoked", authority.ErrMemberRevoked},
+	{"no_relay", ErrNoRelay},
+	{"relay_taken", ErrRelayTaken},
+}
+
+func codeOf(err error) string {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "refused"
+}
+
+// HubError is a refusal reported by the hub. Its text is the hub's; errors.Is
+// matches the sentinel named by the hub's code.
+type HubError struct {
+	Msg      string
+	sentinel error
+}
+
+func (e *HubError) Error() string { return "hub refused: " + e.Msg }
+func (e *HubError) Unwrap() error { return e.sentinel }
+
+func errorOf(m *message) error {
+	for _, c := range codes {
+		if c.code == m.Code {
+			return &HubError{Msg: m.Error, sentinel: c.err}
+		}
+	}
+	return &HubError{Msg: m.Error, sentinel: ErrRefused}
+}

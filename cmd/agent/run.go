@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/api"
+	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/cmd/internal/cli"
+)
+
+func runCommand() *cobra.Command {
+	var (
+		stateDir, ticket, socket string
+		logs                     logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "run --state-dir DIR [--ticket TICKET|@FILE] [--api PATH]",
+		Short: "Run the agent on this host",
+		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
+with the hub using --ticket the first time, keep a credential renewed, and serve
+the local API that agentctl uses. An agent restarted on the same state directory
+needs no ticket; it restores its relays and portals.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stateDir == "" {
+				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
+			}
+			log, err := cli.NewLogger(logs.level, logs.format)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
+				return err
+			}
+			if socket == "" {
+				socket = api.DefaultSocket
+			}
+			ln, err := api.Listen(socket)
+			if err != nil {
+				return err
+			}
+			defer os.Remove(socket)
+			ctx := cmd.Context()
+			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log})
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			st := a.Status()
+			log.Info("agent ready", zap.String("node", st.Node), zap.String("project", st.Project),
+				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
+			srv := &http.Server{Handler: api.Handler(a), ReadHeaderTimeout: 10 * time.Second}
+			go srv.Serve(ln)
+			<-ctx.Done()
+			log.Info("agent stopping")
+			srv.Close()
+			return a.Close()
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
+	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
+	logs.register(cmd)
+	return cmd
+}

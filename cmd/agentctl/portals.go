@@ -1,0 +1,218 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+func table(w io.Writer, header string, rows func(tw io.Writer)) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	tw.Flush()
+}
+
+func deleteCommand(noun string, del func(cmd *cobra.Command, name string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a " + noun,
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return del(cmd, args[0]) },
+	}
+}
+
+func relayCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "relay", Short: "Claim relay names at the hub, so inlets elsewhere can reach this agent"}
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Claim relay NAME at the hub (the agent's ticket must have allowed it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := e.client().CreateRelay(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "relay %s claimed\n", r.Name)
+			return nil
+		},
+	}
+	var format string
+	list := &cobra.Command{
+		Use: "list", Short: "List this agent's relays", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rs, err := e.client().Relays(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, rs, func(w io.Writer) {
+				table(w, "NAME\tCLAIMED", func(tw io.Writer) {
+					for _, r := range rs {
+						fmt.Fprintf(tw, "%s\t%v\n", r.Name, r.Claimed)
+					}
+				})
+			})
+		},
+	}
+	outputFlag(list, &format)
+	cmd.AddCommand(create, list, deleteCommand("relay", func(cmd *cobra.Command, name string) error {
+		return e.client().DeleteRelay(cmd.Context(), name)
+	}))
+	return cmd
+}
+
+func outletCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Manage TCP outlets: where portal connections come out"}
+	var spec portal.OutletSpec
+	create := &cobra.Command{
+		Use:   "create --to HOST:PORT --allow EXPR [--name N]",
+		Short: "Create an outlet that connects to --to for peers --allow permits",
+		Long: `Create a TCP outlet. Connections from inlets whose credentials satisfy --allow
+come out of this agent as TCP connections to --to. --allow is a policy over the
+inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := e.client().CreateOutlet(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "tcp-outlet %s created: to %s, allow %s\n", o.Name, o.To, o.Allow)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&spec.To, "to", "", "target HOST:PORT (required)")
+	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the inlet's attributes (required; default deny)")
+	create.Flags().StringVar(&spec.Name, "name", "", "outlet name (default outlet-N)")
+	var format string
+	list := &cobra.Command{
+		Use: "list", Short: "List outlets", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			os, err := e.client().Outlets(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, os, func(w io.Writer) { printOutlets(w, os) })
+		},
+	}
+	outputFlag(list, &format)
+	cmd.AddCommand(create, list, deleteCommand("tcp-outlet", func(cmd *cobra.Command, name string) error {
+		return e.client().DeleteOutlet(cmd.Context(), name)
+	}))
+	return cmd
+}
+
+func inletCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
+	var spec portal.InletSpec
+	create := &cobra.Command{
+		Use:   "create --from ADDR:PORT --via RELAYNAME --allow EXPR [--name N] [--outlet NAME]",
+		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
+		Long: `Create a TCP inlet. It listens on --from; each connection is carried through
+the hub to the agent that claimed relay --via, over a mutually authenticated TLS
+1.3 channel, and comes out of that agent's outlet (--outlet, or its only one).
+--allow is a policy over the outlet agent's attributes; see docs/policy.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, err := e.client().CreateInlet(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, via relay %s, allow %s\n", in.Name, in.Listening, in.Via, in.Allow)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&spec.From, "from", "", "listen ADDR:PORT, e.g. 0.0.0.0:15432 (required)")
+	create.Flags().StringVar(&spec.Via, "via", "", "relay name of the outlet's agent (required)")
+	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the outlet agent's attributes (required; default deny)")
+	create.Flags().StringVar(&spec.Name, "name", "", "inlet name (default inlet-N)")
+	create.Flags().StringVar(&spec.Outlet, "outlet", "", "outlet name on the far agent (default: its only outlet)")
+	var format string
+	list := &cobra.Command{
+		Use: "list", Short: "List inlets", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ins, err := e.client().Inlets(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, ins, func(w io.Writer) { printInlets(w, ins) })
+		},
+	}
+	outputFlag(list, &format)
+	cmd.AddCommand(create, list, deleteCommand("tcp-inlet", func(cmd *cobra.Command, name string) error {
+		return e.client().DeleteInlet(cmd.Context(), name)
+	}))
+	return cmd
+}
+
+func printInlets(w io.Writer, ins []portal.InletInfo) {
+	table(w, "NAME\tLISTENING\tVIA\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT", func(tw io.Writer) {
+		for _, in := range ins {
+			c := in.Counters
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", in.Name, in.Listening, in.Via, in.Allow,
+				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut)
+		}
+	})
+}
+
+func printOutlets(w io.Writer, os []portal.OutletInfo) {
+	table(w, "NAME\tTO\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT", func(tw io.Writer) {
+		for _, o := range os {
+			c := o.Counters
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", o.Name, o.To, o.Allow,
+				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut)
+		}
+	})
+}
+
+func statusCommand(e *env) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show identity, attributes, credential expiry, hub link and portals",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := e.client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, st, func(w io.Writer) { printStatus(w, st) })
+		},
+	}
+	outputFlag(cmd, &format)
+	return cmd
+}
+
+func printStatus(w io.Writer, st daemon.Status) {
+	names := make([]string, 0, len(st.Attributes))
+	for k, v := range st.Attributes {
+		names = append(names, k+"="+v)
+	}
+	sort.Strings(names)
+	link := "disconnected"
+	if st.Hub.Connected {
+		link = "connected since " + st.Hub.Since.Format(time.RFC3339)
+	}
+	if st.Hub.LastError != "" && !st.Hub.Connected {
+		link += " (" + st.Hub.LastError + ")"
+	}
+	fmt.Fprintf(w, "Node:        %s\nProject:     %s\nAttributes:  %s\n", st.Node, st.Project, strings.Join(names, " "))
+	fmt.Fprintf(w, "Credential:  expires %s (in %s)\nHub:         %s, %s\n\n",
+		st.Credential.Expires.Format(time.RFC3339), st.Credential.ExpiresIn, st.Hub.Hub, link)
+	table(w, "RELAY\tCLAIMED", func(tw io.Writer) {
+		for _, r := range st.Relays {
+			fmt.Fprintf(tw, "%s\t%v\n", r.Name, r.Claimed)
+		}
+	})
+	fmt.Fprintln(w)
+	printInlets(w, st.Inlets)
+	fmt.Fprintln(w)
+	printOutlets(w, st.Outlets)
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+func projectCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "project", Short: "Create projects (the hub's authority)"}
+	var dir, hub string
+	initCmd := &cobra.Command{
+		Use:   "init --dir DIR --hub-address HOST:PORT",
+		Short: "Create a project: authority key, hub certificate and project ID",
+		Long: `Create a project in DIR: the authority's signing key and certificate, the hub's
+key and a certificate for the host of --hub-address (the address agents dial),
+and the project ID. Keep DIR private: whoever reads authority.key can enroll nodes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || hub == "" {
+				return errors.New("--dir and --hub-address are required, e.g. agentctl project init --dir ./project --hub-address hub.example.com:4443")
+			}
+			p, err := authority.Init(dir, hub)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "project %s created in %s (hub address %s)\n", p.ID, dir, p.HubAddress)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&dir, "dir", "", "directory to create the project in (required)")
+	initCmd.Flags().StringVar(&hub, "hub-address", "", "HOST:PORT that agents dial to reach the hub (required)")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
+
+func ticketCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "ticket", Short: "Issue enrollment tickets"}
+	var (
+		dir    string
+		attrs  []string
+		relays []string
+		expiry time.Duration
+		usage  int
+	)
+	create := &cobra.Command{
+		Use:   "create --project DIR [--attribute K=V]... [--relay NAME]... [--expires-in 10m] [--usage-count 1]",
+		Short: "Issue an enrollment ticket and print it alone on standard output",
+		Long: `Issue an enrollment ticket signed by the project's authority. The ticket names the
+hub and the authority's key, so an agent needs nothing else to enroll. Its holder
+gets the attributes given with --attribute in its credentials, and may claim the
+relay names given with --relay. The hub refuses it after --expires-in, or after
+--usage-count redemptions. An attribute without =V is set to "true".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return errors.New("--project is required: the directory made by `agentctl project init`")
+			}
+			p, err := authority.Load(dir)
+			if err != nil {
+				return err
+			}
+			kv := map[string]string{}
+			for _, a := range attrs {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					v = "true"
+				}
+				kv[k] = v
+			}
+			s, _, err := p.NewTicket(authority.TicketOptions{Attributes: kv, Relays: relays, ExpiresIn: expiry, Usage: usage})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.out, s)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&dir, "project", "", "project directory (required)")
+	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V for the holder's credentials (repeatable)")
+	create.Flags().StringArrayVar(&relays, "relay", nil, "relay name the holder may claim (repeatable)")
+	create.Flags().DurationVar(&expiry, "expires-in", authority.DefaultTicketExpiry, "how long the ticket can be redeemed")
+	create.Flags().IntVar(&usage, "usage-count", authority.DefaultTicketUsage, "how many times the ticket can be redeemed")
+	cmd.AddCommand(create)
+	return cmd
+}
