@@ -86,11 +86,16 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	startCtx, stop := context.WithCancel(runCtx)
 	defer context.AfterFunc(ctx, stop)()
 	g, err := a.client.Start(startCtx)
-	if err != nil {
-		cancel()
-		return nil, err
+	switch {
+	case err == nil:
+		err = a.firstGrant(g)
+	case a.mayStartOffline(ctx, opts.Ticket, err):
+		g, err = a.savedGrant(err)
+		if err == nil {
+			a.client.StartOffline(runCtx)
+		}
 	}
-	if err := a.firstGrant(g); err != nil {
+	if err != nil {
 		cancel()
 		return nil, err
 	}
@@ -130,6 +135,30 @@ func (a *Agent) loadEnrollment(ticket string) error {
 	}
 	a.enr = enrollment{Hub: t.Hub, Project: t.Project, AuthorityKey: t.AuthorityKey, Node: a.id.ID()}
 	return nil
+}
+
+// mayStartOffline reports whether an enrolled agent that could not reach the
+// hub should start anyway: not when enrolling, not when the hub refused it.
+func (a *Agent) mayStartOffline(ctx context.Context, ticket string, err error) bool {
+	var refused *relay.HubError
+	return ticket == "" && ctx.Err() == nil && !errors.As(err, &refused) && !errors.Is(err, relay.ErrHubUntrusted)
+}
+
+// savedGrant rebuilds the last grant from the state directory, so that an
+// agent can start while the hub is unreachable.
+func (a *Agent) savedGrant(cause error) (relay.Grant, error) {
+	creds, err1 := credential.ReadPEMFile(filepath.Join(a.dir, credentialFile))
+	roots, err2 := credential.ReadPEMFile(filepath.Join(a.dir, authorityFile))
+	if err := errors.Join(err1, err2); err != nil {
+		return relay.Grant{}, fmt.Errorf("%w (and no saved credential to start with: %v)", cause, err)
+	}
+	g := relay.Grant{Credential: creds[0].Raw, Authority: roots[0].Raw, Project: a.enr.Project, Node: a.id.ID()}
+	if err := a.install(g); err != nil {
+		return relay.Grant{}, fmt.Errorf("%w (and the saved credential is unusable: %v)", cause, err)
+	}
+	a.log.Warn("hub unreachable; starting with the saved credential and retrying in the background",
+		zap.Error(cause), zap.Time("credential_expires", creds[0].NotAfter))
+	return g, nil
 }
 
 // firstGrant records the enrollment and installs the first credential.

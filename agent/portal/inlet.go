@@ -61,7 +61,7 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	if _, ok := m.inlets[spec.Name]; ok {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrExists)
 	}
-	ln, err := net.Listen("tcp", spec.From)
+	ln, err := net.Listen(listenNetwork(spec.From), spec.From)
 	if err != nil {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, err)
 	}
@@ -74,6 +74,16 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 		m.acceptLoop(in)
 	}()
 	return in.info(), nil
+}
+
+// listenNetwork keeps an IPv4 listen address IPv4-only: "0.0.0.0:15432"
+// means every IPv4 address, as the operator wrote it, not a dual-stack socket.
+func listenNetwork(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 // RemoveInlet stops an inlet and closes its connections.

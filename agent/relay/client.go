@@ -149,6 +149,12 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 	return g, nil
 }
 
+// StartOffline keeps trying to connect in the background (as a hello from an
+// enrolled node) without waiting for the first connection.
+func (c *Client) StartOffline(ctx context.Context) {
+	go c.maintain(ctx)
+}
+
 // connect dials the hub, says hello (or enrolls) and installs the connection.
 func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	raw, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)

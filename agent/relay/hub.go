@@ -213,10 +213,10 @@ func (h *Hub) handleData(c *net.TCPConn) {
 
 // pairing is a data session waiting for its two connections.
 type pairing struct {
-	relay, from          string
-	inletTok, outletTok  [tokenSize]byte
-	inlet, outlet        *net.TCPConn
-	timer                *time.Timer
+	relay, from         string
+	inletTok, outletTok [tokenSize]byte
+	inlet, outlet       *net.TCPConn
+	timer               *time.Timer
 }
 
 // join records c under tok and reports whether both sides are present.
@@ -264,4 +264,3 @@ func (h *Hub) newPairing(relay, from string) (*pairing, error) {
 	})
 	return p, nil
 }
-

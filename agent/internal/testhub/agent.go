@@ -1,0 +1,141 @@
+package testhub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// AgentOptions describe an agent's relay client. Zero values mean: a new
+// identity, a hello without ticket, the hub's authority key, the default ping
+// interval.
+type AgentOptions struct {
+	Identity     *identity.Identity
+	Ticket       string
+	AuthorityKey ed25519.PublicKey
+	PingInterval time.Duration
+}
+
+// Agent is a node with a started relay.Client, and the channel keys and
+// verifier built from its grant as the agent daemon builds them.
+type Agent struct {
+	Identity *identity.Identity
+	Client   *relay.Client
+	Grant    relay.Grant // the first one
+	Keys     *channel.Keys
+	Verifier *credential.Verifier
+
+	stop     context.CancelFunc
+	incoming atomic.Pointer[func(relay.Incoming)]
+	grants   chan relay.Grant
+}
+
+// Connect starts a relay client for the hub; it stops when the test ends.
+// The error is the one Start returned.
+func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
+	t.Helper()
+	if opts.Identity == nil {
+		id, err := identity.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Identity = id
+	}
+	if opts.AuthorityKey == nil {
+		opts.AuthorityKey = h.AuthorityKey()
+	}
+	a := &Agent{Identity: opts.Identity, Keys: new(channel.Keys), grants: make(chan relay.Grant, 16)}
+	c, err := relay.NewClient(relay.ClientOptions{
+		Hub:          h.Addr,
+		Identity:     opts.Identity,
+		AuthorityKey: opts.AuthorityKey,
+		Ticket:       opts.Ticket,
+		PingInterval: opts.PingInterval,
+		OnIncoming: func(in relay.Incoming) {
+			if f := a.incoming.Load(); f != nil {
+				(*f)(in)
+			}
+		},
+		OnGrant: func(g relay.Grant) {
+			if err := a.install(g); err == nil {
+				select {
+				case a.grants <- g:
+				default:
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Client = c
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	t.Cleanup(cancel)
+	g, err := c.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.Grant = g
+	if err := a.install(g); err != nil {
+		t.Fatal(err)
+	}
+	root, err := x509.ParseCertificate(g.Authority)
+	if err != nil {
+		t.Fatalf("hub sent an unreadable authority certificate: %v", err)
+	}
+	a.Verifier = &credential.Verifier{Root: root, ProjectID: g.Project}
+	return a, nil
+}
+
+// Enroll creates a ticket with attrs and relays, and connects a new agent
+// with it; it fails the test if the hub refuses.
+func (h *Hub) Enroll(t testing.TB, attrs map[string]string, relays ...string) *Agent {
+	t.Helper()
+	a, err := h.Connect(t, AgentOptions{Ticket: h.Ticket(t, authority.TicketOptions{Attributes: attrs, Relays: relays})})
+	if err != nil {
+		t.Fatalf("enroll: %v", err)
+	}
+	return a
+}
+
+// install makes g's credential the one the agent presents on channels.
+func (a *Agent) install(g relay.Grant) error {
+	cred, err := credential.ParseDER(g.Credential)
+	if err != nil {
+		return err
+	}
+	if cred.NodeID != a.Identity.ID() {
+		return fmt.Errorf("credential names node %s, this is %s", cred.NodeID, a.Identity.ID())
+	}
+	a.Keys.Set(&tls.Certificate{Certificate: [][]byte{g.Credential}, PrivateKey: a.Identity.PrivateKey(), Leaf: cred.Cert})
+	return nil
+}
+
+// Stop stops the client: it closes its control connection and stops
+// reconnecting.
+func (a *Agent) Stop() { a.stop() }
+
+// OnIncoming sets what the agent does with incoming data sessions.
+func (a *Agent) OnIncoming(f func(relay.Incoming)) { a.incoming.Store(&f) }
+
+// NextGrant waits for the client's next OnGrant.
+func (a *Agent) NextGrant(timeout time.Duration) (relay.Grant, error) {
+	select {
+	case g := <-a.grants:
+		return g, nil
+	case <-time.After(timeout):
+		return relay.Grant{}, fmt.Errorf("%w within %v", ErrNoGrant, timeout)
+	}
+}

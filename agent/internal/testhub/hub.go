@@ -1,0 +1,153 @@
+package testhub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// StopTimeout bounds how long Stop waits for Serve to return.
+const StopTimeout = 5 * time.Second
+
+// Options tune a test hub. Zero values mean the packages' defaults.
+type Options struct {
+	Hub       relay.HubOptions
+	Authority authority.Options
+}
+
+// Hub is a relay hub of a fresh project, serving on 127.0.0.1.
+type Hub struct {
+	Project *authority.Project
+	Auth    *authority.Authority
+	Addr    string // HOST:PORT, also the address in the project's tickets
+	opts    relay.HubOptions
+
+	mu     sync.Mutex // guards the following
+	hub    *relay.Hub
+	cancel context.CancelFunc
+	done   chan error // receives Serve's result; nil when stopped
+}
+
+// Start makes a project for a hub on an ephemeral port of 127.0.0.1 and serves
+// it until the test ends.
+func Start(t testing.TB, opts Options) *Hub {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hub certificate names the host of the address, so the project is
+	// made once the port is known.
+	p, err := authority.Init(t.TempDir(), ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	a, err := authority.Open(p, opts.Authority)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	h := &Hub{Project: p, Auth: a, Addr: ln.Addr().String(), opts: opts.Hub}
+	h.serve(ln)
+	t.Cleanup(func() {
+		if err := h.Stop(); err != nil {
+			t.Error(err)
+		}
+		a.Close()
+	})
+	return h
+}
+
+func (h *Hub) serve(ln net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	hub := relay.NewHub(h.Auth, h.opts)
+	done := make(chan error, 1)
+	go func() { done <- hub.Serve(ctx, ln) }()
+	h.mu.Lock()
+	h.hub, h.cancel, h.done = hub, cancel, done
+	h.mu.Unlock()
+}
+
+// Relay returns the hub now serving (a new one after Restart).
+func (h *Hub) Relay() *relay.Hub {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hub
+}
+
+// Stop stops serving and waits for Serve to return. It returns Serve's error,
+// or an error if Serve did not return within StopTimeout.
+func (h *Hub) Stop() error { return h.StopWithin(StopTimeout) }
+
+// StopWithin is Stop with a bound of d; Serve may go on after a timeout, and
+// the Hub counts as stopped all the same.
+func (h *Hub) StopWithin(d time.Duration) error {
+	h.mu.Lock()
+	cancel, done := h.cancel, h.done
+	h.cancel, h.done = nil, nil
+	h.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("hub did not stop within %v of its context being cancelled", d)
+	}
+}
+
+// Restart stops the hub and serves the same project again on the same
+// address, with a new relay.Hub: the relay names claimed before are gone.
+func (h *Hub) Restart(t testing.TB) {
+	t.Helper()
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", h.Addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", h.Addr, err)
+	}
+	h.serve(ln)
+}
+
+// AuthorityKey is the project's authority key, as tickets carry it.
+func (h *Hub) AuthorityKey() ed25519.PublicKey { return h.Project.AuthorityPublicKey() }
+
+// Ticket creates an encoded enrollment ticket.
+func (h *Hub) Ticket(t testing.TB, opts authority.TicketOptions) string {
+	t.Helper()
+	s, _, err := h.Project.NewTicket(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// WaitFor polls cond every 10ms until it holds or timeout passes; it reports
+// whether cond held.
+func WaitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ErrNoGrant is returned by Agent.NextGrant when no grant arrives in time.
+var ErrNoGrant = errors.New("no grant arrived")

@@ -1,0 +1,348 @@
+package relay_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/pipe"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// incoming is a data session an outlet agent was told about and opened.
+type incoming struct {
+	relay.Incoming
+	conn *net.TCPConn
+	err  error
+}
+
+// answer makes a open a data connection for every incoming session and
+// hands it to the returned channel.
+func answer(a *testhub.Agent) <-chan incoming {
+	ch := make(chan incoming, 16)
+	a.OnIncoming(func(in relay.Incoming) {
+		c, err := a.Client.OpenData(context.Background(), in.Token)
+		ch <- incoming{in, c, err}
+	})
+	return ch
+}
+
+func next(t *testing.T, ch <-chan incoming) incoming {
+	t.Helper()
+	select {
+	case in := <-ch:
+		if in.err != nil {
+			t.Fatalf("open data connection for incoming session: %v", in.err)
+		}
+		t.Cleanup(func() { in.conn.Close() })
+		in.conn.SetDeadline(time.Now().Add(wait))
+		return in
+	case <-time.After(wait):
+		t.Fatal("no incoming session")
+		return incoming{}
+	}
+}
+
+// dialData asks the hub for a session to relay and opens its data connection.
+func dialData(t *testing.T, a *testhub.Agent, relayName string) (conn *net.TCPConn, owner string) {
+	t.Helper()
+	tok, owner, err := a.Client.Dial(t.Context(), relayName)
+	if err != nil {
+		t.Fatalf("dial relay %s: %v", relayName, err)
+	}
+	if len(tok) != 32 {
+		t.Errorf("token of %d bytes, want 32", len(tok))
+	}
+	conn, err = a.Client.OpenData(t.Context(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(wait))
+	return conn, owner
+}
+
+func claim(t *testing.T, a *testhub.Agent, name string) {
+	t.Helper()
+	if err := a.Client.Claim(t.Context(), name); err != nil {
+		t.Fatalf("claim %s: %v", name, err)
+	}
+}
+
+func relaysOf(h *testhub.Hub) []string {
+	r := h.Relay().Stats().Relays
+	slices.Sort(r)
+	return r
+}
+
+func TestClaimRelayNotAllowed(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	a := h.Enroll(t, nil, "web")
+	err := a.Client.Claim(t.Context(), "db")
+	checkRefused(t, err, authority.ErrRelayNotAllowed, "--relay db")
+	claim(t, a, "web")
+	if got := a.Client.Status().Relays; !slices.Equal(got, []string{"web"}) {
+		t.Errorf("client claims %v, want [web]", got)
+	}
+	if got := relaysOf(h); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("hub relays %v, want [web]", got)
+	}
+}
+
+func TestClaimRelayTaken(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	first, second := h.Enroll(t, nil, "db"), h.Enroll(t, nil, "db")
+	claim(t, first, "db")
+	err := second.Client.Claim(t.Context(), "db")
+	checkRefused(t, err, relay.ErrRelayTaken, first.Identity.ID())
+	// Claiming again is harmless for the owner.
+	claim(t, first, "db")
+
+	if err := first.Client.Release(t.Context(), "db"); err != nil {
+		t.Fatal(err)
+	}
+	if got := first.Client.Status().Relays; len(got) != 0 {
+		t.Errorf("client still claims %v after Release", got)
+	}
+	claim(t, second, "db")
+	_, owner := dialData(t, first, "db")
+	if owner != second.Identity.ID() {
+		t.Errorf("relay db is owned by %s, want the second node %s", owner, second.Identity.ID())
+	}
+}
+
+func TestDialUnclaimedRelay(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	a := h.Enroll(t, nil)
+	_, _, err := a.Client.Dial(t.Context(), "nobody")
+	checkRefused(t, err, relay.ErrNoRelay, `"nobody"`)
+}
+
+func TestOwnerDisconnectDropsRelay(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	owner, dialer := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
+	claim(t, owner, "svc")
+	owner.Stop()
+	if !testhub.WaitFor(wait, func() bool { return len(relaysOf(h)) == 0 }) {
+		t.Fatalf("hub still has relays %v after their owner left", relaysOf(h))
+	}
+	_, _, err := dialer.Client.Dial(t.Context(), "svc")
+	checkRefused(t, err, relay.ErrNoRelay, "svc")
+}
+
+// TestDataSession: the hub matches the inlet's and the outlet's data
+// connections by token and moves bytes both ways, half-closes included.
+func TestDataSession(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
+	sessions := answer(out)
+	claim(t, out, "svc")
+
+	inConn, owner := dialData(t, in, "svc")
+	if owner != out.Identity.ID() {
+		t.Errorf("hub says the owner is %s, want %s", owner, out.Identity.ID())
+	}
+	s := next(t, sessions)
+	if s.Relay != "svc" || s.From != in.Identity.ID() {
+		t.Errorf("incoming %+v, want relay svc from %s", s.Incoming, in.Identity.ID())
+	}
+	st := h.Relay().Stats()
+	if !slices.Equal(st.Relays, []string{"svc"}) || st.Sessions != 2 {
+		t.Errorf("hub stats %+v, want relay svc and 2 sessions", st)
+	}
+
+	request, reply := []byte("hello outlet"), []byte("hello inlet, and goodbye")
+	if _, err := inConn.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	if err := inConn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(s.conn)
+	if err != nil || string(got) != string(request) {
+		t.Fatalf("outlet read %q, %v; want %q then EOF", got, err, request)
+	}
+	if _, err := s.conn.Write(reply); err != nil {
+		t.Fatalf("outlet write after the inlet's FIN: %v", err)
+	}
+	s.conn.Close()
+	got, err = io.ReadAll(inConn)
+	if err != nil || string(got) != string(reply) {
+		t.Fatalf("inlet read %q, %v; want %q then EOF", got, err, reply)
+	}
+	inConn.Close()
+	total := int64(len(request) + len(reply))
+	if !testhub.WaitFor(wait, func() bool { return h.Relay().Stats().Spliced == total }) {
+		t.Errorf("hub spliced %d bytes, want %d", h.Relay().Stats().Spliced, total)
+	}
+	if p := h.Relay().Stats().Pending; p != 0 {
+		t.Errorf("%d sessions pending after the match", p)
+	}
+}
+
+// TestDataSessionConcurrent runs several sessions to one relay at once; each
+// inlet connection must meet its own outlet connection.
+func TestDataSessionConcurrent(t *testing.T) {
+	const n = 8
+	h := testhub.Start(t, testhub.Options{})
+	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
+	// The outlet echoes whatever arrives, so a mismatched pair shows as a
+	// wrong answer.
+	out.OnIncoming(func(s relay.Incoming) {
+		c, err := out.Client.OpenData(context.Background(), s.Token)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(wait))
+		io.Copy(c, c)
+	})
+	claim(t, out, "svc")
+	errc := make(chan error, n)
+	for i := range n {
+		conn, _ := dialData(t, in, "svc")
+		go func() {
+			msg := []byte{byte('a' + i), byte('a' + i), byte('a' + i)}
+			if _, err := conn.Write(msg); err != nil {
+				errc <- err
+				return
+			}
+			conn.CloseWrite()
+			got, err := io.ReadAll(conn)
+			if err == nil && string(got) != string(msg) {
+				err = errors.New("session " + string(msg) + " got " + string(got))
+			}
+			errc <- err
+		}()
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestDataUnknownTokenClosed(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	c, err := net.Dial("tcp", h.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	head := append([]byte("SLD1"), make([]byte, 32)...)
+	rand.Read(head[4:])
+	if _, err := c.Write(append(head, "payload"...)); err != nil {
+		t.Fatal(err)
+	}
+	// The hub closes the connection: EOF, or a reset because the payload
+	// was never read.
+	got, err := io.ReadAll(c)
+	if len(got) != 0 || (err != nil && !pipe.IsReset(err)) {
+		t.Errorf("read %q, %v from a data connection with an unknown token; want it closed", got, err)
+	}
+}
+
+func TestUnknownProtocolClosed(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	c, err := net.Dial("tcp", h.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if len(got) != 0 || (err != nil && !pipe.IsReset(err)) {
+		t.Errorf("read %q, %v from a non-sluice connection; want it closed", got, err)
+	}
+}
+
+// TestDataPeerNeverComes: an inlet's data connection waits for the outlet's
+// for SessionTimeout, then the hub closes it.
+func TestDataPeerNeverComes(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{SessionTimeout: timeout}})
+	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
+	told := make(chan relay.Incoming, 1)
+	out.OnIncoming(func(s relay.Incoming) { told <- s }) // and never opens it
+	claim(t, out, "svc")
+
+	start := time.Now()
+	conn, _ := dialData(t, in, "svc")
+	select {
+	case <-told:
+	case <-time.After(wait):
+		t.Fatal("the outlet agent was not told of the session")
+	}
+	got, err := io.ReadAll(conn)
+	if len(got) != 0 || err != nil {
+		t.Errorf("read %q, %v from a session whose peer never came; want EOF", got, err)
+	}
+	if elapsed := time.Since(start); elapsed < timeout {
+		t.Errorf("the hub closed the session after %v, before its timeout %v", elapsed, timeout)
+	}
+	if !testhub.WaitFor(wait, func() bool { return h.Relay().Stats().Pending == 0 }) {
+		t.Errorf("%d sessions still pending", h.Relay().Stats().Pending)
+	}
+}
+
+func TestNotConnected(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	a := h.Enroll(t, nil)
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !testhub.WaitFor(wait, func() bool { return !a.Client.Status().Connected }) {
+		t.Fatal("client still connected after the hub stopped")
+	}
+	_, _, err := a.Client.Dial(t.Context(), "svc")
+	if !errors.Is(err, relay.ErrNotConnected) {
+		t.Errorf("Dial without a hub: %v, want ErrNotConnected", err)
+	}
+	if st := a.Client.Status(); st.LastError == "" {
+		t.Errorf("status %+v has no last error", st)
+	}
+}
+
+// TestReconnectReclaims: after the hub restarts, the client reconnects with a
+// hello, gets a fresh credential and claims its relay names again.
+func TestReconnectReclaims(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
+	sessions := answer(out)
+	claim(t, out, "svc")
+	before := out.Client.Status().Since
+
+	h.Restart(t)
+	if !testhub.WaitFor(wait, func() bool { return slices.Equal(relaysOf(h), []string{"svc"}) }) {
+		t.Fatalf("relay svc not claimed again after the restart; hub relays %v, client %+v", relaysOf(h), out.Client.Status())
+	}
+	if _, err := out.NextGrant(wait); err != nil {
+		t.Errorf("no credential on reconnection: %v", err)
+	}
+	if st := out.Client.Status(); !st.Connected || !st.Since.After(before) || !slices.Equal(st.Relays, []string{"svc"}) {
+		t.Errorf("status %+v, want connected since after %v, claiming svc", st, before)
+	}
+	if !testhub.WaitFor(wait, func() bool { return in.Client.Status().Connected }) {
+		t.Fatal("the other client did not reconnect")
+	}
+	conn, _ := dialData(t, in, "svc")
+	s := next(t, sessions)
+	if _, err := conn.Write([]byte("after restart")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len("after restart"))
+	if _, err := io.ReadFull(s.conn, buf); err != nil || string(buf) != "after restart" {
+		t.Errorf("outlet read %q, %v", buf, err)
+	}
+}

@@ -1,0 +1,250 @@
+// Package scenario plays the seed story in a testenv.Seed topology with the
+// real binaries: a hub on the internet, a Bank Corp agent with an outlet to
+// PostgreSQL, an Analysis Corp agent with an inlet, and the Node.js app.
+// make demo, the end-to-end tests and the benchmarks drive it.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/testenv"
+)
+
+// Addresses of the story.
+const (
+	HubPort     = "4443"
+	InletPort   = "15432"
+	PGPassword  = "postgres"
+	BankRelay   = "postgres"
+	startupWait = 30 * time.Second
+)
+
+// Options configure a scenario. Bin is required.
+type Options struct {
+	Bin      string       // directory holding the agent and agentctl binaries
+	AppDir   string       // directory of the Node.js app with node_modules installed
+	Progress func(string) // called with a line for each step; nil is silent
+	// CredentialLifetime overrides the hub's credential lifetime (0: default).
+	CredentialLifetime time.Duration
+}
+
+// Scenario is the running story.
+type Scenario struct {
+	Env        *testenv.Env
+	Seed       *testenv.Seed
+	opts       Options
+	ProjectDir string
+
+	Postgres *testenv.Process
+	Hub      *testenv.Process
+	Bank     *Agent
+	Analysis *Agent
+}
+
+// Agent is one company's running agent.
+type Agent struct {
+	Name     string
+	NS       *testenv.NS
+	StateDir string
+	Socket   string
+	Proc     *testenv.Process
+	s        *Scenario
+}
+
+// New builds the topology and starts PostgreSQL; Start plays the rest.
+func New(env *testenv.Env, opts Options) (*Scenario, error) {
+	for _, b := range []string{"agent", "agentctl"} {
+		if _, err := os.Stat(filepath.Join(opts.Bin, b)); err != nil {
+			return nil, fmt.Errorf("new scenario: %s not built in %s: %w", b, opts.Bin, err)
+		}
+	}
+	s := &Scenario{Env: env, opts: opts, ProjectDir: filepath.Join(env.Dir(), "project")}
+	s.step("building the topology: internet, analysis_corp and bank_corp behind NAT")
+	seed, err := testenv.NewSeed(env)
+	if err != nil {
+		return nil, err
+	}
+	s.Seed = seed
+	s.step("starting PostgreSQL in bank_corp's postgres container")
+	if s.Postgres, err = seed.StartPostgres(PGPassword); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Scenario) step(msg string) {
+	if s.opts.Progress != nil {
+		s.opts.Progress(msg)
+	}
+}
+
+// HubAddress is where agents dial the hub.
+func (s *Scenario) HubAddress() string { return s.Seed.HubAddr + ":" + HubPort }
+
+// Ctl runs agentctl with args on the host and returns its standard output.
+func (s *Scenario) Ctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.opts.Bin, "agentctl"), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("agentctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// Start creates the project, starts the hub, enrolls both agents and creates
+// the relay, the outlet and the inlet.
+func (s *Scenario) Start(ctx context.Context) error {
+	s.step("administrator: creating the project and the hub (authority + relay) on the internet")
+	if _, err := s.Ctl(ctx, "project", "init", "--dir", s.ProjectDir, "--hub-address", s.HubAddress()); err != nil {
+		return err
+	}
+	if err := s.StartHub(ctx); err != nil {
+		return err
+	}
+	s.step("administrator: issuing two one-time enrollment tickets (10 minutes)")
+	bankTicket, err := s.Ticket(ctx, "--attribute", "postgres-outlet=true", "--relay", BankRelay)
+	if err != nil {
+		return err
+	}
+	analysisTicket, err := s.Ticket(ctx, "--attribute", "postgres-inlet=true")
+	if err != nil {
+		return err
+	}
+	s.step("bank_corp: enrolling its agent, claiming relay \"postgres\", outlet to postgres:5432 for postgres-inlet")
+	if s.Bank, err = s.StartAgent(ctx, "bank", s.Seed.BankHost, bankTicket); err != nil {
+		return err
+	}
+	if _, err := s.Bank.Ctl(ctx, "relay", "create", BankRelay); err != nil {
+		return err
+	}
+	if _, err := s.Bank.Ctl(ctx, "tcp-outlet", "create", "--to", "postgres:5432", "--allow", "postgres-inlet"); err != nil {
+		return err
+	}
+	s.step("analysis_corp: enrolling its agent, inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet")
+	if s.Analysis, err = s.StartAgent(ctx, "analysis", s.Seed.AnalysisHost, analysisTicket); err != nil {
+		return err
+	}
+	_, err = s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--allow", "postgres-outlet")
+	return err
+}
+
+// StartHub starts the hub in the internet namespace and waits until it listens.
+func (s *Scenario) StartHub(ctx context.Context) error {
+	args := []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--project", s.ProjectDir, "--listen", s.HubAddress()}
+	if s.opts.CredentialLifetime > 0 {
+		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
+	}
+	p, err := s.Seed.Internet.Start("hub", args, testenv.ProcOptions{})
+	if err != nil {
+		return err
+	}
+	s.Hub = p
+	return waitFor(ctx, p, "hub listening")
+}
+
+// Ticket issues a ticket with extra `agentctl ticket create` flags.
+func (s *Scenario) Ticket(ctx context.Context, flags ...string) (string, error) {
+	out, err := s.Ctl(ctx, append([]string{"ticket", "create", "--project", s.ProjectDir}, flags...)...)
+	return strings.TrimSpace(out), err
+}
+
+// StartAgent starts an agent named name in ns, enrolling with ticket (which
+// may be empty for an enrolled state directory), and waits until it is ready.
+func (s *Scenario) StartAgent(ctx context.Context, name string, ns *testenv.NS, ticket string) (*Agent, error) {
+	a := &Agent{Name: name, NS: ns, s: s,
+		StateDir: filepath.Join(s.Env.Dir(), name+"-state"),
+		Socket:   filepath.Join(s.Env.Dir(), name+".sock")}
+	return a, a.start(ctx, ticket)
+}
+
+func (a *Agent) start(ctx context.Context, ticket string) error {
+	args := []string{filepath.Join(a.s.opts.Bin, "agent"), "run", "--state-dir", a.StateDir, "--api", a.Socket}
+	if ticket != "" {
+		tf := filepath.Join(a.s.Env.Dir(), a.Name+".ticket")
+		if err := os.WriteFile(tf, []byte(ticket+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write ticket: %w", err)
+		}
+		args = append(args, "--ticket", "@"+tf)
+	}
+	p, err := a.NS.Start(a.Name+"-agent", args, testenv.ProcOptions{})
+	if err != nil {
+		return err
+	}
+	a.Proc = p
+	return waitFor(ctx, p, "agent ready")
+}
+
+// Restart stops the agent and starts it again on the same state directory,
+// without a ticket.
+func (a *Agent) Restart(ctx context.Context) error {
+	if err := a.Proc.Stop(); err != nil {
+		return fmt.Errorf("stop %s agent: %w", a.Name, err)
+	}
+	return a.start(ctx, "")
+}
+
+// Ctl runs agentctl against this agent.
+func (a *Agent) Ctl(ctx context.Context, args ...string) (string, error) {
+	return a.s.Ctl(ctx, append([]string{"--agent", a.Socket}, args...)...)
+}
+
+// waitFor waits until p prints want, or fails with its output.
+func waitFor(ctx context.Context, p *testenv.Process, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, startupWait)
+	defer cancel()
+	if err := p.WaitOutput(ctx, want); err != nil {
+		return fmt.Errorf("wait for %q: %w\n%s", want, err, tail(p.Output(), 2000))
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// RunApp runs the Node.js app in the app container against the inlet and
+// returns its output. marker is stored in the rows it writes.
+func (s *Scenario) RunApp(ctx context.Context, marker string) (string, error) {
+	if s.opts.AppDir == "" {
+		return "", errors.New("run app: no app directory configured")
+	}
+	p, err := s.Seed.App.NS.Start("app", []string{"node", filepath.Join(s.opts.AppDir, "app.js")}, testenv.ProcOptions{
+		Env: []string{"PGHOST=sluice", "PGPORT=" + InletPort, "PGPASSWORD=" + PGPassword, "SLUICE_MARKER=" + marker},
+		Cgroup: s.Seed.App.Cgroup,
+	})
+	if err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		p.Kill()
+		<-done
+		err = ctx.Err()
+	}
+	if err != nil {
+		return p.Output(), fmt.Errorf("run app: %w\n%s", err, tail(p.Output(), 2000))
+	}
+	return p.Output(), nil
+}
+
+// Psql runs one SQL command with psql from ns against host:port.
+func (s *Scenario) Psql(ctx context.Context, ns *testenv.NS, host, port, sql string) (string, error) {
+	out, err := ns.Run(ctx, "env", "PGPASSWORD="+PGPassword, "PGCONNECT_TIMEOUT=5", "psql", "-h", host, "-p", port,
+		"-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql)
+	return strings.TrimSpace(string(out)), err
+}
