@@ -164,10 +164,6 @@ func tlsConfigs(t *testing.T) (client, server *tls.Config) {
 	return client, server
 }
 
-// readErr reads from s until it fails and returns the data and the error
-// (nil for a clean EOF).
-func readErr(s io.Reader) ([]byte, error) { return io.ReadAll(s) }
-
 func checkStats(t *testing.T, res pipe.Result, st *pipe.Stats, aToB, bToA int) {
 	t.Helper()
 	if res.AToB != int64(aToB) || res.BToA != int64(bToA) {
@@ -199,7 +195,7 @@ func TestHalfCloseFromApp(t *testing.T) {
 			if err := f.app.CloseWrite(); err != nil {
 				t.Fatalf("app CloseWrite: %v", err)
 			}
-			got, err := readErr(f.target)
+			got, err := io.ReadAll(f.target)
 			if err != nil || !bytes.Equal(got, req) {
 				t.Fatalf("target read %q, %v; want %q and EOF", got, err, req)
 			}
@@ -210,7 +206,7 @@ func TestHalfCloseFromApp(t *testing.T) {
 			if err := f.target.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			got, err = readErr(f.app)
+			got, err = io.ReadAll(f.app)
 			if err != nil || !bytes.Equal(got, resp) {
 				t.Fatalf("app read %q, %v; want %q and EOF", got, err, resp)
 			}
@@ -236,7 +232,7 @@ func TestHalfCloseFromTarget(t *testing.T) {
 			if err := f.target.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			got, err := readErr(f.app)
+			got, err := io.ReadAll(f.app)
 			if err != nil || !bytes.Equal(got, banner) {
 				t.Fatalf("app read %q, %v; want %q and EOF", got, err, banner)
 			}
@@ -246,7 +242,7 @@ func TestHalfCloseFromTarget(t *testing.T) {
 			if err := f.app.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			got, err = readErr(f.target)
+			got, err = io.ReadAll(f.target)
 			if err != nil || !bytes.Equal(got, reply) {
 				t.Fatalf("target read %q, %v; want %q and EOF", got, err, reply)
 			}
@@ -290,7 +286,7 @@ func TestResetPropagates(t *testing.T) {
 				if err := resetter.Abort(); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := readErr(peer); !pipe.IsReset(err) {
+				if _, err := io.ReadAll(peer); !pipe.IsReset(err) {
 					t.Errorf("the peer of the resetting %s read %v, want a connection reset", from, err)
 				}
 				res := wait()
@@ -317,7 +313,7 @@ func TestCancelAbortsBoth(t *testing.T) {
 				t.Errorf("Result.Err = %v, want context.Canceled", res.Err)
 			}
 			for name, s := range map[string]pipe.Stream{"app": f.app, "target": f.target} {
-				if _, err := readErr(s); !pipe.IsReset(err) {
+				if _, err := io.ReadAll(s); !pipe.IsReset(err) {
 					t.Errorf("%s read %v after cancel, want a connection reset", name, err)
 				}
 			}
@@ -337,7 +333,7 @@ func TestWriteErrorAborts(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The target's close reaches the app as a FIN first.
-			if got, err := readErr(f.app); err != nil || len(got) != 0 {
+			if got, err := io.ReadAll(f.app); err != nil || len(got) != 0 {
 				t.Fatalf("app read %q, %v after the target closed; want EOF", got, err)
 			}
 			chunk := make([]byte, 16<<10)

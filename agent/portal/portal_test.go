@@ -243,10 +243,10 @@ func refused(t *testing.T, c *net.TCPConn) {
 // allowing web-outlet. inAttrs and inAllow, when set, replace the inlet
 // agent's attributes and the inlet's policy.
 type standard struct {
-	h        *testhub.Hub
-	out, in  *node
-	tg       *target
-	inletAdr string
+	h         *testhub.Hub
+	out, in   *node
+	tg        *target
+	inletAddr string
 }
 
 func newStandard(t *testing.T, inAttrs map[string]string, inAllow string) *standard {
@@ -262,7 +262,7 @@ func newStandard(t *testing.T, inAttrs map[string]string, inAllow string) *stand
 	s.out = newNode(t, s.h, portal.Options{}, map[string]string{"web-outlet": "true"}, "web")
 	s.out.outlet(t, portal.OutletSpec{Name: "web", To: s.tg.addr, Allow: "web-inlet"})
 	s.in = newNode(t, s.h, portal.Options{}, inAttrs)
-	s.inletAdr = s.in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: inAllow})
+	s.inletAddr = s.in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: inAllow})
 	return s
 }
 
@@ -286,7 +286,7 @@ func TestConcurrentConnections(t *testing.T) {
 	var wg sync.WaitGroup
 	errc := make(chan error, n)
 	for i, msg := range msgs {
-		c := dial(t, s.inletAdr)
+		c := dial(t, s.inletAddr)
 		wg.Go(func() {
 			got, err := roundTrip(c, msg)
 			if err == nil && !bytes.Equal(got, bytes.ToUpper(msg)) {
@@ -319,7 +319,7 @@ func TestConcurrentConnections(t *testing.T) {
 // requires; the outlet refuses the channel and nothing reaches the target.
 func TestOutletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, map[string]string{"web-inlet": "false"}, "")
-	c := dial(t, s.inletAdr)
+	c := dial(t, s.inletAddr)
 	c.Write([]byte("let me in"))
 	refused(t, c)
 	eventually(t, "outlet", s.outletCounters(t), portal.CounterValues{Refused: 1})
@@ -339,7 +339,7 @@ func TestOutletPolicyRefuses(t *testing.T) {
 // attributes, so it refuses during the handshake, before the outlet dials.
 func TestInletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, nil, `env == "prod"`)
-	c := dial(t, s.inletAdr)
+	c := dial(t, s.inletAddr)
 	refused(t, c)
 	eventually(t, "inlet", s.inletCounters(t), portal.CounterValues{Accepted: 1, Refused: 1})
 	if got := s.out.outletCounters(t, "web"); got.Accepted != 0 {
@@ -380,7 +380,7 @@ func TestTargetUnreachable(t *testing.T) {
 func TestResetPropagates(t *testing.T) {
 	t.Run("from the app", func(t *testing.T) {
 		s := newStandard(t, nil, "")
-		c := dial(t, s.inletAdr)
+		c := dial(t, s.inletAddr)
 		echo(t, c, "hello")
 		if err := pipe.TCP(c).Abort(); err != nil {
 			t.Fatal(err)
@@ -392,7 +392,7 @@ func TestResetPropagates(t *testing.T) {
 	})
 	t.Run("from the target", func(t *testing.T) {
 		s := newStandard(t, nil, "")
-		c := dial(t, s.inletAdr)
+		c := dial(t, s.inletAddr)
 		echo(t, c, "hello")
 		if _, err := c.Write([]byte("reset!")); err != nil {
 			t.Fatal(err)
@@ -417,7 +417,7 @@ func echo(t *testing.T, c *net.TCPConn, msg string) {
 
 func TestRemoveInletClosesConnections(t *testing.T) {
 	s := newStandard(t, nil, "")
-	c := dial(t, s.inletAdr)
+	c := dial(t, s.inletAddr)
 	echo(t, c, "still there?")
 	if err := s.in.m.RemoveInlet("web"); err != nil {
 		t.Fatal(err)
@@ -431,7 +431,7 @@ func TestRemoveInletClosesConnections(t *testing.T) {
 	if got := s.in.m.Inlets(); len(got) != 0 {
 		t.Errorf("inlets %+v after RemoveInlet", got)
 	}
-	if c, err := net.Dial("tcp", s.inletAdr); err == nil {
+	if c, err := net.Dial("tcp", s.inletAddr); err == nil {
 		c.Close()
 		t.Error("the removed inlet still accepts connections")
 	}
@@ -439,7 +439,7 @@ func TestRemoveInletClosesConnections(t *testing.T) {
 
 func TestRemoveOutletClosesConnections(t *testing.T) {
 	s := newStandard(t, nil, "")
-	c := dial(t, s.inletAdr)
+	c := dial(t, s.inletAddr)
 	echo(t, c, "still there?")
 	if err := s.out.m.RemoveOutlet("web"); err != nil {
 		t.Fatal(err)
@@ -451,7 +451,7 @@ func TestRemoveOutletClosesConnections(t *testing.T) {
 		t.Errorf("the app's connection ended with %v, want a reset", err)
 	}
 	// New connections find no outlet.
-	refused(t, dial(t, s.inletAdr))
+	refused(t, dial(t, s.inletAddr))
 	if got := s.tg.accepted.Load(); got != 1 {
 		t.Errorf("the target accepted %d connections, want 1", got)
 	}

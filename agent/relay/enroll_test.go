@@ -69,8 +69,9 @@ func TestEnrollGrantsTicketAttributes(t *testing.T) {
 	if err != nil || !m.MayClaim("pg") {
 		t.Errorf("member record %+v, %v; want one allowed to claim pg", m, err)
 	}
-	if n := h.Relay().Stats().Sessions; n != 1 {
-		t.Errorf("hub has %d sessions, want 1", n)
+	// The hub answers the enrollment before it lists the session.
+	if !testhub.WaitFor(wait, func() bool { return h.Relay().Stats().Sessions == 1 }) {
+		t.Errorf("hub has %d sessions, want 1", h.Relay().Stats().Sessions)
 	}
 }
 

@@ -221,7 +221,7 @@ func (s *Scenario) RunApp(ctx context.Context, marker string) (string, error) {
 		return "", errors.New("run app: no app directory configured")
 	}
 	p, err := s.Seed.App.NS.Start("app", []string{"node", filepath.Join(s.opts.AppDir, "app.js")}, testenv.ProcOptions{
-		Env: []string{"PGHOST=sluice", "PGPORT=" + InletPort, "PGPASSWORD=" + PGPassword, "SLUICE_MARKER=" + marker},
+		Env:    []string{"PGHOST=sluice", "PGPORT=" + InletPort, "PGPASSWORD=" + PGPassword, "SLUICE_MARKER=" + marker},
 		Cgroup: s.Seed.App.Cgroup,
 	})
 	if err != nil {

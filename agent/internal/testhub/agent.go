@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -129,6 +130,9 @@ func (a *Agent) Stop() { a.stop() }
 
 // OnIncoming sets what the agent does with incoming data sessions.
 func (a *Agent) OnIncoming(f func(relay.Incoming)) { a.incoming.Store(&f) }
+
+// ErrNoGrant is returned by NextGrant when no grant arrives in time.
+var ErrNoGrant = errors.New("no grant arrived")
 
 // NextGrant waits for the client's next OnGrant.
 func (a *Agent) NextGrant(timeout time.Duration) (relay.Grant, error) {

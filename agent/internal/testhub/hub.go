@@ -3,7 +3,6 @@ package testhub
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -148,6 +147,3 @@ func WaitFor(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-// ErrNoGrant is returned by Agent.NextGrant when no grant arrives in time.
-var ErrNoGrant = errors.New("no grant arrived")
