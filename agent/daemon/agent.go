@@ -207,7 +207,16 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	var errs []error
 	for _, r := range cfg.Relays {
-		errs = append(errs, a.CreateRelay(ctx, r))
+		err := a.CreateRelay(ctx, r)
+		if errors.Is(err, relay.ErrNotConnected) {
+			a.client.ClaimLater(r)
+			a.mu.Lock()
+			a.cfg.Relays = append(a.cfg.Relays, r)
+			a.mu.Unlock()
+			a.log.Warn("relay will be claimed when the hub is reachable", zap.String("relay", r))
+			err = nil
+		}
+		errs = append(errs, err)
 	}
 	for _, o := range cfg.Outlets {
 		_, err := a.CreateOutlet(o)

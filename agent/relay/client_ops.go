@@ -32,6 +32,14 @@ func (c *Client) Claim(ctx context.Context, name string) error {
 	return nil
 }
 
+// ClaimLater records a relay name to claim on the next connection, for an
+// agent that starts while the hub is unreachable.
+func (c *Client) ClaimLater(name string) {
+	c.mu.Lock()
+	c.claims[name] = true
+	c.mu.Unlock()
+}
+
 // Release gives up a relay name.
 func (c *Client) Release(ctx context.Context, name string) error {
 	c.mu.Lock()

@@ -321,7 +321,7 @@ func TestReconnectReclaims(t *testing.T) {
 	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
 	sessions := answer(out)
 	claim(t, out, "svc")
-	before := out.Client.Status().Since
+	before, inBefore := out.Client.Status().Since, in.Client.Status().Since
 
 	h.Restart(t)
 	if !testhub.WaitFor(wait, func() bool { return slices.Equal(relaysOf(h), []string{"svc"}) }) {
@@ -333,8 +333,8 @@ func TestReconnectReclaims(t *testing.T) {
 	if st := out.Client.Status(); !st.Connected || !st.Since.After(before) || !slices.Equal(st.Relays, []string{"svc"}) {
 		t.Errorf("status %+v, want connected since after %v, claiming svc", st, before)
 	}
-	if !testhub.WaitFor(wait, func() bool { return in.Client.Status().Connected }) {
-		t.Fatal("the other client did not reconnect")
+	if !testhub.WaitFor(wait, func() bool { st := in.Client.Status(); return st.Connected && st.Since.After(inBefore) }) {
+		t.Fatalf("the other client did not reconnect: %+v", in.Client.Status())
 	}
 	conn, _ := dialData(t, in, "svc")
 	s := next(t, sessions)

@@ -61,6 +61,12 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 			if dir == "" {
 				return errors.New("--project is required: the directory made by `agentctl project init`")
 			}
+			if usage < 1 {
+				return fmt.Errorf("--usage-count %d: a ticket must be usable at least once", usage)
+			}
+			if expiry <= 0 {
+				return fmt.Errorf("--expires-in %v: must be positive, e.g. 10m", expiry)
+			}
 			p, err := authority.Load(dir)
 			if err != nil {
 				return err

@@ -1,0 +1,154 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+// fakeBackend records calls and fails with err when set.
+type fakeBackend struct {
+	err    error
+	inlets []portal.InletSpec
+}
+
+func (f *fakeBackend) Status() daemon.Status { return daemon.Status{Node: "n1", Project: "p1"} }
+func (f *fakeBackend) Relays() []daemon.RelayInfo {
+	return []daemon.RelayInfo{{Name: "postgres", Claimed: true}}
+}
+func (f *fakeBackend) CreateRelay(context.Context, string) error { return f.err }
+func (f *fakeBackend) DeleteRelay(context.Context, string) error { return f.err }
+func (f *fakeBackend) Inlets() []portal.InletInfo {
+	var out []portal.InletInfo
+	for _, s := range f.inlets {
+		out = append(out, portal.InletInfo{InletSpec: s})
+	}
+	return out
+}
+func (f *fakeBackend) CreateInlet(s portal.InletSpec) (portal.InletInfo, error) {
+	if f.err != nil {
+		return portal.InletInfo{}, f.err
+	}
+	f.inlets = append(f.inlets, s)
+	return portal.InletInfo{InletSpec: s, Listening: s.From}, nil
+}
+func (f *fakeBackend) DeleteInlet(string) error     { return f.err }
+func (f *fakeBackend) Outlets() []portal.OutletInfo { return nil }
+func (f *fakeBackend) CreateOutlet(s portal.OutletSpec) (portal.OutletInfo, error) {
+	return portal.OutletInfo{OutletSpec: s}, f.err
+}
+func (f *fakeBackend) DeleteOutlet(string) error { return f.err }
+
+func serve(t *testing.T, b Backend) *Client {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: Handler(b)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return NewClient(sock)
+}
+
+func TestRoundTrip(t *testing.T) {
+	b := &fakeBackend{}
+	c := serve(t, b)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil || st.Node != "n1" {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	spec := portal.InletSpec{Name: "i", From: "127.0.0.1:1", Via: "postgres", Allow: "postgres-outlet"}
+	info, err := c.CreateInlet(ctx, spec)
+	if err != nil || info.Listening != spec.From {
+		t.Fatalf("CreateInlet = %+v, %v", info, err)
+	}
+	ins, err := c.Inlets(ctx)
+	if err != nil || len(ins) != 1 || ins[0].InletSpec != spec {
+		t.Fatalf("Inlets = %+v, %v", ins, err)
+	}
+	rs, err := c.Relays(ctx)
+	if err != nil || len(rs) != 1 || rs[0].Name != "postgres" {
+		t.Fatalf("Relays = %+v, %v", rs, err)
+	}
+}
+
+func TestErrorsReachTheClient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{fmt.Errorf("create inlet: --from: %w", portal.ErrInvalid), http.StatusBadRequest},
+		{fmt.Errorf("delete inlet %q: %w", "x", portal.ErrNotFound), http.StatusNotFound},
+		{fmt.Errorf("create inlet %q: %w", "x", portal.ErrExists), http.StatusConflict},
+		{errors.New("disk on fire"), http.StatusInternalServerError},
+	} {
+		if got := statusOf(tc.err); got != tc.code {
+			t.Errorf("statusOf(%v) = %d, want %d", tc.err, got, tc.code)
+		}
+		c := serve(t, &fakeBackend{err: tc.err})
+		_, err := c.CreateInlet(context.Background(), portal.InletSpec{})
+		if err == nil || err.Error() != tc.err.Error() {
+			t.Errorf("client error %v, want the agent's %q", err, tc.err)
+		}
+	}
+}
+
+func TestNoAgent(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "missing.sock"))
+	_, err := c.Status(context.Background())
+	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "agent run") {
+		t.Errorf("Status with no agent = %v, want ErrNoAgent with a hint", err)
+	}
+}
+
+func TestListenSocketRules(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "run", "agent.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v; want 0600", st.Mode().Perm(), err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "another agent") {
+		t.Errorf("Listen on a live socket = %v, want a refusal", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	// A stale socket file left by a dead agent is replaced.
+	ln2, err := Listen(sock)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	ln2.Close()
+}
+
+func TestBadRequestBody(t *testing.T) {
+	c := serve(t, &fakeBackend{})
+	err := c.do(context.Background(), http.MethodPost, "/v1/tcp-inlets", map[string]any{"frm": "typo"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown field") {
+		t.Errorf("unknown field: %v", err)
+	}
+}

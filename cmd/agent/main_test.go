@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestBadInputIsExplained(t *testing.T) {
+	state := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run"}, "--state-dir is required"},
+		{[]string{"run", "--state-dir", state, "--api", filepath.Join(t.TempDir(), "a.sock")}, "holds no enrollment; pass --ticket"},
+		{[]string{"run", "--state-dir", state, "--api", filepath.Join(t.TempDir(), "a.sock"), "--ticket", "garbage"}, "ticket is malformed"},
+		{[]string{"run", "--state-dir", state, "--ticket", "@" + filepath.Join(t.TempDir(), "missing")}, "--ticket: read"},
+		{[]string{"run", "--state-dir", state, "--log-level", "loud"}, "--log-level"},
+		{[]string{"hub"}, "--project and --listen are required"},
+		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0"}, "agentctl project init"},
+		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--credential-lifetime", "1s"}, "too short"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), tt.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("agent %s: error %v, want it to mention %q", strings.Join(tt.args, " "), err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+func agentctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), err
+}
+
+func TestProjectAndTicket(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "project")
+	out, err := agentctl(t, "project", "init", "--dir", dir, "--hub-address", "198.18.0.1:4443")
+	if err != nil || !strings.Contains(out, "created") {
+		t.Fatalf("project init = %q, %v", out, err)
+	}
+	out, err = agentctl(t, "ticket", "create", "--project", dir, "--attribute", "postgres-outlet=true",
+		"--attribute", "flag", "--relay", "postgres", "--usage-count", "2", "--expires-in", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(out, "\n") != 1 {
+		t.Errorf("ticket create printed more than the ticket: %q", out)
+	}
+	tk, err := authority.ParseTicket(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.Attributes["postgres-outlet"] != "true" || tk.Attributes["flag"] != "true" || tk.Usage != 2 || tk.Relays[0] != "postgres" || tk.Hub != "198.18.0.1:4443" {
+		t.Errorf("ticket %+v", tk)
+	}
+}
+
+func TestBadInputIsExplained(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "project")
+	if _, err := agentctl(t, "project", "init", "--dir", dir, "--hub-address", "127.0.0.1:4443"); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"project", "init", "--dir", dir, "--hub-address", "127.0.0.1:4443"}, "already holds a project"},
+		{[]string{"project", "init", "--dir", t.TempDir()}, "--hub-address are required"},
+		{[]string{"project", "init", "--dir", t.TempDir(), "--hub-address", "nohost"}, "want HOST:PORT"},
+		{[]string{"ticket", "create"}, "--project is required"},
+		{[]string{"ticket", "create", "--project", t.TempDir()}, "agentctl project init"},
+		{[]string{"ticket", "create", "--project", dir, "--relay", "Bad Name"}, "relay name"},
+		{[]string{"ticket", "create", "--project", dir, "--usage-count", "0"}, "usable at least once"},
+		{[]string{"ticket", "create", "--project", dir, "--expires-in", "-5m"}, "must be positive"},
+		{[]string{"ticket", "create", "--project", dir, "--expires-in", "tomorrow"}, "invalid argument"},
+		{[]string{"--agent", sock, "status"}, "no agent is running there"},
+		{[]string{"--agent", sock, "tcp-inlet", "list"}, "start one with `agent run`"},
+		{[]string{"relay", "create"}, "accepts 1 arg"},
+		{[]string{"frobnicate"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		_, err := agentctl(t, tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("agentctl %s: error %v, want it to mention %q", strings.Join(tt.args, " "), err, tt.want)
+		}
+	}
+}
