@@ -57,7 +57,8 @@ type tlsStream struct {
 }
 
 // TLS makes a Stream of a TLS connection over raw. CloseWrite sends
-// close_notify, then FIN, so the far side sees a clean half-close.
+// close_notify, then FIN, so the far side sees a clean half-close. The
+// handshake must be complete: crypto/tls refuses CloseWrite before it.
 func TLS(c *tls.Conn, raw *net.TCPConn) Stream { return tlsStream{c, raw} }
 
 func (s tlsStream) CloseWrite() error {

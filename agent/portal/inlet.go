@@ -28,7 +28,8 @@ import (
 // status bytes an outlet sends first on an accepted channel.
 const (
 	statusOK          byte = 0
-	statusUnreachable byte = 1
+	statusUnreachable byte = 1 // the outlet could not connect to its target
+	statusNoOutlet    byte = 2 // the agent has no outlet by the name asked for
 )
 
 type inlet struct {
@@ -58,6 +59,9 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrClosed)
+	}
 	if _, ok := m.inlets[spec.Name]; ok {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrExists)
 	}
@@ -139,13 +143,14 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		return
 	}
 	side := &statusStream{Stream: pipe.TLS(ch, raw)}
-	res := pipe.Run(in.ctx, pipe.TCP(app), side, nil)
-	in.stats.BytesIn.Add(res.AToB)
-	in.stats.BytesOut.Add(res.BToA)
+	res := pipe.Run(in.ctx, pipe.TCP(app), side, &in.stats.Bytes)
 	if res.Err != nil && in.ctx.Err() == nil {
 		err := explainRemote(res.Err)
-		if errors.Is(err, channel.ErrDenied) {
+		switch {
+		case errors.Is(err, channel.ErrDenied):
 			in.stats.Refused.Add(1)
+		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet):
+			in.stats.Failed.Add(1)
 		}
 		log.Info("inlet connection ended with an error", zap.Error(err))
 	}
@@ -181,13 +186,12 @@ func explainRemote(err error) error {
 	return err
 }
 
+// isRemoteBadCert reports an alert sent by the outlet: crypto/tls returns it
+// as a *net.OpError with Op "remote error". The outlet sends alerts only when
+// it refuses our credential; other failures come as status bytes.
 func isRemoteBadCert(err error) bool {
 	var op *net.OpError
-	if errors.As(err, &op) {
-		err = op.Err
-	}
-	// crypto/tls reports alerts sent by the peer as "remote error: tls: ...".
-	return err != nil && len(err.Error()) > 13 && err.Error()[:13] == "remote error:"
+	return errors.As(err, &op) && op.Op == "remote error"
 }
 
 // statusStream consumes the outlet's status byte before the app sees data.
@@ -206,7 +210,11 @@ func (s *statusStream) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		s.seen = true
-		if b[0] != statusOK {
+		switch b[0] {
+		case statusOK:
+		case statusNoOutlet:
+			return 0, fmt.Errorf("the far agent has no such outlet; name one with the inlet's --outlet: %w", channel.ErrNoOutlet)
+		default:
 			return 0, ErrTargetUnreachable
 		}
 	}

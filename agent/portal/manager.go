@@ -45,6 +45,7 @@ type Manager struct {
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex // guards the following
+	closed  bool
 	inlets  map[string]*inlet
 	outlets map[string]*outlet
 }
@@ -71,6 +72,7 @@ func New(opts Options) *Manager {
 // Close stops every portal, closes every connection and waits for them.
 func (m *Manager) Close() error {
 	m.mu.Lock()
+	m.closed = true
 	var errs []error
 	for _, in := range m.inlets {
 		errs = append(errs, in.close())
@@ -79,6 +81,17 @@ func (m *Manager) Close() error {
 	m.stop()
 	m.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// enter registers work that Close must wait for; it fails once Close began.
+func (m *Manager) enter() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Add(1)
+	return true
 }
 
 // limiter bounds a portal's open connections.
@@ -113,6 +126,9 @@ func (m *Manager) AddOutlet(spec OutletSpec) (OutletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return OutletInfo{}, fmt.Errorf("create outlet %q: %w", spec.Name, ErrClosed)
+	}
 	if _, ok := m.outlets[spec.Name]; ok {
 		return OutletInfo{}, fmt.Errorf("create outlet %q: %w", spec.Name, ErrExists)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -19,11 +21,19 @@ import (
 //	    verifying the inlet's credential and this outlet's policy
 //	    ──> dial target ──> status byte ──> pipe.Run(channel, target)
 
+// anyMember lets the handshake finish when the inlet names an outlet that does
+// not exist, so that the inlet learns why from a status byte rather than an
+// alert it would read as a policy refusal. The channel still requires a valid
+// credential of the project, and nothing is forwarded.
+var anyMember = policy.MustParse("true")
+
 // HandleIncoming serves one data session the hub announced for a relay this
 // agent owns. from is the inlet agent's node ID, as the hub says; the channel
 // authenticates it independently.
 func (m *Manager) HandleIncoming(token []byte, from string) {
-	m.wg.Add(1)
+	if !m.enter() {
+		return
+	}
 	defer m.wg.Done()
 	log := m.log.With(zap.String("from", from))
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
@@ -33,11 +43,15 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	var chosen *outlet
+	var (
+		chosen  *outlet
+		missing error
+	)
 	conf := channel.Server(m.opts.Keys, m.opts.Verifier, func(name string) (*policy.Policy, error) {
 		o, err := m.outletFor(name)
 		if err != nil {
-			return nil, err
+			missing = err
+			return anyMember, nil
 		}
 		chosen = o
 		return o.allow, nil
@@ -49,6 +63,11 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 			chosen.stats.Refused.Add(1)
 		}
 		log.Warn("outlet refused a connection", zap.Error(err))
+		return
+	}
+	if chosen == nil {
+		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(missing))
+		closeWithStatus(ch, raw, statusNoOutlet)
 		return
 	}
 	o := chosen
@@ -71,9 +90,7 @@ func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw 
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
-		ch.Write([]byte{statusUnreachable})
-		pipe.TLS(ch, raw).CloseWrite()
-		raw.Close()
+		closeWithStatus(ch, raw, statusUnreachable)
 		return
 	}
 	target := tc.(*net.TCPConn)
@@ -83,10 +100,23 @@ func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw 
 		raw.Close()
 		return
 	}
-	res := pipe.Run(o.ctx, pipe.TLS(ch, raw), pipe.TCP(target), nil)
-	o.stats.BytesIn.Add(res.AToB)
-	o.stats.BytesOut.Add(res.BToA)
+	res := pipe.Run(o.ctx, pipe.TLS(ch, raw), pipe.TCP(target), &o.stats.Bytes)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))
 	}
+}
+
+// closeWithStatus sends a failure status and ends the channel gracefully: it
+// drains what the inlet already sent, so that closing does not reset the
+// connection before the inlet has read the status.
+func closeWithStatus(ch *tls.Conn, raw *net.TCPConn, status byte) {
+	defer raw.Close()
+	if _, err := ch.Write([]byte{status}); err != nil {
+		return
+	}
+	if err := pipe.TLS(ch, raw).CloseWrite(); err != nil {
+		return
+	}
+	raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, raw)
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
 )
 
@@ -25,6 +26,8 @@ var (
 	ErrInvalid = errors.New("invalid portal specification")
 	// ErrTargetUnreachable means the outlet could not connect to its target.
 	ErrTargetUnreachable = errors.New("outlet could not connect to its target")
+	// ErrClosed means the manager was closed.
+	ErrClosed = errors.New("portal manager is closed")
 )
 
 // InletSpec describes an inlet as `agentctl tcp-inlet create` does.
@@ -108,8 +111,7 @@ type Counters struct {
 	Active   atomic.Int64 // connections now open
 	Refused  atomic.Int64 // refused by policy, on either side
 	Failed   atomic.Int64 // failed for another reason
-	BytesIn  atomic.Int64 // toward the target
-	BytesOut atomic.Int64 // from the target
+	Bytes    pipe.Stats   // AToB: toward the target; BToA: from it. Live.
 }
 
 // CounterValues is a snapshot of Counters.
@@ -124,7 +126,7 @@ type CounterValues struct {
 
 // Snapshot reads the counters.
 func (c *Counters) Snapshot() CounterValues {
-	return CounterValues{c.Accepted.Load(), c.Active.Load(), c.Refused.Load(), c.Failed.Load(), c.BytesIn.Load(), c.BytesOut.Load()}
+	return CounterValues{c.Accepted.Load(), c.Active.Load(), c.Refused.Load(), c.Failed.Load(), c.Bytes.AToB.Load(), c.Bytes.BToA.Load()}
 }
 
 // InletInfo is an inlet's specification and state.

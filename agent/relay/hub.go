@@ -95,8 +95,11 @@ func requireEd25519(raw [][]byte, _ [][]*x509.Certificate) error {
 // Serve accepts connections on ln until ctx is done, then closes every
 // connection and waits for them.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
-	go func() { <-ctx.Done(); ln.Close() }()
+	// Also cancelled when accepting fails, so every connection ends with Serve.
+	ctx, cancel := context.WithCancel(ctx)
 	defer h.shutdown()
+	defer cancel()
+	go func() { <-ctx.Done(); ln.Close() }()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -109,10 +112,15 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
+		tc := c.(*net.TCPConn)
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			h.handle(ctx, c.(*net.TCPConn))
+			// The connection ends with Serve, with a reset: peers must not
+			// take a hub shutdown for the other side's clean close.
+			stop := context.AfterFunc(ctx, func() { pipe.TCP(tc).Abort() })
+			defer stop()
+			h.handle(ctx, tc)
 		}()
 	}
 }
@@ -141,7 +149,11 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := Stats{Sessions: len(h.sessions), Pending: len(h.pending) / 2, Spliced: h.spliced.Load()}
+	pairings := map[*pairing]bool{}
+	for _, p := range h.pending {
+		pairings[p] = true
+	}
+	st := Stats{Sessions: len(h.sessions), Pending: len(pairings), Spliced: h.spliced.Load()}
 	for name := range h.relays {
 		st.Relays = append(st.Relays, name)
 	}
@@ -156,7 +168,7 @@ func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	if string(head[:]) == dataMagic {
-		h.handleData(c)
+		h.handleData(ctx, c)
 		return
 	}
 	if head[0] != 0x16 { // TLS handshake record
@@ -175,7 +187,7 @@ type prefixConn struct {
 
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-func (h *Hub) handleData(c *net.TCPConn) {
+func (h *Hub) handleData(ctx context.Context, c *net.TCPConn) {
 	var tok [tokenSize]byte
 	if _, err := io.ReadFull(c, tok[:]); err != nil {
 		c.Close()
@@ -184,7 +196,7 @@ func (h *Hub) handleData(c *net.TCPConn) {
 	c.SetReadDeadline(time.Time{})
 	h.mu.Lock()
 	p := h.pending[tok]
-	if p == nil {
+	if p == nil || ctx.Err() != nil {
 		h.mu.Unlock()
 		h.log.Debug("data connection with unknown token", zap.Stringer("remote", c.RemoteAddr()))
 		c.Close()
@@ -202,13 +214,8 @@ func (h *Hub) handleData(c *net.TCPConn) {
 		return
 	}
 	h.log.Debug("splicing", zap.String("relay", p.relay), zap.String("from", p.from))
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		var st pipe.Stats
-		res := pipe.Run(context.Background(), pipe.TCP(p.inlet), pipe.TCP(p.outlet), &st)
-		h.spliced.Add(res.AToB + res.BToA)
-	}()
+	res := pipe.Run(ctx, pipe.TCP(p.inlet), pipe.TCP(p.outlet), nil)
+	h.spliced.Add(res.AToB + res.BToA)
 }
 
 // pairing is a data session waiting for its two connections.
