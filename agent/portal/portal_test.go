@@ -245,6 +245,26 @@ func roundTrip(c *net.TCPConn, msg []byte) ([]byte, error) {
 
 // refused checks that the app's connection is closed with no data: EOF or a
 // reset.
+// refusedAt connects to an inlet that must refuse, sends msg if it gets the
+// chance, and checks the refusal. On loopback the inlet's reset can arrive
+// before connect(2) has reported success, so a reset while dialing counts too.
+func refusedAt(t *testing.T, addr string, msg []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		if !pipe.IsReset(err) {
+			t.Errorf("dial %s: %v; want a connection that is then refused", addr, err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	if len(msg) > 0 {
+		c.Write(msg) // may fail if the refusal came first
+	}
+	refused(t, c.(*net.TCPConn))
+}
+
 func refused(t *testing.T, c *net.TCPConn) {
 	t.Helper()
 	got, err := io.ReadAll(c)
@@ -334,9 +354,7 @@ func TestConcurrentConnections(t *testing.T) {
 // requires; the outlet refuses the channel and nothing reaches the target.
 func TestOutletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, map[string]string{"web-inlet": "false"}, "")
-	c := dial(t, s.inletAddr)
-	c.Write([]byte("let me in"))
-	refused(t, c)
+	refusedAt(t, s.inletAddr, []byte("let me in"))
 	eventually(t, "outlet", s.outletCounters(t), portal.CounterValues{Refused: 1})
 	if got := s.tg.accepted.Load(); got != 0 {
 		t.Errorf("the target accepted %d connections", got)
@@ -354,8 +372,7 @@ func TestOutletPolicyRefuses(t *testing.T) {
 // attributes, so it refuses during the handshake, before the outlet dials.
 func TestInletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, nil, `env == "prod"`)
-	c := dial(t, s.inletAddr)
-	refused(t, c)
+	refusedAt(t, s.inletAddr, nil)
 	eventually(t, "inlet", s.inletCounters(t), portal.CounterValues{Accepted: 1, Refused: 1})
 	if got := s.out.outletCounters(t, "web"); got.Accepted != 0 {
 		t.Errorf("outlet counters %+v, want nothing accepted", got)
@@ -378,9 +395,7 @@ func TestTargetUnreachable(t *testing.T) {
 	in := newNode(t, h, portal.Options{}, map[string]string{"web-inlet": "true"})
 	addr := in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: "web-outlet"})
 
-	c := dial(t, addr)
-	c.Write([]byte("anyone there?"))
-	refused(t, c)
+	refusedAt(t, addr, []byte("anyone there?"))
 	eventually(t, "outlet", func() portal.CounterValues { return out.outletCounters(t, "web") },
 		portal.CounterValues{Accepted: 1, Failed: 1})
 	// The inlet does not count it (see the report): it is neither refused
@@ -466,7 +481,7 @@ func TestRemoveOutletClosesConnections(t *testing.T) {
 		t.Errorf("the app's connection ended with %v, want a reset", err)
 	}
 	// New connections find no outlet.
-	refused(t, dial(t, s.inletAddr))
+	refusedAt(t, s.inletAddr, nil)
 	if got := s.tg.accepted.Load(); got != 1 {
 		t.Errorf("the target accepted %d connections, want 1", got)
 	}
@@ -490,9 +505,8 @@ func TestOutletSelection(t *testing.T) {
 	} {
 		t.Run(c.inlet, func(t *testing.T) {
 			addr := in.inlet(t, portal.InletSpec{Name: c.inlet, Via: "svc", Outlet: c.outlet, Allow: "svc"})
-			conn := dial(t, addr)
 			if c.want == "" {
-				refused(t, conn)
+				refusedAt(t, addr, nil)
 				// Not a policy refusal: the far agent has no such outlet.
 				got := settled(t, c.inlet, func() portal.CounterValues { return in.inletCounters(t, c.inlet) })
 				if got.Failed != 1 || got.Refused != 0 {
@@ -503,7 +517,7 @@ func TestOutletSelection(t *testing.T) {
 				}
 				return
 			}
-			got, err := roundTrip(conn, []byte("Mixed Case"))
+			got, err := roundTrip(dial(t, addr), []byte("Mixed Case"))
 			if err != nil || string(got) != c.want {
 				t.Errorf("read %q, %v; want %q", got, err, c.want)
 			}
