@@ -293,10 +293,16 @@ func (p *Process) signal(sig syscall.Signal) error {
 func (p *Process) WaitOutput(ctx context.Context, substr string) error {
 	err := p.out.wait(ctx, substr, p.done)
 	if errors.Is(err, errExited) {
-		return fmt.Errorf("wait for %q: process %s exited (%v) first:\n%s", substr, p.name, p.err, tail(p.Output(), 2000))
+		return fmt.Errorf("wait for %q: process %s exited (%v) first:\n%s", substr, p.name, p.err, p.OutputTail(2000))
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("process %s: %w; its output so far:\n%s", p.name, err, p.OutputTail(2000))
+	}
+	return nil
 }
+
+// OutputTail returns at most the last n bytes of the process's output.
+func (p *Process) OutputTail(n int) string { return tail(p.Output(), n) }
 
 // reaped waits up to d for the process to have been waited for, after its
 // cgroup was killed.

@@ -179,8 +179,7 @@ func (m *Manager) openChannel(in *inlet) (*tls.Conn, *net.TCPConn, error) {
 
 // explainRemote turns the outlet's TLS alert into the reason an operator needs.
 func explainRemote(err error) error {
-	var alert tls.AlertError
-	if errors.As(err, &alert) || isRemoteBadCert(err) {
+	if isRemoteBadCert(err) {
 		return fmt.Errorf("the outlet refused this agent's credential (its policy does not allow our attributes, or it does not trust our authority): %v: %w", err, channel.ErrDenied)
 	}
 	return err

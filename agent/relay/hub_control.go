@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -36,7 +37,7 @@ func (s *session) send(m *message) error {
 }
 
 func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
-	conn := tls.Server(&prefixConn{TCPConn: c, r: io.MultiReader(bytesReader(head), c)}, h.tlsConf)
+	conn := tls.Server(&prefixConn{TCPConn: c, r: io.MultiReader(bytes.NewReader(head), c)}, h.tlsConf)
 	defer conn.Close()
 	hctx, cancel := context.WithTimeout(ctx, h.opts.HelloTimeout)
 	err := conn.HandshakeContext(hctx)
@@ -92,22 +93,6 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 			return
 		}
 	}
-}
-
-func bytesReader(b []byte) io.Reader {
-	cp := append([]byte(nil), b...)
-	return &sliceReader{cp}
-}
-
-type sliceReader struct{ b []byte }
-
-func (r *sliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
 }
 
 func refuse(m *message, err error) *message {

@@ -201,17 +201,7 @@ func (a *Agent) Ctl(ctx context.Context, args ...string) (string, error) {
 func waitFor(ctx context.Context, p *testenv.Process, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, startupWait)
 	defer cancel()
-	if err := p.WaitOutput(ctx, want); err != nil {
-		return fmt.Errorf("wait for %q: %w\n%s", want, err, tail(p.Output(), 2000))
-	}
-	return nil
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
+	return p.WaitOutput(ctx, want)
 }
 
 // RunApp runs the Node.js app in the app container against the inlet and
@@ -237,7 +227,7 @@ func (s *Scenario) RunApp(ctx context.Context, marker string) (string, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
-		return p.Output(), fmt.Errorf("run app: %w\n%s", err, tail(p.Output(), 2000))
+		return p.Output(), fmt.Errorf("run app: %w\n%s", err, p.OutputTail(2000))
 	}
 	return p.Output(), nil
 }
