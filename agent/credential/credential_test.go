@@ -111,3 +111,13 @@ func TestPEMRoundTrip(t *testing.T) {
 		t.Error("DecodePEM(garbage) succeeded")
 	}
 }
+
+func TestVerifyWithoutRootRefuses(t *testing.T) {
+	ca := newCA(t)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	chain := ca.issue(t, Request{PublicKey: pub, ProjectID: "proj", Lifetime: time.Hour})
+	v := &Verifier{ProjectID: "proj"}
+	if _, err := v.Verify(chain); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("Verify without a root = %v, want ErrUntrusted", err)
+	}
+}

@@ -38,6 +38,9 @@ func (v *Verifier) VerifyCert(leaf *x509.Certificate) (*Credential, error) {
 	if v.Now != nil {
 		now = v.Now()
 	}
+	if v.Root == nil {
+		return nil, fmt.Errorf("verify credential of %s: no authority to verify against: %w", leaf.Subject.CommonName, ErrUntrusted)
+	}
 	if err := leaf.CheckSignatureFrom(v.Root); err != nil {
 		return nil, fmt.Errorf("verify credential of %s: %w", leaf.Subject.CommonName, ErrUntrusted)
 	}

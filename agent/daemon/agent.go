@@ -99,10 +99,15 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		cancel()
 		return nil, err
 	}
+	root, err := x509.ParseCertificate(g.Authority)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("start agent: the hub sent an unreadable authority certificate: %w", err)
+	}
 	a.ports = portal.New(portal.Options{
 		Hub:      a.client,
 		Keys:     &a.keys,
-		Verifier: a.verifier(g),
+		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project},
 		Logger:   a.log.Named("portal"),
 	})
 	if err := a.restore(ctx); err != nil {
@@ -188,15 +193,6 @@ func (a *Agent) install(g relay.Grant) error {
 	a.cred.Store(cred)
 	a.log.Info("credential installed", zap.Time("expires", cred.Expires()), zap.Any("attributes", cred.Attributes))
 	return identity.WriteFileAtomic(filepath.Join(a.dir, credentialFile), credential.EncodePEM(g.Credential), 0o600)
-}
-
-func (a *Agent) verifier(g relay.Grant) *credential.Verifier {
-	root, err := x509.ParseCertificate(g.Authority)
-	if err != nil {
-		// The hub sent garbage as its authority: nothing will verify.
-		a.log.Error("hub sent an unreadable authority certificate", zap.Error(err))
-	}
-	return &credential.Verifier{Root: root, ProjectID: a.enr.Project}
 }
 
 // restore re-creates the saved relays and portals.
