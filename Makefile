@@ -6,8 +6,12 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 APP     := testenv/scenario/app
 GOFLAGS ?=
+# The BPF objects are built with Debian 12's clang, pinned to this version,
+# so that CI can rebuild them byte for byte.
+CLANG         ?= clang-14
+CLANG_VERSION := 14.0.6
 
-.PHONY: all build deps app-deps demo test test-short vet clean
+.PHONY: all build deps app-deps demo test test-short vet clean generate check-generated
 
 all: build
 
@@ -24,6 +28,18 @@ $(APP)/node_modules/.package-lock.json: $(APP)/package.json $(APP)/package-lock.
 
 demo: deps build app-deps
 	$(BIN)/sluice-demo --bin $(BIN) --app $(APP)
+
+generate:
+	@$(CLANG) --version 2>/dev/null | head -n 1 | grep -q 'clang version $(CLANG_VERSION)' || \
+		{ echo "make generate needs Debian's clang $(CLANG_VERSION) as $(CLANG) (apt-get install clang-14 llvm-14 libbpf-dev)" >&2; exit 1; }
+	$(GO) generate ./loader/
+
+# Rebuilds the BPF objects and bindings and fails if they differ from the
+# committed ones.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- loader/ bpf/)" ]; then \
+		git status --short -- loader/ bpf/; \
+		echo "the generated BPF objects differ from the committed ones: run make generate and commit them" >&2; exit 1; fi
 
 vet:
 	$(GO) vet ./...

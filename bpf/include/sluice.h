@@ -1,0 +1,80 @@
+/* Types shared by the BPF programs and the Go loader. Go gets them through
+ * bpf2go -type (loader/gen.go); never copy them by hand. */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <linux/types.h>
+
+/* A transparent inlet's service address: the virtual address and port an app
+ * connects to. Both fields in network byte order. */
+struct service_key {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* What the agent decided about a service. */
+struct service_value {
+	__u32 portal; /* index into the counters map, < MAX_PORTALS */
+	__u32 flags;  /* SERVICE_F_* */
+};
+
+/* The inlet may not be used by anyone now: its peer lost its permission,
+ * or the inlet is being removed. Every packet to it is refused. */
+#define SERVICE_F_DENY 1
+
+/* A local workload, seen by the interface its packets come in on and their
+ * source address (network byte order). The agent writes the most specific
+ * key it knows: {ifindex, addr}, {ifindex, 0} (anything behind a veth) or
+ * {0, addr} (that address on any interface). */
+struct endpoint_key {
+	__u32 ifindex;
+	__u32 addr;
+};
+
+/* A verdict: may this workload use this portal? Present means allowed;
+ * policies deny by default. Workload 0 is "not a known workload". */
+struct verdict_key {
+	__u32 workload;
+	__u32 portal;
+};
+
+/* Per-portal, per-CPU counters. */
+struct portal_counters {
+	__u64 steered;     /* connections (SYNs) handed to the agent's listener */
+	__u64 refused;     /* resets sent: not allowed, denied or no listener */
+	__u64 no_listener; /* of those, refused because no agent listened */
+	__u64 packets;     /* packets from allowed workloads to the service */
+	__u64 bytes;       /* bytes of those packets */
+};
+
+/* Where the agent's transparent listener is bound (network byte order). */
+struct listener_addr {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* A connection's 4-tuple as the container sent it (network byte order). */
+struct flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+/* Who opened a connection, recorded by steer on each allowed SYN, so that
+ * the agent can close the connections of a workload that loses its
+ * permission. */
+struct flow_value {
+	__u32 workload;
+	__u32 ifindex;
+};
+
+#define MAX_PORTALS 1024
+#define MAX_SERVICES 1024
+#define MAX_ENDPOINTS 65536
+#define MAX_VERDICTS 65536
+#define MAX_FLOWS 65536
+
+#endif

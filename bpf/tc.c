@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* TC ingress programs that steer connections to transparent inlets into
+ * the agent and refuse the rest in the kernel. Two hooks, because a bridge
+ * drops a socket assigned on one of its ports when it passes the frame up
+ * (seen on 6.18), so bpf_sk_assign must run on the bridge itself:
+ *
+ *   steer, on a container's host-side veth (a bridge port):
+ *     not IPv4 TCP to a service address      -> TC_ACT_UNSPEC (next program)
+ *     service DENY, or workload not allowed  -> reset to the container
+ *     allowed                                -> mark steer_mark, TC_ACT_OK
+ *
+ *   assign, on the bridge (frames it passes up to the host):
+ *     not IPv4 TCP to a service address      -> TC_ACT_UNSPEC
+ *     not marked (no steer program on its veth, or the agent never saw it)
+ *                                            -> reset (fail closed)
+ *     SYN                                    -> the agent's listener (bpf_sk_assign)
+ *     other                                  -> its own socket if one exists,
+ *                                               else the listener, which
+ *                                               answers stray segments itself
+ *     no agent listening                     -> reset (fail closed)
+ *
+ * The mark makes the agent's policy route deliver the packet locally,
+ * though no host owns the service address; the accepted socket's local
+ * address is the service address, so the agent knows the portal.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sluice.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The mark that the agent's policy route delivers locally. Set by the
+ * loader before the program is loaded. */
+volatile const __u32 steer_mark = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct service_key);
+	__type(value, struct service_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, struct endpoint_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VERDICTS);
+	__type(key, struct verdict_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PORTALS);
+	__type(key, __u32);
+	__type(value, struct portal_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
+/* Slot 0: where the agent's transparent listener is bound. When the agent
+ * dies its socket goes, the lookup fails, and connections are refused:
+ * that is what makes the path fail closed. (A listening socket cannot go
+ * into a sockmap on current kernels: the update fails with EOPNOTSUPP.) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct listener_addr);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} listener SEC(".maps");
+
+#define RESET_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+struct pseudo_hdr {
+	__u32 saddr;
+	__u32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__u16 len;
+};
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u64 s = (__u64)sum;
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/* refuse turns the packet into the reset RFC 9293 3.10.7.1 prescribes and
+ * sends it back out of the veth it came in on, to the container. */
+static __always_inline int refuse(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+				  struct tcphdr *tcp, struct portal_counters *c)
+{
+	/* The reset: fixed 20-byte headers, no options. Kept apart, not in one
+	 * packed struct, so that bpf_csum_diff reads aligned words. */
+	struct {
+		struct ethhdr eth;
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} r = {};
+	struct pseudo_hdr ph = {};
+	__u32 len;
+	__s64 sum;
+
+	if (tcp->rst)
+		return TC_ACT_SHOT; /* never answer a reset */
+	if (c)
+		__sync_fetch_and_add(&c->refused, 1);
+
+	__builtin_memcpy(r.eth.h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(r.eth.h_source, eth->h_dest, ETH_ALEN);
+	r.eth.h_proto = bpf_htons(ETH_P_IP);
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.tot_len = bpf_htons(sizeof(r.ip) + sizeof(r.tcp));
+	r.ip.frag_off = bpf_htons(0x4000); /* DF */
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.saddr = ip->daddr;
+	r.ip.daddr = ip->saddr;
+	r.tcp.source = tcp->dest;
+	r.tcp.dest = tcp->source;
+	r.tcp.doff = 5;
+	r.tcp.rst = 1;
+	if (tcp->ack) {
+		r.tcp.seq = tcp->ack_seq;
+	} else {
+		len = bpf_ntohs(ip->tot_len) - ip->ihl * 4 - tcp->doff * 4;
+		len += tcp->syn + tcp->fin;
+		r.tcp.ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + len);
+		r.tcp.ack = 1;
+	}
+
+	r.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+	ph.saddr = r.ip.saddr;
+	ph.daddr = r.ip.daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(r.tcp));
+	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&r.tcp, sizeof(r.tcp), sum);
+	r.tcp.check = csum_fold(sum);
+
+	/* eth, ip and tcp are invalid from here on. */
+	if (bpf_skb_change_tail(skb, RESET_LEN, 0) ||
+	    bpf_skb_store_bytes(skb, 0, &r.eth, sizeof(r.eth), 0) ||
+	    bpf_skb_store_bytes(skb, sizeof(r.eth), &r.ip, sizeof(r.ip), 0) ||
+	    bpf_skb_store_bytes(skb, sizeof(r.eth) + sizeof(r.ip), &r.tcp, sizeof(r.tcp), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* workload finds who sent the packet, from the most specific entry to the
+ * least; 0 is the unknown workload. */
+static __always_inline __u32 workload(__u32 ifindex, __u32 saddr)
+{
+	struct endpoint_key k = {.ifindex = ifindex, .addr = saddr};
+	__u32 *w;
+
+	w = bpf_map_lookup_elem(&endpoints, &k);
+	if (w)
+		return *w;
+	k.addr = 0;
+	w = bpf_map_lookup_elem(&endpoints, &k);
+	if (w)
+		return *w;
+	k.ifindex = 0;
+	k.addr = saddr;
+	w = bpf_map_lookup_elem(&endpoints, &k);
+	return w ? *w : 0;
+}
+
+/* allowed decides whether the sender may use the service, and records who
+ * opened the connection on a SYN. */
+static __always_inline int allowed(struct __sk_buff *skb, struct iphdr *ip, struct tcphdr *tcp,
+				   struct service_value *svc)
+{
+	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	struct verdict_key k = {.workload = workload(ifindex, ip->saddr), .portal = svc->portal};
+	struct flow_key fk = {};
+	struct flow_value fv = {.workload = k.workload, .ifindex = ifindex};
+
+	if (svc->flags & SERVICE_F_DENY)
+		return 0;
+	if (!bpf_map_lookup_elem(&verdicts, &k))
+		return 0;
+	if (tcp->syn && !tcp->ack) {
+		fk.saddr = ip->saddr;
+		fk.daddr = ip->daddr;
+		fk.sport = tcp->source;
+		fk.dport = tcp->dest;
+		bpf_map_update_elem(&flows, &fk, &fv, BPF_ANY);
+	}
+	return 1;
+}
+
+/* existing reports whether the packet belongs to a socket the agent already
+ * has (an established connection or one in its handshake). */
+static __always_inline int existing(struct __sk_buff *skb, struct iphdr *ip, struct tcphdr *tcp)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = tcp->source;
+	t.ipv4.dport = tcp->dest;
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	if (sk->state == BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return 0;
+	}
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* agent_listener finds the agent's listening socket; the caller releases it. */
+static __always_inline struct bpf_sock *agent_listener(struct __sk_buff *skb, struct iphdr *ip,
+							struct tcphdr *tcp)
+{
+	struct bpf_sock_tuple t = {};
+	struct listener_addr *l;
+	struct bpf_sock *sk;
+	__u32 zero = 0;
+
+	l = bpf_map_lookup_elem(&listener, &zero);
+	if (!l || !l->port)
+		return 0;
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.sport = tcp->source;
+	t.ipv4.daddr = l->addr;
+	t.ipv4.dport = l->port;
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return 0;
+	}
+	return sk;
+}
+
+/* parse finds an IPv4 TCP packet's headers and its service; NULL if the
+ * packet is not to a service. */
+static __always_inline struct service_value *parse(struct __sk_buff *skb, struct ethhdr **ethp,
+						   struct iphdr **ipp, struct tcphdr **tcpp)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct service_key key = {};
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl != 5)
+		return 0;
+	if (ip->frag_off & bpf_htons(0x3fff)) /* a fragment: no TCP header here */
+		return 0;
+	tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > end)
+		return 0;
+	key.addr = ip->daddr;
+	key.port = tcp->dest;
+	*ethp = eth;
+	*ipp = ip;
+	*tcpp = tcp;
+	return bpf_map_lookup_elem(&services, &key);
+}
+
+SEC("tc")
+int steer(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct service_value *svc;
+	struct portal_counters *c;
+
+	svc = parse(skb, &eth, &ip, &tcp);
+	if (!svc)
+		return TC_ACT_UNSPEC;
+	c = bpf_map_lookup_elem(&counters, &svc->portal);
+	if (!allowed(skb, ip, tcp, svc))
+		return refuse(skb, eth, ip, tcp, c);
+	skb->mark = steer_mark;
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, skb->len);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int assign(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct service_value *svc;
+	struct portal_counters *c;
+	struct bpf_sock *sk;
+	long err;
+
+	svc = parse(skb, &eth, &ip, &tcp);
+	if (!svc)
+		return TC_ACT_UNSPEC;
+	c = bpf_map_lookup_elem(&counters, &svc->portal);
+	if (skb->mark != steer_mark || (svc->flags & SERVICE_F_DENY))
+		return refuse(skb, eth, ip, tcp, c);
+	if (!(tcp->syn && !tcp->ack) && existing(skb, ip, tcp))
+		return TC_ACT_OK;
+
+	sk = agent_listener(skb, ip, tcp);
+	if (!sk) {
+		if (c)
+			__sync_fetch_and_add(&c->no_listener, 1);
+		return refuse(skb, eth, ip, tcp, c);
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		if (c)
+			__sync_fetch_and_add(&c->no_listener, 1);
+		return refuse(skb, eth, ip, tcp, c);
+	}
+	if (c && tcp->syn)
+		__sync_fetch_and_add(&c->steered, 1);
+	return TC_ACT_OK;
+}

@@ -1,0 +1,82 @@
+// Package loader turns the compiled BPF objects into attached, pinned
+// programs: it loads them, attaches the TC program to container veths (TCX,
+// or clsact where TCX is missing), pins maps and links under PinDir so that
+// the data path outlives the agent (fail closed), adopts the pins when the
+// agent restarts, probes the kernel, and removes everything on cleanup.
+//
+// Only this package and package maps touch BPF objects.
+package loader
+
+import "errors"
+
+// Defaults of Options.
+const (
+	// DefaultPinDir is where maps and links are pinned.
+	DefaultPinDir = "/sys/fs/bpf/sluice"
+	// DefaultMark is the packet mark that the TC program sets on steered
+	// packets, and the policy route delivers locally.
+	DefaultMark uint32 = 0x51ce0000
+	// DefaultMarkMask is the part of the mark the policy rule matches.
+	DefaultMarkMask uint32 = 0xffff0000
+	// DefaultTable is the routing table holding the local route.
+	DefaultTable = 0x51ce
+	// DefaultRulePriority is the policy rule's priority: after the local
+	// table (0), before main (32766).
+	DefaultRulePriority = 9051
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNotSupported means the kernel cannot run the data path; the error
+	// names the missing feature.
+	ErrNotSupported = errors.New("kernel cannot run the BPF data path")
+	// ErrBusy means another agent holds the pin directory.
+	ErrBusy = errors.New("another agent holds the BPF pin directory")
+	// ErrIncompatible means pins from another version are in the way; run
+	// `agent cleanup`.
+	ErrIncompatible = errors.New("pinned BPF objects do not match this agent")
+	// ErrNotAttached means the device has no program of ours.
+	ErrNotAttached = errors.New("no data path program attached to this device")
+)
+
+// Options configure Open. The zero value uses the defaults above.
+type Options struct {
+	PinDir       string // DefaultPinDir
+	Mark         uint32 // DefaultMark
+	MarkMask     uint32 // DefaultMarkMask
+	Table        int    // DefaultTable
+	RulePriority int    // DefaultRulePriority
+	// NoTCX attaches through clsact even where TCX works (tests, old tools).
+	NoTCX bool
+	// VerifierLog keeps the verifier's full log in load errors.
+	VerifierLog bool
+}
+
+func (o *Options) defaults() {
+	if o.PinDir == "" {
+		o.PinDir = DefaultPinDir
+	}
+	if o.Mark == 0 {
+		o.Mark = DefaultMark
+	}
+	if o.MarkMask == 0 {
+		o.MarkMask = DefaultMarkMask
+	}
+	if o.Table == 0 {
+		o.Table = DefaultTable
+	}
+	if o.RulePriority == 0 {
+		o.RulePriority = DefaultRulePriority
+	}
+}
+
+// Attachment describes one attached program.
+type Attachment struct {
+	Device  string `json:"device"`
+	Ifindex int    `json:"ifindex"`
+	Role    Role   `json:"role"`
+	Hook    string `json:"hook"` // "tcx/ingress" or "clsact/ingress"
+	Program uint32 `json:"program_id"`
+	Link    uint32 `json:"link_id,omitempty"` // 0 for clsact filters
+	Pinned  string `json:"pinned,omitempty"`
+}

@@ -1,0 +1,86 @@
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluicehq/sluice/loader"
+)
+
+// Endpoint is where a workload's packets come from: a device (Ifindex) and
+// a source address. Ifindex 0 means any device; an invalid (zero) Addr means
+// any address behind the device. Both unset is not an endpoint.
+type Endpoint struct {
+	Ifindex uint32
+	Addr    netip.Addr
+}
+
+func (e Endpoint) key() (loader.TcEndpointKey, error) {
+	k := loader.TcEndpointKey{Ifindex: e.Ifindex}
+	if e.Addr.IsValid() {
+		a, err := be32(e.Addr)
+		if err != nil {
+			return k, err
+		}
+		k.Addr = a
+	}
+	if k == (loader.TcEndpointKey{}) {
+		return k, fmt.Errorf("endpoint with neither device nor address: %w", ErrInvalid)
+	}
+	return k, nil
+}
+
+// Endpoints maps endpoints to workload numbers.
+type Endpoints struct{ m *ebpf.Map }
+
+// Replace makes the map hold exactly these endpoints. Workload numbers
+// must not be 0 (the unknown workload).
+func (e *Endpoints) Replace(want map[Endpoint]uint32) error {
+	keys := make(map[loader.TcEndpointKey]uint32, len(want))
+	for ep, w := range want {
+		k, err := ep.key()
+		if err != nil {
+			return fmt.Errorf("replace endpoints: %w", err)
+		}
+		if w == 0 {
+			return fmt.Errorf("replace endpoints: %v: workload 0 is reserved: %w", ep, ErrInvalid)
+		}
+		keys[k] = w
+	}
+	return replace(e.m, keys)
+}
+
+// Verdict allows workload Workload to use portal Portal.
+type Verdict struct {
+	Workload uint32 `json:"workload"`
+	Portal   uint32 `json:"portal"`
+}
+
+// Verdicts is the set of allowed (workload, portal) pairs.
+type Verdicts struct{ m *ebpf.Map }
+
+// Replace makes the map hold exactly these verdicts.
+func (v *Verdicts) Replace(allowed []Verdict) error {
+	keys := make(map[loader.TcVerdictKey]uint32, len(allowed))
+	for _, a := range allowed {
+		keys[loader.TcVerdictKey{Workload: a.Workload, Portal: a.Portal}] = 1
+	}
+	return replace(v.m, keys)
+}
+
+// List returns the allowed pairs.
+func (v *Verdicts) List() ([]Verdict, error) {
+	var out []Verdict
+	var k loader.TcVerdictKey
+	var val uint32
+	it := v.m.Iterate()
+	for it.Next(&k, &val) {
+		out = append(out, Verdict{Workload: k.Workload, Portal: k.Portal})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list verdicts: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,92 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluicehq/sluice/loader"
+)
+
+// Service is a transparent inlet's entry: connections to Addr belong to
+// portal Portal; Deny refuses them all.
+type Service struct {
+	Addr   netip.AddrPort `json:"addr"`
+	Portal uint32         `json:"portal"`
+	Deny   bool           `json:"deny,omitempty"`
+}
+
+// Services is the services map.
+type Services struct {
+	m       *ebpf.Map
+	portals uint32 // portal numbers are below this (the counters' size)
+}
+
+// serviceDeny is SERVICE_F_DENY; keep in sync with bpf/include/sluice.h
+// (TestServiceFlags checks it against the program's behaviour).
+const serviceDeny = 1
+
+func (s *Services) key(a netip.AddrPort) (loader.TcServiceKey, error) {
+	addr, err := be32(a.Addr())
+	if err != nil {
+		return loader.TcServiceKey{}, err
+	}
+	if a.Port() == 0 {
+		return loader.TcServiceKey{}, fmt.Errorf("service %v: port 0: %w", a, ErrInvalid)
+	}
+	return loader.TcServiceKey{Addr: addr, Port: be16(a.Port())}, nil
+}
+
+// Put adds or changes services.
+func (s *Services) Put(svcs ...Service) error {
+	for _, svc := range svcs {
+		k, err := s.key(svc.Addr)
+		if err != nil {
+			return fmt.Errorf("put service: %w", err)
+		}
+		if svc.Portal == 0 || svc.Portal >= s.portals {
+			return fmt.Errorf("put service %v: portal %d not in 1..%d: %w", svc.Addr, svc.Portal, s.portals-1, ErrInvalid)
+		}
+		v := loader.TcServiceValue{Portal: svc.Portal}
+		if svc.Deny {
+			v.Flags = serviceDeny
+		}
+		if err := s.m.Put(k, v); err != nil {
+			return fmt.Errorf("put service %v: %w", svc.Addr, err)
+		}
+	}
+	return nil
+}
+
+// Delete removes a service; a missing one is not an error.
+func (s *Services) Delete(a netip.AddrPort) error {
+	k, err := s.key(a)
+	if err != nil {
+		return fmt.Errorf("delete service: %w", err)
+	}
+	if err := s.m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %v: %w", a, err)
+	}
+	return nil
+}
+
+// List returns every service.
+func (s *Services) List() ([]Service, error) {
+	var out []Service
+	var k loader.TcServiceKey
+	var v loader.TcServiceValue
+	it := s.m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, Service{
+			Addr:   netip.AddrPortFrom(addrOf(k.Addr), portOf(k.Port)),
+			Portal: v.Portal,
+			Deny:   v.Flags&serviceDeny != 0,
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	return out, nil
+}
