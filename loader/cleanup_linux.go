@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	
+
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
@@ -48,4 +48,3 @@ func Cleanup(opts Options) error {
 	}
 	return nil
 }
-
