@@ -44,7 +44,10 @@ type ClientOptions struct {
 	Logger       *zap.Logger        // zap.NewNop()
 	OnIncoming   func(Incoming)     // called on its own goroutine
 	OnGrant      func(Grant)        // called for every fresh credential after the first
-	PingInterval time.Duration      // 15s
+	// OnMember is called, in order, for each member update the hub pushes,
+	// and with Revoked set for each revoked node listed with a credential.
+	OnMember     func(MemberUpdate)
+	PingInterval time.Duration // 15s
 }
 
 // Status describes the control link.
@@ -187,8 +190,19 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	c.conn, c.enc, c.since, c.lastErr = conn, enc, time.Now(), nil
 	c.nextID = 1
 	c.mu.Unlock()
+	c.revoked(reply.RevokedNodes)
 	go c.read(conn, dec)
 	return grantOf(&reply), nil
+}
+
+// revoked reports the revoked nodes a reply listed.
+func (c *Client) revoked(nodes []string) {
+	if c.opts.OnMember == nil {
+		return
+	}
+	for _, n := range nodes {
+		c.opts.OnMember(MemberUpdate{Node: n, Revoked: true})
+	}
 }
 
 func grantOf(m *message) Grant {
@@ -204,6 +218,10 @@ func (c *Client) read(conn *tls.Conn, dec *json.Decoder) {
 			return
 		}
 		switch m.Op {
+		case opMember:
+			if c.opts.OnMember != nil {
+				c.opts.OnMember(MemberUpdate{Node: m.Node, Attributes: m.Attributes, Revoked: m.Revoked})
+			}
 		case opIncoming:
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})

@@ -87,6 +87,7 @@ func (c *Client) Renew(ctx context.Context) (Grant, error) {
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
+	c.revoked(r.RevokedNodes)
 	g := grantOf(r)
 	c.scheduleRenew(g)
 	return g, nil

@@ -125,6 +125,11 @@ func (h *Hub) credential(s *session, reply *message) *message {
 	reply.Project = h.auth.Project().ID
 	reply.Node = s.nodeID
 	reply.Attributes = member.Attributes
+	revoked, err := h.auth.RevokedNodes()
+	if err != nil {
+		return refuse(reply, err)
+	}
+	reply.RevokedNodes = revoked
 	return reply
 }
 

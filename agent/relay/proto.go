@@ -37,6 +37,7 @@ const (
 	opPing     = "ping"     // agent → hub: liveness
 	opReply    = "reply"    // hub → agent: answer to a request with the same ID
 	opIncoming = "incoming" // hub → agent: a data session for a relay it owns
+	opMember   = "member"   // hub → agent: a member was revoked or its attributes changed
 )
 
 // message is one frame of the control protocol.
@@ -54,6 +55,10 @@ type message struct {
 	Authority  []byte            `json:"authority,omitempty"`
 	Project    string            `json:"project,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Revoked, in opMember: Node is revoked. In a reply with a credential:
+	// every revoked node, so that an agent that was away learns them.
+	Revoked      bool     `json:"revoked,omitempty"`
+	RevokedNodes []string `json:"revoked_nodes,omitempty"`
 }
 
 // Errors a hub reports, as sentinels on the agent's side.

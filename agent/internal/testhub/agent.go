@@ -40,6 +40,7 @@ type Agent struct {
 	stop     context.CancelFunc
 	incoming atomic.Pointer[func(relay.Incoming)]
 	grants   chan relay.Grant
+	members  chan relay.MemberUpdate
 }
 
 // Connect starts a relay client for the hub; it stops when the test ends.
@@ -56,7 +57,8 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 	if opts.AuthorityKey == nil {
 		opts.AuthorityKey = h.AuthorityKey()
 	}
-	a := &Agent{Identity: opts.Identity, Keys: new(channel.Keys), grants: make(chan relay.Grant, 16)}
+	a := &Agent{Identity: opts.Identity, Keys: new(channel.Keys), grants: make(chan relay.Grant, 16),
+		members: make(chan relay.MemberUpdate, 16)}
 	c, err := relay.NewClient(relay.ClientOptions{
 		Hub:          h.Addr,
 		Identity:     opts.Identity,
@@ -66,6 +68,12 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)
+			}
+		},
+		OnMember: func(u relay.MemberUpdate) {
+			select {
+			case a.members <- u:
+			default:
 			}
 		},
 		OnGrant: func(g relay.Grant) {
@@ -141,5 +149,18 @@ func (a *Agent) NextGrant(timeout time.Duration) (relay.Grant, error) {
 		return g, nil
 	case <-time.After(timeout):
 		return relay.Grant{}, fmt.Errorf("%w within %v", ErrNoGrant, timeout)
+	}
+}
+
+// ErrNoMemberUpdate is returned by NextMember when no update arrives in time.
+var ErrNoMemberUpdate = errors.New("no member update arrived")
+
+// NextMember waits for the client's next OnMember.
+func (a *Agent) NextMember(timeout time.Duration) (relay.MemberUpdate, error) {
+	select {
+	case u := <-a.members:
+		return u, nil
+	case <-time.After(timeout):
+		return relay.MemberUpdate{}, fmt.Errorf("%w within %v", ErrNoMemberUpdate, timeout)
 	}
 }

@@ -1,0 +1,88 @@
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrBadAttribute means an attribute's name or value is not valid.
+var ErrBadAttribute = errors.New("invalid attribute")
+
+// update changes a member's record in one transaction.
+func (a *Authority) update(nodeID string, change func(m *Member) error) (*Member, error) {
+	var m Member
+	err := a.db.Update(func(tx *bolt.Tx) error {
+		members := tx.Bucket(bucketMembers)
+		found, err := getJSONFound(members, nodeID, &m)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("look up member %s: %w", nodeID, ErrNotMember)
+		}
+		if err := change(&m); err != nil {
+			return err
+		}
+		return putJSON(members, nodeID, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Revoke ends a node's membership: it is issued no credential again and may
+// not enroll again. Revoking twice is not an error.
+func (a *Authority) Revoke(nodeID string) (*Member, error) {
+	m, err := a.update(nodeID, func(m *Member) error {
+		m.Revoked = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", nodeID, err)
+	}
+	return m, nil
+}
+
+// SetAttributes replaces a member's attributes. Its next credential carries
+// them; the hub tells connected agents at once.
+func (a *Authority) SetAttributes(nodeID string, attrs map[string]string) (*Member, error) {
+	for k, v := range attrs {
+		if err := CheckAttribute(k, v); err != nil {
+			return nil, fmt.Errorf("set attributes of %s: %w: %w", nodeID, err, ErrBadAttribute)
+		}
+	}
+	m, err := a.update(nodeID, func(m *Member) error {
+		if m.Revoked {
+			return fmt.Errorf("set attributes of %s: %w", nodeID, ErrMemberRevoked)
+		}
+		m.Attributes = map[string]string{}
+		for k, v := range attrs {
+			m.Attributes[k] = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// RevokedNodes lists the node IDs of revoked members, sorted.
+func (a *Authority) RevokedNodes() ([]string, error) {
+	ms, err := a.Members()
+	if err != nil {
+		return nil, fmt.Errorf("list revoked members: %w", err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Revoked {
+			out = append(out, m.NodeID)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,75 @@
+package relay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+// AdminHandler serves the hub's administration API, meant for a unix
+// socket on the hub's machine (only whoever may open it may revoke):
+//
+//	GET  /v1/members
+//	POST /v1/members/{node}/revoke
+//	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
+//
+// Errors are {"error": "..."} with 400, 404 (no such member), 409 (revoked)
+// or 500.
+func (h *Hub) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := h.Members()
+		adminReply(w, ms, err)
+	})
+	mux.HandleFunc("POST /v1/members/{node}/revoke", func(w http.ResponseWriter, r *http.Request) {
+		m, err := h.Revoke(r.PathValue("node"))
+		adminReply(w, m, err)
+	})
+	mux.HandleFunc("PUT /v1/members/{node}/attributes", func(w http.ResponseWriter, r *http.Request) {
+		var req AttributesRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			adminReply(w, nil, fmt.Errorf("decode request: %v: %w", err, errBadRequest))
+			return
+		}
+		m, err := h.SetAttributes(r.PathValue("node"), req.Attributes)
+		adminReply(w, m, err)
+	})
+	return mux
+}
+
+// AttributesRequest replaces a member's attributes.
+type AttributesRequest struct {
+	Attributes map[string]string `json:"attributes"`
+}
+
+var errBadRequest = errors.New("bad request")
+
+func adminReply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	code := http.StatusOK
+	if err != nil {
+		switch {
+		case errors.Is(err, authority.ErrNotMember):
+			code = http.StatusNotFound
+		case errors.Is(err, authority.ErrMemberRevoked):
+			code = http.StatusConflict
+		case errors.Is(err, errBadRequest), errors.Is(err, authority.ErrBadAttribute):
+			code = http.StatusBadRequest
+		default:
+			code = http.StatusInternalServerError
+		}
+		v = struct {
+			Error string `json:"error"`
+		}{err.Error()}
+	}
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
