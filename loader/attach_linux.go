@@ -20,19 +20,6 @@ const (
 	filterPrio   = 1
 )
 
-// Role says which program a device gets.
-type Role string
-
-// The roles.
-const (
-	// Port is a container's host-side veth, a bridge port: policy verdicts
-	// and resets (program steer).
-	Port Role = "steer"
-	// Bridge is the bridge the container veths are ports of: socket
-	// assignment to the agent (program assign).
-	Bridge Role = "assign"
-)
-
 // attached is the program on one device: a TCX link, or a clsact filter
 // (link nil).
 type attached struct {

@@ -70,6 +70,19 @@ func (o *Options) defaults() {
 	}
 }
 
+// Role says which program a device gets.
+type Role string
+
+// The roles.
+const (
+	// Port is a container's host-side veth, a bridge port: policy verdicts
+	// and resets (program steer).
+	Port Role = "steer"
+	// Bridge is the bridge the container veths are ports of: socket
+	// assignment to the agent (program assign).
+	Bridge Role = "assign"
+)
+
 // Attachment describes one attached program.
 type Attachment struct {
 	Device  string `json:"device"`

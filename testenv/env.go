@@ -51,6 +51,7 @@ type Env struct {
 	keep   bool
 	cgRoot string // <cgroup2 mount>/sluice-testenv/<runid>
 	owner  string // owner file path
+	recDir string // the Dir of the owner record: a temporary dir to reap
 
 	closeOnce sync.Once
 	closeErr  error // set by the first Close
@@ -66,13 +67,15 @@ type Env struct {
 	closers  []io.Closer // listeners and connections handed out
 	links    int         // counter for generated link names
 	envCg    string      // the env-wide cgroup, made on first use
+	bpffs    string      // the private bpffs mount point, made on first use
 }
 
 // ownerRecord is the content of an owner file.
 type ownerRecord struct {
 	Pid   int    `json:"pid"`
-	Start uint64 `json:"start"`         // start time of Pid in clock ticks, against pid reuse
-	Dir   string `json:"dir,omitempty"` // temporary Dir to remove when reaped
+	Start uint64 `json:"start"`           // start time of Pid in clock ticks, against pid reuse
+	Dir   string `json:"dir,omitempty"`   // temporary Dir to remove when reaped
+	BPFFS string `json:"bpffs,omitempty"` // bpffs mount point to unmount when reaped
 }
 
 // New reaps what earlier runs with a dead owner left behind, then makes an
@@ -162,6 +165,7 @@ func (e *Env) setup(opts Options) error {
 	if opts.Keep {
 		return nil
 	}
+	e.recDir = dir
 	return e.rewriteOwner(ownerRecord{Dir: dir})
 }
 
@@ -213,8 +217,8 @@ func (e *Env) track(add func(), undo func() error) error {
 	return errors.Join(ErrClosed, undo())
 }
 
-// Close kills every process (whole cgroups), stops captures, deletes the
-// namespaces with everything in them, removes hosts files and cgroup
+// Close kills every process (whole cgroups), stops captures, unmounts the
+// private bpffs, deletes the namespaces with everything in them, removes hosts files and cgroup
 // directories, and the working directory if it is temporary and not kept.
 // It is idempotent and returns the errors.Join of every failure; on failure
 // the owner file stays so that a later Reap retries.
@@ -240,6 +244,9 @@ func (e *Env) close() error {
 	}
 	for i := len(e.captures) - 1; i >= 0; i-- {
 		errs = append(errs, e.captures[i].Stop())
+	}
+	if e.bpffs != "" {
+		errs = append(errs, unmountBPFFS(e.bpffs))
 	}
 	for i := len(e.nss) - 1; i >= 0; i-- {
 		errs = append(errs, e.nss[i].delete())

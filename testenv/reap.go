@@ -25,7 +25,7 @@ var validRunID = regexp.MustCompile(`^[0-9a-f]{6}$`)
 
 // Reap removes what runs whose owner process is dead left behind: it kills
 // their cgroups, deletes their namespaces, /etc/netns directories, cgroup
-// directories and temporary directories, then their owner files. A run is
+// directories, private bpffs mounts and temporary directories, then their owner files. A run is
 // stale when its owner file names a dead pid, or when its cgroup directory
 // has no owner file. Live runs, and anything testenv did not make, are never
 // touched. New calls it; `make clean` runs it through testenv/cmd/testenv-reap.
@@ -174,6 +174,13 @@ func reapRun(id string, rec *ownerRecord) error {
 	}
 	if cgRun != "" {
 		errs = append(errs, removeCgroupTree(cgRun))
+	}
+	if rec != nil {
+		mounts, err := bpfMounts()
+		errs = append(errs, err)
+		for _, m := range bpffsToReap(rec, mounts) {
+			errs = append(errs, unmountBPFFS(m))
+		}
 	}
 	if rec != nil && rec.Dir != "" && strings.Contains(filepath.Base(rec.Dir), "sluice-testenv-"+id) {
 		if err := os.RemoveAll(rec.Dir); err != nil {

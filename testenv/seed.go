@@ -98,3 +98,31 @@ func (s *Seed) companyHost(role, uplink, bridge, bridgeCIDR string) (*NS, error)
 	}
 	return host, nil
 }
+
+// AddContainer plugs another container named name, with the address addr
+// (no prefix length), into the container bridge of host (AnalysisHost or
+// BankHost), with the same default route and names as the seed's container
+// there. name follows the rules of Env.Namespace.
+func (s *Seed) AddContainer(host *NS, name, addr string) (*Container, error) {
+	var bridge, gw string
+	hosts := map[string]string{}
+	switch host {
+	case s.AnalysisHost:
+		bridge, gw = SeedAnalysisNet, SeedAnalysisGW
+		hosts["sluice"] = SeedAnalysisGW
+	case s.BankHost:
+		bridge, gw = SeedBankNet, SeedBankGW
+	default:
+		return nil, fmt.Errorf("add container %s: not a company host of the seed", name)
+	}
+	c, err := s.Env.Container(host, bridge, name, addr+seedPrefix, gw)
+	if err != nil {
+		return nil, err
+	}
+	if len(hosts) > 0 {
+		if err := c.NS.SetHosts(hosts); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}

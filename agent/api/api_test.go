@@ -17,8 +17,10 @@ import (
 
 // fakeBackend records calls and fails with err when set.
 type fakeBackend struct {
-	err    error
-	inlets []portal.InletSpec
+	err       error
+	inlets    []portal.InletSpec
+	workloads []daemon.WorkloadInfo
+	deleted   []string
 }
 
 func (f *fakeBackend) Status() daemon.Status { return daemon.Status{Node: "n1", Project: "p1"} }
@@ -46,7 +48,27 @@ func (f *fakeBackend) Outlets() []portal.OutletInfo { return nil }
 func (f *fakeBackend) CreateOutlet(s portal.OutletSpec) (portal.OutletInfo, error) {
 	return portal.OutletInfo{OutletSpec: s}, f.err
 }
-func (f *fakeBackend) DeleteOutlet(string) error { return f.err }
+func (f *fakeBackend) DeleteOutlet(string) error        { return f.err }
+func (f *fakeBackend) Workloads() []daemon.WorkloadInfo { return f.workloads }
+func (f *fakeBackend) CreateWorkload(w daemon.Workload) (daemon.WorkloadInfo, error) {
+	if f.err != nil {
+		return daemon.WorkloadInfo{}, f.err
+	}
+	info := daemon.WorkloadInfo{Workload: w, Number: uint32(len(f.workloads) + 1)}
+	f.workloads = append(f.workloads, info)
+	return info, nil
+}
+func (f *fakeBackend) DeleteWorkload(name string) error {
+	f.deleted = append(f.deleted, name)
+	return f.err
+}
+func (f *fakeBackend) Datapath() daemon.DatapathStatus {
+	return daemon.DatapathStatus{Enabled: true, PinDir: "/sys/fs/bpf/sluice", Listener: "127.0.0.1:4000",
+		Attachments: []daemon.Attachment{{Device: "br0", Ifindex: 3, Role: "assign", Hook: "tcx/ingress", Program: 7, Link: 9}},
+		Maps:        []daemon.MapSize{{Name: "services", Entries: 1, Max: 1024}},
+		Portals: []daemon.PortalStatus{{Inlet: "pg", Service: "10.200.0.10:5432", Portal: 1,
+			Counters: daemon.KernelCounters{Steered: 2, Refused: 1}}}}
+}
 
 func serve(t *testing.T, b Backend) *Client {
 	t.Helper()
@@ -84,6 +106,33 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestWorkloadsAndDatapathRoundTrip(t *testing.T) {
+	b := &fakeBackend{}
+	c := serve(t, b)
+	ctx := context.Background()
+	w := daemon.Workload{Name: "app", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}
+	info, err := c.CreateWorkload(ctx, w)
+	if err != nil || info.Number != 1 || info.Attributes["app"] != "analytics" {
+		t.Fatalf("CreateWorkload = %+v, %v", info, err)
+	}
+	ws, err := c.Workloads(ctx)
+	if err != nil || len(ws) != 1 || ws[0].Name != "app" || ws[0].Address != "10.10.0.2" {
+		t.Fatalf("Workloads = %+v, %v", ws, err)
+	}
+	if err := c.DeleteWorkload(ctx, "a/b"); err != nil || len(b.deleted) != 1 || b.deleted[0] != "a/b" {
+		t.Fatalf("DeleteWorkload: %v, backend saw %q", err, b.deleted)
+	}
+	st, err := c.Datapath(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := b.Datapath()
+	if !st.Enabled || st.Listener != want.Listener || len(st.Attachments) != 1 || st.Attachments[0] != want.Attachments[0] ||
+		len(st.Maps) != 1 || st.Maps[0] != want.Maps[0] || len(st.Portals) != 1 || st.Portals[0] != want.Portals[0] {
+		t.Errorf("Datapath = %+v, want %+v", st, want)
+	}
+}
+
 func TestErrorsReachTheClient(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
@@ -92,6 +141,7 @@ func TestErrorsReachTheClient(t *testing.T) {
 		{fmt.Errorf("create inlet: --from: %w", portal.ErrInvalid), http.StatusBadRequest},
 		{fmt.Errorf("delete inlet %q: %w", "x", portal.ErrNotFound), http.StatusNotFound},
 		{fmt.Errorf("create inlet %q: %w", "x", portal.ErrExists), http.StatusConflict},
+		{fmt.Errorf("create inlet %q: %w", "x", daemon.ErrNoDatapath), http.StatusConflict},
 		{errors.New("disk on fire"), http.StatusInternalServerError},
 	} {
 		if got := statusOf(tc.err); got != tc.code {

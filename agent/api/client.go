@@ -27,15 +27,21 @@ var ErrNoAgent = errors.New("no agent is running there")
 type Client struct {
 	socket string
 	http   *http.Client
+	server string // "agent" or "hub", for messages
+	hint   string // how to start the server or point at it
 }
 
 // NewClient returns a client for the agent serving socket.
 func NewClient(socket string) *Client {
+	return newClient(socket, "agent", "start one with `agent run`, or pass --agent / set SLUICE_AGENT")
+}
+
+func newClient(socket, server, hint string) *Client {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}, server: server, hint: hint}
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -54,9 +60,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("connect to agent at %s (start one with `agent run`, or pass --agent / set SLUICE_AGENT): %w", c.socket, ErrNoAgent)
+			return fmt.Errorf("connect to %s at %s (%s): %w", c.server, c.socket, c.hint, ErrNoAgent)
 		}
-		return fmt.Errorf("connect to agent at %s: %w", c.socket, err)
+		return fmt.Errorf("connect to %s at %s: %w", c.server, c.socket, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -68,7 +74,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
-		return fmt.Errorf("agent answered %s", resp.Status)
+		return fmt.Errorf("%s answered %s", c.server, resp.Status)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -133,4 +139,27 @@ func (c *Client) CreateOutlet(ctx context.Context, spec portal.OutletSpec) (port
 // DeleteOutlet deletes an outlet.
 func (c *Client) DeleteOutlet(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/tcp-outlets/"+url.PathEscape(name), nil, nil)
+}
+
+// Workloads lists the local workloads.
+func (c *Client) Workloads(ctx context.Context) ([]daemon.WorkloadInfo, error) {
+	var out []daemon.WorkloadInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/workloads", nil, &out)
+}
+
+// CreateWorkload adds a local workload.
+func (c *Client) CreateWorkload(ctx context.Context, w daemon.Workload) (daemon.WorkloadInfo, error) {
+	var out daemon.WorkloadInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/workloads", w, &out)
+}
+
+// DeleteWorkload deletes a local workload.
+func (c *Client) DeleteWorkload(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/workloads/"+url.PathEscape(name), nil, nil)
+}
+
+// Datapath reports the BPF data path's state.
+func (c *Client) Datapath(ctx context.Context) (daemon.DatapathStatus, error) {
+	var out daemon.DatapathStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/datapath", nil, &out)
 }

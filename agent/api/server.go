@@ -8,8 +8,12 @@
 //	DELETE /v1/tcp-inlets/{name}
 //	GET    /v1/tcp-outlets         POST /v1/tcp-outlets  portal.OutletSpec
 //	DELETE /v1/tcp-outlets/{name}
+//	GET    /v1/workloads           POST /v1/workloads    daemon.Workload
+//	DELETE /v1/workloads/{name}
+//	GET    /v1/datapath
 //
-// Errors are {"error": "..."} with 400 (bad input), 404, 409 (exists),
+// Errors are {"error": "..."} with 400 (bad input), 404, 409 (exists, or a
+// transparent inlet asked of an agent without the BPF data path),
 // 502 (the hub refused) or 500.
 package api
 
@@ -42,6 +46,10 @@ type Backend interface {
 	Outlets() []portal.OutletInfo
 	CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error)
 	DeleteOutlet(name string) error
+	Workloads() []daemon.WorkloadInfo
+	CreateWorkload(w daemon.Workload) (daemon.WorkloadInfo, error)
+	DeleteWorkload(name string) error
+	Datapath() daemon.DatapathStatus
 }
 
 // RelayRequest creates a relay.
@@ -90,6 +98,18 @@ func Handler(b Backend) http.Handler {
 	mux.HandleFunc("DELETE /v1/tcp-outlets/{name}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, b.DeleteOutlet(r.PathValue("name")))
 	})
+	mux.HandleFunc("GET /v1/workloads", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Workloads(), nil) })
+	mux.HandleFunc("POST /v1/workloads", func(w http.ResponseWriter, r *http.Request) {
+		var wl daemon.Workload
+		if decode(w, r, &wl) {
+			info, err := b.CreateWorkload(wl)
+			reply(w, info, err)
+		}
+	})
+	mux.HandleFunc("DELETE /v1/workloads/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.DeleteWorkload(r.PathValue("name")))
+	})
+	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Datapath(), nil) })
 	return mux
 }
 
@@ -118,7 +138,7 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, portal.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, portal.ErrExists):
+	case errors.Is(err, portal.ErrExists), errors.Is(err, daemon.ErrNoDatapath):
 		return http.StatusConflict
 	case errors.As(err, &hubErr), errors.Is(err, relay.ErrNotConnected):
 		return http.StatusBadGateway

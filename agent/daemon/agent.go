@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -26,6 +27,11 @@ type Options struct {
 	StateDir string
 	Ticket   string      // encoded enrollment ticket; needed only the first time
 	Logger   *zap.Logger // zap.NewNop()
+	// Datapath is DatapathAuto (""), DatapathOn or DatapathOff: whether to
+	// load the BPF data path that transparent inlets need.
+	Datapath string
+	BPFDir   string   // loader.DefaultPinDir (/sys/fs/bpf/sluice)
+	Bridges  []string // bridges to follow; none = every bridge
 }
 
 // Agent is a running agent.
@@ -40,8 +46,19 @@ type Agent struct {
 	cancel context.CancelFunc
 	cred   atomic.Pointer[credential.Credential]
 
-	mu  sync.Mutex // guards cfg and serializes configuration changes
-	cfg config
+	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
+	plan   *plan        // what the maps hold; nil until first written
+
+	mu           sync.Mutex // guards the following and serializes configuration changes
+	cfg          config
+	kern         kernel // nil when the data path is not running
+	kernReason   string // why kern is nil
+	workloads    []Workload
+	workloadNums map[string]uint32 // workload name -> number in the kernel
+	nextWorkload uint32
+	portalNums   map[string]uint32         // transparent inlet name -> portal number
+	adopted      map[netip.AddrPort]uint32 // pinned portal numbers not yet taken back (see assignPortalLocked)
+	unresolved   []string                  // workload interfaces not found at the last sync
 }
 
 // Start loads or creates the identity, enrolls with the ticket (or says hello
@@ -50,7 +67,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	a := &Agent{dir: opts.StateDir, log: opts.Logger}
+	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{}}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
 	if err != nil {
 		return nil, err
@@ -110,7 +127,18 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project},
 		Logger:   a.log.Named("portal"),
 	})
-	if err := a.restore(ctx); err != nil {
+	if err := a.startDatapath(opts); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := errors.Join(a.loadWorkloads(), a.restore(ctx)); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.mu.Lock()
+	err = a.syncLocked()
+	a.mu.Unlock()
+	if err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -219,6 +247,14 @@ func (a *Agent) restore(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, in := range cfg.Inlets {
+		if in.Transparent && a.kern == nil {
+			a.mu.Lock()
+			a.cfg.Inlets = append(a.cfg.Inlets, in)
+			a.mu.Unlock()
+			a.log.Warn("transparent inlet kept but not running: the BPF data path is not running",
+				zap.String("inlet", in.Name), zap.String("reason", a.kernReason))
+			continue
+		}
 		_, err := a.CreateInlet(in)
 		errs = append(errs, err)
 	}
@@ -232,9 +268,19 @@ func (a *Agent) saveLocked() error {
 	return writeJSON(filepath.Join(a.dir, portalsFile), a.cfg)
 }
 
-// Close stops the portals and the hub link.
+// Close stops the data path's listener, the portals and the hub link. The
+// data path's pins stay, so the kernel keeps refusing transparent
+// connections while no agent runs.
 func (a *Agent) Close() error {
-	err := a.ports.Close()
+	a.mu.Lock()
+	k := a.kern
+	a.kern = nil
+	a.mu.Unlock()
+	var err error
+	if k != nil {
+		err = k.Close()
+	}
+	err = errors.Join(err, a.ports.Close())
 	a.cancel()
 	return err
 }

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { testhub.Main(m) }
 
 func start(t *testing.T, dir, ticket string) *Agent {
 	t.Helper()
-	a, err := Start(context.Background(), Options{StateDir: dir, Ticket: ticket})
+	a, err := Start(context.Background(), Options{StateDir: dir, Ticket: ticket, Datapath: DatapathOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestRestartKeepsIdentityAndPortals(t *testing.T) {
 }
 
 func TestNotEnrolled(t *testing.T) {
-	_, err := Start(context.Background(), Options{StateDir: t.TempDir()})
+	_, err := Start(context.Background(), Options{StateDir: t.TempDir(), Datapath: DatapathOff})
 	if !errors.Is(err, ErrNotEnrolled) {
 		t.Errorf("Start without ticket = %v, want ErrNotEnrolled", err)
 	}
@@ -93,7 +93,7 @@ func TestTicketForAnotherProject(t *testing.T) {
 	dir := t.TempDir()
 	a := start(t, dir, h1.Ticket(t, authority.TicketOptions{}))
 	a.Close()
-	_, err := Start(context.Background(), Options{StateDir: dir, Ticket: h2.Ticket(t, authority.TicketOptions{})})
+	_, err := Start(context.Background(), Options{StateDir: dir, Ticket: h2.Ticket(t, authority.TicketOptions{}), Datapath: DatapathOff})
 	if err == nil {
 		t.Fatal("an agent enrolled in one project accepted a ticket for another")
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -27,23 +28,50 @@ func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
 			return slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == n })
 		})
 	}
+	if slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == spec.Name }) {
+		return portal.InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, portal.ErrExists)
+	}
 	info, err := a.ports.AddInlet(spec)
 	if err != nil {
 		return info, err
 	}
+	if spec.Transparent {
+		if err := a.transparentLocked(spec); err != nil {
+			a.ports.RemoveInlet(spec.Name)
+			return portal.InletInfo{}, err
+		}
+	}
 	a.cfg.Inlets = append(a.cfg.Inlets, spec)
-	return info, a.saveLocked()
+	return info, errors.Join(a.saveLocked(), a.syncLocked())
+}
+
+// transparentLocked gives a new transparent inlet its portal number, if the
+// data path runs.
+func (a *Agent) transparentLocked(spec portal.InletSpec) error {
+	if a.kern == nil {
+		return fmt.Errorf("create inlet %q: transparent inlets need the BPF data path, which is not running on this agent (%s); explicit inlets still work: %w",
+			spec.Name, a.kernReason, ErrNoDatapath)
+	}
+	svc, err := portal.ServiceAddr(spec.From)
+	if err != nil {
+		return fmt.Errorf("create inlet %q: %w", spec.Name, err)
+	}
+	_, err = a.assignPortalLocked(spec.Name, svc)
+	return err
 }
 
 // DeleteInlet stops an inlet and forgets it.
 func (a *Agent) DeleteInlet(name string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.ports.RemoveInlet(name); err != nil {
+	saved := slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
+	// A saved transparent inlet does not run while the data path is off.
+	if err := a.ports.RemoveInlet(name); err != nil && !(saved && errors.Is(err, portal.ErrNotFound)) {
 		return err
 	}
 	a.cfg.Inlets = slices.DeleteFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
-	return a.saveLocked()
+	delete(a.portalNums, name)
+	return errors.Join(a.saveLocked(), a.syncLocked())
 }
 
 // CreateOutlet creates an outlet and saves it.

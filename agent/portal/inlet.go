@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -35,23 +37,41 @@ const (
 type inlet struct {
 	spec  InletSpec
 	allow *policy.Policy
-	ln    *net.TCPListener
+	ln    *net.TCPListener // nil for a transparent inlet
+	svc   netip.AddrPort   // a transparent inlet's service address
 	ctx   context.Context
 	stop  context.CancelFunc
 	lim   limiter
 	stats Counters
+
+	mu    sync.Mutex // guards conns
+	conns map[*net.TCPConn]ConnInfo
+}
+
+// ConnInfo describes an inlet's open connection.
+type ConnInfo struct {
+	App      netip.AddrPort // the application's address
+	Workload uint32         // local workload number the kernel saw (transparent inlets); 0 = unknown
 }
 
 func (in *inlet) info() InletInfo {
-	return InletInfo{InletSpec: in.spec, Listening: in.ln.Addr().String(), Counters: in.stats.Snapshot()}
+	listening := "transparent " + in.svc.String()
+	if in.ln != nil {
+		listening = in.ln.Addr().String()
+	}
+	return InletInfo{InletSpec: in.spec, Listening: listening, Counters: in.stats.Snapshot()}
 }
 
 func (in *inlet) close() error {
 	in.stop()
+	if in.ln == nil {
+		return nil
+	}
 	return in.ln.Close()
 }
 
-// AddInlet creates an inlet and starts listening.
+// AddInlet creates an inlet. An explicit inlet starts listening on From; a
+// transparent one is served through ServeTransparent.
 func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	allow, err := spec.check()
 	if err != nil {
@@ -65,12 +85,24 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	if _, ok := m.inlets[spec.Name]; ok {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrExists)
 	}
+	ctx, stop := context.WithCancel(m.ctx)
+	in := &inlet{spec: spec, allow: allow, ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns),
+		conns: map[*net.TCPConn]ConnInfo{}}
+	if spec.Transparent {
+		in.svc, _ = ServiceAddr(spec.From) // checked above
+		if other := m.serviceLocked(in.svc); other != nil {
+			stop()
+			return InletInfo{}, fmt.Errorf("create inlet %q: inlet %q already serves %s: %w", spec.Name, other.spec.Name, in.svc, ErrExists)
+		}
+		m.inlets[spec.Name] = in
+		return in.info(), nil
+	}
 	ln, err := net.Listen(listenNetwork(spec.From), spec.From)
 	if err != nil {
+		stop()
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, err)
 	}
-	ctx, stop := context.WithCancel(m.ctx)
-	in := &inlet{spec: spec, allow: allow, ln: ln.(*net.TCPListener), ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns)}
+	in.ln = ln.(*net.TCPListener)
 	m.inlets[spec.Name] = in
 	m.wg.Add(1)
 	go func() {
@@ -102,6 +134,64 @@ func (m *Manager) RemoveInlet(name string) error {
 	return in.close()
 }
 
+// serviceLocked finds the transparent inlet serving svc, or nil.
+func (m *Manager) serviceLocked(svc netip.AddrPort) *inlet {
+	for _, in := range m.inlets {
+		if in.spec.Transparent && in.svc == svc {
+			return in
+		}
+	}
+	return nil
+}
+
+// ServeTransparent serves a connection accepted on the agent's transparent
+// listener. Its local address is the service address the application
+// dialed, which picks the inlet; without one the connection is reset.
+// workload is the local workload number the kernel recorded for it.
+func (m *Manager) ServeTransparent(c *net.TCPConn, workload uint32) {
+	m.mu.Lock()
+	in := m.serviceLocked(addrPort(c.LocalAddr()))
+	m.mu.Unlock()
+	if in == nil {
+		m.log.Debug("transparent connection to a service no inlet serves; resetting",
+			zap.Stringer("service", c.LocalAddr()), zap.Stringer("client", c.RemoteAddr()))
+		pipe.TCP(c).Abort()
+		return
+	}
+	m.serve(in, c, ConnInfo{App: addrPort(c.RemoteAddr()), Workload: workload})
+}
+
+// CloseConns resets the open connections of inlet that keep rejects, and
+// returns how many it reset.
+func (m *Manager) CloseConns(inlet string, keep func(ConnInfo) bool) int {
+	m.mu.Lock()
+	in := m.inlets[inlet]
+	m.mu.Unlock()
+	if in == nil {
+		return 0
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	n := 0
+	for c, info := range in.conns {
+		if !keep(info) {
+			pipe.TCP(c).Abort()
+			delete(in.conns, c)
+			n++
+		}
+	}
+	return n
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := t.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
 func (m *Manager) acceptLoop(in *inlet) {
 	for {
 		c, err := in.ln.AcceptTCP()
@@ -111,22 +201,37 @@ func (m *Manager) acceptLoop(in *inlet) {
 			}
 			return
 		}
-		in.stats.Accepted.Add(1)
-		if !in.lim.acquire() {
-			in.stats.Failed.Add(1)
-			m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
-			pipe.TCP(c).Abort()
-			continue
-		}
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			defer in.lim.release()
-			in.stats.Active.Add(1)
-			defer in.stats.Active.Add(-1)
-			m.serveInlet(in, c)
-		}()
+		m.serve(in, c, ConnInfo{App: addrPort(c.RemoteAddr())})
 	}
+}
+
+// serve carries one accepted connection of in, in its own goroutine.
+func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
+	in.stats.Accepted.Add(1)
+	if !in.lim.acquire() {
+		in.stats.Failed.Add(1)
+		m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
+		pipe.TCP(c).Abort()
+		return
+	}
+	if !m.enter() {
+		in.lim.release()
+		pipe.TCP(c).Abort()
+		return
+	}
+	in.mu.Lock()
+	in.conns[c] = info
+	in.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		defer in.lim.release()
+		in.stats.Active.Add(1)
+		defer in.stats.Active.Add(-1)
+		m.serveInlet(in, c)
+		in.mu.Lock()
+		delete(in.conns, c)
+		in.mu.Unlock()
+	}()
 }
 
 func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {

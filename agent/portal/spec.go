@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"sync/atomic"
@@ -37,6 +38,11 @@ type InletSpec struct {
 	Via    string `json:"via"`              // relay name that leads to the outlet's agent
 	Outlet string `json:"outlet,omitempty"` // outlet name on that agent; "" = its only outlet
 	Allow  string `json:"allow"`            // policy on the outlet agent's attributes
+	// Transparent inlets own no listener: From is a virtual service address
+	// (IPv4 literal) that the kernel steers to the agent's shared
+	// transparent listener for the local workloads AllowLocal permits.
+	Transparent bool   `json:"transparent,omitempty"`
+	AllowLocal  string `json:"allow_local,omitempty"` // policy on the local workload's attributes
 }
 
 // OutletSpec describes an outlet as `agentctl tcp-outlet create` does.
@@ -47,6 +53,9 @@ type OutletSpec struct {
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
+
+// CheckName checks a name by the rules of portal names; kind names it in the error.
+func CheckName(kind, name string) error { return checkName(kind, name) }
 
 func checkName(kind, name string) error {
 	if !nameRe.MatchString(name) {
@@ -81,7 +90,7 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 	if err := checkName("inlet", s.Name); err != nil {
 		return nil, err
 	}
-	if err := checkHostPort("--from", s.From); err != nil {
+	if err := s.checkFrom(); err != nil {
 		return nil, err
 	}
 	if err := authority.CheckRelayName(s.Via); err != nil {
@@ -93,6 +102,41 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 		}
 	}
 	return parsePolicy("--allow", s.Allow)
+}
+
+// checkFrom checks --from, and --allow-local for a transparent inlet.
+func (s *InletSpec) checkFrom() error {
+	if !s.Transparent {
+		if s.AllowLocal != "" {
+			return fmt.Errorf("--allow-local applies only to transparent inlets; add --transparent: %w", ErrInvalid)
+		}
+		return checkHostPort("--from", s.From)
+	}
+	if _, err := ServiceAddr(s.From); err != nil {
+		return err
+	}
+	if s.AllowLocal == "" {
+		return fmt.Errorf("--allow-local is required for a transparent inlet (policies are default deny), e.g. --allow-local 'app == \"analytics\"': %w", ErrInvalid)
+	}
+	if _, err := policy.Parse(s.AllowLocal); err != nil {
+		return fmt.Errorf("--allow-local: %w: %w", err, ErrInvalid)
+	}
+	return nil
+}
+
+// ServiceAddr parses a transparent inlet's --from: a virtual IPv4 service
+// address with a port, e.g. 10.200.0.10:5432.
+func ServiceAddr(from string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(from)
+	switch {
+	case err != nil:
+		return netip.AddrPort{}, fmt.Errorf("--from %q: a transparent inlet needs the service's IPv4 address and port, e.g. 10.200.0.10:5432: %w", from, ErrInvalid)
+	case !ap.Addr().Is4() || ap.Addr().IsUnspecified():
+		return netip.AddrPort{}, fmt.Errorf("--from %q: a transparent inlet needs one IPv4 address (not 0.0.0.0, not IPv6): %w", from, ErrInvalid)
+	case ap.Port() == 0:
+		return netip.AddrPort{}, fmt.Errorf("--from %q: a transparent inlet needs a port other than 0: %w", from, ErrInvalid)
+	}
+	return ap, nil
 }
 
 func (s *OutletSpec) check() (*policy.Policy, error) {

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/relay"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
@@ -16,9 +18,9 @@ import (
 
 func hubCommand() *cobra.Command {
 	var (
-		projectDir, listen string
-		lifetime           time.Duration
-		logs               logFlags
+		projectDir, listen, admin string
+		lifetime                  time.Duration
+		logs                      logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR --listen ADDR",
@@ -56,6 +58,16 @@ tickets) is hub.db in the project directory.`,
 			log.Info("hub listening", zap.String("listen", ln.Addr().String()), zap.String("project", p.ID),
 				zap.String("hub_address", p.HubAddress), zap.Duration("credential_lifetime", lifetime))
 			hub := relay.NewHub(auth, relay.HubOptions{Logger: log})
+			if admin == "" {
+				admin = api.HubAdminSocket(projectDir)
+			}
+			stopAdmin, err := serveAdmin(admin, hub)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stopAdmin()
+			log.Info("hub admin API listening", zap.String("socket", admin))
 			err = hub.Serve(cmd.Context(), ln)
 			log.Info("hub stopped")
 			return err
@@ -63,7 +75,19 @@ tickets) is hub.db in the project directory.`,
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. 0.0.0.0:4443 (required)")
+	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member`: revocations and attribute changes (default: hub.sock in the project directory)")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
 	logs.register(cmd)
 	return cmd
+}
+
+// serveAdmin serves the hub's admin API on a unix socket until stopped.
+func serveAdmin(path string, hub *relay.Hub) (stop func(), err error) {
+	ln, err := api.Listen(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	srv := &http.Server{Handler: hub.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }

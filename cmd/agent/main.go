@@ -41,5 +41,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(runCommand(), hubCommand())
+	root.AddCommand(cleanupCommand())
 	return root.ExecuteContext(ctx)
 }

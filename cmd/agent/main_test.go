@@ -19,6 +19,7 @@ func TestBadInputIsExplained(t *testing.T) {
 		{[]string{"run", "--state-dir", state, "--api", filepath.Join(t.TempDir(), "a.sock"), "--ticket", "garbage"}, "ticket is malformed"},
 		{[]string{"run", "--state-dir", state, "--ticket", "@" + filepath.Join(t.TempDir(), "missing")}, "--ticket: read"},
 		{[]string{"run", "--state-dir", state, "--log-level", "loud"}, "--log-level"},
+		{[]string{"run", "--state-dir", state, "--datapath", "maybe"}, `--datapath "maybe": want auto, on or off`},
 		{[]string{"hub"}, "--project and --listen are required"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0"}, "agentctl project init"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--credential-lifetime", "1s"}, "too short"},
@@ -28,6 +29,18 @@ func TestBadInputIsExplained(t *testing.T) {
 		err := run(context.Background(), tt.args, &out, &errOut)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("agent %s: error %v, want it to mention %q", strings.Join(tt.args, " "), err, tt.want)
+		}
+	}
+}
+
+func TestDatapathHelp(t *testing.T) {
+	for _, args := range [][]string{{"run", "--help"}, {"cleanup", "--help"}} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), "--bpf-dir") || !strings.Contains(out.String(), "fail") {
+			t.Errorf("agent %s does not explain --bpf-dir and failing closed:\n%s", strings.Join(args, " "), out.String())
 		}
 	}
 }

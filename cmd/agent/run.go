@@ -19,18 +19,29 @@ func runCommand() *cobra.Command {
 	var (
 		stateDir, ticket, socket string
 		logs                     logFlags
+		dp                       datapathFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run --state-dir DIR [--ticket TICKET|@FILE] [--api PATH]",
+		Use:   "run --state-dir DIR [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]...",
 		Short: "Run the agent on this host",
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
 the local API that agentctl uses. An agent restarted on the same state directory
-needs no ticket; it restores its relays and portals.`,
+needs no ticket; it restores its relays and portals.
+
+Transparent inlets need the BPF data path (Linux, root): with --datapath auto
+(the default) the agent loads it if the kernel can run it and warns otherwise;
+on makes start-up fail without it; off never loads it. Its programs and maps
+are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
+refusing connections to transparent inlets (fail closed); 'agent cleanup'
+removes them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {
 				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
+			}
+			if err := dp.check(); err != nil {
+				return err
 			}
 			log, err := cli.NewLogger(logs.level, logs.format)
 			if err != nil {
@@ -49,7 +60,8 @@ needs no ticket; it restores its relays and portals.`,
 			}
 			defer os.Remove(socket)
 			ctx := cmd.Context()
-			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log})
+			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges})
 			if err != nil {
 				ln.Close()
 				return err
@@ -68,6 +80,29 @@ needs no ticket; it restores its relays and portals.`,
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
+	dp.register(cmd)
 	logs.register(cmd)
 	return cmd
+}
+
+// defaultBPFDir is loader.DefaultPinDir, which exists only on Linux.
+const defaultBPFDir = "/sys/fs/bpf/sluice"
+
+type datapathFlags struct {
+	mode, dir string
+	bridges   []string
+}
+
+func (d *datapathFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required) or off")
+	cmd.Flags().StringVar(&d.dir, "bpf-dir", defaultBPFDir, "where the data path's maps and links are pinned")
+	cmd.Flags().StringArrayVar(&d.bridges, "bridge", nil, "bridge whose containers the data path serves (repeatable; default every bridge)")
+}
+
+func (d *datapathFlags) check() error {
+	switch d.mode {
+	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
+		return nil
+	}
+	return fmt.Errorf("--datapath %q: want auto, on or off", d.mode)
 }

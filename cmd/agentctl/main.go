@@ -51,7 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(projectCommand(e), ticketCommand(e), relayCommand(e),
-		outletCommand(e), inletCommand(e), statusCommand(e))
+		outletCommand(e), inletCommand(e), statusCommand(e), memberCommand(e))
+	root.AddCommand(workloadCommand(e), datapathCommand(e))
 	return root.ExecuteContext(ctx)
 }
 

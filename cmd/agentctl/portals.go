@@ -113,17 +113,31 @@ func inletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
 	var spec portal.InletSpec
 	create := &cobra.Command{
-		Use:   "create --from ADDR:PORT --via RELAYNAME --allow EXPR [--name N] [--outlet NAME]",
+		Use:   "create --from ADDR:PORT --via RELAYNAME --allow EXPR [--name N] [--outlet NAME] [--transparent --allow-local EXPR]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
 		Long: `Create a TCP inlet. It listens on --from; each connection is carried through
 the hub to the agent that claimed relay --via, over a mutually authenticated TLS
 1.3 channel, and comes out of that agent's outlet (--outlet, or its only one).
---allow is a policy over the outlet agent's attributes; see docs/policy.md.`,
+--allow is a policy over the outlet agent's attributes; see docs/policy.md.
+
+With --transparent the inlet listens nowhere: --from is a virtual service
+address (IPv4:PORT) that no host owns, and local containers connect to it
+directly. The agent's BPF data path steers their connections to the inlet
+when --allow-local (required; a policy over the local workload's attributes,
+see 'agentctl workload') permits the container, and resets them in the kernel
+otherwise. Example:
+
+  agentctl tcp-inlet create --transparent --from 10.200.0.10:5432 --via postgres \
+    --allow postgres-outlet --allow-local 'app == "analytics"'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in, err := e.client().CreateInlet(cmd.Context(), spec)
 			if err != nil {
 				return err
+			}
+			if in.Transparent {
+				fmt.Fprintf(e.out, "tcp-inlet %s created: %s, via relay %s, allow %s, allow local %s\n", in.Name, in.Listening, in.Via, in.Allow, in.AllowLocal)
+				return nil
 			}
 			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, via relay %s, allow %s\n", in.Name, in.Listening, in.Via, in.Allow)
 			return nil
@@ -134,6 +148,8 @@ the hub to the agent that claimed relay --via, over a mutually authenticated TLS
 	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the outlet agent's attributes (required; default deny)")
 	create.Flags().StringVar(&spec.Name, "name", "", "inlet name (default inlet-N)")
 	create.Flags().StringVar(&spec.Outlet, "outlet", "", "outlet name on the far agent (default: its only outlet)")
+	create.Flags().BoolVar(&spec.Transparent, "transparent", false, "--from is a virtual service address that local containers reach through the BPF data path")
+	create.Flags().StringVar(&spec.AllowLocal, "allow-local", "", "with --transparent: policy on the local workload's attributes (required; default deny)")
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List inlets", Args: cobra.NoArgs,

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -71,15 +70,7 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 			if err != nil {
 				return err
 			}
-			kv := map[string]string{}
-			for _, a := range attrs {
-				k, v, ok := strings.Cut(a, "=")
-				if !ok {
-					v = "true"
-				}
-				kv[k] = v
-			}
-			s, _, err := p.NewTicket(authority.TicketOptions{Attributes: kv, Relays: relays, ExpiresIn: expiry, Usage: usage})
+			s, _, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
 			if err != nil {
 				return err
 			}

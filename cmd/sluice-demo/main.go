@@ -1,8 +1,11 @@
 // Command sluice-demo plays the seed scenario end to end on this machine, in
 // network namespaces: a Node.js app in Analysis Corp's network creates a table
 // in Bank Corp's PostgreSQL, inserts rows and reads them back, through an
-// end-to-end encrypted portal via the hub. It needs root, and cleans up after
-// itself, also on Ctrl-C or failure.
+// end-to-end encrypted portal via the hub. By default the app dials
+// PostgreSQL's service address 10.200.0.10:5432 and the BPF data path steers
+// it into the agent (--mode transparent); --mode explicit has it dial the
+// inlet sluice:15432 instead, and --mode both shows one after the other. It
+// needs root, and cleans up after itself, also on Ctrl-C or failure.
 package main
 
 import (
@@ -38,7 +41,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	bin := fs.String("bin", filepath.Dir(self), "directory holding the agent and agentctl binaries")
 	app := fs.String("app", "testenv/scenario/app", "directory of the Node.js app (with node_modules installed)")
 	keep := fs.Bool("keep", false, "keep the working directory (logs, project, state) after the run")
+	modeName := fs.String("mode", string(scenario.Transparent), "how the app reaches PostgreSQL: transparent (service address 10.200.0.10:5432, BPF data path), explicit (inlet sluice:15432) or both")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mode, err := scenario.ParseMode(*modeName)
+	if err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
@@ -56,8 +64,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var s *scenario.Scenario
 	defer func() {
-		fmt.Fprintln(out, "==> cleaning up namespaces, processes and cgroups")
+		fmt.Fprintln(out, "==> cleaning up agents, BPF programs and pins, namespaces, processes and cgroups")
+		if s != nil {
+			if err := s.Close(); err != nil {
+				fmt.Fprintf(out, "cleanup: %v\n", err)
+			}
+		}
 		if err := env.Close(); err != nil {
 			fmt.Fprintf(out, "cleanup: %v\n", err)
 		}
@@ -66,20 +80,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}()
 	progress := func(s string) { fmt.Fprintf(out, "==> %s\n", s) }
-	s, err := scenario.New(env, scenario.Options{Bin: *bin, AppDir: appDir, Progress: progress})
+	s, err = scenario.New(env, scenario.Options{Bin: *bin, AppDir: appDir, Progress: progress, Mode: mode})
 	if err != nil {
 		return err
 	}
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	progress("analysis_corp: running the Node.js app against sluice:15432")
-	text, err := s.RunApp(ctx, "")
-	if err != nil {
-		return err
+	if mode == scenario.Explicit || mode == scenario.Both {
+		if err := runApp(ctx, s, out, "sluice", scenario.InletPort, "the explicit inlet"); err != nil {
+			return err
+		}
 	}
-	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-		fmt.Fprintf(out, "    %s\n", line)
+	if mode == scenario.Transparent || mode == scenario.Both {
+		if err := runApp(ctx, s, out, scenario.ServiceIP, scenario.ServicePort, "PostgreSQL's service address, steered into the agent by BPF"); err != nil {
+			return err
+		}
 	}
 	progress("analysis_corp agent status")
 	st, err := s.Analysis.Ctl(ctx, "status")
@@ -87,8 +103,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprint(out, indent(st))
-	fmt.Fprintf(out, "\nThe example run was successful: the app in analysis_corp queried bank_corp's PostgreSQL through an end-to-end encrypted portal via the hub (%.1fs).\n",
-		time.Since(start).Seconds())
+	if mode != scenario.Explicit {
+		progress("analysis_corp data path status (kernel counters)")
+		st, err := s.Analysis.Ctl(ctx, "datapath", "status")
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(out, indent(st))
+	}
+	fmt.Fprintf(out, "\nThe example run was successful: the app in analysis_corp queried bank_corp's PostgreSQL through an end-to-end encrypted portal via the hub (%s, %.1fs).\n",
+		mode, time.Since(start).Seconds())
+	return nil
+}
+
+// runApp runs the Node.js app against host:port and prints its output.
+func runApp(ctx context.Context, s *scenario.Scenario, out io.Writer, host, port, what string) error {
+	fmt.Fprintf(out, "==> analysis_corp: running the Node.js app against %s:%s (%s)\n", host, port, what)
+	text, err := s.RunAppAt(ctx, host, port, "")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		fmt.Fprintf(out, "    %s\n", line)
+	}
 	return nil
 }
 

@@ -1,7 +1,10 @@
 // Package scenario plays the seed story in a testenv.Seed topology with the
 // real binaries: a hub on the internet, a Bank Corp agent with an outlet to
 // PostgreSQL, an Analysis Corp agent with an inlet, and the Node.js app.
-// make demo, the end-to-end tests and the benchmarks drive it.
+// The inlet is explicit (the app dials sluice:15432), transparent (the app
+// dials PostgreSQL's virtual service address and the BPF data path steers it
+// into the agent), or both. make demo, the end-to-end tests and the
+// benchmarks drive it.
 package scenario
 
 import (
@@ -26,6 +29,47 @@ const (
 	startupWait = 30 * time.Second
 )
 
+// The transparent inlet: the service address the app dials (no host owns
+// it), the workload that may use it, and the policy that says so.
+const (
+	ServiceIP        = "10.200.0.10"
+	ServicePort      = "5432"
+	ServiceAddr      = ServiceIP + ":" + ServicePort
+	TransparentInlet = "postgres"           // the transparent inlet's name
+	AppWorkload      = "app"                // the app container's workload name
+	AppAttribute     = "app=analytics"      // the app workload's attribute
+	AllowLocal       = `app == "analytics"` // the inlet's policy on local workloads
+)
+
+// Mode says which inlets Start creates, and so how RunApp reaches PostgreSQL.
+type Mode string
+
+// Modes of a scenario.
+const (
+	// Explicit: an inlet listening on 0.0.0.0:15432; the app dials
+	// sluice:15432. The analysis agent runs without the BPF data path.
+	Explicit Mode = "explicit"
+	// Transparent: the analysis agent runs with the BPF data path, and a
+	// transparent inlet serves ServiceAddr to the app workload.
+	Transparent Mode = "transparent"
+	// Both creates both inlets; RunApp uses the transparent one.
+	Both Mode = "both"
+)
+
+// ParseMode checks a mode name; "" is Explicit.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case "":
+		return Explicit, nil
+	case Explicit, Transparent, Both:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown scenario mode %q: want explicit, transparent or both", s)
+}
+
+func (m Mode) explicit() bool    { return m == "" || m == Explicit || m == Both }
+func (m Mode) transparent() bool { return m == Transparent || m == Both }
+
 // Options configure a scenario. Bin is required.
 type Options struct {
 	Bin      string       // directory holding the agent and agentctl binaries
@@ -33,6 +77,8 @@ type Options struct {
 	Progress func(string) // called with a line for each step; nil is silent
 	// CredentialLifetime overrides the hub's credential lifetime (0: default).
 	CredentialLifetime time.Duration
+	// Mode picks the inlets; "" is Explicit.
+	Mode Mode
 }
 
 // Scenario is the running story.
@@ -46,6 +92,8 @@ type Scenario struct {
 	Hub      *testenv.Process
 	Bank     *Agent
 	Analysis *Agent
+
+	agents []*Agent // every agent started, for Close
 }
 
 // Agent is one company's running agent.
@@ -54,8 +102,13 @@ type Agent struct {
 	NS       *testenv.NS
 	StateDir string
 	Socket   string
-	Proc     *testenv.Process
-	s        *Scenario
+	// BPFDir is where the agent pins its BPF data path, in the env's
+	// private bpffs; "" means the agent runs without the data path.
+	BPFDir string
+	// Bridges are the container bridges whose ports the data path covers.
+	Bridges []string
+	Proc    *testenv.Process
+	s       *Scenario
 }
 
 // New builds the topology and starts PostgreSQL; Start plays the rest.
@@ -129,11 +182,47 @@ func (s *Scenario) Start(ctx context.Context) error {
 	if _, err := s.Bank.Ctl(ctx, "tcp-outlet", "create", "--to", "postgres:5432", "--allow", "postgres-inlet"); err != nil {
 		return err
 	}
-	s.step("analysis_corp: enrolling its agent, inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet")
-	if s.Analysis, err = s.StartAgent(ctx, "analysis", s.Seed.AnalysisHost, analysisTicket); err != nil {
+	mode := s.opts.Mode
+	if !mode.transparent() {
+		s.step("analysis_corp: enrolling its agent")
+		s.Analysis, err = s.StartAgent(ctx, "analysis", s.Seed.AnalysisHost, analysisTicket)
+	} else {
+		s.step("analysis_corp: enrolling its agent with the BPF data path on bridge analysis_corp")
+		s.Analysis, err = s.StartDatapathAgent(ctx, "analysis", s.Seed.AnalysisHost, analysisTicket, testenv.SeedAnalysisNet)
+	}
+	if err != nil {
 		return err
 	}
-	_, err = s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--allow", "postgres-outlet")
+	if mode.explicit() {
+		s.step("analysis_corp: inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet")
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--allow", "postgres-outlet"); err != nil {
+			return err
+		}
+	}
+	if mode.transparent() {
+		s.step("analysis_corp: workload \"app\" (10.10.0.2, " + AppAttribute + "), transparent inlet " + ServiceAddr + " for " + AllowLocal)
+		if err := s.AllowApp(ctx); err != nil {
+			return err
+		}
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--transparent", "--name", TransparentInlet, "--from", ServiceAddr,
+			"--via", BankRelay, "--allow", "postgres-outlet", "--allow-local", AllowLocal); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AllowApp creates the workload of the app container, with the attribute
+// that the transparent inlet allows.
+func (s *Scenario) AllowApp(ctx context.Context) error {
+	_, err := s.Analysis.Ctl(ctx, "workload", "create", AppWorkload, "--address", s.Seed.App.Addr, "--attribute", AppAttribute)
+	return err
+}
+
+// DisallowApp deletes the app container's workload: the transparent inlet
+// refuses it from then on.
+func (s *Scenario) DisallowApp(ctx context.Context) error {
+	_, err := s.Analysis.Ctl(ctx, "workload", "delete", AppWorkload)
 	return err
 }
 
@@ -157,17 +246,46 @@ func (s *Scenario) Ticket(ctx context.Context, flags ...string) (string, error) 
 	return strings.TrimSpace(out), err
 }
 
-// StartAgent starts an agent named name in ns, enrolling with ticket (which
-// may be empty for an enrolled state directory), and waits until it is ready.
+// StartAgent starts an agent named name in ns, without the BPF data path,
+// enrolling with ticket (which may be empty for an enrolled state
+// directory), and waits until it is ready.
 func (s *Scenario) StartAgent(ctx context.Context, name string, ns *testenv.NS, ticket string) (*Agent, error) {
-	a := &Agent{Name: name, NS: ns, s: s,
+	return s.startAgent(ctx, s.newAgent(name, ns), ticket)
+}
+
+// StartDatapathAgent is StartAgent with the BPF data path on the ports of
+// bridges, pinned in <env bpffs>/<name>. Close runs `agent cleanup` for it.
+func (s *Scenario) StartDatapathAgent(ctx context.Context, name string, ns *testenv.NS, ticket string, bridges ...string) (*Agent, error) {
+	fs, err := s.Env.BPFFS()
+	if err != nil {
+		return nil, err
+	}
+	a := s.newAgent(name, ns)
+	a.BPFDir, a.Bridges = filepath.Join(fs, name), bridges
+	return s.startAgent(ctx, a, ticket)
+}
+
+func (s *Scenario) newAgent(name string, ns *testenv.NS) *Agent {
+	return &Agent{Name: name, NS: ns, s: s,
 		StateDir: filepath.Join(s.Env.Dir(), name+"-state"),
 		Socket:   filepath.Join(s.Env.Dir(), name+".sock")}
+}
+
+func (s *Scenario) startAgent(ctx context.Context, a *Agent, ticket string) (*Agent, error) {
+	s.agents = append(s.agents, a)
 	return a, a.start(ctx, ticket)
 }
 
 func (a *Agent) start(ctx context.Context, ticket string) error {
 	args := []string{filepath.Join(a.s.opts.Bin, "agent"), "run", "--state-dir", a.StateDir, "--api", a.Socket}
+	if a.BPFDir == "" {
+		args = append(args, "--datapath", "off")
+	} else {
+		args = append(args, "--datapath", "on", "--bpf-dir", a.BPFDir)
+		for _, b := range a.Bridges {
+			args = append(args, "--bridge", b)
+		}
+	}
 	if ticket != "" {
 		tf := filepath.Join(a.s.Env.Dir(), a.Name+".ticket")
 		if err := os.WriteFile(tf, []byte(ticket+"\n"), 0o600); err != nil {
@@ -192,6 +310,36 @@ func (a *Agent) Restart(ctx context.Context) error {
 	return a.start(ctx, "")
 }
 
+// Cleanup stops the agent and, if it ran with the data path, removes its
+// programs, links and pins with `agent cleanup --bpf-dir`.
+func (a *Agent) Cleanup(ctx context.Context) error {
+	var errs []error
+	if a.Proc != nil {
+		if err := a.Proc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s agent: %w", a.Name, err))
+		}
+	}
+	if a.BPFDir != "" {
+		if _, err := a.NS.Run(ctx, filepath.Join(a.s.opts.Bin, "agent"), "cleanup", "--bpf-dir", a.BPFDir); err != nil {
+			errs = append(errs, fmt.Errorf("clean up %s agent's data path: %w", a.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops every agent the scenario started and cleans up the data path
+// of those that ran with it. The env's Close does the rest (processes,
+// namespaces, the bpffs); call Close before it.
+func (s *Scenario) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), startupWait)
+	defer cancel()
+	var errs []error
+	for i := len(s.agents) - 1; i >= 0; i-- {
+		errs = append(errs, s.agents[i].Cleanup(ctx))
+	}
+	return errors.Join(errs...)
+}
+
 // Ctl runs agentctl against this agent.
 func (a *Agent) Ctl(ctx context.Context, args ...string) (string, error) {
 	return a.s.Ctl(ctx, append([]string{"--agent", a.Socket}, args...)...)
@@ -204,14 +352,29 @@ func waitFor(ctx context.Context, p *testenv.Process, want string) error {
 	return p.WaitOutput(ctx, want)
 }
 
-// RunApp runs the Node.js app in the app container against the inlet and
+// AppTarget is the host and port the app dials: the service address in
+// transparent (and both) mode, else the explicit inlet.
+func (s *Scenario) AppTarget() (host, port string) {
+	if s.opts.Mode.transparent() {
+		return ServiceIP, ServicePort
+	}
+	return "sluice", InletPort
+}
+
+// RunApp runs the Node.js app in the app container against AppTarget and
 // returns its output. marker is stored in the rows it writes.
 func (s *Scenario) RunApp(ctx context.Context, marker string) (string, error) {
+	host, port := s.AppTarget()
+	return s.RunAppAt(ctx, host, port, marker)
+}
+
+// RunAppAt runs the Node.js app against host:port (PGHOST and PGPORT).
+func (s *Scenario) RunAppAt(ctx context.Context, host, port, marker string) (string, error) {
 	if s.opts.AppDir == "" {
 		return "", errors.New("run app: no app directory configured")
 	}
 	p, err := s.Seed.App.NS.Start("app", []string{"node", filepath.Join(s.opts.AppDir, "app.js")}, testenv.ProcOptions{
-		Env:    []string{"PGHOST=sluice", "PGPORT=" + InletPort, "PGPASSWORD=" + PGPassword, "SLUICE_MARKER=" + marker},
+		Env:    []string{"PGHOST=" + host, "PGPORT=" + port, "PGPASSWORD=" + PGPassword, "SLUICE_MARKER=" + marker},
 		Cgroup: s.Seed.App.Cgroup,
 	})
 	if err != nil {

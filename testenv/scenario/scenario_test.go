@@ -22,19 +22,9 @@ func TestSeedScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end scenario skipped in -short mode")
 	}
-	env := testenv.NewT(t)
-	if _, err := os.Stat(filepath.Join(appDir, "node_modules", "pg")); err != nil {
-		t.Fatalf("the Node.js app's dependencies are missing: run `make app-deps` (%v)", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Progress: func(m string) { t.Log(m) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := startScenario(t, ctx, scenario.Explicit)
 
 	t.Run("AppThroughPortal", func(t *testing.T) { testAppThroughPortal(t, ctx, s) })
 	t.Run("NothingAnswersFromTheInternet", func(t *testing.T) { testNothingAnswersFromInternet(t, ctx, s) })
@@ -44,13 +34,39 @@ func TestSeedScenario(t *testing.T) {
 	t.Run("RestartNeedsNoTicket", func(t *testing.T) { testRestart(t, ctx, s) })
 }
 
+// startScenario builds the seed topology in a new env and starts the story
+// in mode; the scenario (agents, data path pins) and then the env are cleaned
+// up when the test ends.
+func startScenario(t *testing.T, ctx context.Context, mode scenario.Mode) *scenario.Scenario {
+	t.Helper()
+	env := testenv.NewT(t)
+	if _, err := os.Stat(filepath.Join(appDir, "node_modules", "pg")); err != nil {
+		t.Fatalf("the Node.js app's dependencies are missing: run `make app-deps` (%v)", err)
+	}
+	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Mode: mode, Progress: func(m string) { t.Log(m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after NewT's cleanup, so it runs before the env closes.
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close scenario: %v", err)
+		}
+	})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func marker(t *testing.T) string {
 	var b [8]byte
 	rand.Read(b[:])
 	return "SLUICE-MARKER-" + hex.EncodeToString(b[:])
 }
 
-// testAppThroughPortal runs the Node.js app and psql through the inlet, with
+// testAppThroughPortal runs the Node.js app and psql through the inlet (the
+// scenario's AppTarget), with
 // captures on the app's link and on the internet link: the marker written by
 // the app must be seen in plaintext on the app's side and never on the
 // internet.
@@ -74,7 +90,8 @@ func testAppThroughPortal(t *testing.T, ctx context.Context, s *scenario.Scenari
 			t.Errorf("app output lacks %q:\n%s", want, out)
 		}
 	}
-	got, err := s.Psql(ctx, s.Seed.App.NS, "sluice", scenario.InletPort, "SELECT count(*) FROM users WHERE note LIKE '%"+mark+"'")
+	host, port := s.AppTarget()
+	got, err := s.Psql(ctx, s.Seed.App.NS, host, port, "SELECT count(*) FROM users WHERE note LIKE '%"+mark+"'")
 	if err != nil || got != "3" {
 		t.Errorf("psql through the inlet = %q, %v; want 3", got, err)
 	}

@@ -1,0 +1,247 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+// Values of Options.Datapath.
+const (
+	DatapathAuto = "auto" // use the BPF data path if the kernel can run it
+	DatapathOn   = "on"   // fail to start without it
+	DatapathOff  = "off"  // never load it
+)
+
+// maxPortal is the highest portal number the kernel's counters map holds.
+const maxPortal = 1023
+
+// ErrNoDatapath means a transparent inlet was asked of an agent whose BPF
+// data path is not running.
+var ErrNoDatapath = errors.New("the BPF data path is not running on this agent")
+
+// DatapathStatus is what `agentctl datapath status` shows.
+type DatapathStatus struct {
+	Enabled     bool           `json:"enabled"`
+	Reason      string         `json:"reason,omitempty"` // why not enabled
+	PinDir      string         `json:"pin_dir,omitempty"`
+	Listener    string         `json:"listener,omitempty"` // the transparent listener
+	Attachments []Attachment   `json:"attachments"`
+	Maps        []MapSize      `json:"maps"`
+	Portals     []PortalStatus `json:"portals"`
+	Error       string         `json:"error,omitempty"` // reading the kernel's state failed
+}
+
+// Attachment is a program attached to a device (a copy of
+// loader.Attachment, which exists only on Linux).
+type Attachment struct {
+	Device  string `json:"device"`
+	Ifindex int    `json:"ifindex"`
+	Role    string `json:"role"`
+	Hook    string `json:"hook"`
+	Program uint32 `json:"program_id"`
+	Link    uint32 `json:"link_id,omitempty"`
+	Pinned  string `json:"pinned,omitempty"`
+}
+
+// MapSize is a BPF map's fill.
+type MapSize struct {
+	Name    string `json:"name"`
+	Entries int    `json:"entries"`
+	Max     uint32 `json:"max"`
+}
+
+// PortalStatus is a transparent inlet as the kernel sees it.
+type PortalStatus struct {
+	Inlet    string         `json:"inlet"`
+	Service  string         `json:"service"`
+	Portal   uint32         `json:"portal"`
+	Counters KernelCounters `json:"counters"`
+}
+
+// KernelCounters are a portal's counters in the kernel.
+type KernelCounters struct {
+	Steered    uint64 `json:"steered"`     // connections handed to the agent
+	Refused    uint64 `json:"refused"`     // resets sent to containers
+	NoListener uint64 `json:"no_listener"` // of those, because no agent listened
+	Packets    uint64 `json:"packets"`     // packets from allowed workloads
+	Bytes      uint64 `json:"bytes"`       // their bytes
+}
+
+// kernel is the running BPF data path (datapath_linux.go).
+type kernel interface {
+	apply(p plan) error
+	// pinned is the portal numbers the pinned maps gave services before
+	// this agent started, so that a restart keeps their kernel counters.
+	pinned() map[netip.AddrPort]uint32
+	resetCounters(portal uint32) error
+	status(st *DatapathStatus) // fills in what only the kernel knows
+	Close() error
+}
+
+// kernelOptions configure openKernel.
+type kernelOptions struct {
+	PinDir  string // loader.DefaultPinDir
+	Bridges []string
+	Log     *zap.Logger
+	Serve   func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
+	Refresh func()                                // devices changed
+}
+
+// startDatapath opens the BPF data path as opts.Datapath asks.
+func (a *Agent) startDatapath(opts Options) error {
+	switch opts.Datapath {
+	case "", DatapathAuto, DatapathOn:
+	case DatapathOff:
+		a.kernReason = "turned off (--datapath off)"
+		return nil
+	default:
+		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
+	}
+	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Log: a.log.Named("datapath"),
+		Serve: a.serveTransparent, Refresh: a.refresh})
+	if err != nil {
+		if opts.Datapath == DatapathOn {
+			return fmt.Errorf("start data path: %w", err)
+		}
+		a.kernReason = err.Error()
+		a.log.Warn("BPF data path unavailable: transparent inlets are unavailable, explicit inlets still work", zap.Error(err))
+		return nil
+	}
+	a.mu.Lock()
+	a.kern = k
+	a.adopted = k.pinned()
+	a.mu.Unlock()
+	return nil
+}
+
+// serveTransparent hands a connection from the transparent listener to the
+// portals, unless the current policy no longer allows its workload.
+func (a *Agent) serveTransparent(c *net.TCPConn, workload uint32) {
+	a.planMu.RLock()
+	defer a.planMu.RUnlock()
+	if p := a.plan; p != nil {
+		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		if n, ok := p.Services[local]; ok && !p.allows(workload, n) {
+			c.SetLinger(0) // close sends RST
+			c.Close()
+			return
+		}
+	}
+	a.ports.ServeTransparent(c, workload)
+}
+
+// refresh re-resolves workload interfaces after devices changed.
+func (a *Agent) refresh() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.syncLocked(); err != nil {
+		a.log.Error("updating the data path after a device change failed", zap.Error(err))
+	}
+}
+
+// syncLocked writes the maps from the configuration, then resets the open
+// connections that the configuration no longer allows.
+func (a *Agent) syncLocked() error {
+	if a.kern == nil {
+		return nil
+	}
+	var inlets []planInlet
+	names := map[uint32]string{}
+	for _, s := range a.cfg.Inlets {
+		n := a.portalNums[s.Name]
+		svc, err1 := portal.ServiceAddr(s.From)
+		allow, err2 := policy.Parse(s.AllowLocal)
+		if !s.Transparent || n == 0 || err1 != nil || err2 != nil {
+			continue
+		}
+		inlets = append(inlets, planInlet{Service: svc, Portal: n, AllowLocal: allow})
+		names[n] = s.Name
+	}
+	ws := make([]planWorkload, 0, len(a.workloads))
+	for _, w := range a.workloads {
+		ws = append(ws, planWorkload{Workload: w, Number: a.workloadNums[w.Name]})
+	}
+	p := computePlan(inlets, ws, interfaceIndex)
+	for _, dev := range p.Unresolved {
+		if !slices.Contains(a.unresolved, dev) {
+			a.log.Warn("workload interface not found; its workload is unknown to the kernel until it appears", zap.String("interface", dev))
+		}
+	}
+	a.unresolved = p.Unresolved
+	if err := a.kern.apply(p); err != nil {
+		return fmt.Errorf("update data path maps: %w", err)
+	}
+	a.planMu.Lock()
+	defer a.planMu.Unlock()
+	a.plan = &p
+	for n, name := range names {
+		if k := a.ports.CloseConns(name, func(c portal.ConnInfo) bool { return p.allows(c.Workload, n) }); k > 0 {
+			a.log.Info("reset connections the policy no longer allows", zap.String("inlet", name), zap.Int("connections", k))
+		}
+	}
+	return nil
+}
+
+func interfaceIndex(name string) (int, bool) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, false
+	}
+	return ifi.Index, true
+}
+
+// assignPortalLocked gives a transparent inlet the portal number the
+// pinned maps had for its service (keeping its kernel counters across a
+// restart), else the lowest free one, with its counters reset.
+func (a *Agent) assignPortalLocked(inlet string, svc netip.AddrPort) (uint32, error) {
+	used := map[uint32]bool{}
+	for _, n := range a.portalNums {
+		used[n] = true
+	}
+	n, ok := a.adopted[svc]
+	delete(a.adopted, svc) // once: a later inlet on svc is a new portal
+	if ok && !used[n] {
+		a.portalNums[inlet] = n
+		return n, nil
+	}
+	for _, n := range a.adopted {
+		used[n] = true // kept for the saved inlet that had it
+	}
+	for n := uint32(1); n <= maxPortal; n++ {
+		if used[n] {
+			continue
+		}
+		if err := a.kern.resetCounters(n); err != nil {
+			return 0, fmt.Errorf("assign portal %d to inlet %q: %w", n, inlet, err)
+		}
+		a.portalNums[inlet] = n
+		return n, nil
+	}
+	return 0, fmt.Errorf("assign portal to inlet %q: all %d portal numbers are in use", inlet, maxPortal)
+}
+
+// Datapath reports the BPF data path's state.
+func (a *Agent) Datapath() DatapathStatus {
+	a.mu.Lock()
+	k := a.kern
+	st := DatapathStatus{Enabled: k != nil, Reason: a.kernReason}
+	for _, s := range a.cfg.Inlets {
+		if n := a.portalNums[s.Name]; s.Transparent && n != 0 {
+			st.Portals = append(st.Portals, PortalStatus{Inlet: s.Name, Service: s.From, Portal: n})
+		}
+	}
+	a.mu.Unlock()
+	if k != nil {
+		k.status(&st)
+	}
+	return st
+}

@@ -1,0 +1,203 @@
+//go:build linux
+
+package daemon
+
+// The transparent path:
+//
+//	app ──SYN to service──> TC on its veth (services, endpoints, verdicts)
+//	    ──allowed──> bpf_sk_assign to the transparent listener (127.0.0.1:N)
+//	    ──accept──> Flows.Take: which workload opened it ──> portal manager
+//
+// Denied connections are reset in the kernel; the agent never sees them.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicehq/sluice/loader"
+	"github.com/sluicehq/sluice/maps"
+)
+
+// bpfKernel is the loaded data path and the transparent listener.
+type bpfKernel struct {
+	dp     *loader.Datapath
+	maps   *maps.Set
+	ln     *net.TCPListener
+	log    *zap.Logger
+	cancel context.CancelFunc
+	// adopted is the pinned services map as this agent found it.
+	adopted map[netip.AddrPort]uint32
+	wg      sync.WaitGroup
+}
+
+// openKernel probes the kernel, loads the data path, starts the transparent
+// listener and follows the bridges.
+func openKernel(o kernelOptions) (kernel, error) {
+	if err := loader.Missing(loader.Probe()); err != nil {
+		return nil, err
+	}
+	dp, err := loader.Open(loader.Options{PinDir: o.PinDir})
+	if err != nil {
+		return nil, err
+	}
+	k := &bpfKernel{dp: dp, maps: maps.New(dp.Maps()), log: o.Log, adopted: map[netip.AddrPort]uint32{}}
+	have, err := k.maps.Services.List()
+	if err != nil {
+		return nil, errors.Join(err, dp.Close())
+	}
+	for _, s := range have {
+		k.adopted[s.Addr] = s.Portal
+	}
+	if err := k.listen(); err != nil {
+		return nil, errors.Join(err, dp.Close())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k.cancel = cancel
+	report := func(ev loader.Event) {
+		if ctx.Err() != nil {
+			return // the subscription ending on Close is no news
+		}
+		f := []zap.Field{zap.String("device", ev.Device), zap.Int("ifindex", ev.Ifindex), zap.String("role", string(ev.Role))}
+		if ev.Err != nil {
+			k.log.Warn("data path "+ev.Action, append(f, zap.Error(ev.Err))...)
+			return
+		}
+		k.log.Info("data path "+ev.Action, f...)
+	}
+	if err := dp.Follow(ctx, o.Bridges, report, o.Refresh); err != nil {
+		// Devices that failed are reported; the others work.
+		k.log.Warn("attaching the data path to some devices failed", zap.Error(err))
+	}
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		k.acceptLoop(o.Serve)
+	}()
+	return k, nil
+}
+
+// listen opens the transparent listener and publishes its address. It needs
+// IP_TRANSPARENT to accept connections addressed to the service addresses,
+// which no local interface owns: https://docs.kernel.org/networking/tproxy.html
+func (k *bpfKernel) listen() error {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) })
+		return errors.Join(err, serr)
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("open transparent listener: %w", err)
+	}
+	k.ln = ln.(*net.TCPListener)
+	if err := k.maps.Listener.Set(k.ln.Addr().(*net.TCPAddr).AddrPort()); err != nil {
+		k.ln.Close()
+		return fmt.Errorf("publish transparent listener: %w", err)
+	}
+	return nil
+}
+
+func (k *bpfKernel) acceptLoop(serve func(*net.TCPConn, uint32)) {
+	for {
+		c, err := k.ln.AcceptTCP()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				k.log.Error("transparent listener stopped accepting", zap.Error(err))
+			}
+			return
+		}
+		app, svc := unmap(c.RemoteAddr()), unmap(c.LocalAddr())
+		fl, ok, err := k.maps.Flows.Take(app, svc)
+		if err != nil || !ok {
+			k.log.Debug("no flow record for a transparent connection; workload unknown",
+				zap.Stringer("client", app), zap.Stringer("service", svc), zap.Error(err))
+		}
+		serve(c, fl.Workload)
+	}
+}
+
+func unmap(a net.Addr) netip.AddrPort {
+	ap := a.(*net.TCPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// apply writes the plan: endpoints and verdicts first, services last, so
+// that a new service is never reachable before its verdicts exist.
+func (k *bpfKernel) apply(p plan) error {
+	eps := make(map[maps.Endpoint]uint32, len(p.Endpoints))
+	for e, n := range p.Endpoints {
+		eps[maps.Endpoint{Ifindex: e.Ifindex, Addr: e.Addr}] = n
+	}
+	if err := k.maps.Endpoints.Replace(eps); err != nil {
+		return err
+	}
+	vs := make([]maps.Verdict, 0, len(p.Verdicts))
+	for _, v := range p.Verdicts {
+		vs = append(vs, maps.Verdict{Workload: v.Workload, Portal: v.Portal})
+	}
+	if err := k.maps.Verdicts.Replace(vs); err != nil {
+		return err
+	}
+	have, err := k.maps.Services.List()
+	if err != nil {
+		return err
+	}
+	for _, s := range have {
+		if _, ok := p.Services[s.Addr]; !ok {
+			if err := k.maps.Services.Delete(s.Addr); err != nil {
+				return err
+			}
+		}
+	}
+	for addr, n := range p.Services {
+		if err := k.maps.Services.Put(maps.Service{Addr: addr, Portal: n}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *bpfKernel) resetCounters(portal uint32) error { return k.maps.Counters.Reset(portal) }
+
+func (k *bpfKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
+
+func (k *bpfKernel) status(st *DatapathStatus) {
+	st.PinDir = k.dp.PinDir()
+	st.Listener = k.ln.Addr().String()
+	for _, a := range k.dp.Attachments() {
+		st.Attachments = append(st.Attachments, Attachment{Device: a.Device, Ifindex: a.Ifindex, Role: string(a.Role),
+			Hook: a.Hook, Program: a.Program, Link: a.Link, Pinned: a.Pinned})
+	}
+	var errs []error
+	sizes, err := k.maps.Sizes()
+	errs = append(errs, err)
+	for _, s := range sizes {
+		st.Maps = append(st.Maps, MapSize{Name: s.Name, Entries: s.Entries, Max: s.Max})
+	}
+	for i := range st.Portals {
+		c, err := k.maps.Counters.Read(st.Portals[i].Portal)
+		errs = append(errs, err)
+		st.Portals[i].Counters = KernelCounters{Steered: c.Steered, Refused: c.Refused, NoListener: c.NoListener, Packets: c.Packets, Bytes: c.Bytes}
+	}
+	if err := errors.Join(errs...); err != nil {
+		st.Error = err.Error()
+	}
+}
+
+// Close stops following devices and accepting, and releases the handles.
+// The pins stay: while no agent runs, the kernel refuses connections to
+// transparent inlets (fail closed).
+func (k *bpfKernel) Close() error {
+	k.cancel()
+	err := k.ln.Close()
+	k.wg.Wait()
+	return errors.Join(err, k.maps.Listener.Clear(), k.dp.Close())
+}

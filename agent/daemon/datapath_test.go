@@ -1,0 +1,235 @@
+package daemon
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+func TestWorkloadSpecs(t *testing.T) {
+	good := Workload{Name: "app", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}
+	if err := good.check(); err != nil {
+		t.Fatalf("valid workload: %v", err)
+	}
+	if err := (&Workload{Name: "app", Interface: "veth1a2b3c"}).check(); err != nil {
+		t.Fatalf("valid workload by interface: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*Workload)
+		hint string
+	}{
+		{"bad name", func(w *Workload) { w.Name = "my app" }, "workload name"},
+		{"no selector", func(w *Workload) { w.Address = "" }, "exactly one of --address IP or --interface DEV"},
+		{"two selectors", func(w *Workload) { w.Interface = "veth0" }, "exactly one"},
+		{"host name", func(w *Workload) { w.Address = "app.local" }, "IPv4 address"},
+		{"IPv6", func(w *Workload) { w.Address = "fd00::2" }, "IPv4 address"},
+		{"any address", func(w *Workload) { w.Address = "0.0.0.0" }, "IPv4 address"},
+		{"interface too long", func(w *Workload) { w.Address, w.Interface = "", "a-very-long-device" }, "at most 15"},
+		{"interface with slash", func(w *Workload) { w.Address, w.Interface = "", "a/b" }, "without /"},
+		{"cgroup", func(w *Workload) { w.Cgroup = "/sys/fs/cgroup/app" }, "not supported yet"},
+		{"empty attribute name", func(w *Workload) { w.Attributes = map[string]string{"": "x"} }, "empty name"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := good
+			c.edit(&w)
+			err := w.check()
+			if !errors.Is(err, portal.ErrInvalid) || !strings.Contains(err.Error(), c.hint) {
+				t.Errorf("check(%+v) = %v, want ErrInvalid mentioning %q", w, err, c.hint)
+			}
+		})
+	}
+}
+
+func TestComputePlan(t *testing.T) {
+	pg := netip.MustParseAddrPort("10.200.0.10:5432")
+	web := netip.MustParseAddrPort("10.200.0.11:80")
+	inlets := []planInlet{
+		{Service: pg, Portal: 1, AllowLocal: policy.MustParse(`app == "analytics"`)},
+		{Service: web, Portal: 2, AllowLocal: policy.MustParse(`not has(app)`)},
+	}
+	workloads := []planWorkload{
+		{Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}, 1},
+		{Workload{Name: "billing", Interface: "vethb", Attributes: map[string]string{"app": "billing"}}, 2},
+		{Workload{Name: "bare", Interface: "gone"}, 3},
+	}
+	ifindex := func(name string) (int, bool) { return map[string]int{"vethb": 12}[name], name == "vethb" }
+	got := computePlan(inlets, workloads, ifindex)
+	want := plan{
+		Services: map[netip.AddrPort]uint32{pg: 1, web: 2},
+		Endpoints: map[endpoint]uint32{
+			{Addr: netip.MustParseAddr("10.10.0.2")}: 1,
+			{Ifindex: 12}:                            2,
+		},
+		// Unknown containers (0) and "bare" have no app attribute: web only.
+		Verdicts:   []verdict{{1, 1}, {0, 2}, {3, 2}},
+		Unresolved: []string{"gone"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("computePlan =\n%+v\nwant\n%+v", got, want)
+	}
+	if !got.allows(1, 1) || got.allows(2, 1) || !got.allows(0, 2) || got.allows(0, 1) {
+		t.Errorf("allows disagrees with the verdicts %v", got.Verdicts)
+	}
+	if empty := computePlan(nil, nil, ifindex); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts) != 0 {
+		t.Errorf("empty configuration gave %+v", empty)
+	}
+}
+
+// fakeKernel records what the agent writes, in place of the BPF data path.
+type fakeKernel struct {
+	mu      sync.Mutex
+	plans   []plan
+	resets  []uint32
+	adopted map[netip.AddrPort]uint32 // what pinned maps held at start
+}
+
+func (k *fakeKernel) apply(p plan) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.plans = append(k.plans, p)
+	return nil
+}
+
+func (k *fakeKernel) resetCounters(n uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.resets = append(k.resets, n)
+	return nil
+}
+
+func (k *fakeKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
+
+func (k *fakeKernel) status(st *DatapathStatus) { st.Listener = "127.0.0.1:1" }
+func (k *fakeKernel) Close() error              { return nil }
+
+func (k *fakeKernel) last() plan {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.plans[len(k.plans)-1]
+}
+
+func TestTransparentInletsAndWorkloads(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	dir := t.TempDir()
+	a := start(t, dir, h.Ticket(t, authority.TicketOptions{}))
+	spec := portal.InletSpec{Name: "pg", From: "10.200.0.10:5432", Via: "postgres", Allow: "postgres-outlet",
+		Transparent: true, AllowLocal: `app == "analytics"`}
+	if _, err := a.CreateInlet(spec); !errors.Is(err, ErrNoDatapath) || !strings.Contains(err.Error(), "--datapath off") {
+		t.Errorf("transparent inlet without the data path: %v, want ErrNoDatapath with the reason", err)
+	}
+	if st := a.Datapath(); st.Enabled || !strings.Contains(st.Reason, "off") {
+		t.Errorf("Datapath() = %+v, want off with a reason", st)
+	}
+
+	k := &fakeKernel{}
+	a.mu.Lock()
+	a.kern = k
+	a.mu.Unlock()
+	info, err := a.CreateInlet(spec)
+	if err != nil || info.Listening != "transparent 10.200.0.10:5432" {
+		t.Fatalf("CreateInlet = %+v, %v", info, err)
+	}
+	if len(k.resets) != 1 || k.resets[0] != 1 {
+		t.Errorf("counters reset for portals %v, want [1]", k.resets)
+	}
+	svc := netip.MustParseAddrPort("10.200.0.10:5432")
+	if p := k.last(); p.Services[svc] != 1 || len(p.Verdicts) != 0 {
+		t.Errorf("plan after the inlet: %+v", p)
+	}
+	w, err := a.CreateWorkload(Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}})
+	if err != nil || w.Number != 1 {
+		t.Fatalf("CreateWorkload = %+v, %v", w, err)
+	}
+	if _, err := a.CreateWorkload(Workload{Name: "again", Address: "10.10.0.2"}); !errors.Is(err, portal.ErrExists) {
+		t.Errorf("second workload on one address: %v, want ErrExists", err)
+	}
+	if p := k.last(); !reflect.DeepEqual(p.Verdicts, []verdict{{1, 1}}) {
+		t.Errorf("verdicts after the workload: %v, want [{1 1}]", p.Verdicts)
+	}
+	st := a.Datapath()
+	if !st.Enabled || len(st.Portals) != 1 || st.Portals[0] != (PortalStatus{Inlet: "pg", Service: svc.String(), Portal: 1}) {
+		t.Errorf("Datapath() = %+v", st)
+	}
+	if err := a.DeleteWorkload("analytics"); err != nil {
+		t.Fatal(err)
+	}
+	if p := k.last(); len(p.Verdicts) != 0 || len(p.Endpoints) != 0 {
+		t.Errorf("plan after deleting the workload: %+v", p)
+	}
+	if _, err := a.CreateWorkload(Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	// Restarted with the data path off: workloads come back (renumbered),
+	// the transparent inlet is kept but not run, and can be deleted.
+	b := start(t, dir, "")
+	defer b.Close()
+	if ws := b.Workloads(); len(ws) != 1 || ws[0].Name != "analytics" || ws[0].Number != 1 {
+		t.Errorf("workloads after restart: %+v", ws)
+	}
+	if len(b.Inlets()) != 0 {
+		t.Errorf("transparent inlet running without the data path: %+v", b.Inlets())
+	}
+	if err := b.DeleteInlet("pg"); err != nil {
+		t.Errorf("deleting the saved transparent inlet: %v", err)
+	}
+	if err := b.DeleteInlet("pg"); !errors.Is(err, portal.ErrNotFound) {
+		t.Errorf("deleting it twice: %v, want ErrNotFound", err)
+	}
+}
+
+func TestBadDatapathMode(t *testing.T) {
+	a := &Agent{}
+	if err := a.startDatapath(Options{Datapath: "maybe"}); err == nil || !strings.Contains(err.Error(), "want auto, on or off") {
+		t.Errorf("startDatapath(maybe) = %v", err)
+	}
+}
+
+// TestPortalNumbersSurviveRestart checks that an inlet whose service the
+// pinned maps already knew takes its old portal number back, counters and
+// all, and that a new inlet neither takes a number kept for a saved one nor
+// inherits its counters.
+func TestPortalNumbersSurviveRestart(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	a := start(t, t.TempDir(), h.Ticket(t, authority.TicketOptions{}))
+	defer a.Close()
+	kept := netip.MustParseAddrPort("10.200.0.10:5432")
+	other := netip.MustParseAddrPort("10.200.0.11:5432")
+	k := &fakeKernel{}
+	a.mu.Lock()
+	a.kern = k
+	a.adopted = map[netip.AddrPort]uint32{kept: 1, other: 2}
+	a.mu.Unlock()
+
+	mk := func(name, from string) uint32 {
+		t.Helper()
+		_, err := a.CreateInlet(portal.InletSpec{Name: name, From: from, Via: "postgres", Allow: "postgres-outlet",
+			Transparent: true, AllowLocal: "true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Datapath().Portals[len(a.Datapath().Portals)-1].Portal
+	}
+	if n := mk("pg", kept.String()); n != 1 || len(k.resets) != 0 {
+		t.Errorf("adopted inlet got portal %d with resets %v, want 1 and no reset", n, k.resets)
+	}
+	if n := mk("new", "10.200.0.12:5432"); n != 3 || !reflect.DeepEqual(k.resets, []uint32{3}) {
+		t.Errorf("new inlet got portal %d with resets %v, want 3 (2 is kept for 10.200.0.11) reset", n, k.resets)
+	}
+	if err := a.DeleteInlet("pg"); err != nil {
+		t.Fatal(err)
+	}
+	if n := mk("pg-again", kept.String()); n != 1 || !reflect.DeepEqual(k.resets, []uint32{3, 1}) {
+		t.Errorf("inlet re-created on a service got portal %d with resets %v, want 1 reset", n, k.resets)
+	}
+}

@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/sluicehq/sluice/agent/policy"
+)
+
+// plan is what the data path maps should hold: computed from the
+// configuration alone, so that it is testable without a kernel.
+type plan struct {
+	Services   map[netip.AddrPort]uint32 // service address -> portal number
+	Endpoints  map[endpoint]uint32       // where a packet comes from -> workload number
+	Verdicts   []verdict                 // allowed (workload, portal) pairs, sorted
+	Unresolved []string                  // workload interfaces not found now
+}
+
+// endpoint is a packet's origin: a device (0 = any) and a source address
+// (zero = any behind the device).
+type endpoint struct {
+	Ifindex uint32
+	Addr    netip.Addr
+}
+
+// verdict allows a workload (0 = unknown) to reach a portal.
+type verdict struct {
+	Workload uint32
+	Portal   uint32
+}
+
+// planInlet is a transparent inlet as the plan needs it.
+type planInlet struct {
+	Service    netip.AddrPort
+	Portal     uint32
+	AllowLocal *policy.Policy
+}
+
+// planWorkload is a numbered workload.
+type planWorkload struct {
+	Workload
+	Number uint32
+}
+
+// computePlan decides the map contents. ifindex resolves a workload's
+// interface name; a workload whose interface is missing gets no endpoint
+// (its packets count as the unknown workload) until it is resolved.
+func computePlan(inlets []planInlet, workloads []planWorkload, ifindex func(name string) (int, bool)) plan {
+	p := plan{Services: map[netip.AddrPort]uint32{}, Endpoints: map[endpoint]uint32{}}
+	for _, in := range inlets {
+		p.Services[in.Service] = in.Portal
+		if in.AllowLocal.Allows(map[string]string{}) {
+			p.Verdicts = append(p.Verdicts, verdict{Workload: 0, Portal: in.Portal})
+		}
+	}
+	for _, w := range workloads {
+		switch {
+		case w.Address != "":
+			if addr, err := netip.ParseAddr(w.Address); err == nil {
+				p.Endpoints[endpoint{Addr: addr}] = w.Number
+			}
+		case w.Interface != "":
+			if i, ok := ifindex(w.Interface); ok {
+				p.Endpoints[endpoint{Ifindex: uint32(i)}] = w.Number
+			} else {
+				p.Unresolved = append(p.Unresolved, w.Interface)
+			}
+		}
+		attrs := w.Attributes
+		if attrs == nil {
+			attrs = map[string]string{}
+		}
+		for _, in := range inlets {
+			if in.AllowLocal.Allows(attrs) {
+				p.Verdicts = append(p.Verdicts, verdict{Workload: w.Number, Portal: in.Portal})
+			}
+		}
+	}
+	slices.SortFunc(p.Verdicts, func(a, b verdict) int {
+		return cmp.Or(cmp.Compare(a.Portal, b.Portal), cmp.Compare(a.Workload, b.Workload))
+	})
+	return p
+}
+
+// allows reports whether the plan lets workload reach portal.
+func (p *plan) allows(workload, portal uint32) bool {
+	_, found := slices.BinarySearchFunc(p.Verdicts, verdict{workload, portal}, func(a, b verdict) int {
+		return cmp.Or(cmp.Compare(a.Portal, b.Portal), cmp.Compare(a.Workload, b.Workload))
+	})
+	return found
+}

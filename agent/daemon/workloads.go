@@ -1,0 +1,145 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/sluicehq/sluice/agent/portal"
+)
+
+// workloadsFile holds the local workloads, restored on restart.
+const workloadsFile = "workloads.json"
+
+// Workload is a local container, named by its IPv4 address or its host-side
+// veth, with the attributes transparent inlets' --allow-local policies see.
+type Workload struct {
+	Name       string            `json:"name"`
+	Address    string            `json:"address,omitempty"`   // the container's IPv4 address
+	Interface  string            `json:"interface,omitempty"` // its host-side veth
+	Cgroup     string            `json:"cgroup,omitempty"`    // not supported yet
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// WorkloadInfo is a workload and the number the kernel knows it by.
+type WorkloadInfo struct {
+	Workload
+	Number uint32 `json:"number"`
+}
+
+// maxInterfaceName is IFNAMSIZ less the terminating NUL.
+const maxInterfaceName = 15
+
+func (w *Workload) check() error {
+	if err := portal.CheckName("workload", w.Name); err != nil {
+		return err
+	}
+	if w.Cgroup != "" {
+		return fmt.Errorf("workload %q: selecting by cgroup is not supported yet; use --address or --interface: %w", w.Name, portal.ErrInvalid)
+	}
+	if (w.Address == "") == (w.Interface == "") {
+		return fmt.Errorf("workload %q: give exactly one of --address IP or --interface DEV: %w", w.Name, portal.ErrInvalid)
+	}
+	if w.Address != "" {
+		ip, err := netip.ParseAddr(w.Address)
+		if err != nil || !ip.Is4() || ip.IsUnspecified() {
+			return fmt.Errorf("workload %q: --address %q: want the container's IPv4 address, e.g. 10.10.0.2: %w", w.Name, w.Address, portal.ErrInvalid)
+		}
+	}
+	if w.Interface != "" && (len(w.Interface) > maxInterfaceName || strings.ContainsAny(w.Interface, "/ \t\n:")) {
+		return fmt.Errorf("workload %q: --interface %q: want a device name of at most %d characters without / : or spaces: %w", w.Name, w.Interface, maxInterfaceName, portal.ErrInvalid)
+	}
+	for k := range w.Attributes {
+		if k == "" {
+			return fmt.Errorf("workload %q: an attribute has an empty name: %w", w.Name, portal.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// conflicts reports which existing workload selects the same container.
+func (w *Workload) conflicts(others []Workload) error {
+	for _, o := range others {
+		switch {
+		case o.Name == w.Name:
+			return fmt.Errorf("create workload %q: %w", w.Name, portal.ErrExists)
+		case w.Address != "" && o.Address == w.Address:
+			return fmt.Errorf("create workload %q: workload %q already has address %s: %w", w.Name, o.Name, w.Address, portal.ErrExists)
+		case w.Interface != "" && o.Interface == w.Interface:
+			return fmt.Errorf("create workload %q: workload %q already has interface %s: %w", w.Name, o.Name, w.Interface, portal.ErrExists)
+		}
+	}
+	return nil
+}
+
+// CreateWorkload adds a local workload, saves it and updates the data path.
+func (a *Agent) CreateWorkload(w Workload) (WorkloadInfo, error) {
+	if err := w.check(); err != nil {
+		return WorkloadInfo{}, fmt.Errorf("create workload: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := w.conflicts(a.workloads); err != nil {
+		return WorkloadInfo{}, err
+	}
+	a.workloads = append(a.workloads, w)
+	a.nextWorkload++
+	a.workloadNums[w.Name] = a.nextWorkload
+	info := WorkloadInfo{Workload: w, Number: a.nextWorkload}
+	return info, a.changedWorkloadsLocked()
+}
+
+// DeleteWorkload forgets a workload; connections it may no longer make are reset.
+func (a *Agent) DeleteWorkload(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := slices.IndexFunc(a.workloads, func(w Workload) bool { return w.Name == name })
+	if i < 0 {
+		return fmt.Errorf("delete workload %q: %w", name, portal.ErrNotFound)
+	}
+	a.workloads = slices.Delete(a.workloads, i, i+1)
+	delete(a.workloadNums, name)
+	return a.changedWorkloadsLocked()
+}
+
+// Workloads lists the local workloads by name.
+func (a *Agent) Workloads() []WorkloadInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]WorkloadInfo, 0, len(a.workloads))
+	for _, w := range a.workloads {
+		out = append(out, WorkloadInfo{Workload: w, Number: a.workloadNums[w.Name]})
+	}
+	slices.SortFunc(out, func(x, y WorkloadInfo) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
+// changedWorkloadsLocked saves the workloads and updates the data path.
+func (a *Agent) changedWorkloadsLocked() error {
+	err := writeJSON(filepath.Join(a.dir, workloadsFile), a.workloads)
+	if err != nil {
+		return err
+	}
+	return a.syncLocked()
+}
+
+// loadWorkloads restores the saved workloads and numbers them.
+func (a *Agent) loadWorkloads() error {
+	var ws []Workload
+	if _, err := readJSON(filepath.Join(a.dir, workloadsFile), &ws); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, w := range ws {
+		if err := w.check(); err != nil {
+			return fmt.Errorf("restore saved workloads from %s: %w", workloadsFile, err)
+		}
+		a.workloads = append(a.workloads, w)
+		a.nextWorkload++
+		a.workloadNums[w.Name] = a.nextWorkload
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/agent/daemon"
+)
+
+func workloadCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "workload", Short: "Name local containers and give them the attributes --allow-local policies see"}
+	var (
+		w     daemon.Workload
+		attrs []string
+	)
+	create := &cobra.Command{
+		Use:   "create NAME (--address IP | --interface DEV) [--attribute K=V]...",
+		Short: "Declare a local container, by its IPv4 address or its host-side veth",
+		Long: `Declare a local workload (container) for transparent inlets. Select it by
+exactly one of --address (the container's IPv4 address) or --interface (its
+host-side veth). Transparent inlets' --allow-local policies are evaluated over
+its --attribute values; an attribute without =V is set to "true". Connections
+from containers that no workload names see no attributes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w.Name = args[0]
+			w.Attributes = parseAttributes(attrs)
+			info, err := e.client().CreateWorkload(cmd.Context(), w)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "workload %s created: %s, attributes %s\n", info.Name, selector(info.Workload), workloadAttributes(info.Attributes))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&w.Address, "address", "", "the container's IPv4 address")
+	create.Flags().StringVar(&w.Interface, "interface", "", "the container's host-side veth")
+	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V (repeatable)")
+	var format string
+	list := &cobra.Command{
+		Use: "list", Short: "List local workloads", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ws, err := e.client().Workloads(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, ws, func(w io.Writer) {
+				table(w, "NAME\tNUMBER\tSELECTOR\tATTRIBUTES", func(tw io.Writer) {
+					for _, wl := range ws {
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", wl.Name, wl.Number, selector(wl.Workload), workloadAttributes(wl.Attributes))
+					}
+				})
+			})
+		},
+	}
+	outputFlag(list, &format)
+	cmd.AddCommand(create, list, deleteCommand("workload", func(cmd *cobra.Command, name string) error {
+		return e.client().DeleteWorkload(cmd.Context(), name)
+	}))
+	return cmd
+}
+
+func selector(w daemon.Workload) string {
+	if w.Interface != "" {
+		return "interface " + w.Interface
+	}
+	return "address " + w.Address
+}
+
+func workloadAttributes(attrs map[string]string) string {
+	kv := make([]string, 0, len(attrs))
+	for k, v := range attrs {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	if len(kv) == 0 {
+		return "-"
+	}
+	return strings.Join(kv, " ")
+}
+
+func datapathCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "datapath", Short: "Inspect the BPF data path that carries transparent inlets"}
+	var format string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show attached programs, map fill and per-portal kernel counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := e.client().Datapath(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, st, func(w io.Writer) { printDatapath(w, st) })
+		},
+	}
+	outputFlag(status, &format)
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func printDatapath(w io.Writer, st daemon.DatapathStatus) {
+	if !st.Enabled {
+		fmt.Fprintf(w, "data path: off (%s)\n", st.Reason)
+		return
+	}
+	fmt.Fprintf(w, "data path: on, pins in %s, transparent listener %s\n", st.PinDir, st.Listener)
+	if st.Error != "" {
+		fmt.Fprintf(w, "reading kernel state: %s\n", st.Error)
+	}
+	fmt.Fprintln(w)
+	table(w, "DEVICE\tROLE\tHOOK\tPROGRAM\tLINK", func(tw io.Writer) {
+		for _, a := range st.Attachments {
+			link := "-"
+			if a.Link != 0 {
+				link = fmt.Sprint(a.Link)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", a.Device, a.Role, a.Hook, a.Program, link)
+		}
+	})
+	fmt.Fprintln(w)
+	table(w, "MAP\tENTRIES/MAX", func(tw io.Writer) {
+		for _, m := range st.Maps {
+			fmt.Fprintf(tw, "%s\t%d/%d\n", m.Name, m.Entries, m.Max)
+		}
+	})
+	fmt.Fprintln(w)
+	table(w, "INLET\tSERVICE\tPORTAL\tSTEERED\tREFUSED\tNO LISTENER\tPACKETS\tBYTES", func(tw io.Writer) {
+		for _, p := range st.Portals {
+			c := p.Counters
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Inlet, p.Service, p.Portal,
+				c.Steered, c.Refused, c.NoListener, c.Packets, c.Bytes)
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/agent/api"
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+// parseAttributes turns K=V flags into a map; a bare K means K=true.
+func parseAttributes(list []string) map[string]string {
+	kv := map[string]string{}
+	for _, a := range list {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			v = "true"
+		}
+		kv[k] = v
+	}
+	return kv
+}
+
+func memberCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "member",
+		Short: "List, revoke and re-attribute enrolled nodes (on the hub's machine, through its admin socket)",
+		Long: `Manage the project's members through the running hub's admin socket, on the hub's
+machine. A change takes effect at once: the hub tells every connected agent, which
+re-check their policies, update their kernel maps and close the channels that lost
+their permission.`,
+	}
+	var socket, project string
+	cmd.PersistentFlags().StringVar(&project, "project", "", "project directory of the running hub: its admin socket is hub.sock there")
+	cmd.PersistentFlags().StringVar(&socket, "hub-admin", os.Getenv("SLUICE_HUB_ADMIN"), "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
+	admin := func() (*api.HubAdmin, error) {
+		switch {
+		case socket != "":
+			return api.NewHubAdmin(socket), nil
+		case project != "":
+			return api.NewHubAdmin(api.HubAdminSocket(project)), nil
+		}
+		return nil, errors.New("--project is required (the hub's project directory), or --hub-admin SOCKET")
+	}
+
+	var format string
+	list := &cobra.Command{
+		Use: "list", Short: "List members", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := admin()
+			if err != nil {
+				return err
+			}
+			ms, err := a.Members(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.emit(format, ms, func(w io.Writer) { printMembers(w, ms) })
+		},
+	}
+	outputFlag(list, &format)
+
+	revoke := &cobra.Command{
+		Use:   "revoke NODE",
+		Short: "Revoke a node: no credential again, and every agent stops trusting it at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := admin()
+			if err != nil {
+				return err
+			}
+			m, err := a.Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "revoked %s\n", m.NodeID)
+			return nil
+		},
+	}
+
+	var attrs []string
+	set := &cobra.Command{
+		Use:   "set-attributes NODE [--attribute K=V]...",
+		Short: "Replace a node's attributes; agents re-check their policies at once",
+		Long: `Replace a node's attributes with those given (none given: no attributes). The
+node's next credential carries them; connected agents are told at once and close
+the channels their policies no longer allow. An attribute without =V is "true".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := admin()
+			if err != nil {
+				return err
+			}
+			m, err := a.SetAttributes(cmd.Context(), args[0], parseAttributes(attrs))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "%s now has %s\n", m.NodeID, formatAttributes(m.Attributes))
+			return nil
+		},
+	}
+	set.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V (repeatable)")
+	cmd.AddCommand(list, revoke, set)
+	return cmd
+}
+
+func formatAttributes(a map[string]string) string {
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + a[k]
+	}
+	if len(parts) == 0 {
+		return "(no attributes)"
+	}
+	return strings.Join(parts, ",")
+}
+
+func printMembers(w io.Writer, ms []authority.Member) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tATTRIBUTES\tRELAYS\tENROLLED")
+	for _, m := range ms {
+		state := "member"
+		if m.Revoked {
+			state = "revoked"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.NodeID, state, formatAttributes(m.Attributes),
+			strings.Join(m.Relays, ","), m.Enrolled.Format("2006-01-02 15:04:05Z07:00"))
+	}
+	tw.Flush()
+}
