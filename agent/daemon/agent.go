@@ -46,6 +46,10 @@ type Agent struct {
 	cancel context.CancelFunc
 	cred   atomic.Pointer[credential.Credential]
 
+	peersMu sync.Mutex // guards members
+	members members
+	kick    chan struct{} // wakes reviewLoop
+
 	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
 	plan   *plan        // what the maps hold; nil until first written
 
@@ -67,7 +71,8 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{}}
+	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
+		kick: make(chan struct{}, 1)}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
 	if err != nil {
 		return nil, err
@@ -88,6 +93,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		Ticket:       opts.Ticket,
 		Logger:       a.log.Named("hub"),
 		OnIncoming:   func(in relay.Incoming) { a.ports.HandleIncoming(in.Token, in.From) },
+		OnMember:     a.onMember,
 		OnGrant: func(g relay.Grant) {
 			if err := a.install(g); err != nil {
 				a.log.Error("installing renewed credential failed", zap.Error(err))
@@ -124,7 +130,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	a.ports = portal.New(portal.Options{
 		Hub:      a.client,
 		Keys:     &a.keys,
-		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project},
+		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Revoked: a.isRevoked},
 		Logger:   a.log.Named("portal"),
 	})
 	if err := a.startDatapath(opts); err != nil {
@@ -142,6 +148,9 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
+	// Updates that came with the first credential (revoked nodes) wait in
+	// members; the loop applies them now and the later ones as they come.
+	go a.reviewLoop(runCtx)
 	return a, nil
 }
 

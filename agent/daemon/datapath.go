@@ -163,7 +163,9 @@ func (a *Agent) syncLocked() error {
 		if !s.Transparent || n == 0 || err1 != nil || err2 != nil {
 			continue
 		}
-		inlets = append(inlets, planInlet{Service: svc, Portal: n, AllowLocal: allow})
+		peerAllow, err := policy.Parse(s.Allow)
+		denied := err != nil || a.peerDenied(a.ports.InletPeer(s.Name), peerAllow)
+		inlets = append(inlets, planInlet{Service: svc, Portal: n, AllowLocal: allow, Denied: denied})
 		names[n] = s.Name
 	}
 	ws := make([]planWorkload, 0, len(a.workloads))

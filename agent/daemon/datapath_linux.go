@@ -158,7 +158,7 @@ func (k *bpfKernel) apply(p plan) error {
 		}
 	}
 	for addr, n := range p.Services {
-		if err := k.maps.Services.Put(maps.Service{Addr: addr, Portal: n}); err != nil {
+		if err := k.maps.Services.Put(maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n]}); err != nil {
 			return err
 		}
 	}

@@ -71,6 +71,7 @@ func TestComputePlan(t *testing.T) {
 		},
 		// Unknown containers (0) and "bare" have no app attribute: web only.
 		Verdicts:   []verdict{{1, 1}, {0, 2}, {3, 2}},
+		Denied:     map[uint32]bool{},
 		Unresolved: []string{"gone"},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -78,6 +79,11 @@ func TestComputePlan(t *testing.T) {
 	}
 	if !got.allows(1, 1) || got.allows(2, 1) || !got.allows(0, 2) || got.allows(0, 1) {
 		t.Errorf("allows disagrees with the verdicts %v", got.Verdicts)
+	}
+	inlets[0].Denied = true // its peer was revoked
+	denied := computePlan(inlets, workloads, ifindex)
+	if !denied.Denied[1] || denied.allows(1, 1) || !denied.allows(0, 2) {
+		t.Errorf("a denied inlet: Denied %v, allows(1,1) %v, allows(0,2) %v", denied.Denied, denied.allows(1, 1), denied.allows(0, 2))
 	}
 	if empty := computePlan(nil, nil, ifindex); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts) != 0 {
 		t.Errorf("empty configuration gave %+v", empty)

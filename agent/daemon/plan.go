@@ -14,6 +14,7 @@ type plan struct {
 	Services   map[netip.AddrPort]uint32 // service address -> portal number
 	Endpoints  map[endpoint]uint32       // where a packet comes from -> workload number
 	Verdicts   []verdict                 // allowed (workload, portal) pairs, sorted
+	Denied     map[uint32]bool           // portals whose peer is out: every connection refused
 	Unresolved []string                  // workload interfaces not found now
 }
 
@@ -35,6 +36,7 @@ type planInlet struct {
 	Service    netip.AddrPort
 	Portal     uint32
 	AllowLocal *policy.Policy
+	Denied     bool // its peer was revoked, or lost the attributes the inlet's --allow needs
 }
 
 // planWorkload is a numbered workload.
@@ -47,9 +49,12 @@ type planWorkload struct {
 // interface name; a workload whose interface is missing gets no endpoint
 // (its packets count as the unknown workload) until it is resolved.
 func computePlan(inlets []planInlet, workloads []planWorkload, ifindex func(name string) (int, bool)) plan {
-	p := plan{Services: map[netip.AddrPort]uint32{}, Endpoints: map[endpoint]uint32{}}
+	p := plan{Services: map[netip.AddrPort]uint32{}, Endpoints: map[endpoint]uint32{}, Denied: map[uint32]bool{}}
 	for _, in := range inlets {
 		p.Services[in.Service] = in.Portal
+		if in.Denied {
+			p.Denied[in.Portal] = true
+		}
 		if in.AllowLocal.Allows(map[string]string{}) {
 			p.Verdicts = append(p.Verdicts, verdict{Workload: 0, Portal: in.Portal})
 		}
@@ -85,6 +90,9 @@ func computePlan(inlets []planInlet, workloads []planWorkload, ifindex func(name
 
 // allows reports whether the plan lets workload reach portal.
 func (p *plan) allows(workload, portal uint32) bool {
+	if p.Denied[portal] {
+		return false
+	}
 	_, found := slices.BinarySearchFunc(p.Verdicts, verdict{workload, portal}, func(a, b verdict) int {
 		return cmp.Or(cmp.Compare(a.Portal, b.Portal), cmp.Compare(a.Workload, b.Workload))
 	})

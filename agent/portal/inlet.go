@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -43,6 +44,7 @@ type inlet struct {
 	stop  context.CancelFunc
 	lim   limiter
 	stats Counters
+	peer  atomic.Pointer[string] // node that owned the relay at the last channel
 
 	mu    sync.Mutex // guards conns
 	conns map[*net.TCPConn]ConnInfo
@@ -236,7 +238,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 
 func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
-	ch, raw, err := m.openChannel(in)
+	ch, raw, owner, err := m.openChannel(in)
 	if err != nil {
 		if errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) {
 			in.stats.Refused.Add(1)
@@ -247,6 +249,8 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		pipe.TCP(app).Abort()
 		return
 	}
+	untrack := m.chans.track(owner, in.allow, func() { pipe.TCP(app).Abort(); raw.Close() })
+	defer untrack()
 	side := &statusStream{Stream: pipe.TLS(ch, raw)}
 	res := pipe.Run(in.ctx, pipe.TCP(app), side, &in.stats.Bytes)
 	if res.Err != nil && in.ctx.Err() == nil {
@@ -262,24 +266,25 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 }
 
 // openChannel asks the hub for a session to the relay and runs the TLS
-// handshake with the outlet's agent.
-func (m *Manager) openChannel(in *inlet) (*tls.Conn, *net.TCPConn, error) {
+// handshake with the outlet's agent, the relay's owner.
+func (m *Manager) openChannel(in *inlet) (ch *tls.Conn, raw *net.TCPConn, owner string, err error) {
 	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
 	token, owner, err := m.opts.Hub.Dial(ctx, in.spec.Via)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	raw, err := m.opts.Hub.OpenData(ctx, token)
+	in.peer.Store(&owner)
+	raw, err = m.opts.Hub.OpenData(ctx, token)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	ch := tls.Client(raw, channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
+	ch = tls.Client(raw, channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
 	if err := ch.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, nil, fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+		return nil, nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
 	}
-	return ch, raw, nil
+	return ch, raw, owner, nil
 }
 
 // explainRemote turns the outlet's TLS alert into the reason an operator needs.

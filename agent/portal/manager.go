@@ -44,6 +44,8 @@ type Manager struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
+	chans channels // open channels by peer, for ReviewPeer
+
 	mu      sync.Mutex // guards the following
 	closed  bool
 	inlets  map[string]*inlet

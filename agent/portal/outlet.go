@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -81,7 +82,22 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 	defer o.lim.release()
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
+	defer m.chans.track(peerNode(ch, from), o.allow, func() { pipe.TLS(ch, raw).Abort() })()
 	m.serveOutlet(ctx, o, ch, raw, log.With(zap.String("outlet", o.spec.Name)))
+}
+
+// peerNode is the node the channel authenticated; the hub's word (from) if
+// its credential cannot be read, which the handshake made unlikely.
+func peerNode(ch *tls.Conn, from string) string {
+	certs := ch.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return from
+	}
+	c, err := credential.Parse(certs[0])
+	if err != nil {
+		return from
+	}
+	return c.NodeID
 }
 
 func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw *net.TCPConn, log *zap.Logger) {

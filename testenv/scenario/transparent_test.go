@@ -45,7 +45,9 @@ func TestTransparentScenario(t *testing.T) {
 	})
 	t.Run("OtherWorkloadRefused", func(t *testing.T) { testOtherWorkloadRefused(t, ctx, s) })
 	t.Run("PolicyChangeWithinASecond", func(t *testing.T) { testPolicyChange(t, ctx, s) })
+	t.Run("PeerLosesAttributesWithinASecond", func(t *testing.T) { testPeerLosesAttributes(t, ctx, s) })
 	t.Run("AgentKilledFailsClosed", func(t *testing.T) { testAgentKilled(t, ctx, s) })
+	t.Run("RevokedWithinASecond", func(t *testing.T) { testRevoked(t, ctx, s) })
 	t.Run("CleanupLeavesNothing", func(t *testing.T) { testCleanup(t, ctx, s) })
 }
 
@@ -200,6 +202,18 @@ func waitRefused(ctx context.Context, ns *testenv.NS, since time.Time, limit tim
 // closes the established one within a second; re-creating it lets the app
 // in again.
 func testPolicyChange(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	cutOff(t, ctx, s, "the workload was deleted", s.DisallowApp)
+	if err := s.AllowApp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectBack(t, ctx, s)
+}
+
+// cutOff opens a session through the portal, makes change, and checks that
+// within policyWithin new connections are refused in the kernel and the
+// open session is closed.
+func cutOff(t *testing.T, ctx context.Context, s *scenario.Scenario, what string, change func(context.Context) error) {
+	t.Helper()
 	app := s.Seed.App.NS
 	c, err := openSession(ctx, app)
 	if err != nil {
@@ -207,12 +221,12 @@ func testPolicyChange(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	}
 	defer c.Close()
 	start := time.Now()
-	if err := s.DisallowApp(ctx); err != nil {
+	if err := change(ctx); err != nil {
 		t.Fatal(err)
 	}
 	took, err := waitRefused(ctx, app, start, 3*policyWithin)
 	if err != nil || took > policyWithin {
-		t.Errorf("new connections refused %v after the workload was deleted (%v); want within %v", took, err, policyWithin)
+		t.Errorf("new connections refused %v after %s (%v); want within %v", took, what, err, policyWithin)
 	}
 	c.SetReadDeadline(start.Add(policyWithin))
 	var b [1]byte
@@ -222,21 +236,25 @@ func testPolicyChange(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	case err == nil:
 		t.Error("the established connection still carries data")
 	case errors.As(err, &ne) && ne.Timeout():
-		t.Errorf("the established connection was not closed within %v", policyWithin)
+		t.Errorf("the established connection was not closed within %v after %s", policyWithin, what)
 	default:
-		t.Logf("established connection closed after %v: %v", time.Since(start), err)
+		t.Logf("established connection closed %v after %s: %v", time.Since(start), what, err)
 	}
-	if err := s.AllowApp(ctx); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// expectBack waits up to policyWithin for the app to get through again.
+func expectBack(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	t.Helper()
+	app := s.Seed.App.NS
 	var again net.Conn
+	var err error
 	for deadline := time.Now().Add(policyWithin); ; time.Sleep(20 * time.Millisecond) {
 		if again, err = openSession(ctx, app); err == nil || time.Now().After(deadline) {
 			break
 		}
 	}
 	if err != nil {
-		t.Fatalf("the app is still refused %v after the workload came back: %v", policyWithin, err)
+		t.Fatalf("the app is still refused %v after the change was undone: %v", policyWithin, err)
 	}
 	again.Close()
 	if got, err := s.Psql(ctx, app, scenario.ServiceIP, scenario.ServicePort, "SELECT 1"); err != nil || got != "1" {
@@ -244,7 +262,53 @@ func testPolicyChange(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	}
 }
 
-// linkPins lists the link pins under an agent's bpf dir.
+// nodeOf reads an agent's node ID from its status.
+func nodeOf(t *testing.T, ctx context.Context, a *scenario.Agent) string {
+	t.Helper()
+	out, err := a.Ctl(ctx, "status", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Node string `json:"node"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Node == "" {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	return st.Node
+}
+
+// member runs `agentctl member ARGS --project DIR` against the hub.
+func member(s *scenario.Scenario, args ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := s.Ctl(ctx, append(append([]string{"member"}, args...), "--project", s.ProjectDir)...)
+		return err
+	}
+}
+
+// testPeerLosesAttributes: when the hub gives the bank's agent attributes
+// that the inlet's --allow postgres-outlet no longer accepts, the analysis
+// agent denies the inlet in the kernel and closes its channel within a
+// second; giving them back opens it again.
+func testPeerLosesAttributes(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	bank := nodeOf(t, ctx, s.Bank)
+	cutOff(t, ctx, s, "the bank lost postgres-outlet", member(s, "set-attributes", bank, "--attribute", "postgres-outlet=false"))
+	if err := member(s, "set-attributes", bank, "--attribute", "postgres-outlet=true")(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectBack(t, ctx, s)
+}
+
+// testRevoked: Bank Corp revokes Analysis Corp's agent; within a second its
+// open session is closed (by both ends) and the kernel refuses new ones.
+func testRevoked(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	cutOff(t, ctx, s, "the analysis agent was revoked", member(s, "revoke", nodeOf(t, ctx, s.Analysis)))
+	out, err := s.Ctl(ctx, "member", "list", "--project", s.ProjectDir)
+	if err != nil || !strings.Contains(out, "revoked") {
+		t.Errorf("member list after revoking: %v\n%s", err, out)
+	}
+}
+
 func linkPins(t *testing.T, a *scenario.Agent) []string {
 	t.Helper()
 	ents, err := os.ReadDir(filepath.Join(a.BPFDir, "links"))
@@ -338,9 +402,11 @@ func testAgentKilled(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	if err := a.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Not a promise (yet): whether the kernel's counts of the refusals while
-	// the agent was dead survive its restart.
-	t.Logf("kernel counters after the restart: %+v", inletCounters(t, ctx, a))
+	// The kernel counted the refusals while the agent was dead, and the
+	// restarted agent adopted those counters with the pins.
+	if c := inletCounters(t, ctx, a); c.NoListener == 0 || c.Steered == 0 {
+		t.Errorf("kernel counters after the restart %+v: want the steered connections and the refusals while dead", c)
+	}
 	if after := linkPins(t, a); !slices.Equal(after, pins) {
 		t.Errorf("link pins after restart %v, before %v", after, pins)
 	}
