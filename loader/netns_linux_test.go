@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -346,4 +347,72 @@ func tcxPrograms(t *testing.T, host *testenv.NS, dev string) []link.AttachedProg
 		t.Fatalf("query %s: %v", dev, err)
 	}
 	return progs
+}
+
+// TestClsactFallback runs the same path with the programs attached through
+// clsact, as on kernels without TCX: steering, refusal, adoption by a
+// restarted agent, and cleanup of our filters only.
+func TestClsactFallback(t *testing.T) {
+	e := testenv.NewT(t)
+	host, err := e.Namespace("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Bridge(host, "br0", "10.10.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	app, err := e.Container(host, "br0", "app", "10.10.0.2/24", "10.10.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.Container(host, "br0", "other", "10.10.0.3/24", "10.10.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := loader.Options{PinDir: filepath.Join("/sys/fs/bpf", "sluice-test-"+e.RunID()), NoTCX: true}
+	t.Cleanup(func() {
+		if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	d := openAttach(t, host, opts, app.Veth, other.Veth)
+	for _, a := range d.Attachments() {
+		if a.Hook != "clsact/ingress" {
+			t.Errorf("%s attached at %s, want clsact/ingress", a.Device, a.Hook)
+		}
+	}
+	m := maps.New(d.Maps())
+	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Addr: netip.MustParseAddr(app.Addr)}: appW}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, app, transparentListener(t, host, m))
+	expectRefused(t, other)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = openAttach(t, host, opts)
+	if n := len(d.Attachments()); n != 3 {
+		t.Errorf("restarted agent adopted %d clsact filters, want 3 (bridge and two ports)", n)
+	}
+	roundTrip(t, app, transparentListener(t, host, maps.New(d.Maps())))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
+		t.Fatal(err)
+	}
+	out, err := host.Run(context.Background(), "tc", "filter", "show", "dev", app.Veth, "ingress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "sluice_") {
+		t.Errorf("our filter is still on %s after cleanup:\n%s", app.Veth, out)
+	}
 }
