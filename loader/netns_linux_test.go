@@ -16,7 +16,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/sluicehq/sluice/loader"
 	"github.com/sluicehq/sluice/maps"
@@ -29,41 +28,11 @@ import (
 // veth keeps running through attach, restart and cleanup, a restarted
 // agent adopts the same links, and cleanup leaves no pins or links.
 func TestDatapathInNamespace(t *testing.T) {
-	e := testenv.NewT(t)
-	host, err := e.Namespace("host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Bridge(host, "br0", "10.10.0.1/24"); err != nil {
-		t.Fatal(err)
-	}
-	app, err := e.Container(host, "br0", "app", "10.10.0.2/24", "10.10.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := e.Container(host, "br0", "other", "10.10.0.3/24", "10.10.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := loader.Options{PinDir: filepath.Join("/sys/fs/bpf", "sluice-test-"+e.RunID())}
-	t.Cleanup(func() {
-		if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	host, app, other, opts := bridgeHost(t, loader.Options{})
 
 	foreign := attachForeign(t, host, app.Veth)
 	d := openAttach(t, host, opts, app.Veth, other.Veth)
-	m := maps.New(d.Maps())
-	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Addr: netip.MustParseAddr(app.Addr)}: appW}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}}); err != nil {
-		t.Fatal(err)
-	}
+	m := allowApp(t, d, app)
 	ln := transparentListener(t, host, m)
 
 	t.Run("allowed app reaches the agent at the service address", func(t *testing.T) {
@@ -138,6 +107,50 @@ func TestDatapathInNamespace(t *testing.T) {
 	})
 }
 
+// bridgeHost builds a host with bridge br0 and two containers on it, app
+// (10.10.0.2) and other (10.10.0.3), and a pin directory of the test's own,
+// cleaned up after it.
+func bridgeHost(t *testing.T, opts loader.Options) (host *testenv.NS, app, other *testenv.Container, _ loader.Options) {
+	t.Helper()
+	e := testenv.NewT(t)
+	host, err := e.Namespace("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Bridge(host, "br0", "10.10.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if app, err = e.Container(host, "br0", "app", "10.10.0.2/24", "10.10.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if other, err = e.Container(host, "br0", "other", "10.10.0.3/24", "10.10.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	opts.PinDir = filepath.Join("/sys/fs/bpf", "sluice-test-"+e.RunID())
+	t.Cleanup(func() {
+		if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return host, app, other, opts
+}
+
+// allowApp makes svc a service that only app may use.
+func allowApp(t *testing.T, d *loader.Datapath, app *testenv.Container) *maps.Set {
+	t.Helper()
+	m := maps.New(d.Maps())
+	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Addr: netip.MustParseAddr(app.Addr)}: appW}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // openAttach opens the data path inside host and attaches it to br0 and
 // the given ports.
 func openAttach(t *testing.T, host *testenv.NS, opts loader.Options, ports ...string) *loader.Datapath {
@@ -174,16 +187,10 @@ func transparentListener(t *testing.T, host *testenv.NS, m *maps.Set) *net.TCPLi
 	t.Helper()
 	var ln *net.TCPListener
 	err := host.Do(func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) })
-			return errors.Join(err, serr)
-		}}
-		l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
-		if err != nil {
+		var err error
+		if ln, err = loader.ListenTransparent(); err != nil {
 			return err
 		}
-		ln = l.(*net.TCPListener)
 		return m.Listener.Set(ln.Addr().(*net.TCPAddr).AddrPort())
 	})
 	if err != nil {
@@ -353,44 +360,14 @@ func tcxPrograms(t *testing.T, host *testenv.NS, dev string) []link.AttachedProg
 // clsact, as on kernels without TCX: steering, refusal, adoption by a
 // restarted agent, and cleanup of our filters only.
 func TestClsactFallback(t *testing.T) {
-	e := testenv.NewT(t)
-	host, err := e.Namespace("host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Bridge(host, "br0", "10.10.0.1/24"); err != nil {
-		t.Fatal(err)
-	}
-	app, err := e.Container(host, "br0", "app", "10.10.0.2/24", "10.10.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := e.Container(host, "br0", "other", "10.10.0.3/24", "10.10.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := loader.Options{PinDir: filepath.Join("/sys/fs/bpf", "sluice-test-"+e.RunID()), NoTCX: true}
-	t.Cleanup(func() {
-		if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	host, app, other, opts := bridgeHost(t, loader.Options{NoTCX: true})
 	d := openAttach(t, host, opts, app.Veth, other.Veth)
 	for _, a := range d.Attachments() {
 		if a.Hook != "clsact/ingress" {
 			t.Errorf("%s attached at %s, want clsact/ingress", a.Device, a.Hook)
 		}
 	}
-	m := maps.New(d.Maps())
-	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Addr: netip.MustParseAddr(app.Addr)}: appW}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}}); err != nil {
-		t.Fatal(err)
-	}
+	m := allowApp(t, d, app)
 	roundTrip(t, app, transparentListener(t, host, m))
 	expectRefused(t, other)
 	if err := d.Close(); err != nil {

@@ -9,3 +9,19 @@ import "errors"
 // ErrInvalid means a key or value cannot be represented in the maps (an
 // IPv6 address, a portal number out of range, ...).
 var ErrInvalid = errors.New("invalid data path map entry")
+
+// PortalCounters are a portal's kernel counters, summed over CPUs.
+type PortalCounters struct {
+	Steered    uint64 `json:"steered"`     // connections handed to the agent
+	Refused    uint64 `json:"refused"`     // resets sent to containers
+	NoListener uint64 `json:"no_listener"` // of those, because no agent listened
+	Packets    uint64 `json:"packets"`     // packets from allowed workloads
+	Bytes      uint64 `json:"bytes"`       // their bytes
+}
+
+// Size is a map's fill.
+type Size struct {
+	Name    string `json:"name"`
+	Entries int    `json:"entries"`
+	Max     uint32 `json:"max"`
+}

@@ -33,13 +33,6 @@ func New(m *loader.TcMaps) *Set {
 	}
 }
 
-// Size is a map's fill.
-type Size struct {
-	Name    string `json:"name"`
-	Entries int    `json:"entries"`
-	Max     uint32 `json:"max"`
-}
-
 // Sizes reports how full each hash map is.
 func (s *Set) Sizes() ([]Size, error) {
 	var out []Size

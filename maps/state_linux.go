@@ -10,15 +10,6 @@ import (
 	"github.com/sluicehq/sluice/loader"
 )
 
-// PortalCounters are a portal's kernel counters, summed over CPUs.
-type PortalCounters struct {
-	Steered    uint64 `json:"steered"`     // connections handed to the agent
-	Refused    uint64 `json:"refused"`     // resets sent to containers
-	NoListener uint64 `json:"no_listener"` // of those, because no agent listened
-	Packets    uint64 `json:"packets"`     // packets from allowed workloads
-	Bytes      uint64 `json:"bytes"`       // their bytes
-}
-
 // Counters is the per-CPU counters map.
 type Counters struct{ m *ebpf.Map }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/loader"
+	"github.com/sluicehq/sluice/maps"
 )
 
 // fakeBackend records calls and fails with err when set.
@@ -64,10 +66,10 @@ func (f *fakeBackend) DeleteWorkload(name string) error {
 }
 func (f *fakeBackend) Datapath() daemon.DatapathStatus {
 	return daemon.DatapathStatus{Enabled: true, PinDir: "/sys/fs/bpf/sluice", Listener: "127.0.0.1:4000",
-		Attachments: []daemon.Attachment{{Device: "br0", Ifindex: 3, Role: "assign", Hook: "tcx/ingress", Program: 7, Link: 9}},
-		Maps:        []daemon.MapSize{{Name: "services", Entries: 1, Max: 1024}},
+		Attachments: []loader.Attachment{{Device: "br0", Ifindex: 3, Role: "assign", Hook: "tcx/ingress", Program: 7, Link: 9}},
+		Maps:        []maps.Size{{Name: "services", Entries: 1, Max: 1024}},
 		Portals: []daemon.PortalStatus{{Inlet: "pg", Service: "10.200.0.10:5432", Portal: 1,
-			Counters: daemon.KernelCounters{Steered: 2, Refused: 1}}}}
+			Counters: maps.PortalCounters{Steered: 2, Refused: 1}}}}
 }
 
 func serve(t *testing.T, b Backend) *Client {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/sluicehq/sluice/agent/policy"
 	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/loader"
+	"github.com/sluicehq/sluice/maps"
 )
 
 // Values of Options.Datapath.
@@ -29,50 +31,22 @@ var ErrNoDatapath = errors.New("the BPF data path is not running on this agent")
 
 // DatapathStatus is what `agentctl datapath status` shows.
 type DatapathStatus struct {
-	Enabled     bool           `json:"enabled"`
-	Reason      string         `json:"reason,omitempty"` // why not enabled
-	PinDir      string         `json:"pin_dir,omitempty"`
-	Listener    string         `json:"listener,omitempty"` // the transparent listener
-	Attachments []Attachment   `json:"attachments"`
-	Maps        []MapSize      `json:"maps"`
-	Portals     []PortalStatus `json:"portals"`
-	Error       string         `json:"error,omitempty"` // reading the kernel's state failed
-}
-
-// Attachment is a program attached to a device (a copy of
-// loader.Attachment, which exists only on Linux).
-type Attachment struct {
-	Device  string `json:"device"`
-	Ifindex int    `json:"ifindex"`
-	Role    string `json:"role"`
-	Hook    string `json:"hook"`
-	Program uint32 `json:"program_id"`
-	Link    uint32 `json:"link_id,omitempty"`
-	Pinned  string `json:"pinned,omitempty"`
-}
-
-// MapSize is a BPF map's fill.
-type MapSize struct {
-	Name    string `json:"name"`
-	Entries int    `json:"entries"`
-	Max     uint32 `json:"max"`
+	Enabled     bool                `json:"enabled"`
+	Reason      string              `json:"reason,omitempty"` // why not enabled
+	PinDir      string              `json:"pin_dir,omitempty"`
+	Listener    string              `json:"listener,omitempty"` // the transparent listener
+	Attachments []loader.Attachment `json:"attachments"`
+	Maps        []maps.Size         `json:"maps"`
+	Portals     []PortalStatus      `json:"portals"`
+	Error       string              `json:"error,omitempty"` // reading the kernel's state failed
 }
 
 // PortalStatus is a transparent inlet as the kernel sees it.
 type PortalStatus struct {
-	Inlet    string         `json:"inlet"`
-	Service  string         `json:"service"`
-	Portal   uint32         `json:"portal"`
-	Counters KernelCounters `json:"counters"`
-}
-
-// KernelCounters are a portal's counters in the kernel.
-type KernelCounters struct {
-	Steered    uint64 `json:"steered"`     // connections handed to the agent
-	Refused    uint64 `json:"refused"`     // resets sent to containers
-	NoListener uint64 `json:"no_listener"` // of those, because no agent listened
-	Packets    uint64 `json:"packets"`     // packets from allowed workloads
-	Bytes      uint64 `json:"bytes"`       // their bytes
+	Inlet    string              `json:"inlet"`
+	Service  string              `json:"service"`
+	Portal   uint32              `json:"portal"`
+	Counters maps.PortalCounters `json:"counters"`
 }
 
 // kernel is the running BPF data path (datapath_linux.go).

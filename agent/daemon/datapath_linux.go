@@ -17,10 +17,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/sluicehq/sluice/loader"
 	"github.com/sluicehq/sluice/maps"
@@ -84,20 +82,13 @@ func openKernel(o kernelOptions) (kernel, error) {
 	return k, nil
 }
 
-// listen opens the transparent listener and publishes its address. It needs
-// IP_TRANSPARENT to accept connections addressed to the service addresses,
-// which no local interface owns: https://docs.kernel.org/networking/tproxy.html
+// listen opens the transparent listener and publishes its address.
 func (k *bpfKernel) listen() error {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) })
-		return errors.Join(err, serr)
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	ln, err := loader.ListenTransparent()
 	if err != nil {
-		return fmt.Errorf("open transparent listener: %w", err)
+		return err
 	}
-	k.ln = ln.(*net.TCPListener)
+	k.ln = ln
 	if err := k.maps.Listener.Set(k.ln.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		k.ln.Close()
 		return fmt.Errorf("publish transparent listener: %w", err)
@@ -172,20 +163,15 @@ func (k *bpfKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
 func (k *bpfKernel) status(st *DatapathStatus) {
 	st.PinDir = k.dp.PinDir()
 	st.Listener = k.ln.Addr().String()
-	for _, a := range k.dp.Attachments() {
-		st.Attachments = append(st.Attachments, Attachment{Device: a.Device, Ifindex: a.Ifindex, Role: string(a.Role),
-			Hook: a.Hook, Program: a.Program, Link: a.Link, Pinned: a.Pinned})
-	}
+	st.Attachments = k.dp.Attachments()
 	var errs []error
 	sizes, err := k.maps.Sizes()
 	errs = append(errs, err)
-	for _, s := range sizes {
-		st.Maps = append(st.Maps, MapSize{Name: s.Name, Entries: s.Entries, Max: s.Max})
-	}
+	st.Maps = sizes
 	for i := range st.Portals {
 		c, err := k.maps.Counters.Read(st.Portals[i].Portal)
 		errs = append(errs, err)
-		st.Portals[i].Counters = KernelCounters{Steered: c.Steered, Refused: c.Refused, NoListener: c.NoListener, Packets: c.Packets, Bytes: c.Bytes}
+		st.Portals[i].Counters = c
 	}
 	if err := errors.Join(errs...); err != nil {
 		st.Error = err.Error()

@@ -9,6 +9,8 @@ import (
 
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/loader"
+	"github.com/sluicehq/sluice/maps"
 )
 
 // fakeAgent serves the workload and data path routes and records the
@@ -51,10 +53,10 @@ func TestWorkloadCreateFlags(t *testing.T) {
 
 func TestDatapathStatusTable(t *testing.T) {
 	st := daemon.DatapathStatus{Enabled: true, PinDir: "/sys/fs/bpf/sluice", Listener: "127.0.0.1:40000",
-		Attachments: []daemon.Attachment{{Device: "br-analysis", Role: "assign", Hook: "tcx/ingress", Program: 41, Link: 7}},
-		Maps:        []daemon.MapSize{{Name: "services", Entries: 1, Max: 1024}},
+		Attachments: []loader.Attachment{{Device: "br-analysis", Role: "assign", Hook: "tcx/ingress", Program: 41, Link: 7}},
+		Maps:        []maps.Size{{Name: "services", Entries: 1, Max: 1024}},
 		Portals: []daemon.PortalStatus{{Inlet: "pg", Service: "10.200.0.10:5432", Portal: 1,
-			Counters: daemon.KernelCounters{Steered: 3, Refused: 2, NoListener: 1, Packets: 40, Bytes: 5000}}}}
+			Counters: maps.PortalCounters{Steered: 3, Refused: 2, NoListener: 1, Packets: 40, Bytes: 5000}}}}
 	sock := fakeAgent(t, st, nil)
 	out, err := agentctl(t, "--agent", sock, "datapath", "status")
 	if err != nil {
