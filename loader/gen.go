@@ -5,3 +5,4 @@ package loader
 // bindings. CI rebuilds them and fails on any difference.
 //
 //go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -cflags "-O2 -g -Wall -Werror" -tags linux -target bpfel -type service_key -type service_value -type endpoint_key -type verdict_key -type portal_counters -type listener_addr -type flow_key -type flow_value Tc ../bpf/tc.c -- -I../bpf/include -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -cflags "-O2 -g -Wall -Werror" -tags linux -target bpfel -type sock_key Sockops ../bpf/sockops.c -- -I../bpf/include -I/usr/include/x86_64-linux-gnu

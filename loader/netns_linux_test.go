@@ -110,7 +110,7 @@ func TestDatapathInNamespace(t *testing.T) {
 // bridgeHost builds a host with bridge br0 and two containers on it, app
 // (10.10.0.2) and other (10.10.0.3), and a pin directory of the test's own,
 // cleaned up after it.
-func bridgeHost(t *testing.T, opts loader.Options) (host *testenv.NS, app, other *testenv.Container, _ loader.Options) {
+func bridgeHost(t testing.TB, opts loader.Options) (host *testenv.NS, app, other *testenv.Container, _ loader.Options) {
 	t.Helper()
 	e := testenv.NewT(t)
 	host, err := e.Namespace("host")
@@ -136,7 +136,7 @@ func bridgeHost(t *testing.T, opts loader.Options) (host *testenv.NS, app, other
 }
 
 // allowApp makes svc a service that only app may use.
-func allowApp(t *testing.T, d *loader.Datapath, app *testenv.Container) *maps.Set {
+func allowApp(t testing.TB, d *loader.Datapath, app *testenv.Container) *maps.Set {
 	t.Helper()
 	m := maps.New(d.Maps())
 	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
@@ -153,7 +153,7 @@ func allowApp(t *testing.T, d *loader.Datapath, app *testenv.Container) *maps.Se
 
 // openAttach opens the data path inside host and attaches it to br0 and
 // the given ports.
-func openAttach(t *testing.T, host *testenv.NS, opts loader.Options, ports ...string) *loader.Datapath {
+func openAttach(t testing.TB, host *testenv.NS, opts loader.Options, ports ...string) *loader.Datapath {
 	t.Helper()
 	var d *loader.Datapath
 	err := host.Do(func() error {
@@ -183,7 +183,7 @@ func openAttach(t *testing.T, host *testenv.NS, opts loader.Options, ports ...st
 }
 
 // transparentListener listens as the agent does and publishes its address.
-func transparentListener(t *testing.T, host *testenv.NS, m *maps.Set) *net.TCPListener {
+func transparentListener(t testing.TB, host *testenv.NS, m *maps.Set) *net.TCPListener {
 	t.Helper()
 	var ln *net.TCPListener
 	err := host.Do(func() error {

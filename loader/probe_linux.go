@@ -50,17 +50,23 @@ func Probe() []Feature {
 	add("BTF (/sys/kernel/btf/vmlinux)", err)
 	add("TCX links (else clsact)", haveTCX())
 	add("cgroup v2", haveCgroup2())
+	add(accelFeature, errors.Join(features.HaveProgramType(ebpf.SockOps), features.HaveProgramType(ebpf.SkMsg),
+		features.HaveMapType(ebpf.SockHash), features.HaveProgramHelper(ebpf.SkMsg, asm.FnGetNetnsCookie),
+		features.HaveProgramHelper(ebpf.SockOps, asm.FnGetNetnsCookie)))
 	return out
 }
+
+// accelFeature names what socket acceleration needs; it is optional.
+const accelFeature = "socket acceleration (sockops, sk_msg, sockhash, bpf_get_netns_cookie)"
 
 // Missing returns the features the data path cannot work without, joined
 // into one error that names them, or nil. BTF, TCX and cgroup v2 are not
 // required: the programs need no CO-RE, clsact replaces TCX, and cgroup v2
-// is for socket acceleration.
+// and the rest of socket acceleration only make transparent inlets faster.
 func Missing(fs []Feature) error {
 	var names []string
 	for _, f := range fs {
-		optional := strings.HasPrefix(f.Name, "BTF") || strings.HasPrefix(f.Name, "TCX") || f.Name == "cgroup v2"
+		optional := strings.HasPrefix(f.Name, "BTF") || strings.HasPrefix(f.Name, "TCX") || f.Name == "cgroup v2" || f.Name == accelFeature
 		if !f.OK && !optional {
 			names = append(names, fmt.Sprintf("%s (%v)", f.Name, f.Err))
 		}

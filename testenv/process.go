@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,7 +38,21 @@ type ProcOptions struct {
 	// Cgroup is a cgroup v2 directory of this env to start in. "" means the
 	// container's cgroup for a container namespace, else the env's cgroup.
 	Cgroup string
+	// MountCgroup mounts the cgroup v2 hierarchy, in the process's own mount
+	// namespace, where this process sees it, so that the same cgroup paths
+	// work there (an agent resolving workloads by cgroup needs them):
+	// `ip netns exec` remounts /sys for the namespace, which hides a cgroup2
+	// mount under it.
+	MountCgroup bool
 }
+
+// mountCgroupScript runs as `sh -c SCRIPT MOUNTPOINT ARGV...` right after
+// `ip netns exec`: it mounts cgroup2 on MOUNTPOINT (on a tmpfs over
+// /sys/fs/cgroup first if the fresh sysfs lacks the directory, as on hybrid
+// systems with /sys/fs/cgroup/unified), then execs ARGV.
+const mountCgroupScript = `if [ ! -d "$0" ]; then mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup && mkdir -p "$0" || exit 125; fi
+mount -t cgroup2 cgroup2 "$0" || exit 125
+exec "$@"`
 
 // Process is a process started with Start. Its output (stdout and stderr)
 // goes to a log file in the env's directory and, the last MiB of it, to
@@ -128,6 +143,19 @@ func (ns *NS) command(argv []string, opts ProcOptions) (*exec.Cmd, int, error) {
 		return nil, -1, err
 	}
 	args := []string{"netns", "exec", ns.name}
+	if opts.MountCgroup {
+		mnt, err := cgroup2Mount()
+		if err != nil {
+			return nil, -1, err
+		}
+		if strings.HasPrefix(mnt, "/sys/") { // elsewhere, ip netns exec leaves it be
+			sh, err := findBinary("sh")
+			if err != nil {
+				return nil, -1, err
+			}
+			args = append(args, sh, "-c", mountCgroupScript, mnt)
+		}
+	}
 	env := os.Environ()
 	if opts.User != "" {
 		u, err := user.Lookup(opts.User)

@@ -127,3 +127,29 @@ func TestProcessStop(t *testing.T) {
 	must(t, p.Stop()) // again: nothing to do
 	must(t, p.Kill())
 }
+
+// TestMountCgroup checks that a process started with MountCgroup sees the
+// container's cgroup directory at the path the caller sees it, and one
+// started without does not (ip netns exec remounts /sys).
+func TestMountCgroup(t *testing.T) {
+	RequireRoot(t)
+	t.Parallel()
+	e, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ct := newContainer(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	procs := filepath.Join(ct.Cgroup, "cgroup.procs")
+	out, err := ct.NS.RunOpts(ctx, []string{"cat", procs}, ProcOptions{MountCgroup: true})
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		t.Errorf("with MountCgroup, %s = %q, %v; want the process itself", procs, out, err)
+	}
+	if mnt, _ := cgroup2Mount(); strings.HasPrefix(mnt, "/sys/") {
+		if out, err := ct.NS.Run(ctx, "cat", procs); err == nil {
+			t.Errorf("without MountCgroup, %s = %q; want it hidden by ip netns exec", procs, out)
+		}
+	}
+}

@@ -32,6 +32,9 @@ type Options struct {
 	Datapath string
 	BPFDir   string   // loader.DefaultPinDir (/sys/fs/bpf/sluice)
 	Bridges  []string // bridges to follow; none = every bridge
+	// Accelerate is DatapathAuto (""), DatapathOn or DatapathOff: socket
+	// acceleration of transparent inlets (see docs/datapath.md).
+	Accelerate string
 }
 
 // Agent is a running agent.
@@ -62,7 +65,11 @@ type Agent struct {
 	nextWorkload uint32
 	portalNums   map[string]uint32         // transparent inlet name -> portal number
 	adopted      map[netip.AddrPort]uint32 // pinned portal numbers not yet taken back (see assignPortalLocked)
-	unresolved   []string                  // workload interfaces not found at the last sync
+	unresolved   []string                  // workload selectors not resolved at the last sync
+	cgroups      map[string]string         // cgroup workload dir -> its resolution at the last sync
+
+	resolveCgroup func(dir string) ([]int, error) // cgroupVeths; tests replace it
+	loops         sync.WaitGroup                  // goroutines Close waits for
 }
 
 // Start loads or creates the identity, enrolls with the ticket (or says hello
@@ -72,7 +79,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		opts.Logger = zap.NewNop()
 	}
 	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
-		kick: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), resolveCgroup: cgroupVeths}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
 	if err != nil {
 		return nil, err
@@ -151,6 +158,11 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	// Updates that came with the first credential (revoked nodes) wait in
 	// members; the loop applies them now and the later ones as they come.
 	go a.reviewLoop(runCtx)
+	a.loops.Add(1)
+	go func() {
+		defer a.loops.Done()
+		a.cgroupLoop(runCtx)
+	}()
 	return a, nil
 }
 
@@ -291,6 +303,7 @@ func (a *Agent) Close() error {
 	}
 	err = errors.Join(err, a.ports.Close())
 	a.cancel()
+	a.loops.Wait()
 	return err
 }
 

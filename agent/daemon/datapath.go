@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -22,6 +24,9 @@ const (
 	DatapathOff  = "off"  // never load it
 )
 
+// cgroupRefresh is how often workloads named by cgroup are resolved again.
+const cgroupRefresh = 2 * time.Second
+
 // maxPortal is the highest portal number the kernel's counters map holds.
 const maxPortal = 1023
 
@@ -31,14 +36,18 @@ var ErrNoDatapath = errors.New("the BPF data path is not running on this agent")
 
 // DatapathStatus is what `agentctl datapath status` shows.
 type DatapathStatus struct {
-	Enabled     bool                `json:"enabled"`
-	Reason      string              `json:"reason,omitempty"` // why not enabled
-	PinDir      string              `json:"pin_dir,omitempty"`
-	Listener    string              `json:"listener,omitempty"` // the transparent listener
-	Attachments []loader.Attachment `json:"attachments"`
-	Maps        []maps.Size         `json:"maps"`
-	Portals     []PortalStatus      `json:"portals"`
-	Error       string              `json:"error,omitempty"` // reading the kernel's state failed
+	Enabled  bool   `json:"enabled"`
+	Reason   string `json:"reason,omitempty"` // why not enabled
+	PinDir   string `json:"pin_dir,omitempty"`
+	Listener string `json:"listener,omitempty"` // the transparent listener
+	// Acceleration is "on", or "off" and why; Accelerated counts the
+	// connections whose agent-to-app bytes skipped TCP.
+	Acceleration string              `json:"acceleration,omitempty"`
+	Accelerated  uint64              `json:"accelerated_connections"`
+	Attachments  []loader.Attachment `json:"attachments"`
+	Maps         []maps.Size         `json:"maps"`
+	Portals      []PortalStatus      `json:"portals"`
+	Error        string              `json:"error,omitempty"` // reading the kernel's state failed
 }
 
 // PortalStatus is a transparent inlet as the kernel sees it.
@@ -62,11 +71,12 @@ type kernel interface {
 
 // kernelOptions configure openKernel.
 type kernelOptions struct {
-	PinDir  string // loader.DefaultPinDir
-	Bridges []string
-	Log     *zap.Logger
-	Serve   func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
-	Refresh func()                                // devices changed
+	PinDir     string // loader.DefaultPinDir
+	Bridges    []string
+	Accelerate string // DatapathAuto, DatapathOn or DatapathOff
+	Log        *zap.Logger
+	Serve      func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
+	Refresh    func()                                // devices changed
 }
 
 // startDatapath opens the BPF data path as opts.Datapath asks.
@@ -79,7 +89,7 @@ func (a *Agent) startDatapath(opts Options) error {
 	default:
 		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
 	}
-	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Log: a.log.Named("datapath"),
+	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Accelerate: opts.Accelerate, Log: a.log.Named("datapath"),
 		Serve: a.serveTransparent, Refresh: a.refresh})
 	if err != nil {
 		if opts.Datapath == DatapathOn {
@@ -146,10 +156,11 @@ func (a *Agent) syncLocked() error {
 	for _, w := range a.workloads {
 		ws = append(ws, planWorkload{Workload: w, Number: a.workloadNums[w.Name]})
 	}
-	p := computePlan(inlets, ws, interfaceIndex)
-	for _, dev := range p.Unresolved {
-		if !slices.Contains(a.unresolved, dev) {
-			a.log.Warn("workload interface not found; its workload is unknown to the kernel until it appears", zap.String("interface", dev))
+	a.cgroups = map[string]string{}
+	p := computePlan(inlets, ws, resolvers{Ifindex: interfaceIndex, Cgroup: a.resolveCgroupLocked})
+	for _, u := range p.Unresolved {
+		if !slices.Contains(a.unresolved, u) {
+			a.log.Warn("workload not resolved; it is unknown to the kernel until it is", zap.String("selector", u))
 		}
 	}
 	a.unresolved = p.Unresolved
@@ -165,6 +176,72 @@ func (a *Agent) syncLocked() error {
 		}
 	}
 	return nil
+}
+
+// resolveCgroupLocked resolves a workload's cgroup and records the result
+// for refreshCgroups to compare with.
+func (a *Agent) resolveCgroupLocked(dir string) ([]int, error) {
+	idx, err := a.resolveCgroup(dir)
+	a.cgroups[dir] = cgroupResult(idx, err)
+	return idx, err
+}
+
+// cgroupResult is a cgroup's resolution as a comparable string.
+func cgroupResult(idx []int, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return fmt.Sprint(idx)
+}
+
+// cgroupLoop re-resolves the cgroup workloads every cgroupRefresh until
+// ctx ends: processes enter and leave cgroups without a link event.
+func (a *Agent) cgroupLoop(ctx context.Context) {
+	t := time.NewTicker(cgroupRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.refreshCgroups()
+		}
+	}
+}
+
+// refreshCgroups resolves the cgroup workloads again and rewrites the
+// maps if any resolution changed since the last sync.
+func (a *Agent) refreshCgroups() {
+	a.mu.Lock()
+	var dirs []string
+	for _, w := range a.workloads {
+		if w.Cgroup != "" && a.kern != nil {
+			dirs = append(dirs, w.Cgroup)
+		}
+	}
+	resolve := a.resolveCgroup
+	a.mu.Unlock()
+	if len(dirs) == 0 {
+		return
+	}
+	now := map[string]string{}
+	for _, dir := range dirs {
+		now[dir] = cgroupResult(resolve(dir)) // without the lock: it reads /proc
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	for dir, r := range now {
+		if old, ok := a.cgroups[dir]; ok && old != r {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	if err := a.syncLocked(); err != nil {
+		a.log.Error("updating the data path after a cgroup changed failed", zap.Error(err))
+	}
 }
 
 func interfaceIndex(name string) (int, bool) {

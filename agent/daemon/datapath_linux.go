@@ -6,7 +6,9 @@ package daemon
 //
 //	app ──SYN to service──> TC on its veth (services, endpoints, verdicts)
 //	    ──allowed──> bpf_sk_assign to the transparent listener (127.0.0.1:N)
-//	    ──accept──> Flows.Take: which workload opened it ──> portal manager
+//	    ──accept──> Flows.Take: which workload opened it
+//	    ──> accel.pair (if on): the agent's writes skip TCP from here on
+//	    ──> portal manager
 //
 // Denied connections are reset in the kernel; the agent never sees them.
 
@@ -33,6 +35,8 @@ type bpfKernel struct {
 	cancel context.CancelFunc
 	// adopted is the pinned services map as this agent found it.
 	adopted map[netip.AddrPort]uint32
+	accel   *accel // nil when socket acceleration is off
+	accelIs string // "on", or "off" and why
 	wg      sync.WaitGroup
 }
 
@@ -57,11 +61,17 @@ func openKernel(o kernelOptions) (kernel, error) {
 	if err := k.listen(); err != nil {
 		return nil, errors.Join(err, dp.Close())
 	}
+	if k.accel, k.accelIs, err = openAccel(dp, k.ln, o.Accelerate, o.Log); err != nil {
+		return nil, errors.Join(err, k.ln.Close(), dp.Close())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k.cancel = cancel
 	report := func(ev loader.Event) {
 		if ctx.Err() != nil {
 			return // the subscription ending on Close is no news
+		}
+		if ev.Action == "detached" && k.accel != nil {
+			k.accel.forget(ev.Ifindex)
 		}
 		f := []zap.Field{zap.String("device", ev.Device), zap.Int("ifindex", ev.Ifindex), zap.String("role", string(ev.Role))}
 		if ev.Err != nil {
@@ -110,6 +120,9 @@ func (k *bpfKernel) acceptLoop(serve func(*net.TCPConn, uint32)) {
 		if err != nil || !ok {
 			k.log.Debug("no flow record for a transparent connection; workload unknown",
 				zap.Stringer("client", app), zap.Stringer("service", svc), zap.Error(err))
+		}
+		if k.accel != nil && ok {
+			k.accel.pair(c, fl.Ifindex, app, svc)
 		}
 		serve(c, fl.Workload)
 	}
@@ -163,6 +176,10 @@ func (k *bpfKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
 func (k *bpfKernel) status(st *DatapathStatus) {
 	st.PinDir = k.dp.PinDir()
 	st.Listener = k.ln.Addr().String()
+	st.Acceleration = k.accelIs
+	if k.accel != nil {
+		st.Accelerated = k.accel.paired.Load()
+	}
 	st.Attachments = k.dp.Attachments()
 	var errs []error
 	sizes, err := k.maps.Sizes()
@@ -185,5 +202,12 @@ func (k *bpfKernel) Close() error {
 	k.cancel()
 	err := k.ln.Close()
 	k.wg.Wait()
+	if k.accel != nil {
+		err = errors.Join(err, k.accel.Close())
+	}
 	return errors.Join(err, k.maps.Listener.Clear(), k.dp.Close())
 }
+
+// cgroupVeths resolves a workload's cgroup to the host-side veths of its
+// containers.
+func cgroupVeths(dir string) ([]int, error) { return loader.CgroupVeths(dir) }

@@ -22,20 +22,27 @@ func TestWorkloadSpecs(t *testing.T) {
 	if err := (&Workload{Name: "app", Interface: "veth1a2b3c"}).check(); err != nil {
 		t.Fatalf("valid workload by interface: %v", err)
 	}
+	if err := (&Workload{Name: "app", Cgroup: "/sys/fs/cgroup/app.slice/app"}).check(); err != nil {
+		t.Fatalf("valid workload by cgroup: %v", err)
+	}
 	for _, c := range []struct {
 		name string
 		edit func(*Workload)
 		hint string
 	}{
 		{"bad name", func(w *Workload) { w.Name = "my app" }, "workload name"},
-		{"no selector", func(w *Workload) { w.Address = "" }, "exactly one of --address IP or --interface DEV"},
+		{"no selector", func(w *Workload) { w.Address = "" }, "exactly one of --address IP, --interface DEV or --cgroup PATH"},
 		{"two selectors", func(w *Workload) { w.Interface = "veth0" }, "exactly one"},
+		{"address and cgroup", func(w *Workload) { w.Cgroup = "/sys/fs/cgroup/app" }, "exactly one"},
+		{"all three", func(w *Workload) { w.Interface, w.Cgroup = "veth0", "/sys/fs/cgroup/app" }, "exactly one"},
 		{"host name", func(w *Workload) { w.Address = "app.local" }, "IPv4 address"},
 		{"IPv6", func(w *Workload) { w.Address = "fd00::2" }, "IPv4 address"},
 		{"any address", func(w *Workload) { w.Address = "0.0.0.0" }, "IPv4 address"},
 		{"interface too long", func(w *Workload) { w.Address, w.Interface = "", "a-very-long-device" }, "at most 15"},
 		{"interface with slash", func(w *Workload) { w.Address, w.Interface = "", "a/b" }, "without /"},
-		{"cgroup", func(w *Workload) { w.Cgroup = "/sys/fs/cgroup/app" }, "not supported yet"},
+		{"relative cgroup", func(w *Workload) { w.Address, w.Cgroup = "", "app.slice/app" }, "absolute, clean path"},
+		{"unclean cgroup", func(w *Workload) { w.Address, w.Cgroup = "", "/sys/fs/cgroup/../app" }, "absolute, clean path"},
+		{"cgroup root dir", func(w *Workload) { w.Address, w.Cgroup = "", "/" }, "cgroup v2 directory"},
 		{"empty attribute name", func(w *Workload) { w.Attributes = map[string]string{"": "x"} }, "empty name"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -60,19 +67,40 @@ func TestComputePlan(t *testing.T) {
 		{Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}, 1},
 		{Workload{Name: "billing", Interface: "vethb", Attributes: map[string]string{"app": "billing"}}, 2},
 		{Workload{Name: "bare", Interface: "gone"}, 3},
+		{Workload{Name: "jobs", Cgroup: "/cg/jobs", Attributes: map[string]string{"app": "analytics"}}, 4},
+		{Workload{Name: "idle", Cgroup: "/cg/idle", Attributes: map[string]string{"app": "analytics"}}, 5},
+		{Workload{Name: "lost", Cgroup: "/cg/lost"}, 6},
 	}
-	ifindex := func(name string) (int, bool) { return map[string]int{"vethb": 12}[name], name == "vethb" }
-	got := computePlan(inlets, workloads, ifindex)
+	r := resolvers{
+		Ifindex: func(name string) (int, bool) { return map[string]int{"vethb": 12}[name], name == "vethb" },
+		Cgroup: func(dir string) ([]int, error) {
+			switch dir {
+			case "/cg/jobs":
+				return []int{21, 22}, nil // two containers
+			case "/cg/idle":
+				return nil, nil // no process yet
+			}
+			return nil, errors.New("no such cgroup")
+		},
+	}
+	got := computePlan(inlets, workloads, r)
 	want := plan{
 		Services: map[netip.AddrPort]uint32{pg: 1, web: 2},
 		Endpoints: map[endpoint]uint32{
 			{Addr: netip.MustParseAddr("10.10.0.2")}: 1,
 			{Ifindex: 12}:                            2,
+			{Ifindex: 21}:                            4,
+			{Ifindex: 22}:                            4,
 		},
-		// Unknown containers (0) and "bare" have no app attribute: web only.
-		Verdicts:   []verdict{{1, 1}, {0, 2}, {3, 2}},
-		Denied:     map[uint32]bool{},
-		Unresolved: []string{"gone"},
+		// Unknown containers (0), "bare" and "lost" have no app attribute:
+		// web only. "idle" has its verdict, waiting for a process.
+		Verdicts: []verdict{{1, 1}, {4, 1}, {5, 1}, {0, 2}, {3, 2}, {6, 2}},
+		Denied:   map[uint32]bool{},
+		Unresolved: []string{
+			"interface gone: not found",
+			"cgroup /cg/idle: no process in a container",
+			"cgroup /cg/lost: no such cgroup",
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("computePlan =\n%+v\nwant\n%+v", got, want)
@@ -81,11 +109,11 @@ func TestComputePlan(t *testing.T) {
 		t.Errorf("allows disagrees with the verdicts %v", got.Verdicts)
 	}
 	inlets[0].Denied = true // its peer was revoked
-	denied := computePlan(inlets, workloads, ifindex)
+	denied := computePlan(inlets, workloads, r)
 	if !denied.Denied[1] || denied.allows(1, 1) || !denied.allows(0, 2) {
 		t.Errorf("a denied inlet: Denied %v, allows(1,1) %v, allows(0,2) %v", denied.Denied, denied.allows(1, 1), denied.allows(0, 2))
 	}
-	if empty := computePlan(nil, nil, ifindex); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts) != 0 {
+	if empty := computePlan(nil, nil, r); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts) != 0 {
 		t.Errorf("empty configuration gave %+v", empty)
 	}
 }
@@ -237,5 +265,72 @@ func TestPortalNumbersSurviveRestart(t *testing.T) {
 	}
 	if n := mk("pg-again", kept.String()); n != 1 || !reflect.DeepEqual(k.resets, []uint32{3, 1}) {
 		t.Errorf("inlet re-created on a service got portal %d with resets %v, want 1 reset", n, k.resets)
+	}
+}
+
+// TestCgroupWorkloadsRefresh checks that a workload named by cgroup is
+// resolved through the resolver, and that refreshCgroups rewrites the maps
+// when, and only when, the resolution changed.
+func TestCgroupWorkloadsRefresh(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{})
+	a := start(t, t.TempDir(), h.Ticket(t, authority.TicketOptions{}))
+	defer a.Close()
+	var mu sync.Mutex
+	veths := []int(nil)
+	k := &fakeKernel{}
+	a.mu.Lock()
+	a.kern = k
+	a.resolveCgroup = func(dir string) ([]int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if dir != "/sys/fs/cgroup/jobs" {
+			return nil, errors.New("no such cgroup")
+		}
+		return veths, nil
+	}
+	a.mu.Unlock()
+	setVeths := func(v ...int) {
+		mu.Lock()
+		defer mu.Unlock()
+		veths = v
+	}
+	plans := func() int {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return len(k.plans)
+	}
+
+	w := Workload{Name: "jobs", Cgroup: "/sys/fs/cgroup/jobs", Attributes: map[string]string{"app": "analytics"}}
+	if _, err := a.CreateWorkload(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateWorkload(Workload{Name: "again", Cgroup: w.Cgroup}); !errors.Is(err, portal.ErrExists) {
+		t.Errorf("second workload on one cgroup: %v, want ErrExists", err)
+	}
+	if p := k.last(); len(p.Endpoints) != 0 || !reflect.DeepEqual(p.Unresolved, []string{"cgroup /sys/fs/cgroup/jobs: no process in a container"}) {
+		t.Errorf("plan with an empty cgroup: %+v", p)
+	}
+	n := plans()
+	a.refreshCgroups()
+	if plans() != n {
+		t.Errorf("refresh with nothing changed rewrote the maps")
+	}
+	setVeths(7, 9)
+	a.refreshCgroups()
+	want := map[endpoint]uint32{{Ifindex: 7}: 1, {Ifindex: 9}: 1}
+	if p := k.last(); plans() != n+1 || !reflect.DeepEqual(p.Endpoints, want) || len(p.Unresolved) != 0 {
+		t.Errorf("after a process appeared: %d plans (want %d), last %+v", plans(), n+1, p)
+	}
+	a.refreshCgroups()
+	if plans() != n+1 {
+		t.Errorf("refresh with nothing changed rewrote the maps")
+	}
+	setVeths()
+	a.refreshCgroups()
+	if p := k.last(); plans() != n+2 || len(p.Endpoints) != 0 {
+		t.Errorf("after the processes left: %d plans (want %d), last %+v", plans(), n+2, p)
+	}
+	if ws := a.Workloads(); len(ws) != 1 || ws[0].Cgroup != w.Cgroup {
+		t.Errorf("Workloads() = %+v", ws)
 	}
 }

@@ -15,7 +15,16 @@ type plan struct {
 	Endpoints  map[endpoint]uint32       // where a packet comes from -> workload number
 	Verdicts   []verdict                 // allowed (workload, portal) pairs, sorted
 	Denied     map[uint32]bool           // portals whose peer is out: every connection refused
-	Unresolved []string                  // workload interfaces not found now
+	Unresolved []string                  // workload selectors not resolved now, and why
+}
+
+// resolvers find the devices of workloads named by interface or cgroup.
+type resolvers struct {
+	// Ifindex returns a device's ifindex, false if it is missing.
+	Ifindex func(name string) (int, bool)
+	// Cgroup returns the host-side veth ifindexes of the containers whose
+	// processes are in a cgroup (loader.CgroupVeths).
+	Cgroup func(dir string) ([]int, error)
 }
 
 // endpoint is a packet's origin: a device (0 = any) and a source address
@@ -45,10 +54,13 @@ type planWorkload struct {
 	Number uint32
 }
 
-// computePlan decides the map contents. ifindex resolves a workload's
-// interface name; a workload whose interface is missing gets no endpoint
-// (its packets count as the unknown workload) until it is resolved.
-func computePlan(inlets []planInlet, workloads []planWorkload, ifindex func(name string) (int, bool)) plan {
+// computePlan decides the map contents. r resolves workloads named by
+// interface or cgroup to devices, each an endpoint with any source address;
+// a workload whose interface is missing, or whose cgroup is missing or has
+// no process in a container, gets no endpoint (its packets count as the
+// unknown workload) until it is resolved. If two workloads resolve to one
+// device, the later one has it.
+func computePlan(inlets []planInlet, workloads []planWorkload, r resolvers) plan {
 	p := plan{Services: map[netip.AddrPort]uint32{}, Endpoints: map[endpoint]uint32{}, Denied: map[uint32]bool{}}
 	for _, in := range inlets {
 		p.Services[in.Service] = in.Portal
@@ -66,10 +78,21 @@ func computePlan(inlets []planInlet, workloads []planWorkload, ifindex func(name
 				p.Endpoints[endpoint{Addr: addr}] = w.Number
 			}
 		case w.Interface != "":
-			if i, ok := ifindex(w.Interface); ok {
+			if i, ok := r.Ifindex(w.Interface); ok {
 				p.Endpoints[endpoint{Ifindex: uint32(i)}] = w.Number
 			} else {
-				p.Unresolved = append(p.Unresolved, w.Interface)
+				p.Unresolved = append(p.Unresolved, "interface "+w.Interface+": not found")
+			}
+		case w.Cgroup != "":
+			idx, err := r.Cgroup(w.Cgroup)
+			switch {
+			case err != nil:
+				p.Unresolved = append(p.Unresolved, "cgroup "+w.Cgroup+": "+err.Error())
+			case len(idx) == 0:
+				p.Unresolved = append(p.Unresolved, "cgroup "+w.Cgroup+": no process in a container")
+			}
+			for _, i := range idx {
+				p.Endpoints[endpoint{Ifindex: uint32(i)}] = w.Number
 			}
 		}
 		attrs := w.Attributes

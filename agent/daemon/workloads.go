@@ -13,13 +13,18 @@ import (
 // workloadsFile holds the local workloads, restored on restart.
 const workloadsFile = "workloads.json"
 
-// Workload is a local container, named by its IPv4 address or its host-side
-// veth, with the attributes transparent inlets' --allow-local policies see.
+// Workload is a local container, named by exactly one of its IPv4 address,
+// its host-side veth, or a cgroup of its processes, with the attributes
+// transparent inlets' --allow-local policies see.
 type Workload struct {
-	Name       string            `json:"name"`
-	Address    string            `json:"address,omitempty"`   // the container's IPv4 address
-	Interface  string            `json:"interface,omitempty"` // its host-side veth
-	Cgroup     string            `json:"cgroup,omitempty"`    // not supported yet
+	Name      string `json:"name"`
+	Address   string `json:"address,omitempty"`   // the container's IPv4 address
+	Interface string `json:"interface,omitempty"` // its host-side veth
+	// Cgroup is the absolute path of a cgroup v2 directory. The veths of
+	// the network namespaces of the processes in it (not in its child
+	// cgroups) select the workload; it is resolved again every
+	// cgroupRefresh, since processes come and go without link events.
+	Cgroup     string            `json:"cgroup,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
@@ -36,11 +41,8 @@ func (w *Workload) check() error {
 	if err := portal.CheckName("workload", w.Name); err != nil {
 		return err
 	}
-	if w.Cgroup != "" {
-		return fmt.Errorf("workload %q: selecting by cgroup is not supported yet; use --address or --interface: %w", w.Name, portal.ErrInvalid)
-	}
-	if (w.Address == "") == (w.Interface == "") {
-		return fmt.Errorf("workload %q: give exactly one of --address IP or --interface DEV: %w", w.Name, portal.ErrInvalid)
+	if w.selectors() != 1 {
+		return fmt.Errorf("workload %q: give exactly one of --address IP, --interface DEV or --cgroup PATH: %w", w.Name, portal.ErrInvalid)
 	}
 	if w.Address != "" {
 		ip, err := netip.ParseAddr(w.Address)
@@ -51,12 +53,26 @@ func (w *Workload) check() error {
 	if w.Interface != "" && (len(w.Interface) > maxInterfaceName || strings.ContainsAny(w.Interface, "/ \t\n:")) {
 		return fmt.Errorf("workload %q: --interface %q: want a device name of at most %d characters without / : or spaces: %w", w.Name, w.Interface, maxInterfaceName, portal.ErrInvalid)
 	}
+	if w.Cgroup != "" && (!filepath.IsAbs(w.Cgroup) || filepath.Clean(w.Cgroup) != w.Cgroup || w.Cgroup == "/") {
+		return fmt.Errorf("workload %q: --cgroup %q: want the absolute, clean path of a cgroup v2 directory, e.g. /sys/fs/cgroup/app: %w", w.Name, w.Cgroup, portal.ErrInvalid)
+	}
 	for k := range w.Attributes {
 		if k == "" {
 			return fmt.Errorf("workload %q: an attribute has an empty name: %w", w.Name, portal.ErrInvalid)
 		}
 	}
 	return nil
+}
+
+// selectors counts the selectors given.
+func (w *Workload) selectors() int {
+	n := 0
+	for _, s := range []string{w.Address, w.Interface, w.Cgroup} {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // conflicts reports which existing workload selects the same container.
@@ -69,6 +85,8 @@ func (w *Workload) conflicts(others []Workload) error {
 			return fmt.Errorf("create workload %q: workload %q already has address %s: %w", w.Name, o.Name, w.Address, portal.ErrExists)
 		case w.Interface != "" && o.Interface == w.Interface:
 			return fmt.Errorf("create workload %q: workload %q already has interface %s: %w", w.Name, o.Name, w.Interface, portal.ErrExists)
+		case w.Cgroup != "" && o.Cgroup == w.Cgroup:
+			return fmt.Errorf("create workload %q: workload %q already has cgroup %s: %w", w.Name, o.Name, w.Cgroup, portal.ErrExists)
 		}
 	}
 	return nil

@@ -71,10 +71,23 @@ struct flow_value {
 	__u32 ifindex;
 };
 
+/* A socket as it sees itself: its network namespace's cookie, then its
+ * local and remote address and port (network byte order). The netns cookie
+ * is what keeps two namespaces with the same addresses apart. */
+struct sock_key {
+	__u64 netns;
+	__u32 local_ip;
+	__u32 remote_ip;
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 pad;
+};
+
 #define MAX_PORTALS 1024
 #define MAX_SERVICES 1024
 #define MAX_ENDPOINTS 65536
 #define MAX_VERDICTS 65536
 #define MAX_FLOWS 65536
+#define MAX_SOCKS 65536
 
 #endif

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/sluicehq/sluice/loader"
 
 	"github.com/spf13/cobra"
 )
@@ -26,6 +27,6 @@ refused in the kernel. It fails while an agent still holds --bpf-dir.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "bpf-dir", defaultBPFDir, "where the data path's maps and links are pinned")
+	cmd.Flags().StringVar(&dir, "bpf-dir", loader.DefaultPinDir, "where the data path's maps and links are pinned")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
+	"github.com/sluicehq/sluice/loader"
 )
 
 func runCommand() *cobra.Command {
@@ -61,7 +62,7 @@ removes them.`,
 			defer os.Remove(socket)
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges})
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel})
 			if err != nil {
 				ln.Close()
 				return err
@@ -85,24 +86,27 @@ removes them.`,
 	return cmd
 }
 
-// defaultBPFDir is loader.DefaultPinDir, which exists only on Linux.
-const defaultBPFDir = "/sys/fs/bpf/sluice"
-
 type datapathFlags struct {
-	mode, dir string
-	bridges   []string
+	mode, dir, accel string
+	bridges          []string
 }
 
 func (d *datapathFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required) or off")
-	cmd.Flags().StringVar(&d.dir, "bpf-dir", defaultBPFDir, "where the data path's maps and links are pinned")
+	cmd.Flags().StringVar(&d.dir, "bpf-dir", loader.DefaultPinDir, "where the data path's maps and links are pinned")
+	cmd.Flags().StringVar(&d.accel, "accelerate", daemon.DatapathAuto, "socket acceleration of transparent inlets (sockops + sk_msg, the agent's writes go straight into the app's socket): auto (if the kernel can), on (required) or off")
 	cmd.Flags().StringArrayVar(&d.bridges, "bridge", nil, "bridge whose containers the data path serves (repeatable; default every bridge)")
 }
 
 func (d *datapathFlags) check() error {
 	switch d.mode {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
+	default:
+		return fmt.Errorf("--datapath %q: want auto, on or off", d.mode)
+	}
+	switch d.accel {
+	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 		return nil
 	}
-	return fmt.Errorf("--datapath %q: want auto, on or off", d.mode)
+	return fmt.Errorf("--accelerate %q: want auto, on or off", d.accel)
 }

@@ -18,13 +18,18 @@ func workloadCommand(e *env) *cobra.Command {
 		attrs []string
 	)
 	create := &cobra.Command{
-		Use:   "create NAME (--address IP | --interface DEV) [--attribute K=V]...",
-		Short: "Declare a local container, by its IPv4 address or its host-side veth",
+		Use:   "create NAME (--address IP | --interface DEV | --cgroup PATH) [--attribute K=V]...",
+		Short: "Declare a local container, by its IPv4 address, its host-side veth or its cgroup",
 		Long: `Declare a local workload (container) for transparent inlets. Select it by
-exactly one of --address (the container's IPv4 address) or --interface (its
-host-side veth). Transparent inlets' --allow-local policies are evaluated over
-its --attribute values; an attribute without =V is set to "true". Connections
-from containers that no workload names see no attributes.`,
+exactly one of --address (the container's IPv4 address), --interface (its
+host-side veth) or --cgroup (the absolute path of a cgroup v2 directory, such
+as /sys/fs/cgroup/system.slice/app.service). A cgroup is resolved by the agent:
+the processes in that directory (not in its child cgroups), their network
+namespaces, and the host-side peers of the veths in them; it is resolved again
+every 2 seconds, so containers whose processes join later are covered.
+Transparent inlets' --allow-local policies are evaluated over its --attribute
+values; an attribute without =V is set to "true". Connections from containers
+that no workload names see no attributes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w.Name = args[0]
@@ -39,6 +44,7 @@ from containers that no workload names see no attributes.`,
 	}
 	create.Flags().StringVar(&w.Address, "address", "", "the container's IPv4 address")
 	create.Flags().StringVar(&w.Interface, "interface", "", "the container's host-side veth")
+	create.Flags().StringVar(&w.Cgroup, "cgroup", "", "a cgroup v2 directory (absolute path) of the container's processes")
 	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V (repeatable)")
 	var format string
 	list := &cobra.Command{
@@ -65,8 +71,11 @@ from containers that no workload names see no attributes.`,
 }
 
 func selector(w daemon.Workload) string {
-	if w.Interface != "" {
+	switch {
+	case w.Interface != "":
 		return "interface " + w.Interface
+	case w.Cgroup != "":
+		return "cgroup " + w.Cgroup
 	}
 	return "address " + w.Address
 }
@@ -109,6 +118,11 @@ func printDatapath(w io.Writer, st daemon.DatapathStatus) {
 		return
 	}
 	fmt.Fprintf(w, "data path: on, pins in %s, transparent listener %s\n", st.PinDir, st.Listener)
+	if st.Acceleration == "on" {
+		fmt.Fprintf(w, "socket acceleration: on, %d connections accelerated\n", st.Accelerated)
+	} else if st.Acceleration != "" {
+		fmt.Fprintf(w, "socket acceleration: %s\n", st.Acceleration)
+	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "reading kernel state: %s\n", st.Error)
 	}

@@ -51,6 +51,33 @@ func TestWorkloadCreateFlags(t *testing.T) {
 	}
 }
 
+func TestWorkloadCreateByCgroup(t *testing.T) {
+	var got daemon.Workload
+	sock := fakeAgent(t, daemon.DatapathStatus{}, &got)
+	out, err := agentctl(t, "--agent", sock, "workload", "create", "jobs", "--cgroup", "/sys/fs/cgroup/jobs.slice",
+		"--attribute", "app=analytics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "jobs" || got.Cgroup != "/sys/fs/cgroup/jobs.slice" || got.Address != "" || got.Interface != "" ||
+		got.Attributes["app"] != "analytics" {
+		t.Errorf("agent received %+v", got)
+	}
+	if !strings.Contains(out, "workload jobs created: cgroup /sys/fs/cgroup/jobs.slice, attributes app=analytics") {
+		t.Errorf("output %q", out)
+	}
+	help, err := agentctl(t, "workload", "create", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"create NAME (--address IP | --interface DEV | --cgroup PATH) [--attribute K=V]...",
+		"--cgroup string", "not in its child cgroups", "every 2 seconds"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("workload create --help lacks %q:\n%s", want, help)
+		}
+	}
+}
+
 func TestDatapathStatusTable(t *testing.T) {
 	st := daemon.DatapathStatus{Enabled: true, PinDir: "/sys/fs/bpf/sluice", Listener: "127.0.0.1:40000",
 		Attachments: []loader.Attachment{{Device: "br-analysis", Role: "assign", Hook: "tcx/ingress", Program: 41, Link: 7}},

@@ -293,7 +293,9 @@ func (a *Agent) start(ctx context.Context, ticket string) error {
 		}
 		args = append(args, "--ticket", "@"+tf)
 	}
-	p, err := a.NS.Start(a.Name+"-agent", args, testenv.ProcOptions{})
+	// The agent sees the cgroup hierarchy, as on a real host, to resolve
+	// workloads named by cgroup.
+	p, err := a.NS.Start(a.Name+"-agent", args, testenv.ProcOptions{MountCgroup: true})
 	if err != nil {
 		return err
 	}

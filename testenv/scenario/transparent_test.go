@@ -42,8 +42,26 @@ func TestTransparentScenario(t *testing.T) {
 		if after := inletCounters(t, ctx, s.Analysis); after.Steered <= before.Steered {
 			t.Errorf("steered counter %d -> %d: the app's connections were not steered", before.Steered, after.Steered)
 		}
+		// Where the kernel can, replies reach the app without crossing TCP.
+		out, err := s.Analysis.Ctl(ctx, "datapath", "status", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Acceleration string `json:"acceleration"`
+			Accelerated  uint64 `json:"accelerated_connections"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("socket acceleration: %s, %d connections", st.Acceleration, st.Accelerated)
+		if st.Acceleration == "on" && st.Accelerated == 0 {
+			t.Error("socket acceleration is on but accelerated no connection of the app")
+		}
 	})
-	t.Run("OtherWorkloadRefused", func(t *testing.T) { testOtherWorkloadRefused(t, ctx, s) })
+	var other *testenv.Container
+	t.Run("OtherWorkloadRefused", func(t *testing.T) { other = testOtherWorkloadRefused(t, ctx, s) })
+	t.Run("WorkloadByCgroup", func(t *testing.T) { testWorkloadByCgroup(t, ctx, s, other) })
 	t.Run("PolicyChangeWithinASecond", func(t *testing.T) { testPolicyChange(t, ctx, s) })
 	t.Run("PeerLosesAttributesWithinASecond", func(t *testing.T) { testPeerLosesAttributes(t, ctx, s) })
 	t.Run("AgentKilledFailsClosed", func(t *testing.T) { testAgentKilled(t, ctx, s) })
@@ -129,8 +147,9 @@ func waitSteered(t *testing.T, s *scenario.Scenario, ct *testenv.Container) {
 
 // testOtherWorkloadRefused: a second container on analysis_corp, first not
 // a workload at all, then a workload whose attribute the inlet does not
-// allow, is refused in the kernel.
-func testOtherWorkloadRefused(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+// allow, is refused in the kernel. It returns the container, no workload
+// any more.
+func testOtherWorkloadRefused(t *testing.T, ctx context.Context, s *scenario.Scenario) *testenv.Container {
 	other, err := s.Seed.AddContainer(s.Seed.AnalysisHost, "other", "10.10.0.3")
 	if err != nil {
 		t.Fatal(err)
@@ -154,6 +173,74 @@ func testOtherWorkloadRefused(t *testing.T, ctx context.Context, s *scenario.Sce
 	// The allowed app still gets through.
 	if got, err := s.Psql(ctx, s.Seed.App.NS, scenario.ServiceIP, scenario.ServicePort, "SELECT 1"); err != nil || got != "1" {
 		t.Errorf("the app after the refusals: %q, %v", got, err)
+	}
+	return other
+}
+
+// cgroupWithin is how fast a workload named by cgroup follows its
+// processes (the agent resolves cgroups again every 2s).
+const cgroupWithin = 3 * time.Second
+
+// testWorkloadByCgroup: the second container, refused while no workload
+// names it, gets through once a workload selects it by its cgroup (with a
+// process in it) with app=analytics, and is refused again once that
+// workload is deleted. Re-created while the cgroup is empty, the workload
+// covers the container within cgroupWithin of a process joining it.
+func testWorkloadByCgroup(t *testing.T, ctx context.Context, s *scenario.Scenario, other *testenv.Container) {
+	if other == nil {
+		t.Skip("no second container: OtherWorkloadRefused failed")
+	}
+	refused(t, ctx, other.NS)
+	sleep, err := other.NS.Start("cgroup-sleep", []string{"sleep", "300"}, testenv.ProcOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := []string{"workload", "create", "by-cgroup", "--cgroup", other.Cgroup, "--attribute", "app=analytics"}
+	if _, err := s.Analysis.Ctl(ctx, create...); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Analysis.Ctl(ctx, "workload", "list"); err != nil || !strings.Contains(out, "cgroup "+other.Cgroup) {
+		t.Errorf("workload list does not show the cgroup selector (%v):\n%s", err, out)
+	}
+	reached(t, ctx, other.NS, time.Now())
+	start := time.Now()
+	if _, err := s.Analysis.Ctl(ctx, "workload", "delete", "by-cgroup"); err != nil {
+		t.Fatal(err)
+	}
+	if took, err := waitRefused(ctx, other.NS, start, 3*policyWithin); err != nil || took > policyWithin {
+		t.Errorf("refused %v after the workload was deleted (%v); want within %v", took, err, policyWithin)
+	}
+
+	// Processes come and go without link events: the agent looks again.
+	if err := sleep.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Analysis.Ctl(ctx, create...); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Analysis.Ctl(ctx, "workload", "delete", "by-cgroup")
+	refused(t, ctx, other.NS) // no process in the cgroup: an unknown container
+	if _, err := other.NS.Start("cgroup-sleep", []string{"sleep", "300"}, testenv.ProcOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reached(t, ctx, other.NS, time.Now())
+}
+
+// reached waits up to cgroupWithin after since for ns to get through the
+// portal to PostgreSQL.
+func reached(t *testing.T, ctx context.Context, ns *testenv.NS, since time.Time) {
+	t.Helper()
+	for {
+		c, err := openSession(ctx, ns)
+		if err == nil {
+			c.Close()
+			t.Logf("%s reached the service %v after the change", ns.Name(), time.Since(since))
+			return
+		}
+		if time.Since(since) > cgroupWithin {
+			t.Fatalf("%s still cannot reach the service %v after the change: %v", ns.Name(), cgroupWithin, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
