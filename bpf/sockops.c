@@ -21,19 +21,11 @@
 #include <bpf/bpf_helpers.h>
 
 #include "sluice.h"
+#include "services.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
-
-/* The data path's services (shared with tc.c through the pin). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
-	__type(key, struct service_key);
-	__type(value, struct service_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} services SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);

@@ -33,20 +33,13 @@
 #include <bpf/bpf_helpers.h>
 
 #include "sluice.h"
+#include "services.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* The mark that the agent's policy route delivers locally. Set by the
  * loader before the program is loaded. */
 volatile const __u32 steer_mark = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
-	__type(key, struct service_key);
-	__type(value, struct service_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} services SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
