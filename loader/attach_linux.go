@@ -75,12 +75,18 @@ func (d *Datapath) Attach(ifindex int, role Role) error {
 	return nil
 }
 
-// Detach removes the program from device ifindex.
-func (d *Datapath) Detach(ifindex int) error {
+// take removes and returns the record of device ifindex.
+func (d *Datapath) take(ifindex int) (*attached, bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	a, ok := d.links[ifindex]
 	delete(d.links, ifindex)
-	d.mu.Unlock()
+	return a, ok
+}
+
+// Detach removes the program from device ifindex.
+func (d *Datapath) Detach(ifindex int) error {
+	a, ok := d.take(ifindex)
 	if !ok {
 		return fmt.Errorf("detach ifindex %d: %w", ifindex, ErrNotAttached)
 	}
@@ -90,18 +96,11 @@ func (d *Datapath) Detach(ifindex int) error {
 // Forget drops the agent's record of a device that is gone (the kernel
 // removed its program with it) and the link's pin.
 func (d *Datapath) Forget(ifindex int) error {
-	d.mu.Lock()
-	a, ok := d.links[ifindex]
-	delete(d.links, ifindex)
-	d.mu.Unlock()
-	if !ok {
+	a, ok := d.take(ifindex)
+	if !ok || a.link == nil {
 		return nil
 	}
-	var errs []error
-	if a.link != nil {
-		errs = append(errs, a.link.Unpin(), a.link.Close())
-	}
-	return errors.Join(errs...)
+	return errors.Join(a.link.Unpin(), a.link.Close())
 }
 
 func detach(a *attached) error {

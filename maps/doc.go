@@ -4,7 +4,10 @@
 // package loader; nothing here copies them by hand.
 package maps
 
-import "errors"
+import (
+	"errors"
+	"net/netip"
+)
 
 // ErrInvalid means a key or value cannot be represented in the maps (an
 // IPv6 address, a portal number out of range, ...).
@@ -24,4 +27,18 @@ type Size struct {
 	Name    string `json:"name"`
 	Entries int    `json:"entries"`
 	Max     uint32 `json:"max"`
+}
+
+// Endpoint is where a workload's packets come from: a device (Ifindex) and
+// a source address. Ifindex 0 means any device; an invalid (zero) Addr means
+// any address behind the device. Both unset is not an endpoint.
+type Endpoint struct {
+	Ifindex uint32
+	Addr    netip.Addr
+}
+
+// Verdict allows workload Workload to use portal Portal.
+type Verdict struct {
+	Workload uint32 `json:"workload"`
+	Portal   uint32 `json:"portal"`
 }

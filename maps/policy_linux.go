@@ -2,20 +2,11 @@ package maps
 
 import (
 	"fmt"
-	"net/netip"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/sluicehq/sluice/loader"
 )
-
-// Endpoint is where a workload's packets come from: a device (Ifindex) and
-// a source address. Ifindex 0 means any device; an invalid (zero) Addr means
-// any address behind the device. Both unset is not an endpoint.
-type Endpoint struct {
-	Ifindex uint32
-	Addr    netip.Addr
-}
 
 func (e Endpoint) key() (loader.TcEndpointKey, error) {
 	k := loader.TcEndpointKey{Ifindex: e.Ifindex}
@@ -50,12 +41,6 @@ func (e *Endpoints) Replace(want map[Endpoint]uint32) error {
 		keys[k] = w
 	}
 	return replace(e.m, keys)
-}
-
-// Verdict allows workload Workload to use portal Portal.
-type Verdict struct {
-	Workload uint32 `json:"workload"`
-	Portal   uint32 `json:"portal"`
 }
 
 // Verdicts is the set of allowed (workload, portal) pairs.

@@ -39,25 +39,47 @@ func (s *Services) key(a netip.AddrPort) (loader.TcServiceKey, error) {
 	return loader.TcServiceKey{Addr: addr, Port: be16(a.Port())}, nil
 }
 
+// entry checks a service and turns it into its key and value.
+func (s *Services) entry(svc Service) (loader.TcServiceKey, loader.TcServiceValue, error) {
+	k, err := s.key(svc.Addr)
+	if err != nil {
+		return k, loader.TcServiceValue{}, err
+	}
+	if svc.Portal == 0 || svc.Portal >= s.portals {
+		return k, loader.TcServiceValue{}, fmt.Errorf("service %v: portal %d not in 1..%d: %w", svc.Addr, svc.Portal, s.portals-1, ErrInvalid)
+	}
+	v := loader.TcServiceValue{Portal: svc.Portal}
+	if svc.Deny {
+		v.Flags = serviceDeny
+	}
+	return k, v, nil
+}
+
 // Put adds or changes services.
 func (s *Services) Put(svcs ...Service) error {
 	for _, svc := range svcs {
-		k, err := s.key(svc.Addr)
+		k, v, err := s.entry(svc)
 		if err != nil {
 			return fmt.Errorf("put service: %w", err)
-		}
-		if svc.Portal == 0 || svc.Portal >= s.portals {
-			return fmt.Errorf("put service %v: portal %d not in 1..%d: %w", svc.Addr, svc.Portal, s.portals-1, ErrInvalid)
-		}
-		v := loader.TcServiceValue{Portal: svc.Portal}
-		if svc.Deny {
-			v.Flags = serviceDeny
 		}
 		if err := s.m.Put(k, v); err != nil {
 			return fmt.Errorf("put service %v: %w", svc.Addr, err)
 		}
 	}
 	return nil
+}
+
+// Replace makes the map hold exactly these services.
+func (s *Services) Replace(svcs []Service) error {
+	want := make(map[loader.TcServiceKey]loader.TcServiceValue, len(svcs))
+	for _, svc := range svcs {
+		k, v, err := s.entry(svc)
+		if err != nil {
+			return fmt.Errorf("replace services: %w", err)
+		}
+		want[k] = v
+	}
+	return replace(s.m, want)
 }
 
 // Delete removes a service; a missing one is not an error.

@@ -136,37 +136,17 @@ func unmap(a net.Addr) netip.AddrPort {
 // apply writes the plan: endpoints and verdicts first, services last, so
 // that a new service is never reachable before its verdicts exist.
 func (k *bpfKernel) apply(p plan) error {
-	eps := make(map[maps.Endpoint]uint32, len(p.Endpoints))
-	for e, n := range p.Endpoints {
-		eps[maps.Endpoint{Ifindex: e.Ifindex, Addr: e.Addr}] = n
-	}
-	if err := k.maps.Endpoints.Replace(eps); err != nil {
+	if err := k.maps.Endpoints.Replace(p.Endpoints); err != nil {
 		return err
 	}
-	vs := make([]maps.Verdict, 0, len(p.Verdicts))
-	for _, v := range p.Verdicts {
-		vs = append(vs, maps.Verdict{Workload: v.Workload, Portal: v.Portal})
-	}
-	if err := k.maps.Verdicts.Replace(vs); err != nil {
+	if err := k.maps.Verdicts.Replace(p.Verdicts); err != nil {
 		return err
 	}
-	have, err := k.maps.Services.List()
-	if err != nil {
-		return err
-	}
-	for _, s := range have {
-		if _, ok := p.Services[s.Addr]; !ok {
-			if err := k.maps.Services.Delete(s.Addr); err != nil {
-				return err
-			}
-		}
-	}
+	svcs := make([]maps.Service, 0, len(p.Services))
 	for addr, n := range p.Services {
-		if err := k.maps.Services.Put(maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n]}); err != nil {
-			return err
-		}
+		svcs = append(svcs, maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n]})
 	}
-	return nil
+	return k.maps.Services.Replace(svcs)
 }
 
 func (k *bpfKernel) resetCounters(portal uint32) error { return k.maps.Counters.Reset(portal) }

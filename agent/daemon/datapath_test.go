@@ -94,7 +94,7 @@ func TestComputePlan(t *testing.T) {
 		},
 		// Unknown containers (0), "bare" and "lost" have no app attribute:
 		// web only. "idle" has its verdict, waiting for a process.
-		Verdicts: []verdict{{1, 1}, {4, 1}, {5, 1}, {0, 2}, {3, 2}, {6, 2}},
+		Verdicts: []verdict{{Workload: 1, Portal: 1}, {Workload: 4, Portal: 1}, {Workload: 5, Portal: 1}, {Workload: 0, Portal: 2}, {Workload: 3, Portal: 2}, {Workload: 6, Portal: 2}},
 		Denied:   map[uint32]bool{},
 		Unresolved: []string{
 			"interface gone: not found",
@@ -186,7 +186,7 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 	if _, err := a.CreateWorkload(Workload{Name: "again", Address: "10.10.0.2"}); !errors.Is(err, portal.ErrExists) {
 		t.Errorf("second workload on one address: %v, want ErrExists", err)
 	}
-	if p := k.last(); !reflect.DeepEqual(p.Verdicts, []verdict{{1, 1}}) {
+	if p := k.last(); !reflect.DeepEqual(p.Verdicts, []verdict{{Workload: 1, Portal: 1}}) {
 		t.Errorf("verdicts after the workload: %v, want [{1 1}]", p.Verdicts)
 	}
 	st := a.Datapath()

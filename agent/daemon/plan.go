@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/maps"
 )
 
 // plan is what the data path maps should hold: computed from the
@@ -29,16 +30,10 @@ type resolvers struct {
 
 // endpoint is a packet's origin: a device (0 = any) and a source address
 // (zero = any behind the device).
-type endpoint struct {
-	Ifindex uint32
-	Addr    netip.Addr
-}
+type endpoint = maps.Endpoint
 
 // verdict allows a workload (0 = unknown) to reach a portal.
-type verdict struct {
-	Workload uint32
-	Portal   uint32
-}
+type verdict = maps.Verdict
 
 // planInlet is a transparent inlet as the plan needs it.
 type planInlet struct {
@@ -116,7 +111,7 @@ func (p *plan) allows(workload, portal uint32) bool {
 	if p.Denied[portal] {
 		return false
 	}
-	_, found := slices.BinarySearchFunc(p.Verdicts, verdict{workload, portal}, func(a, b verdict) int {
+	_, found := slices.BinarySearchFunc(p.Verdicts, verdict{Workload: workload, Portal: portal}, func(a, b verdict) int {
 		return cmp.Or(cmp.Compare(a.Portal, b.Portal), cmp.Compare(a.Workload, b.Workload))
 	})
 	return found
