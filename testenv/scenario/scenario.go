@@ -79,6 +79,10 @@ type Options struct {
 	CredentialLifetime time.Duration
 	// Mode picks the inlets; "" is Explicit.
 	Mode Mode
+	// AgentArgs are extra `agent run` arguments for the agent of that name
+	// ("bank", "analysis", or one started with StartAgent), such as
+	// --direct-listen ADDR.
+	AgentArgs map[string][]string
 }
 
 // Scenario is the running story.
@@ -286,6 +290,7 @@ func (a *Agent) start(ctx context.Context, ticket string) error {
 			args = append(args, "--bridge", b)
 		}
 	}
+	args = append(args, a.s.opts.AgentArgs[a.Name]...)
 	if ticket != "" {
 		tf := filepath.Join(a.s.Env.Dir(), a.Name+".ticket")
 		if err := os.WriteFile(tf, []byte(ticket+"\n"), 0o600); err != nil {

@@ -1,0 +1,233 @@
+package report
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sample builds results for every path: each metric of path i is base*(i+1)
+// plus 0, 1 and 2 in its three samples.
+func sample() *Results {
+	r := &Results{Date: "2026-01-01", Machine: Machine{NProc: 2, CPU: "test cpu", Kernel: "6.0"}, Config: Config{Repeats: 3, IdleConns: 10}}
+	for i, id := range []string{Raw, Socat, Stunnel, SSH, WireGuard, Hub, Transparent, Direct} {
+		p := NewPath(id, "title "+id, "where "+id)
+		for _, d := range Defs {
+			for k := range 3 {
+				p.Add(d.ID, float64(10*(i+1)+k))
+			}
+		}
+		procs := []string{"client", "server"}
+		if p.IsSluice() {
+			procs = append(procs, InletProc, OutletProc, HubProc)
+		}
+		for _, proc := range procs {
+			for k := range 3 {
+				p.AddCPU(proc, float64(k+1))
+				if p.IsSluice() && proc != "client" && proc != "server" {
+					p.AddMemory(proc, float64(30+k))
+				}
+			}
+		}
+		r.Paths = append(r.Paths, p)
+	}
+	r.Targets = ComputeTargets(r)
+	return r
+}
+
+func TestMetricSummary(t *testing.T) {
+	var m Metric
+	for _, v := range []float64{5, 1, 3} {
+		m.Add(v)
+	}
+	if m.Median != 3 || m.Min != 1 || m.Max != 5 || len(m.Samples) != 3 {
+		t.Errorf("%+v", m)
+	}
+	m.Add(4)
+	if m.Median != 3.5 {
+		t.Errorf("median of 1,3,4,5 = %v", m.Median)
+	}
+	if m.Samples[0] != 5 {
+		t.Error("samples reordered: raw samples must stay in run order")
+	}
+}
+
+func TestTargets(t *testing.T) {
+	r := sample()
+	var hub []Target
+	for _, tg := range r.Targets {
+		if tg.Path == Hub {
+			hub = append(hub, tg)
+		}
+		if tg.Error != "" {
+			t.Errorf("target %+v not computed", tg)
+		}
+	}
+	if len(hub) != len(ratioSpecs)+3 {
+		t.Fatalf("%d hub targets: %+v", len(hub), hub)
+	}
+	// hub (index 5) medians: 61; stunnel (index 2): 31; raw: 11.
+	want := map[string]float64{
+		"1-stream >= 1.5x stunnel":          61.0 / 31,
+		"1-stream >= 0.6x raw":              61.0 / 11,
+		"RTT p50 <= 0.35x stunnel":          61.0 / 31,
+		"setup p50 <= stunnel's":            61.0 / 31,
+		"hub CPU/GB <= 0.25x inlet agent's": 1,
+	}
+	for _, tg := range hub {
+		if w, ok := want[tg.What]; ok {
+			if tg.Got != w {
+				t.Errorf("%s: got %v, want %v", tg.What, tg.Got, w)
+			}
+			delete(want, tg.What)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("targets missing: %v", want)
+	}
+	for _, tg := range hub {
+		switch tg.What {
+		case "1-stream >= 1.5x stunnel", "1-stream >= 0.6x raw":
+			if !tg.Met {
+				t.Errorf("%s should be met: %+v", tg.What, tg)
+			}
+		case "RTT p50 <= 0.35x stunnel", "hub CPU/GB <= 0.25x inlet agent's":
+			if tg.Met {
+				t.Errorf("%s should not be met: %+v", tg.What, tg)
+			}
+		case "inlet agent memory per idle connection <= 64 KiB":
+			if !tg.Met || tg.Got != 31 {
+				t.Errorf("%+v", tg)
+			}
+		}
+	}
+}
+
+func TestTargetOfUnavailablePath(t *testing.T) {
+	r := sample()
+	r.Path(Stunnel).Unavailable = "not installed"
+	r.Targets = ComputeTargets(r)
+	for _, tg := range r.Targets {
+		if strings.Contains(tg.What, "stunnel") && (tg.Error == "" || tg.Met) {
+			t.Errorf("target against an unavailable path: %+v", tg)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	allowWG := func(p *Path) error {
+		if p.ID == WireGuard {
+			return nil
+		}
+		return errors.New("must be available")
+	}
+	r := sample()
+	if err := Check(r, allowWG); err != nil {
+		t.Fatalf("complete results: %v", err)
+	}
+	r.Path(WireGuard).Unavailable = "no tun"
+	r.Path(WireGuard).Metrics = map[string]*Metric{}
+	if err := Check(r, allowWG); err != nil {
+		t.Errorf("wireguard unavailable: %v", err)
+	}
+	r.Path(Socat).Unavailable = "broken"
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "socat") {
+		t.Errorf("socat unavailable passed: %v", err)
+	}
+	r = sample()
+	m := r.Path(Hub).Metrics[PgTPCB]
+	m.Samples = m.Samples[:2]
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "pg_tpcb") {
+		t.Errorf("two samples passed: %v", err)
+	}
+	r = sample()
+	r.Path(Direct).Memory = nil
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "idle memory") {
+		t.Errorf("missing idle memory passed: %v", err)
+	}
+	r = sample()
+	r.Path(Raw).CPU = nil
+	if err := Check(r, allowWG); err == nil {
+		t.Error("missing CPU passed")
+	}
+}
+
+func TestWriters(t *testing.T) {
+	r := sample()
+	r.Path(WireGuard).Unavailable = "cannot open /dev/net/tun"
+	var text, md, svg bytes.Buffer
+	WriteText(&text, r)
+	WriteMarkdown(&md, r)
+	if err := WriteSVG(&svg, r); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"text": text.String(), "markdown": md.String()} {
+		for _, want := range []string{"title sluice-hub", "61.0 (60.0–62.0)", "unavailable: cannot open /dev/net/tun", "1-stream >= 1.5x stunnel"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s lacks %q:\n%s", name, want, out)
+			}
+		}
+	}
+	// The text table is aligned: the header and separator lines are as
+	// long as the widest row of the first table.
+	lines := strings.Split(text.String(), "\n")
+	if len([]rune(lines[1])) < len([]rune(lines[2])) {
+		t.Errorf("header shorter than its separator:\n%s\n%s", lines[1], lines[2])
+	}
+	// The SVG is well-formed XML with one bar per available path and metric.
+	d := xml.NewDecoder(bytes.NewReader(svg.Bytes()))
+	rects := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("svg is not well-formed: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	// 7 available paths x 8 metrics, the background, the CPU bars of the
+	// Sluice paths (3 x 5) and their memory bars (3 x 3).
+	if want := 1 + 7*len(Defs) + 15 + 9; rects != want {
+		t.Errorf("svg has %d rects, want %d", rects, want)
+	}
+	if !strings.Contains(svg.String(), "unavailable") {
+		t.Error("svg does not show the unavailable path")
+	}
+}
+
+func TestJSONRoundTripAndReadme(t *testing.T) {
+	dir := t.TempDir()
+	r := sample()
+	path := filepath.Join(dir, "results.json")
+	if err := r.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Path(Hub).Metrics[Tput1]; got.Median != 61 || len(got.Samples) != 3 {
+		t.Errorf("round trip: %+v", got)
+	}
+	readme := filepath.Join(dir, "README.md")
+	os.WriteFile(readme, []byte("# x\n\n"+BeginMarker+"\nold\n"+EndMarker+"\ntail\n"), 0o644)
+	if err := ReplaceSection(readme, "new table"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(readme)
+	if want := "# x\n\n" + BeginMarker + "\nnew table\n" + EndMarker + "\ntail\n"; string(b) != want {
+		t.Errorf("readme:\n%s\nwant:\n%s", b, want)
+	}
+	os.WriteFile(readme, []byte("no markers"), 0o644)
+	if err := ReplaceSection(readme, "x"); err == nil {
+		t.Error("no markers: no error")
+	}
+}

@@ -1,0 +1,184 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Num formats a value for a table with a precision that suits its size.
+func Num(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// Cell formats a metric as "median (min–max)".
+func Cell(m *Metric) string {
+	if m == nil || len(m.Samples) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s (%s–%s)", Num(m.Median), Num(m.Min), Num(m.Max))
+}
+
+// grid is a table of cells with a header row.
+type grid struct {
+	head []string
+	rows [][]string
+}
+
+// mainGrid has one row per path and one column per metric of Defs.
+func mainGrid(r *Results) grid {
+	g := grid{head: []string{"path"}}
+	for _, d := range Defs {
+		g.head = append(g.head, fmt.Sprintf("%s %s", d.Label, d.Unit))
+	}
+	for _, p := range r.Paths {
+		row := []string{p.Title}
+		if p.Unavailable != "" {
+			row = append(row, "unavailable: "+p.Unavailable)
+			for range Defs[1:] {
+				row = append(row, "")
+			}
+		} else {
+			for _, d := range Defs {
+				row = append(row, Cell(p.Metrics[d.ID]))
+			}
+		}
+		g.rows = append(g.rows, row)
+	}
+	return g
+}
+
+// procGrid has one row per path: each process's figure.
+func procGrid(r *Results, title string, list func(*Path) []*ProcMetric) grid {
+	g := grid{head: []string{"path", title}}
+	for _, p := range r.Paths {
+		l := list(p)
+		if p.Unavailable != "" || len(l) == 0 {
+			continue
+		}
+		var parts []string
+		for _, pm := range l {
+			parts = append(parts, fmt.Sprintf("%s %s", pm.Process, Cell(&pm.Metric)))
+		}
+		g.rows = append(g.rows, []string{p.Title, strings.Join(parts, "; ")})
+	}
+	return g
+}
+
+func targetGrid(r *Results) grid {
+	g := grid{head: []string{"path", "target", "measured", "met"}}
+	for _, t := range r.Targets {
+		got, met := Num(t.Got), "no"
+		if t.Met {
+			met = "yes"
+		}
+		if t.Error != "" {
+			got, met = "n/a", "n/a: "+t.Error
+		}
+		g.rows = append(g.rows, []string{t.Path, t.What, got, met})
+	}
+	return g
+}
+
+// text writes g with aligned columns.
+func (g grid) text(w io.Writer) {
+	width := make([]int, len(g.head))
+	for i, h := range g.head {
+		width[i] = len([]rune(h))
+	}
+	for _, row := range g.rows {
+		for i, c := range row {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		for i, c := range cells {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			b.WriteString(c)
+			if i < len(cells)-1 {
+				b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))))
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+	line(g.head)
+	sep := make([]string, len(g.head))
+	for i := range sep {
+		sep[i] = strings.Repeat("-", width[i])
+	}
+	line(sep)
+	for _, row := range g.rows {
+		line(row)
+	}
+}
+
+// markdown writes g as a Markdown table.
+func (g grid) markdown(w io.Writer) {
+	esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+	row := func(cells []string) {
+		out := make([]string, len(cells))
+		for i, c := range cells {
+			out[i] = esc(c)
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(out, " | "))
+	}
+	row(g.head)
+	sep := make([]string, len(g.head))
+	for i := range sep {
+		sep[i] = "---"
+	}
+	fmt.Fprintf(w, "|%s|\n", strings.Join(sep, "|"))
+	for _, r := range g.rows {
+		row(r)
+	}
+}
+
+// grids are the tables of a report with their titles.
+func grids(r *Results) []struct {
+	title string
+	g     grid
+} {
+	return []struct {
+		title string
+		g     grid
+	}{
+		{"Paths (median (min–max) of " + fmt.Sprint(r.Config.Repeats) + " runs)", mainGrid(r)},
+		{"CPU seconds per GB moved, per process (single-stream runs)", procGrid(r, "CPU "+CPUUnit, func(p *Path) []*ProcMetric { return p.CPU })},
+		{fmt.Sprintf("Agent memory per idle portal connection (%d held; VmRSS)", r.Config.IdleConns), procGrid(r, "RSS "+MemUnit, func(p *Path) []*ProcMetric { return p.Memory })},
+		{"Targets (ratios of medians from this run)", targetGrid(r)},
+	}
+}
+
+// WriteText writes every table of the report for a terminal.
+func WriteText(w io.Writer, r *Results) {
+	for i, t := range grids(r) {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w, t.title)
+		t.g.text(w)
+	}
+}
+
+// WriteMarkdown writes every table of the report as Markdown.
+func WriteMarkdown(w io.Writer, r *Results) {
+	for i, t := range grids(r) {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "**%s**\n\n", t.title)
+		t.g.markdown(w)
+	}
+}
