@@ -1,10 +1,13 @@
 // Package pipe joins two byte streams in both directions, passing half-closes
 // (FIN) and resets (RST) through faithfully.
 //
-// Pipeline, per direction (the two directions run in parallel goroutines):
+// Pipeline, per direction (the two directions run in parallel: one on the
+// caller's goroutine, one on its own):
 //
-//	src.Read ──> buffer (pooled, 32 KiB, one per direction) ──> dst.Write
-//	             (plain TCP to plain TCP: no buffer, splice(2) in the kernel)
+//	plain TCP ──> plain TCP:  splice(2) in the kernel, no buffer
+//	plain TCP <──> a Pump:    the Pump seals or opens records itself
+//	                          (channel.Conn: in place, pooled buffers)
+//	otherwise:                src.Read ──> buffer (pooled, 32 KiB) ──> dst.Write
 //
 //	src EOF          → dst.CloseWrite (FIN; close_notify first on TLS)
 //	src reset/error  → both sides aborted (RST)
@@ -71,6 +74,17 @@ func (s tlsStream) Abort() error {
 	return s.raw.Close()
 }
 
+// Pump is a Stream that moves bytes between itself and a plain TCP
+// connection on its own, faster than Read and Write through a buffer.
+type Pump interface {
+	Stream
+	// PumpFrom sends what src sends until src ends (nil) or anything fails.
+	PumpFrom(src *net.TCPConn, n *atomic.Int64) error
+	// PumpTo writes what the stream receives to dst until its clean end
+	// (nil) or anything fails.
+	PumpTo(dst *net.TCPConn, n *atomic.Int64) error
+}
+
 // Stats counts the bytes a pipe moved.
 type Stats struct {
 	AToB, BToA atomic.Int64
@@ -102,16 +116,12 @@ func Run(ctx context.Context, a, b Stream, stats *Stats) Result {
 			close(aborted)
 		})
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); direction(b, a, &stats.AToB, abort) }()
-	go func() { defer wg.Done(); direction(a, b, &stats.BToA, abort) }()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		abort(ctx.Err())
-		<-done
+	stop := context.AfterFunc(ctx, func() { abort(ctx.Err()) })
+	wg.Go(func() { direction(b, a, &stats.AToB, abort) })
+	direction(a, b, &stats.BToA, abort)
+	wg.Wait()
+	if !stop() {
+		<-aborted // ctx ended meanwhile: its abort is under way
 	}
 	select {
 	case <-aborted:
@@ -135,7 +145,15 @@ func direction(dst, src Stream, n *atomic.Int64, abort func(error)) {
 
 // copyStream copies until src reports EOF (nil) or anything fails.
 func copyStream(dst, src Stream, n *atomic.Int64) error {
+	if s, ok := src.(tcpStream); ok {
+		if p, ok := dst.(Pump); ok {
+			return p.PumpFrom(s.TCPConn, n)
+		}
+	}
 	if d, ok := dst.(tcpStream); ok {
+		if p, ok := src.(Pump); ok {
+			return p.PumpTo(d.TCPConn, n)
+		}
 		if s, ok := src.(tcpStream); ok {
 			// Both plain TCP: (*net.TCPConn).ReadFrom splices in the kernel.
 			// The count is only known when the copy ends; wrapping the source

@@ -5,11 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -22,17 +22,19 @@ import (
 //
 //	app ──accept──> hub.Dial (control RTT) ──> OpenData (TCP to hub)
 //	    ──> TLS client handshake through the hub, verifying the outlet
-//	    ──> pipe.Run(app, channel); the first byte from the outlet is its
-//	        status (0 = connected to target), stripped before the app sees data.
+//	    ──> channel records: "open" control ──> pipe.Run(app, channel)
+//	        the outlet's first record is its status (control), checked
+//	        before the app sees data.
 //
 // The app's first bytes are sealed and sent without waiting for the status,
 // so the status costs no round trip.
 
-// status bytes an outlet sends first on an accepted channel.
+// Control bytes of a portal channel (channel.Conn.WriteControl).
 const (
-	statusOK          byte = 0
-	statusUnreachable byte = 1 // the outlet could not connect to its target
-	statusNoOutlet    byte = 2 // the agent has no outlet by the name asked for
+	ctlOpen           byte = 0x10 // inlet → outlet: connect to your target
+	statusOK          byte = 0    // outlet → inlet: connected to target
+	statusUnreachable byte = 1    // the outlet could not connect to its target
+	statusNoOutlet    byte = 2    // the agent has no outlet by the name asked for
 )
 
 type inlet struct {
@@ -238,7 +240,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 
 func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
-	ch, raw, owner, err := m.openChannel(in)
+	ch, owner, err := m.openChannel(in)
 	if err != nil {
 		if errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) {
 			in.stats.Refused.Add(1)
@@ -249,10 +251,10 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		pipe.TCP(app).Abort()
 		return
 	}
-	untrack := m.chans.track(owner, in.allow, func() { pipe.TCP(app).Abort(); raw.Close() })
+	untrack := m.chans.track(owner, in.allow, func() { pipe.TCP(app).Abort(); ch.Close() })
 	defer untrack()
-	side := &statusStream{Stream: pipe.TLS(ch, raw)}
-	res := pipe.Run(in.ctx, pipe.TCP(app), side, &in.stats.Bytes)
+	ch.OnControl = outletStatus
+	res := pipe.Run(in.ctx, pipe.TCP(app), ch, &in.stats.Bytes)
 	if res.Err != nil && in.ctx.Err() == nil {
 		err := explainRemote(res.Err)
 		switch {
@@ -265,26 +267,49 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	}
 }
 
-// openChannel asks the hub for a session to the relay and runs the TLS
-// handshake with the outlet's agent, the relay's owner.
-func (m *Manager) openChannel(in *inlet) (ch *tls.Conn, raw *net.TCPConn, owner string, err error) {
+// openChannel asks the hub for a session to the relay, runs the TLS
+// handshake with the outlet's agent, the relay's owner, and asks it to open
+// its target.
+func (m *Manager) openChannel(in *inlet) (ch *channel.Conn, owner string, err error) {
 	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
 	token, owner, err := m.opts.Hub.Dial(ctx, in.spec.Via)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, "", err
 	}
 	in.peer.Store(&owner)
-	raw, err = m.opts.Hub.OpenData(ctx, token)
+	raw, err := m.opts.Hub.OpenData(ctx, token)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, "", err
 	}
-	ch = tls.Client(raw, channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
-	if err := ch.HandshakeContext(ctx); err != nil {
+	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
+	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+		return nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
 	}
-	return ch, raw, owner, nil
+	ch, err = channel.NewConn(raw, tc, true)
+	if err == nil {
+		if err = ch.WriteControl(ctlOpen); err != nil {
+			err = refusal(ch, err)
+		}
+	}
+	if err != nil {
+		raw.Close()
+		return nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+	}
+	return ch, owner, nil
+}
+
+// refusal explains a failed first write on a fresh channel: the outlet may
+// have refused our credential with an alert and closed (TLS 1.3 clients
+// finish their handshake before the server has checked them). It returns
+// the refusal if that is what is waiting to be read, else werr.
+func refusal(ch *channel.Conn, werr error) error {
+	ch.Raw().SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := ch.ReadControl(); errors.Is(err, channel.ErrDenied) {
+		return err
+	}
+	return werr
 }
 
 // explainRemote turns the outlet's TLS alert into the reason an operator needs.
@@ -303,29 +328,14 @@ func isRemoteBadCert(err error) bool {
 	return errors.As(err, &op) && op.Op == "remote error"
 }
 
-// statusStream consumes the outlet's status byte before the app sees data.
-type statusStream struct {
-	pipe.Stream
-	seen bool
-}
-
-func (s *statusStream) Read(p []byte) (int, error) {
-	if !s.seen {
-		var b [1]byte
-		if _, err := io.ReadFull(s.Stream, b[:]); err != nil {
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return 0, fmt.Errorf("read outlet status: channel closed before the outlet answered: %w", ErrTargetUnreachable)
-			}
-			return 0, err
-		}
-		s.seen = true
-		switch b[0] {
-		case statusOK:
-		case statusNoOutlet:
-			return 0, fmt.Errorf("the far agent has no such outlet; name one with the inlet's --outlet: %w", channel.ErrNoOutlet)
-		default:
-			return 0, ErrTargetUnreachable
-		}
+// outletStatus checks the outlet's status, the first record it sends.
+func outletStatus(b byte) error {
+	switch b {
+	case statusOK:
+		return nil
+	case statusNoOutlet:
+		return fmt.Errorf("the far agent has no such outlet; name one with the inlet's --outlet: %w", channel.ErrNoOutlet)
+	default:
+		return ErrTargetUnreachable
 	}
-	return s.Stream.Read(p)
 }

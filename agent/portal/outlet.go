@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -20,7 +21,8 @@ import (
 //
 //	hub "incoming" ──> OpenData (TCP to hub) ──> TLS server handshake,
 //	    verifying the inlet's credential and this outlet's policy
-//	    ──> dial target ──> status byte ──> pipe.Run(channel, target)
+//	    ──> channel records: wait for "open" ──> dial target
+//	    ──> status (control) ──> pipe.Run(channel, target)
 
 // anyMember lets the handshake finish when the inlet names an outlet that does
 // not exist, so that the inlet learns why from a status byte rather than an
@@ -57,8 +59,8 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		chosen = o
 		return o.allow, nil
 	})
-	ch := tls.Server(raw, conf)
-	if err := ch.HandshakeContext(ctx); err != nil {
+	tc := tls.Server(channel.Boundary(raw), conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if chosen != nil && errors.Is(err, channel.ErrDenied) {
 			chosen.stats.Refused.Add(1)
@@ -66,9 +68,16 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet refused a connection", zap.Error(err))
 		return
 	}
+	node := peerNode(tc, from)
+	ch, err := channel.NewConn(raw, tc, false)
+	if err != nil {
+		raw.Close()
+		log.Warn("outlet session failed", zap.Error(err))
+		return
+	}
 	if chosen == nil {
 		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(missing))
-		closeWithStatus(ch, raw, statusNoOutlet)
+		closeWithStatus(ch, statusNoOutlet)
 		return
 	}
 	o := chosen
@@ -76,14 +85,14 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 	if !o.lim.acquire() {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet at its connection limit; refusing", zap.String("outlet", o.spec.Name))
-		pipe.TLS(ch, raw).Abort()
+		ch.Abort()
 		return
 	}
 	defer o.lim.release()
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
-	defer m.chans.track(peerNode(ch, from), o.allow, func() { pipe.TLS(ch, raw).Abort() })()
-	m.serveOutlet(ctx, o, ch, raw, log.With(zap.String("outlet", o.spec.Name)))
+	defer m.chans.track(node, o.allow, func() { ch.Abort() })()
+	m.serveOutlet(ctx, o, ch, log.With(zap.String("outlet", o.spec.Name)))
 }
 
 // peerNode is the node the channel authenticated; the hub's word (from) if
@@ -100,23 +109,35 @@ func peerNode(ch *tls.Conn, from string) string {
 	return c.NodeID
 }
 
-func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw *net.TCPConn, log *zap.Logger) {
+func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *channel.Conn, log *zap.Logger) {
+	ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+	b, err := ch.ReadControl()
+	if err == nil && b != ctlOpen {
+		err = fmt.Errorf("read open request: control byte %#x", b)
+	}
+	if err != nil {
+		o.stats.Failed.Add(1)
+		log.Warn("outlet session failed", zap.Error(err))
+		ch.Abort()
+		return
+	}
+	ch.Raw().SetReadDeadline(time.Time{})
 	d := net.Dialer{Timeout: m.opts.DialTimeout}
 	tc, err := d.DialContext(ctx, "tcp", o.spec.To)
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
-		closeWithStatus(ch, raw, statusUnreachable)
+		closeWithStatus(ch, statusUnreachable)
 		return
 	}
 	target := tc.(*net.TCPConn)
-	if _, err := ch.Write([]byte{statusOK}); err != nil {
+	if err := ch.WriteControl(statusOK); err != nil {
 		o.stats.Failed.Add(1)
 		target.Close()
-		raw.Close()
+		ch.Close()
 		return
 	}
-	res := pipe.Run(o.ctx, pipe.TLS(ch, raw), pipe.TCP(target), &o.stats.Bytes)
+	res := pipe.Run(o.ctx, ch, pipe.TCP(target), &o.stats.Bytes)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))
 	}
@@ -125,14 +146,14 @@ func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *tls.Conn, raw 
 // closeWithStatus sends a failure status and ends the channel gracefully: it
 // drains what the inlet already sent, so that closing does not reset the
 // connection before the inlet has read the status.
-func closeWithStatus(ch *tls.Conn, raw *net.TCPConn, status byte) {
-	defer raw.Close()
-	if _, err := ch.Write([]byte{status}); err != nil {
+func closeWithStatus(ch *channel.Conn, status byte) {
+	defer ch.Close()
+	if err := ch.WriteControl(status); err != nil {
 		return
 	}
-	if err := pipe.TLS(ch, raw).CloseWrite(); err != nil {
+	if err := ch.CloseWrite(); err != nil {
 		return
 	}
-	raw.SetReadDeadline(time.Now().Add(2 * time.Second))
-	io.Copy(io.Discard, raw)
+	ch.Raw().SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, ch.Raw())
 }

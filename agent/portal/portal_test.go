@@ -53,7 +53,7 @@ func (n *node) logText() string {
 	return b.String()
 }
 
-func newNode(t *testing.T, h *testhub.Hub, opts portal.Options, attrs map[string]string, relays ...string) *node {
+func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string]string, relays ...string) *node {
 	t.Helper()
 	a := h.Enroll(t, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
@@ -72,7 +72,7 @@ func newNode(t *testing.T, h *testhub.Hub, opts portal.Options, attrs map[string
 	return &node{a, m, logs}
 }
 
-func (n *node) inlet(t *testing.T, spec portal.InletSpec) string {
+func (n *node) inlet(t testing.TB, spec portal.InletSpec) string {
 	t.Helper()
 	if spec.From == "" {
 		spec.From = "127.0.0.1:0"
@@ -84,7 +84,7 @@ func (n *node) inlet(t *testing.T, spec portal.InletSpec) string {
 	return info.Listening
 }
 
-func (n *node) outlet(t *testing.T, spec portal.OutletSpec) {
+func (n *node) outlet(t testing.TB, spec portal.OutletSpec) {
 	t.Helper()
 	if _, err := n.m.AddOutlet(spec); err != nil {
 		t.Fatal(err)

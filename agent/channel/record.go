@@ -1,0 +1,494 @@
+package channel
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// After the TLS 1.3 handshake a channel leaves crypto/tls's record layer
+// (16 KiB records, one write(2) each) for its own, with large records sealed
+// in place. The keys come from the handshake's exporter (RFC 8446 7.5), so
+// they are bound to both authenticated identities and to this session.
+//
+// Pipeline, per direction (see the pipe package for the goroutines):
+//
+//	seal:  src.Read ──> buf[hdr:] (pooled, nothing held while idle)
+//	       ──> AES-GCM seal in place ──> one write(2) of header+ciphertext
+//	open:  read(2) as much as is there ──> open each whole record in place
+//	       ──> one write(2) of its plaintext
+//
+// One copy in and one copy out per direction, as through a socket; the
+// crypto works in the same buffer.
+//
+// Record: a 4-byte header, type (1 byte) and ciphertext length (3 bytes,
+// big endian), authenticated as additional data; then the AES-128-GCM
+// ciphertext and tag. The nonce is the direction's IV XOR the record's
+// sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
+// the next key generation, derived from its exported secret, well within
+// AES-GCM's limits.
+
+// Record types.
+const (
+	recData    byte = 1 // application bytes
+	recEnd     byte = 2 // the sender's clean end of stream (its close_notify)
+	recControl byte = 3 // one byte for the portal, see Conn.ReadControl
+)
+
+const (
+	hdrLen = 4
+	tagLen = 16
+	// MaxRecord is the largest plaintext of one record.
+	MaxRecord = 128 << 10
+	// bufSize holds two whole records, so that reading never waits for
+	// room.
+	bufSize  = 2 * (hdrLen + MaxRecord + tagLen)
+	rekeyLog = 20 // a new key generation every 2^20 records
+
+	exporterLabel = "EXPORTER-sluice-records-v1"
+
+	tlsAlert   = 0x15 // TLS record types (RFC 8446 5.1)
+	tlsAppData = 0x17
+)
+
+// Sentinel errors of the record layer.
+var (
+	// ErrTruncated means the stream ended without its end record: the
+	// connection was cut, not closed.
+	ErrTruncated = errors.New("channel ended without its end record")
+	// ErrBadRecord means a record failed authentication or is malformed.
+	ErrBadRecord = errors.New("bad channel record")
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// direction is one direction's keys and record counter.
+type direction struct {
+	secret []byte
+	gen    uint64
+	aead   cipher.AEAD
+	iv     [12]byte
+	seq    uint64
+}
+
+func newDirection(secret []byte) (*direction, error) {
+	d := &direction{secret: secret}
+	return d, d.rekey(0)
+}
+
+func (d *direction) rekey(gen uint64) error {
+	km, err := hkdf.Expand(sha256.New, d.secret, "sluice record key "+strconv.FormatUint(gen, 10), 16+12)
+	if err != nil {
+		return fmt.Errorf("derive record key: %w", err)
+	}
+	block, err := aes.NewCipher(km[:16])
+	if err != nil {
+		return fmt.Errorf("derive record key: %w", err)
+	}
+	if d.aead, err = cipher.NewGCM(block); err != nil {
+		return fmt.Errorf("derive record key: %w", err)
+	}
+	copy(d.iv[:], km[16:])
+	d.gen = gen
+	return nil
+}
+
+// nonce returns the next record's nonce, moving to the next key generation
+// when it is due.
+func (d *direction) nonce() ([]byte, error) {
+	if g := d.seq >> rekeyLog; g != d.gen {
+		if err := d.rekey(g); err != nil {
+			return nil, err
+		}
+	}
+	n := d.iv
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], d.seq)
+	for i := range s {
+		n[4+i] ^= s[i]
+	}
+	d.seq++
+	return n[:], nil
+}
+
+// Conn is an established channel on its TCP connection. One goroutine may
+// write (Write, PumpFrom, WriteControl, CloseWrite) while another reads
+// (Read, PumpTo, ReadControl).
+type Conn struct {
+	raw *net.TCPConn
+	rc  syscall.RawConn
+	out *direction // guarded by the single writer
+	in  *direction // guarded by the single reader
+
+	// reader state: buf[r:w] is received and not yet opened; nil while
+	// nothing is pending, so that an idle channel holds no buffer.
+	buf    *[]byte
+	r, w   int
+	plain  []byte // opened data not yet returned by Read
+	ended  bool   // the peer's end record was read
+	closed atomic.Bool
+
+	// OnControl, if set, receives the control bytes that arrive among data
+	// records (PumpTo, Read); an error ends the stream. Without it a control
+	// record there is a protocol error. Set it before reading.
+	OnControl func(b byte) error
+}
+
+// Boundary wraps a TCP connection for the TLS handshake so that crypto/tls
+// never reads past the record it needs: the bytes after the handshake belong
+// to the record layer of NewConn.
+func Boundary(c *net.TCPConn) net.Conn { return &boundary{TCPConn: c} }
+
+type boundary struct {
+	*net.TCPConn
+	hdr  [5]byte
+	hdrN int
+	left int
+}
+
+// Read returns bytes of the current TLS record only.
+func (b *boundary) Read(p []byte) (int, error) {
+	if b.hdrN < len(b.hdr) {
+		n, err := b.TCPConn.Read(p[:min(len(p), len(b.hdr)-b.hdrN)])
+		copy(b.hdr[b.hdrN:], p[:n])
+		b.hdrN += n
+		if b.hdrN == len(b.hdr) {
+			b.left = int(binary.BigEndian.Uint16(b.hdr[3:]))
+			if b.left == 0 {
+				b.hdrN = 0
+			}
+		}
+		return n, err
+	}
+	n, err := b.TCPConn.Read(p[:min(len(p), b.left)])
+	b.left -= n
+	if b.left == 0 {
+		b.hdrN = 0
+	}
+	return n, err
+}
+
+// NewConn takes over raw after the handshake of tc (which must have run over
+// Boundary(raw)); tc must not be used again. client says which end this is.
+func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
+	cs := tc.ConnectionState()
+	km, err := cs.ExportKeyingMaterial(exporterLabel, nil, 64)
+	if err != nil {
+		return nil, fmt.Errorf("export channel keys: %w", err)
+	}
+	toServer, err := newDirection(km[:32])
+	if err != nil {
+		return nil, err
+	}
+	toClient, err := newDirection(km[32:])
+	if err != nil {
+		return nil, err
+	}
+	rc, err := raw.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("take over channel connection: %w", err)
+	}
+	c := &Conn{raw: raw, rc: rc, out: toServer, in: toClient}
+	if !client {
+		c.out, c.in = toClient, toServer
+	}
+	return c, nil
+}
+
+// Raw returns the TCP connection under the channel.
+func (c *Conn) Raw() *net.TCPConn { return c.raw }
+
+// seal seals buf[hdrLen:hdrLen+n] in place as a record of type typ and
+// returns the whole record.
+func (c *Conn) seal(typ byte, buf []byte, n int) ([]byte, error) {
+	nonce, err := c.out.nonce()
+	if err != nil {
+		return nil, err
+	}
+	l := n + tagLen
+	buf[0], buf[1], buf[2], buf[3] = typ, byte(l>>16), byte(l>>8), byte(l)
+	sealed := c.out.aead.Seal(buf[hdrLen:hdrLen], nonce, buf[hdrLen:hdrLen+n], buf[:hdrLen])
+	return buf[:hdrLen+len(sealed)], nil
+}
+
+// writeRecord seals p (at most MaxRecord bytes) and writes it.
+func (c *Conn) writeRecord(typ byte, p []byte) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	n := copy(buf[hdrLen:hdrLen+MaxRecord], p)
+	rec, err := c.seal(typ, buf, n)
+	if err != nil {
+		return err
+	}
+	_, err = c.raw.Write(rec)
+	return err
+}
+
+// Write seals p in records and writes them.
+func (c *Conn) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, MaxRecord)
+		if err := c.writeRecord(recData, p[done:done+n]); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// WriteControl sends a control byte.
+func (c *Conn) WriteControl(b byte) error { return c.writeRecord(recControl, []byte{b}) }
+
+// CloseWrite sends the end record, then FIN.
+func (c *Conn) CloseWrite() error {
+	if err := c.writeRecord(recEnd, nil); err != nil {
+		return err
+	}
+	return c.raw.CloseWrite()
+}
+
+// Abort closes the connection with a reset.
+func (c *Conn) Abort() error {
+	c.raw.SetLinger(0) // close sends RST: https://man7.org/linux/man-pages/man7/socket.7.html (SO_LINGER)
+	return c.Close()
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.raw.Close()
+}
+
+// PumpFrom seals what src sends into data records until src ends (nil) or
+// anything fails. n counts plaintext bytes as they move.
+func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		bp, nr, err := readIdle(rc, hdrLen, hdrLen+MaxRecord)
+		if err != nil || nr == 0 {
+			return err // nil at EOF
+		}
+		rec, err := c.seal(recData, *bp, nr)
+		if err == nil {
+			_, err = c.raw.Write(rec)
+		}
+		bufPool.Put(bp)
+		if err != nil {
+			return err
+		}
+		n.Add(int64(nr))
+	}
+}
+
+// readIdle waits until rc is readable without holding a buffer, then reads
+// into a pooled one at [from:to]. nr == 0 with a nil error is EOF.
+func readIdle(rc syscall.RawConn, from, to int) (bp *[]byte, nr int, err error) {
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		bp = bufPool.Get().(*[]byte)
+		for {
+			nr, rerr = syscall.Read(int(fd), (*bp)[from:to])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			bufPool.Put(bp)
+			bp = nil
+			return false
+		}
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil || nr <= 0 {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		return nil, 0, wrapRead(err)
+	}
+	return bp, nr, nil
+}
+
+func wrapRead(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &net.OpError{Op: "read", Net: "tcp", Err: err}
+}
+
+// PumpTo opens data records into dst until the peer's end record (nil) or
+// anything fails. n counts plaintext bytes as they move.
+func (c *Conn) PumpTo(dst *net.TCPConn, n *atomic.Int64) error {
+	for {
+		typ, p, err := c.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case recData:
+			if _, err := dst.Write(p); err != nil {
+				return err
+			}
+			n.Add(int64(len(p)))
+		case recEnd:
+			return nil
+		default:
+			if err := c.control(typ, p); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// control hands a control record that came among data to OnControl.
+func (c *Conn) control(typ byte, p []byte) error {
+	if typ != recControl || len(p) != 1 || c.OnControl == nil {
+		return fmt.Errorf("read channel: unexpected record type %d: %w", typ, ErrBadRecord)
+	}
+	return c.OnControl(p[0])
+}
+
+// Read returns opened data; io.EOF after the peer's end record.
+func (c *Conn) Read(p []byte) (int, error) {
+	for len(c.plain) == 0 {
+		if c.ended {
+			return 0, io.EOF
+		}
+		typ, rec, err := c.next()
+		if err != nil {
+			return 0, err
+		}
+		switch typ {
+		case recData:
+			c.plain = rec
+		case recEnd:
+			c.ended = true
+		default:
+			if err := c.control(typ, rec); err != nil {
+				return 0, err
+			}
+		}
+	}
+	n := copy(p, c.plain)
+	c.plain = c.plain[n:]
+	return n, nil
+}
+
+// ReadControl reads the next record, which must be a control byte.
+func (c *Conn) ReadControl() (byte, error) {
+	typ, p, err := c.next()
+	if err != nil {
+		return 0, err
+	}
+	if typ != recControl || len(p) != 1 {
+		return 0, fmt.Errorf("read channel: record type %d of %d bytes, want a control byte: %w", typ, len(p), ErrBadRecord)
+	}
+	return p[0], nil
+}
+
+// next returns the next record, opened in place; its payload is valid until
+// the next call.
+func (c *Conn) next() (byte, []byte, error) {
+	for {
+		if c.buf != nil && c.w-c.r >= hdrLen {
+			buf := *c.buf
+			h := buf[c.r : c.r+hdrLen]
+			if c.in.seq == 0 && (h[0] == tlsAlert || h[0] == tlsAppData) {
+				// A TLS 1.3 peer that refuses our credential does so after our
+				// handshake is done, with an alert (sealed, so it looks like
+				// application data). Our own records never start this way.
+				return 0, nil, fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied)
+			}
+			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+			if l < tagLen || l > MaxRecord+tagLen {
+				return 0, nil, fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord)
+			}
+			if c.w-c.r >= hdrLen+l {
+				nonce, err := c.in.nonce()
+				if err != nil {
+					return 0, nil, err
+				}
+				body := buf[c.r+hdrLen : c.r+hdrLen+l]
+				p, err := c.in.aead.Open(body[:0], nonce, body, h)
+				if err != nil {
+					return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
+				}
+				typ := h[0]
+				c.r += hdrLen + l
+				if typ == recEnd && c.r == c.w {
+					c.release() // nothing more should come
+				}
+				return typ, p, nil
+			}
+			if c.r+hdrLen+l > len(buf) {
+				c.w = copy(buf, buf[c.r:c.w])
+				c.r = 0
+			}
+		}
+		if err := c.fill(); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// fill reads more ciphertext; with nothing pending it first gives the buffer
+// back and waits for the connection to be readable.
+func (c *Conn) fill() error {
+	if c.r == c.w {
+		c.release()
+	}
+	if c.buf == nil {
+		bp, nr, err := readIdle(c.rc, 0, bufSize)
+		if err != nil {
+			return c.readErr(err)
+		}
+		if nr == 0 {
+			return c.readErr(io.EOF)
+		}
+		c.buf, c.r, c.w = bp, 0, nr
+		return nil
+	}
+	nr, err := c.raw.Read((*c.buf)[c.w:])
+	c.w += nr
+	if nr > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.EOF
+	}
+	return c.readErr(err)
+}
+
+// release gives the read buffer back to the pool.
+func (c *Conn) release() {
+	if c.buf != nil {
+		bufPool.Put(c.buf)
+		c.buf, c.r, c.w = nil, 0, 0
+	}
+}
+
+func (c *Conn) readErr(err error) error {
+	c.release()
+	if err == io.EOF {
+		return fmt.Errorf("read channel: %w", ErrTruncated)
+	}
+	return err
+}
