@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -35,6 +36,11 @@ type Options struct {
 	// Accelerate is DatapathAuto (""), DatapathOn or DatapathOff: socket
 	// acceleration of transparent inlets (see docs/datapath.md).
 	Accelerate string
+	// DirectListen, if set, is a HOST:PORT where the agent also accepts
+	// portal channels straight from inlets (tcp-inlet --direct), without
+	// the hub. It exposes a listening port; the channel still requires a
+	// project credential and the outlet's policy.
+	DirectListen string
 }
 
 // Agent is a running agent.
@@ -46,6 +52,7 @@ type Agent struct {
 	keys   channel.Keys
 	client *relay.Client
 	ports  *portal.Manager
+	direct *net.TCPListener // nil without --direct-listen
 	cancel context.CancelFunc
 	cred   atomic.Pointer[credential.Credential]
 
@@ -141,6 +148,10 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		Logger:   a.log.Named("portal"),
 	})
 	if err := a.startDatapath(opts); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := a.listenDirect(runCtx, opts.DirectListen); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -303,8 +314,40 @@ func (a *Agent) Close() error {
 	}
 	err = errors.Join(err, a.ports.Close())
 	a.cancel()
+	if a.direct != nil {
+		a.direct.Close()
+	}
 	a.loops.Wait()
 	return err
+}
+
+// listenDirect accepts channels from inlets on addr ("" for none) until ctx
+// ends.
+func (a *Agent) listenDirect(ctx context.Context, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for direct channels: %w", err)
+	}
+	a.direct = ln.(*net.TCPListener)
+	a.loops.Add(1)
+	go func() {
+		defer a.loops.Done()
+		for {
+			c, err := a.direct.AcceptTCP()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					a.log.Error("direct listener stopped", zap.Error(err))
+				}
+				return
+			}
+			go a.ports.ServeDirect(c)
+		}
+	}()
+	a.log.Info("accepting direct channels", zap.Stringer("listen", ln.Addr()))
+	return nil
 }
 
 // CreateRelay claims a relay name at the hub.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,20 +274,28 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 func (m *Manager) openChannel(in *inlet) (ch *channel.Conn, owner string, err error) {
 	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	token, owner, err := m.opts.Hub.Dial(ctx, in.spec.Via)
-	if err != nil {
-		return nil, "", err
+	to := "relay " + strconv.Quote(in.spec.Via)
+	var raw *net.TCPConn
+	if in.spec.Direct != "" {
+		to = "outlet agent " + in.spec.Direct
+		raw, err = m.dialDirect(ctx, in.spec.Direct)
+	} else {
+		var token []byte
+		if token, owner, err = m.opts.Hub.Dial(ctx, in.spec.Via); err != nil {
+			return nil, "", err
+		}
+		in.peer.Store(&owner)
+		raw, err = m.opts.Hub.OpenData(ctx, token)
 	}
-	in.peer.Store(&owner)
-	raw, err := m.opts.Hub.OpenData(ctx, token)
 	if err != nil {
 		return nil, "", err
 	}
 	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+		return nil, "", fmt.Errorf("secure channel to %s: %w", to, err)
 	}
+	owner = peerNode(tc, owner)
 	ch, err = channel.NewConn(raw, tc, true)
 	if err == nil {
 		if err = ch.WriteControl(ctlOpen); err != nil {
@@ -295,9 +304,19 @@ func (m *Manager) openChannel(in *inlet) (ch *channel.Conn, owner string, err er
 	}
 	if err != nil {
 		raw.Close()
-		return nil, "", fmt.Errorf("secure channel to relay %q: %w", in.spec.Via, err)
+		return nil, "", fmt.Errorf("secure channel to %s: %w", to, err)
 	}
 	return ch, owner, nil
+}
+
+// dialDirect connects to an outlet agent's direct listener.
+func (m *Manager) dialDirect(ctx context.Context, addr string) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: m.opts.DialTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to outlet agent %s: %w", addr, err)
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // refusal explains a failed first write on a fresh channel: the outlet may

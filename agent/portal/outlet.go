@@ -46,6 +46,27 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
+	m.serveChannel(ctx, raw, from, log)
+}
+
+// ServeDirect serves a channel an inlet opened straight to this agent
+// (agent run --direct-listen), without the hub; it returns when the channel
+// ends.
+func (m *Manager) ServeDirect(raw *net.TCPConn) {
+	if !m.enter() {
+		raw.Close()
+		return
+	}
+	defer m.wg.Done()
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
+	defer cancel()
+	m.serveChannel(ctx, raw, "", m.log.With(zap.Stringer("from", raw.RemoteAddr())))
+}
+
+// serveChannel runs the server side of a channel on raw: handshake, then
+// the outlet the inlet named. from is the inlet agent's node as the hub says
+// ("" without hub); the channel authenticates it independently.
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, from string, log *zap.Logger) {
 	var (
 		chosen  *outlet
 		missing error
@@ -97,6 +118,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 
 // peerNode is the node the channel authenticated; the hub's word (from) if
 // its credential cannot be read, which the handshake made unlikely.
+// Both ends use it.
 func peerNode(ch *tls.Conn, from string) string {
 	certs := ch.ConnectionState().PeerCertificates
 	if len(certs) == 0 {

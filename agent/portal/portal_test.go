@@ -570,3 +570,30 @@ func TestInletConnectionLimit(t *testing.T) {
 	}
 	eventually(t, "inlet", counters, portal.CounterValues{Accepted: 2, Failed: 1, BytesIn: 7, BytesOut: 7})
 }
+
+// TestDirect: an inlet with Direct reaches the outlet agent's own listener,
+// without the hub, with the same authentication and policies.
+func TestDirect(t *testing.T) {
+	s := newStandard(t, nil, "")
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { s.out.m.ServeDirect(c) })
+		}
+	})
+	addr := s.in.inlet(t, portal.InletSpec{Name: "direct", Direct: ln.Addr().String(), Allow: "web-outlet"})
+	echo(t, dial(t, addr), "straight to the outlet")
+	refusing := s.in.inlet(t, portal.InletSpec{Name: "picky", Direct: ln.Addr().String(), Allow: "nobody"})
+	refusedAt(t, refusing, []byte("hello"))
+	eventually(t, "picky inlet", func() portal.CounterValues { return s.in.inletCounters(t, "picky") },
+		portal.CounterValues{Accepted: 1, Refused: 1})
+}

@@ -35,7 +35,10 @@ var (
 type InletSpec struct {
 	Name   string `json:"name"`
 	From   string `json:"from"`             // listen address, e.g. 0.0.0.0:15432
-	Via    string `json:"via"`              // relay name that leads to the outlet's agent
+	Via    string `json:"via,omitempty"`    // relay name that leads to the outlet's agent
+	// Direct, instead of Via, is the HOST:PORT where the outlet's agent
+	// accepts channels itself (agent run --direct-listen), without the hub.
+	Direct string `json:"direct,omitempty"`
 	Outlet string `json:"outlet,omitempty"` // outlet name on that agent; "" = its only outlet
 	Allow  string `json:"allow"`            // policy on the outlet agent's attributes
 	// Transparent inlets own no listener: From is a virtual service address
@@ -93,8 +96,17 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 	if err := s.checkFrom(); err != nil {
 		return nil, err
 	}
-	if err := authority.CheckRelayName(s.Via); err != nil {
-		return nil, fmt.Errorf("--via: %w: %w", err, ErrInvalid)
+	switch {
+	case s.Via != "" && s.Direct != "":
+		return nil, fmt.Errorf("--via and --direct: give one, the relay or the outlet agent's direct address: %w", ErrInvalid)
+	case s.Direct != "":
+		if err := checkHostPort("--direct", s.Direct); err != nil {
+			return nil, err
+		}
+	default:
+		if err := authority.CheckRelayName(s.Via); err != nil {
+			return nil, fmt.Errorf("--via: %w: %w", err, ErrInvalid)
+		}
 	}
 	if s.Outlet != "" {
 		if err := checkName("outlet", s.Outlet); err != nil {

@@ -29,6 +29,8 @@ func TestInvalidInletSpecs(t *testing.T) {
 		{"port not a number", func(s *portal.InletSpec) { s.From = "127.0.0.1:pg" }, "--from"},
 		{"bad relay name", func(s *portal.InletSpec) { s.Via = "DB" }, "--via"},
 		{"empty relay name", func(s *portal.InletSpec) { s.Via = "" }, "--via"},
+		{"both via and direct", func(s *portal.InletSpec) { s.Direct = "10.0.0.1:4444" }, "give one"},
+		{"direct without port", func(s *portal.InletSpec) { s.Via, s.Direct = "", "10.0.0.1" }, "--direct"},
 		{"bad outlet name", func(s *portal.InletSpec) { s.Outlet = "a/b" }, "outlet name"},
 		{"empty allow", func(s *portal.InletSpec) { s.Allow = "" }, "default deny"},
 		{"bad policy", func(s *portal.InletSpec) { s.Allow = "postgres-outlet and" }, "position"},

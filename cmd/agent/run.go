@@ -19,6 +19,7 @@ import (
 func runCommand() *cobra.Command {
 	var (
 		stateDir, ticket, socket string
+		direct                   string
 		logs                     logFlags
 		dp                       datapathFlags
 	)
@@ -62,7 +63,7 @@ removes them.`,
 			defer os.Remove(socket)
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel})
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct})
 			if err != nil {
 				ln.Close()
 				return err
@@ -81,6 +82,7 @@ removes them.`,
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
+	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	dp.register(cmd)
 	logs.register(cmd)
 	return cmd

@@ -113,12 +113,17 @@ func inletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
 	var spec portal.InletSpec
 	create := &cobra.Command{
-		Use:   "create --from ADDR:PORT --via RELAYNAME --allow EXPR [--name N] [--outlet NAME] [--transparent --allow-local EXPR]",
+		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--transparent --allow-local EXPR]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
 		Long: `Create a TCP inlet. It listens on --from; each connection is carried through
 the hub to the agent that claimed relay --via, over a mutually authenticated TLS
 1.3 channel, and comes out of that agent's outlet (--outlet, or its only one).
 --allow is a policy over the outlet agent's attributes; see docs/policy.md.
+
+With --direct instead of --via the channel goes straight to an outlet agent
+that accepts channels itself ('agent run --direct-listen'), without the hub:
+for networks where the inlet can reach that host, and as the benchmarks'
+reference. Authentication and policies are the same.
 
 With --transparent the inlet listens nowhere: --from is a virtual service
 address (IPv4:PORT) that no host owns, and local containers connect to it
@@ -135,16 +140,21 @@ otherwise. Example:
 			if err != nil {
 				return err
 			}
+			via := "via relay " + in.Via
+			if in.Direct != "" {
+				via = "direct to " + in.Direct
+			}
 			if in.Transparent {
-				fmt.Fprintf(e.out, "tcp-inlet %s created: %s, via relay %s, allow %s, allow local %s\n", in.Name, in.Listening, in.Via, in.Allow, in.AllowLocal)
+				fmt.Fprintf(e.out, "tcp-inlet %s created: %s, %s, allow %s, allow local %s\n", in.Name, in.Listening, via, in.Allow, in.AllowLocal)
 				return nil
 			}
-			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, via relay %s, allow %s\n", in.Name, in.Listening, in.Via, in.Allow)
+			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, %s, allow %s\n", in.Name, in.Listening, via, in.Allow)
 			return nil
 		},
 	}
 	create.Flags().StringVar(&spec.From, "from", "", "listen ADDR:PORT, e.g. 0.0.0.0:15432 (required)")
-	create.Flags().StringVar(&spec.Via, "via", "", "relay name of the outlet's agent (required)")
+	create.Flags().StringVar(&spec.Via, "via", "", "relay name of the outlet's agent (required, unless --direct)")
+	create.Flags().StringVar(&spec.Direct, "direct", "", "HOST:PORT where the outlet's agent accepts channels without the hub (agent run --direct-listen), instead of --via")
 	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the outlet agent's attributes (required; default deny)")
 	create.Flags().StringVar(&spec.Name, "name", "", "inlet name (default inlet-N)")
 	create.Flags().StringVar(&spec.Outlet, "outlet", "", "outlet name on the far agent (default: its only outlet)")
@@ -172,7 +182,11 @@ func printInlets(w io.Writer, ins []portal.InletInfo) {
 	table(w, "NAME\tLISTENING\tVIA\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT", func(tw io.Writer) {
 		for _, in := range ins {
 			c := in.Counters
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", in.Name, in.Listening, in.Via, in.Allow,
+			via := in.Via
+			if in.Direct != "" {
+				via = "direct " + in.Direct
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", in.Name, in.Listening, via, in.Allow,
 				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut)
 		}
 	})
