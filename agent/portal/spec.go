@@ -33,9 +33,9 @@ var (
 
 // InletSpec describes an inlet as `agentctl tcp-inlet create` does.
 type InletSpec struct {
-	Name   string `json:"name"`
-	From   string `json:"from"`             // listen address, e.g. 0.0.0.0:15432
-	Via    string `json:"via,omitempty"`    // relay name that leads to the outlet's agent
+	Name string `json:"name"`
+	From string `json:"from"`          // listen address, e.g. 0.0.0.0:15432
+	Via  string `json:"via,omitempty"` // relay name that leads to the outlet's agent
 	// Direct, instead of Via, is the HOST:PORT where the outlet's agent
 	// accepts channels itself (agent run --direct-listen), without the hub.
 	Direct string `json:"direct,omitempty"`
