@@ -281,3 +281,11 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	rank = max(0, min(rank, len(sorted)-1))
 	return sorted[rank]
 }
+
+// Result is what the load client prints as its last line (JSON).
+type Result struct {
+	Throughput *Throughput `json:"throughput,omitempty"`
+	Latency    *Latency    `json:"latency,omitempty"`
+	Held       int         `json:"held,omitempty"`
+	CPUSeconds float64     `json:"cpu_seconds"` // the client's own user+system time
+}

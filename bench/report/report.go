@@ -180,6 +180,7 @@ type Config struct {
 	SetupMaxConns     int     `json:"setup_max_conns"`
 	Pgbench           string  `json:"pgbench"` // the duration or count flags
 	IdleConns         int     `json:"idle_conns"`
+	IdleNote          string  `json:"idle_note,omitempty"`
 }
 
 // Results is a whole run.

@@ -1,0 +1,281 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sluicehq/sluice/bench/peers"
+	"github.com/sluicehq/sluice/bench/report"
+	"github.com/sluicehq/sluice/testenv"
+	"github.com/sluicehq/sluice/testenv/scenario"
+)
+
+// path is one way from the app to the service.
+type path struct {
+	id, title, where string
+	// mayFail: if it cannot be set up, report it unavailable with the
+	// reason instead of failing the run.
+	mayFail bool
+	open    func(ctx context.Context) (*opened, error)
+}
+
+// opened is a path ready to measure.
+type opened struct {
+	bench    string // host:port the app dials to reach the load server
+	pgHost   string // and PostgreSQL
+	pgPort   string
+	procs    []peers.Proc // processes on the path (besides client and server)
+	idle     []string     // Sluice: the inlets (host:port) for idle connections
+	memProcs []peers.Proc // Sluice: the processes whose RSS per idle connection is reported
+	close    func() error
+}
+
+// Where the tunnels' ports are: path k uses 7k01 for the load server and
+// 7k32 for PostgreSQL.
+func tunnelForwards(k int) []peers.Forward {
+	return []peers.Forward{
+		{Port: 7001 + 100*k, Target: fmt.Sprintf("%s:%d", testenv.SeedPostgresAddr, serverPort)},
+		{Port: 7032 + 100*k, Target: fmt.Sprintf("%s:%d", testenv.SeedPostgresAddr, pgPort)},
+	}
+}
+
+func (r *run) paths() []path {
+	all := []path{
+		{id: report.Raw, title: "raw TCP (no isolation)",
+			where: "app -> analysis host (NAT) -> internet bridge -> bank host (route + firewall hole for the ports) -> service: the limit",
+			open:  r.openRaw},
+		r.tunnelPath(report.Socat, "socat", 2, peers.Socat),
+		r.tunnelPath(report.Stunnel, "stunnel (TLS 1.3, mutual)", 3, peers.Stunnel),
+		r.tunnelPath(report.SSH, "ssh -L", 4, peers.SSH),
+		{id: report.WireGuard, title: "WireGuard (wireguard-go)", mayFail: true,
+			where: "app -> analysis host wg interface -> UDP over the internet bridge -> bank host wg interface (firewall hole, UDP) -> service",
+			open:  r.openWireGuard},
+		{id: report.Hub, title: "Sluice via hub, explicit inlet",
+			where: "app -> inlet agent 10.10.0.1 (no BPF) -> hub 198.18.0.1 (splice) -> outlet agent (bank host) -> service",
+			open:  r.openHub},
+		{id: report.Transparent, title: "Sluice via hub, transparent",
+			where: "app dials the virtual service address -> BPF steers into the inlet agent (analysis host) -> hub -> outlet agent -> service",
+			open:  r.openTransparent},
+		{id: report.Direct, title: "Sluice agent to agent (no hub)", mayFail: r.direct != "",
+			where: "app -> inlet agent 10.10.0.1 -> outlet agent's --direct-listen 198.18.0.3 (firewall hole) -> service",
+			open:  r.openDirect},
+	}
+	if len(r.cfg.Only) == 0 {
+		return all
+	}
+	var out []path
+	for _, p := range all {
+		for _, id := range r.cfg.Only {
+			if p.id == id {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func (r *run) peerEnv() peers.Env {
+	return peers.Env{Seed: r.seed, Self: r.cfg.Self, Dir: r.env.Dir(), Bin: r.cfg.Bin}
+}
+
+// tunnelPath is a path through a peer with a client end, the forwarder and
+// a server end.
+func (r *run) tunnelPath(id, title string, k int, start func(context.Context, peers.Env, []peers.Forward) (*peers.Tunnel, error)) path {
+	fw := tunnelForwards(k)
+	return path{id: id, title: title,
+		where: fmt.Sprintf("app -> %s client end on 10.10.0.1:%d (analysis host) -> forwarder 198.18.0.1 (internet) -> server end 198.18.0.3 (bank host, firewall hole) -> service", id, fw[0].Port),
+		open: func(ctx context.Context) (*opened, error) {
+			t, err := start(ctx, r.peerEnv(), fw)
+			if err != nil {
+				return nil, err
+			}
+			return &opened{bench: fmt.Sprintf("%s:%d", peers.ClientAddr, fw[0].Port), pgHost: peers.ClientAddr, pgPort: fmt.Sprint(fw[1].Port),
+				procs: t.Procs, close: t.Close}, nil
+		}}
+}
+
+func (r *run) openRaw(ctx context.Context) (*opened, error) {
+	hole, err := r.seed.AllowInbound(r.seed.BankHost, "tcp", serverPort, pgPort)
+	if err != nil {
+		return nil, err
+	}
+	route, err := r.seed.RouteToBank()
+	if err != nil {
+		return nil, errors.Join(err, hole.Close())
+	}
+	return &opened{bench: fmt.Sprintf("%s:%d", testenv.SeedPostgresAddr, serverPort), pgHost: testenv.SeedPostgresAddr, pgPort: testenv.PostgresPort,
+		close: func() error { return errors.Join(route.Close(), hole.Close()) }}, nil
+}
+
+func (r *run) openWireGuard(ctx context.Context) (*opened, error) {
+	t, err := peers.WireGuard(ctx, r.peerEnv(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &opened{bench: fmt.Sprintf("%s:%d", testenv.SeedPostgresAddr, serverPort), pgHost: testenv.SeedPostgresAddr, pgPort: testenv.PostgresPort,
+		procs: t.Procs, close: t.Close}, nil
+}
+
+// Sluice: the outlets every Sluice path uses, on the bank agent.
+const (
+	benchOutlet = "bench"
+	pgOutlet    = "pg"
+	idleOutlet  = "idle-"
+	allowOutlet = "postgres-outlet"
+)
+
+// idlePortals is how many inlet/outlet pairs carry the idle connections:
+// an agent allows 4096 connections per portal and has no flag to change it.
+func (r *run) idlePortals() int { return (r.cfg.IdleConns + portalLimit - 1) / portalLimit }
+
+// sluiceOutlets creates the bank agent's outlets for the load server,
+// PostgreSQL and the idle connections.
+func (r *run) sluiceOutlets(ctx context.Context) error {
+	outlets := map[string]string{benchOutlet: fmt.Sprintf("%s:%d", testenv.SeedPostgresAddr, serverPort), pgOutlet: testenv.SeedPostgresAddr + ":" + testenv.PostgresPort}
+	for k := 1; k <= r.idlePortals(); k++ {
+		outlets[fmt.Sprint(idleOutlet, k)] = outlets[benchOutlet]
+	}
+	for name, to := range outlets {
+		if _, err := r.sc.Bank.Ctl(ctx, "tcp-outlet", "create", "--name", name, "--to", to, "--allow", "postgres-inlet"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inlet is one inlet of a Sluice path: its name suffix, listen address and
+// outlet.
+type inlet struct{ name, from, outlet string }
+
+// sluiceInlets lists a Sluice path's inlets: load server, PostgreSQL and the
+// idle ones; addr gives the listen address of the i-th (0: load server, 1:
+// PostgreSQL, 2..: idle).
+func (r *run) sluiceInlets(prefix string, addr func(i int) string) []inlet {
+	ins := []inlet{{prefix + "-bench", addr(0), benchOutlet}, {prefix + "-pg", addr(1), pgOutlet}}
+	for k := 1; k <= r.idlePortals(); k++ {
+		ins = append(ins, inlet{fmt.Sprintf("%s-idle-%d", prefix, k), addr(1 + k), fmt.Sprint(idleOutlet, k)})
+	}
+	return ins
+}
+
+// createInlets creates the inlets on agent a with the extra flags; it
+// returns the opened path with the app's addresses.
+func (r *run) createInlets(ctx context.Context, a *scenario.Agent, ins []inlet, dial func(from string) string, extra ...string) (*opened, error) {
+	o := &opened{}
+	for i, in := range ins {
+		args := append([]string{"tcp-inlet", "create", "--name", in.name, "--from", in.from, "--outlet", in.outlet, "--allow", allowOutlet}, extra...)
+		if _, err := a.Ctl(ctx, args...); err != nil {
+			return nil, err
+		}
+		addr := dial(in.from)
+		switch i {
+		case 0:
+			o.bench = addr
+		case 1:
+			o.pgHost, o.pgPort = splitHostPort(addr)
+		default:
+			o.idle = append(o.idle, addr)
+		}
+	}
+	return o, nil
+}
+
+// deleteInlets removes the inlets again (best effort is not enough: report).
+func deleteInlets(ctx context.Context, a *scenario.Agent, ins []inlet) error {
+	var errs []error
+	for _, in := range ins {
+		if _, err := a.Ctl(ctx, "tcp-inlet", "delete", in.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// viaGateway maps an inlet listening on 0.0.0.0:PORT to the address the app
+// dials: the analysis host's 10.10.0.1:PORT.
+func viaGateway(from string) string {
+	_, port := splitHostPort(from)
+	return testenv.SeedAnalysisGW + ":" + port
+}
+
+func (r *run) agentProcs(inlet *scenario.Agent, hub bool) []peers.Proc {
+	ps := []peers.Proc{{Name: report.InletProc, Pid: inlet.Proc.Pid()}}
+	if hub {
+		ps = append(ps, peers.Proc{Name: report.HubProc, Pid: r.sc.Hub.Pid()})
+	}
+	return append(ps, peers.Proc{Name: report.OutletProc, Pid: r.sc.Bank.Proc.Pid()})
+}
+
+// openHub: explicit inlets on the analysis agent (no BPF), via the relay.
+func (r *run) openHub(ctx context.Context) (*opened, error) {
+	ins := r.sluiceInlets("hub", func(i int) string { return fmt.Sprintf("0.0.0.0:%d", 7601+i) })
+	o, err := r.createInlets(ctx, r.sc.Analysis, ins, viaGateway, "--via", scenario.BankRelay)
+	if err != nil {
+		return nil, errors.Join(err, deleteInlets(context.Background(), r.sc.Analysis, ins))
+	}
+	o.procs = r.agentProcs(r.sc.Analysis, true)
+	o.memProcs = o.procs
+	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
+	return o, nil
+}
+
+// openTransparent starts a second analysis agent with the BPF data path on
+// analysis_corp (only for this path, so that no other path runs through its
+// programs), names the app container as a workload, and creates transparent
+// inlets on virtual service addresses.
+func (r *run) openTransparent(ctx context.Context) (*opened, error) {
+	ticket, err := r.sc.Ticket(ctx, "--attribute", "postgres-inlet=true")
+	if err != nil {
+		return nil, err
+	}
+	a, err := r.sc.StartDatapathAgent(ctx, "analysis-bpf", r.seed.AnalysisHost, ticket, testenv.SeedAnalysisNet)
+	if err != nil {
+		return nil, err
+	}
+	cleanup := func() error { return a.Cleanup(context.Background()) }
+	if _, err := a.Ctl(ctx, "workload", "create", scenario.AppWorkload, "--address", r.seed.App.Addr, "--attribute", scenario.AppAttribute); err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	// 10.200.0.11 for the load server, PostgreSQL on its service address
+	// 10.200.0.10:5432, idle ones on 10.200.0.21 and up.
+	ins := r.sluiceInlets("tp", func(i int) string {
+		switch i {
+		case 0:
+			return fmt.Sprintf("10.200.0.11:%d", serverPort)
+		case 1:
+			return scenario.ServiceAddr
+		}
+		return fmt.Sprintf("10.200.0.%d:%d", 19+i, serverPort)
+	})
+	o, err := r.createInlets(ctx, a, ins, func(from string) string { return from },
+		"--transparent", "--via", scenario.BankRelay, "--allow-local", scenario.AllowLocal)
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	o.procs = r.agentProcs(a, true)
+	o.memProcs = o.procs
+	o.close = cleanup
+	return o, nil
+}
+
+// openDirect: explicit inlets on the analysis agent that dial the bank
+// agent's --direct-listen port, no hub.
+func (r *run) openDirect(ctx context.Context) (*opened, error) {
+	if r.direct != "" {
+		return nil, errors.New(r.direct)
+	}
+	hole, err := r.seed.AllowInbound(r.seed.BankHost, "tcp", directPort)
+	if err != nil {
+		return nil, err
+	}
+	ins := r.sluiceInlets("direct", func(i int) string { return fmt.Sprintf("0.0.0.0:%d", 7801+i) })
+	o, err := r.createInlets(ctx, r.sc.Analysis, ins, viaGateway, "--direct", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort))
+	if err != nil {
+		return nil, errors.Join(err, deleteInlets(context.Background(), r.sc.Analysis, ins), hole.Close())
+	}
+	o.procs = r.agentProcs(r.sc.Analysis, false)
+	o.memProcs = o.procs
+	o.close = func() error { return errors.Join(deleteInlets(context.Background(), r.sc.Analysis, ins), hole.Close()) }
+	return o, nil
+}
