@@ -252,12 +252,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 // WriteControl sends a control byte.
 func (c *Conn) WriteControl(b byte) error { return c.writeRecord(recControl, []byte{b}) }
 
-// CloseWrite sends the end record, then FIN.
-func (c *Conn) CloseWrite() error {
-	if err := c.writeRecord(recEnd, nil); err != nil {
-		return err
+// CloseWrite ends the stream this side sends with the end record. The
+// connection stays open: after both ends the channel can carry another
+// stream, and Close ends it.
+func (c *Conn) CloseWrite() error { return c.writeRecord(recEnd, nil) }
+
+// Idle reports whether a channel between streams is still usable: nothing
+// unread and the peer has not closed it. Call it only while no one reads.
+func (c *Conn) Idle() bool {
+	if c.buf != nil || c.closed.Load() {
+		return false
 	}
-	return c.raw.CloseWrite()
+	alive := false
+	err := c.rc.Control(func(fd uintptr) {
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = err == syscall.EAGAIN
+	})
+	return err == nil && alive
 }
 
 // Abort closes the connection with a reset.
@@ -401,6 +413,7 @@ func (c *Conn) ReadControl() (byte, error) {
 	if typ != recControl || len(p) != 1 {
 		return 0, fmt.Errorf("read channel: record type %d of %d bytes, want a control byte: %w", typ, len(p), ErrBadRecord)
 	}
+	c.ended = false // a new stream may begin
 	return p[0], nil
 }
 

@@ -41,6 +41,9 @@ type Options struct {
 	// the hub. It exposes a listening port; the channel still requires a
 	// project credential and the outlet's policy.
 	DirectListen string
+	// MaxConns bounds the open connections of each portal (0: the portal
+	// package's default, 4096).
+	MaxConns int
 }
 
 // Agent is a running agent.
@@ -146,6 +149,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		Keys:     &a.keys,
 		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Revoked: a.isRevoked},
 		Logger:   a.log.Named("portal"),
+		MaxConns: opts.MaxConns,
 	})
 	if err := a.startDatapath(opts); err != nil {
 		a.Close()

@@ -85,6 +85,15 @@ type Pump interface {
 	PumpTo(dst *net.TCPConn, n *atomic.Int64) error
 }
 
+// Keep wraps a Pump whose connection outlives the pipe: Run's final Close
+// leaves it open for its owner (a channel carries the next connection), and
+// Abort still resets it.
+func Keep(p Pump) Pump { return keep{p} }
+
+type keep struct{ Pump }
+
+func (keep) Close() error { return nil }
+
 // Stats counts the bytes a pipe moved.
 type Stats struct {
 	AToB, BToA atomic.Int64

@@ -48,6 +48,9 @@ type inlet struct {
 	lim   limiter
 	stats Counters
 	peer  atomic.Pointer[string] // node that owned the relay at the last channel
+	pool  pool                   // warm channels
+	// channels counts the channels opened
+	channels atomic.Int64
 
 	mu    sync.Mutex // guards conns
 	conns map[*net.TCPConn]ConnInfo
@@ -64,11 +67,13 @@ func (in *inlet) info() InletInfo {
 	if in.ln != nil {
 		listening = in.ln.Addr().String()
 	}
-	return InletInfo{InletSpec: in.spec, Listening: listening, Counters: in.stats.Snapshot()}
+	return InletInfo{InletSpec: in.spec, Listening: listening, Counters: in.stats.Snapshot(),
+		Channels: in.channels.Load(), Warm: in.pool.len()}
 }
 
 func (in *inlet) close() error {
 	in.stop()
+	in.pool.close()
 	if in.ln == nil {
 		return nil
 	}
@@ -241,7 +246,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 
 func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
-	ch, owner, err := m.openChannel(in)
+	s, err := m.session(in)
 	if err != nil {
 		if errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) {
 			in.stats.Refused.Add(1)
@@ -252,10 +257,14 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		pipe.TCP(app).Abort()
 		return
 	}
-	untrack := m.chans.track(owner, in.allow, func() { pipe.TCP(app).Abort(); ch.Close() })
-	defer untrack()
-	ch.OnControl = outletStatus
-	res := pipe.Run(in.ctx, pipe.TCP(app), ch, &in.stats.Bytes)
+	s.app.Store(app)
+	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(s.ch), &in.stats.Bytes)
+	s.app.Store(nil)
+	if res.Err == nil && in.ctx.Err() == nil {
+		in.pool.put(s)
+		return
+	}
+	s.close()
 	if res.Err != nil && in.ctx.Err() == nil {
 		err := explainRemote(res.Err)
 		switch {
@@ -268,45 +277,73 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	}
 }
 
-// openChannel asks the hub for a session to the relay, runs the TLS
-// handshake with the outlet's agent, the relay's owner, and asks it to open
-// its target.
-func (m *Manager) openChannel(in *inlet) (ch *channel.Conn, owner string, err error) {
+// session returns a channel to the outlet that has been asked to open its
+// target: a warm one if the pool has one that still works, else a new one.
+func (m *Manager) session(in *inlet) (*session, error) {
+	if s := in.pool.take(); s != nil {
+		if err := s.ch.WriteControl(ctlOpen); err == nil {
+			return s, nil
+		}
+		s.close() // the outlet went away meanwhile: no byte of the app's is lost
+	}
+	s, err := m.openChannel(in)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ch.WriteControl(ctlOpen); err != nil {
+		err = refusal(s.ch, err)
+		s.close()
+		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
+	}
+	return s, nil
+}
+
+// target names where in's channels go, for errors.
+func (in *inlet) target() string {
+	if in.spec.Direct != "" {
+		return "outlet agent " + in.spec.Direct
+	}
+	return "relay " + strconv.Quote(in.spec.Via)
+}
+
+// openChannel asks the hub for a session to the relay (or dials the outlet
+// agent directly) and runs the TLS handshake with the outlet's agent.
+func (m *Manager) openChannel(in *inlet) (*session, error) {
 	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	to := "relay " + strconv.Quote(in.spec.Via)
-	var raw *net.TCPConn
+	var (
+		raw   *net.TCPConn
+		owner string
+		err   error
+	)
 	if in.spec.Direct != "" {
-		to = "outlet agent " + in.spec.Direct
 		raw, err = m.dialDirect(ctx, in.spec.Direct)
 	} else {
 		var token []byte
 		if token, owner, err = m.opts.Hub.Dial(ctx, in.spec.Via); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		in.peer.Store(&owner)
 		raw, err = m.opts.Hub.OpenData(ctx, token)
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, "", fmt.Errorf("secure channel to %s: %w", to, err)
+		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
-	owner = peerNode(tc, owner)
-	ch, err = channel.NewConn(raw, tc, true)
-	if err == nil {
-		if err = ch.WriteControl(ctlOpen); err != nil {
-			err = refusal(ch, err)
-		}
-	}
+	ch, err := channel.NewConn(raw, tc, true)
 	if err != nil {
 		raw.Close()
-		return nil, "", fmt.Errorf("secure channel to %s: %w", to, err)
+		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
-	return ch, owner, nil
+	ch.OnControl = outletStatus
+	in.channels.Add(1)
+	s := &session{ch: ch, owner: peerNode(tc, owner)}
+	s.untrack = m.chans.track(s.owner, in.allow, s.abort)
+	return s, nil
 }
 
 // dialDirect connects to an outlet agent's direct listener.

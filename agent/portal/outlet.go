@@ -102,18 +102,41 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, from strin
 		return
 	}
 	o := chosen
-	o.stats.Accepted.Add(1)
-	if !o.lim.acquire() {
-		o.stats.Failed.Add(1)
-		log.Warn("outlet at its connection limit; refusing", zap.String("outlet", o.spec.Name))
-		ch.Abort()
-		return
-	}
-	defer o.lim.release()
-	o.stats.Active.Add(1)
-	defer o.stats.Active.Add(-1)
 	defer m.chans.track(node, o.allow, func() { ch.Abort() })()
-	m.serveOutlet(ctx, o, ch, log.With(zap.String("outlet", o.spec.Name)))
+	log = log.With(zap.String("outlet", o.spec.Name))
+	// The channel carries one connection after another: the inlet keeps it
+	// warm between them. The first open comes with the handshake.
+	for first := true; ; first = false {
+		if !m.awaitOpen(o, ch, first, log) || !m.serveOutlet(o, ch, log) {
+			return
+		}
+	}
+}
+
+// awaitOpen waits for the inlet's next open request: at once after the
+// handshake, for as long as the inlet keeps the channel warm afterwards.
+func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Logger) bool {
+	if first {
+		ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+	}
+	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
+	b, err := ch.ReadControl()
+	stop()
+	if err == nil && b != ctlOpen {
+		err = fmt.Errorf("read open request: control byte %#x: %w", b, channel.ErrBadRecord)
+	}
+	if err != nil {
+		ch.Abort()
+		if first {
+			o.stats.Failed.Add(1)
+			log.Warn("outlet session failed", zap.Error(err))
+		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil {
+			log.Info("warm channel ended with an error", zap.Error(err))
+		}
+		return false
+	}
+	ch.Raw().SetReadDeadline(time.Time{})
+	return true
 }
 
 // peerNode is the node the channel authenticated; the hub's word (from) if
@@ -131,38 +154,39 @@ func peerNode(ch *tls.Conn, from string) string {
 	return c.NodeID
 }
 
-func (m *Manager) serveOutlet(ctx context.Context, o *outlet, ch *channel.Conn, log *zap.Logger) {
-	ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
-	b, err := ch.ReadControl()
-	if err == nil && b != ctlOpen {
-		err = fmt.Errorf("read open request: control byte %#x", b)
-	}
-	if err != nil {
+// serveOutlet carries one connection of the channel to the target; it
+// reports whether the channel ended it cleanly and may carry the next.
+func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool {
+	o.stats.Accepted.Add(1)
+	if !o.lim.acquire() {
 		o.stats.Failed.Add(1)
-		log.Warn("outlet session failed", zap.Error(err))
+		log.Warn("outlet at its connection limit; refusing")
 		ch.Abort()
-		return
+		return false
 	}
-	ch.Raw().SetReadDeadline(time.Time{})
+	defer o.lim.release()
+	o.stats.Active.Add(1)
+	defer o.stats.Active.Add(-1)
 	d := net.Dialer{Timeout: m.opts.DialTimeout}
-	tc, err := d.DialContext(ctx, "tcp", o.spec.To)
+	tc, err := d.DialContext(o.ctx, "tcp", o.spec.To)
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
 		closeWithStatus(ch, statusUnreachable)
-		return
+		return false
 	}
 	target := tc.(*net.TCPConn)
 	if err := ch.WriteControl(statusOK); err != nil {
 		o.stats.Failed.Add(1)
 		target.Close()
 		ch.Close()
-		return
+		return false
 	}
-	res := pipe.Run(o.ctx, ch, pipe.TCP(target), &o.stats.Bytes)
+	res := pipe.Run(o.ctx, pipe.Keep(ch), pipe.TCP(target), &o.stats.Bytes)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))
 	}
+	return res.Err == nil && o.ctx.Err() == nil
 }
 
 // closeWithStatus sends a failure status and ends the channel gracefully: it

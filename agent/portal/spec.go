@@ -190,6 +190,11 @@ type InletInfo struct {
 	InletSpec
 	Listening string        `json:"listening"`
 	Counters  CounterValues `json:"counters"`
+	// Channels is how many secure channels the inlet opened; with warm
+	// channels carrying one connection after another it stays below
+	// Counters.Accepted. Warm is how many wait unused now.
+	Channels int64 `json:"channels_opened"`
+	Warm     int   `json:"warm_channels"`
 }
 
 // OutletInfo is an outlet's specification and state.

@@ -20,6 +20,7 @@ func runCommand() *cobra.Command {
 	var (
 		stateDir, ticket, socket string
 		direct                   string
+		maxConns                 int
 		logs                     logFlags
 		dp                       datapathFlags
 	)
@@ -42,6 +43,9 @@ removes them.`,
 			if stateDir == "" {
 				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
 			}
+			if maxConns < 0 {
+				return fmt.Errorf("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
+			}
 			if err := dp.check(); err != nil {
 				return err
 			}
@@ -63,7 +67,7 @@ removes them.`,
 			defer os.Remove(socket)
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct})
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns})
 			if err != nil {
 				ln.Close()
 				return err
@@ -83,6 +87,7 @@ removes them.`,
 	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
+	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
 	dp.register(cmd)
 	logs.register(cmd)
 	return cmd

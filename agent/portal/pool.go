@@ -1,0 +1,125 @@
+package portal
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/pipe"
+)
+
+// Warm channels. A channel whose connection ended cleanly on both sides
+// (end records both ways, nothing pending) goes back to its inlet's pool and
+// carries the inlet's next connection: that connection costs one open
+// request and the outlet's connect, not a control round trip, a TCP
+// connection to the hub and a TLS handshake. The outlet keeps serving the
+// channel as long as it lives.
+//
+//	serveInlet ──take──> pool (LIFO, at most maxIdle, each at most idleTTL)
+//	     │                  ^
+//	     └─ no warm channel: openChannel (cold) ──> after a clean end: put
+//
+// A warm channel stays subject to revocation and policy changes (it is
+// tracked like a busy one), to the inlet's removal, and is checked for a
+// close by the peer before it is used.
+const (
+	maxIdle = 8                // warm channels kept per inlet
+	idleTTL = 30 * time.Second // a warm channel unused this long is closed
+)
+
+// session is one channel of an inlet, busy or warm.
+type session struct {
+	ch      *channel.Conn
+	owner   string
+	app     atomic.Pointer[net.TCPConn] // the connection it carries now
+	untrack func()
+	expire  *time.Timer // while warm
+}
+
+// abort resets the channel and the connection it carries.
+func (s *session) abort() {
+	if a := s.app.Load(); a != nil {
+		pipe.TCP(a).Abort()
+	}
+	s.ch.Abort()
+}
+
+// close ends the channel for good.
+func (s *session) close() {
+	s.untrack()
+	s.ch.Close()
+}
+
+// pool holds an inlet's warm sessions.
+type pool struct {
+	mu     sync.Mutex // guards the following
+	idle   []*session
+	closed bool
+}
+
+// take returns a warm session that is still usable, or nil.
+func (p *pool) take() *session {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		s := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if s.expire.Stop() && s.ch.Idle() {
+			return s
+		}
+		s.close()
+	}
+}
+
+// put keeps s warm, or closes it if the pool is full or closed.
+func (p *pool) put(s *session) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= maxIdle {
+		p.mu.Unlock()
+		s.close()
+		return
+	}
+	p.idle = append(p.idle, s)
+	s.expire = time.AfterFunc(idleTTL, func() { p.drop(s) })
+	p.mu.Unlock()
+}
+
+// drop closes s if it is still warm.
+func (p *pool) drop(s *session) {
+	p.mu.Lock()
+	for i, w := range p.idle {
+		if w == s {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			p.mu.Unlock()
+			s.close()
+			return
+		}
+	}
+	p.mu.Unlock()
+}
+
+// len is the number of warm sessions.
+func (p *pool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
+// close closes every warm session and refuses new ones.
+func (p *pool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, s := range idle {
+		s.expire.Stop()
+		s.close()
+	}
+}
