@@ -207,15 +207,30 @@ func (r *run) agentProcs(inlet *scenario.Agent, hub bool) []peers.Proc {
 	return append(ps, peers.Proc{Name: report.OutletProc, Pid: r.sc.Bank.Proc.Pid()})
 }
 
+// restart restarts agents so that each Sluice path starts with fresh
+// processes: the idle-memory figures are then against a fresh baseline, not
+// a heap grown by an earlier path.
+func restart(ctx context.Context, agents ...*scenario.Agent) error {
+	for _, a := range agents {
+		if err := a.Restart(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // openHub: explicit inlets on the analysis agent (no BPF), via the relay.
 func (r *run) openHub(ctx context.Context) (*opened, error) {
+	if err := restart(ctx, r.sc.Analysis, r.sc.Bank); err != nil {
+		return nil, err
+	}
 	ins := r.sluiceInlets("hub", func(i int) string { return fmt.Sprintf("0.0.0.0:%d", 7601+i) })
 	o, err := r.createInlets(ctx, r.sc.Analysis, ins, viaGateway, "--via", scenario.BankRelay)
 	if err != nil {
 		return nil, errors.Join(err, deleteInlets(context.Background(), r.sc.Analysis, ins))
 	}
 	o.procs = r.agentProcs(r.sc.Analysis, true)
-	o.memProcs = o.procs
+	o.memProcs = o.procs // the hub too: it is fresh only here
 	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
 	return o, nil
 }
@@ -225,6 +240,9 @@ func (r *run) openHub(ctx context.Context) (*opened, error) {
 // programs), names the app container as a workload, and creates transparent
 // inlets on virtual service addresses.
 func (r *run) openTransparent(ctx context.Context) (*opened, error) {
+	if err := restart(ctx, r.sc.Bank); err != nil {
+		return nil, err
+	}
 	ticket, err := r.sc.Ticket(ctx, "--attribute", "postgres-inlet=true")
 	if err != nil {
 		return nil, err
@@ -254,7 +272,7 @@ func (r *run) openTransparent(ctx context.Context) (*opened, error) {
 		return nil, errors.Join(err, cleanup())
 	}
 	o.procs = r.agentProcs(a, true)
-	o.memProcs = o.procs
+	o.memProcs = r.agentProcs(a, false)
 	o.close = cleanup
 	return o, nil
 }
@@ -264,6 +282,9 @@ func (r *run) openTransparent(ctx context.Context) (*opened, error) {
 func (r *run) openDirect(ctx context.Context) (*opened, error) {
 	if r.direct != "" {
 		return nil, errors.New(r.direct)
+	}
+	if err := restart(ctx, r.sc.Analysis, r.sc.Bank); err != nil {
+		return nil, err
 	}
 	hole, err := r.seed.AllowInbound(r.seed.BankHost, "tcp", directPort)
 	if err != nil {

@@ -51,16 +51,17 @@ func WireGuard(ctx context.Context, e Env, fw []Forward) (*Tunnel, error) {
 		return t.fail("wireguard", err)
 	}
 	type end struct {
-		role, addr, local, remote, endpoint string
-		ns                                  *testenv.NS
-		ifname, priv, pub                   string
+		role, addr, local, remote string
+		endpoint                  string // where its peer reaches it
+		ns                        *testenv.NS
+		ifname, priv, pub         string
 	}
 	id := e.Seed.Env.RunID()
 	ends := []*end{
 		{role: "analysis", ns: e.Seed.AnalysisHost, ifname: "wg" + id + "a", addr: wgAnalysis, local: analysisNet, remote: bankNet,
-			endpoint: hostPort(testenv.SeedBankUp, WGPort)},
-		{role: "bank", ns: e.Seed.BankHost, ifname: "wg" + id + "b", addr: wgBank, local: bankNet, remote: analysisNet,
 			endpoint: hostPort(testenv.SeedAnalysisUp, WGPort)},
+		{role: "bank", ns: e.Seed.BankHost, ifname: "wg" + id + "b", addr: wgBank, local: bankNet, remote: analysisNet,
+			endpoint: hostPort(testenv.SeedBankUp, WGPort)},
 	}
 	for _, x := range ends {
 		k, err := ecdh.X25519().GenerateKey(rand.Reader)
@@ -102,7 +103,7 @@ func WireGuard(ctx context.Context, e Env, fw []Forward) (*Tunnel, error) {
 			return t.fail("wireguard", err)
 		}
 		if _, err := x.ns.Run(ctx, "wg", "set", x.ifname, "private-key", keyFile, "listen-port", fmt.Sprint(WGPort),
-			"peer", peer.pub, "allowed-ips", peer.remote+","+strings.Split(peer.addr, "/")[0]+"/32", "endpoint", peer.endpoint); err != nil {
+			"peer", peer.pub, "allowed-ips", peer.local+","+strings.Split(peer.addr, "/")[0]+"/32", "endpoint", peer.endpoint); err != nil {
 			return t.fail("wireguard", err)
 		}
 		if err := x.ns.ConfigureLink(x.ifname, x.addr); err != nil {

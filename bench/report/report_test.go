@@ -166,7 +166,7 @@ func TestWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, out := range map[string]string{"text": text.String(), "markdown": md.String()} {
-		for _, want := range []string{"title sluice-hub", "61.0 (60.0–62.0)", "unavailable: cannot open /dev/net/tun", "1-stream >= 1.5x stunnel"} {
+		for _, want := range []string{"title sluice-hub", "61.0 (60.0–62.0)", "unavailable: cannot open /dev/net/tun", "unavailable (see below)", "1-stream >= 1.5x stunnel"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s lacks %q:\n%s", name, want, out)
 			}

@@ -43,7 +43,7 @@ func mainGrid(r *Results) grid {
 	for _, p := range r.Paths {
 		row := []string{p.Title}
 		if p.Unavailable != "" {
-			row = append(row, "unavailable: "+p.Unavailable)
+			row = append(row, "unavailable (see below)")
 			for range Defs[1:] {
 				row = append(row, "")
 			}
@@ -161,6 +161,20 @@ func grids(r *Results) []struct {
 	}
 }
 
+// notes lists why paths were unavailable and other remarks on the run.
+func notes(r *Results) []string {
+	var out []string
+	for _, p := range r.Paths {
+		if p.Unavailable != "" {
+			out = append(out, fmt.Sprintf("%s unavailable: %s", p.Title, p.Unavailable))
+		}
+	}
+	if r.Config.IdleNote != "" {
+		out = append(out, "Idle connections: "+r.Config.IdleNote)
+	}
+	return out
+}
+
 // WriteText writes every table of the report for a terminal.
 func WriteText(w io.Writer, r *Results) {
 	for i, t := range grids(r) {
@@ -169,6 +183,11 @@ func WriteText(w io.Writer, r *Results) {
 		}
 		fmt.Fprintln(w, t.title)
 		t.g.text(w)
+		if i == 0 {
+			for _, n := range notes(r) {
+				fmt.Fprintln(w, "  "+n)
+			}
+		}
 	}
 }
 
@@ -180,5 +199,13 @@ func WriteMarkdown(w io.Writer, r *Results) {
 		}
 		fmt.Fprintf(w, "**%s**\n\n", t.title)
 		t.g.markdown(w)
+		if i == 0 {
+			for _, n := range notes(r) {
+				fmt.Fprintf(w, "\n- %s", n)
+			}
+			if len(notes(r)) > 0 {
+				fmt.Fprintln(w)
+			}
+		}
 	}
 }
