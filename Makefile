@@ -11,7 +11,7 @@ GOFLAGS ?=
 CLANG         ?= clang-14
 CLANG_VERSION := 14.0.6
 
-.PHONY: all build deps app-deps demo test test-short vet clean generate check-generated
+.PHONY: all build deps app-deps demo test test-short vet clean generate check-generated bench bench-quick bench-deps bench-build
 
 all: build
 
@@ -53,3 +53,22 @@ test-short:
 clean:
 	rm -rf $(BIN)
 	$(GO) run ./testenv/cmd/$(notdir $(wildcard testenv/cmd/*)) || true
+
+# Benchmarks (bench/README.md): Sluice against raw TCP, socat, stunnel,
+# ssh -L and WireGuard in the seed topology; ratios, never asserted speeds.
+bench-deps: deps
+	@./.ci/install-bench-deps
+
+bench-build: build
+	$(GO) build -o $(BIN)/ ./bench/cmd/...
+
+# The full run (~15 minutes): writes bench/out/ and rewrites the results
+# section of bench/README.md and bench/results.svg.
+bench: bench-deps bench-build
+	$(BIN)/sluice-bench run --bin $(BIN) --out bench/out --readme bench/README.md --svg bench/results.svg
+
+# Same paths and metrics, very short samples (under 2 minutes), then a check
+# that every path has every figure (or a reason why it could not run).
+bench-quick: bench-deps bench-build
+	$(BIN)/sluice-bench run --quick --bin $(BIN) --out bench/out
+	$(BIN)/sluice-bench check --bin $(BIN) bench/out/results.json
