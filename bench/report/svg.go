@@ -11,9 +11,9 @@ import (
 // Chart geometry.
 const (
 	svgCols    = 2
-	panelW     = 480
-	labelW     = 150
-	valueW     = 110
+	panelW     = 500
+	labelW     = 140
+	valueW     = 150
 	rowH       = 20
 	panelHead  = 34
 	panelFoot  = 14
@@ -45,7 +45,7 @@ func metricPanel(r *Results, d Def) panel {
 	}
 	p := panel{title: fmt.Sprintf("%s (%s; %s)", d.Label, d.Unit, better), higher: d.Higher}
 	for _, path := range r.Paths {
-		b := bar{label: path.Title, sluice: path.IsSluice()}
+		b := bar{label: path.ID, sluice: path.IsSluice()}
 		m := path.Metrics[d.ID]
 		switch {
 		case path.Unavailable != "":
@@ -140,7 +140,7 @@ func (p panel) draw(b *strings.Builder, x, y int) {
 	x0 := float64(labelW + 10)
 	for i, r := range p.rows {
 		ry := panelHead + i*rowH
-		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW+4, ry+13, esc(shorten(r.label, 26)))
+		fmt.Fprintf(b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", labelW+4, ry+13, esc(shorten(r.label, 24)))
 		if r.na != "" {
 			fmt.Fprintf(b, `<text x="%.1f" y="%d" fill="#888">%s</text>`+"\n", x0+4, ry+13, esc(r.na))
 			continue
