@@ -40,7 +40,10 @@ type Config struct {
 	// -t TRANSACTIONS per client).
 	Pgbench   []string
 	IdleConns int
-	IdleNote  string // why IdleConns is not what was asked, if it is not
+	// FileLimit is the RLIMIT_NOFILE every process inherits; a path holds
+	// fewer idle connections than IdleConns if they would not fit.
+	FileLimit     uint64
+	FileLimitNote string // why FileLimit is not higher, if it could not be raised
 	// Only limits the run to these path IDs (all if empty).
 	Only     []string
 	Progress func(string)
@@ -99,7 +102,7 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin)}
 	r.results = &report.Results{Date: start.UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Config: report.Config{
 		Quick: cfg.Quick, Repeats: cfg.Repeats, ThroughputSeconds: cfg.Throughput.Seconds(), LatencySeconds: cfg.Latency.Seconds(),
-		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, IdleNote: cfg.IdleNote}}
+		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, FileLimit: cfg.FileLimit, FileLimitNote: cfg.FileLimitNote}}
 	env, err := testenv.New(testenv.Options{Dir: cfg.Dir})
 	if err != nil {
 		return nil, fmt.Errorf("run benchmark: %w", err)

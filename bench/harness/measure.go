@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -104,30 +104,30 @@ func (m *measurer) throughput4(ctx context.Context) error {
 	return nil
 }
 
+// latency measures 64-byte request/response times.
 func (m *measurer) latency(ctx context.Context) error {
-	for i := 1; i <= m.cfg.Repeats; i++ {
-		out, err := m.clientRun(ctx, "--addr", m.o.bench, "--mode", "latency", "--duration", dur(m.cfg.Latency))
-		if err != nil {
-			return fmt.Errorf("request/response latency: %w", err)
-		}
-		l := out.Latency
-		m.res.Add(report.RTTp50, l.P50us)
-		m.res.Add(report.RTTp99, l.P99us)
-		m.step("64-byte RTT", i, "p50 %.1f µs, p99 %.1f µs (%d round trips)", l.P50us, l.P99us, l.Count)
-	}
-	return nil
+	return m.percentiles(ctx, "64-byte RTT", "round trips", report.RTTp50, report.RTTp99,
+		"--mode", "latency", "--duration", dur(m.cfg.Latency))
 }
 
+// setupTime measures connection setup, connect to first reply byte.
 func (m *measurer) setupTime(ctx context.Context) error {
+	return m.percentiles(ctx, "connection setup", "connections", report.SetupP50, report.SetupP99,
+		"--mode", "setup", "--duration", dur(m.cfg.Setup), "--max", fmt.Sprint(m.cfg.SetupMax))
+}
+
+// percentiles runs the client with args Repeats times and records the p50
+// and p99 it reports.
+func (m *measurer) percentiles(ctx context.Context, what, unit, p50, p99 string, args ...string) error {
 	for i := 1; i <= m.cfg.Repeats; i++ {
-		out, err := m.clientRun(ctx, "--addr", m.o.bench, "--mode", "setup", "--duration", dur(m.cfg.Setup), "--max", fmt.Sprint(m.cfg.SetupMax))
+		out, err := m.clientRun(ctx, append([]string{"--addr", m.o.bench}, args...)...)
 		if err != nil {
-			return fmt.Errorf("connection setup: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		l := out.Latency
-		m.res.Add(report.SetupP50, l.P50us)
-		m.res.Add(report.SetupP99, l.P99us)
-		m.step("connection setup", i, "p50 %.1f µs, p99 %.1f µs (%d connections)", l.P50us, l.P99us, l.Count)
+		m.res.Add(p50, l.P50us)
+		m.res.Add(p99, l.P99us)
+		m.step(what, i, "p50 %.1f µs, p99 %.1f µs (%d %s)", l.P50us, l.P99us, l.Count, unit)
 	}
 	return nil
 }
@@ -159,7 +159,7 @@ func (m *measurer) pgbench(ctx context.Context) error {
 // each end to end, and reads the agents' RSS while they are held, against
 // their RSS before the first round.
 func (m *measurer) idle(ctx context.Context) error {
-	n := m.cfg.IdleConns
+	n := m.idleConns()
 	base := map[string]float64{}
 	for _, p := range m.o.memProcs {
 		v, err := rssKiB(p.Pid)
@@ -169,9 +169,18 @@ func (m *measurer) idle(ctx context.Context) error {
 		base[p.Name] = v
 	}
 	for i := 1; i <= m.cfg.Repeats; i++ {
-		pr, pw := io.Pipe()
-		p, err := m.client(ctx, pr, "--addr", strings.Join(m.o.idle, ","), "--mode", "idle", "--conns", fmt.Sprint(n))
+		// The client holds the connections until its standard input
+		// closes. An *os.File, so that exec hands it over as is: with any
+		// other reader, Wait would wait for the copy even after the client
+		// died.
+		pr, pw, err := os.Pipe()
 		if err != nil {
+			return fmt.Errorf("idle connections: %w", err)
+		}
+		p, err := m.client(ctx, pr, "--addr", strings.Join(m.o.idle, ","), "--mode", "idle", "--conns", fmt.Sprint(n))
+		pr.Close()
+		if err != nil {
+			pw.Close()
 			return err
 		}
 		held, err := m.holdIdle(ctx, p, n, base)
@@ -183,9 +192,45 @@ func (m *measurer) idle(ctx context.Context) error {
 			return err
 		}
 		m.step("idle connections", i, "%d held; %s", n, held)
-		m.drain(ctx)
+		// The agents tear the connections down in the background: wait
+		// until the path carries a fresh one again.
+		if err := peers.WaitReady(ctx, m.seed, m.o.bench); err != nil {
+			return fmt.Errorf("after idle connections: %w", err)
+		}
 	}
 	return nil
+}
+
+// Descriptors per idle portal connection (measured): an agent holds two
+// sockets; the hub two sockets and, for its splice in each direction, a
+// pipe (two descriptors) each.
+const (
+	agentFDsPerConn = 2
+	hubFDsPerConn   = 6
+	fdReserve       = 1000 // for everything else a process holds
+)
+
+// idleConns is how many idle connections the path holds: IdleConns, or
+// fewer (in hundreds) if every process on it could not hold them within the
+// file descriptor limit; the path records why.
+func (m *measurer) idleConns() int {
+	n := m.cfg.IdleConns
+	per := agentFDsPerConn
+	for _, p := range m.o.procs {
+		if p.Name == report.HubProc {
+			per = hubFDsPerConn
+		}
+	}
+	if m.cfg.FileLimit > 0 {
+		if fit := (int(m.cfg.FileLimit) - fdReserve) / per / 100 * 100; fit < n {
+			m.res.IdleNote = fmt.Sprintf("%d idle connections instead of %d: a process on this path needs %d file descriptors per connection and the limit is %d (%s)",
+				fit, n, per, m.cfg.FileLimit, m.cfg.FileLimitNote)
+			m.say("%s note: %s", m.tag, m.res.IdleNote)
+			n = fit
+		}
+	}
+	m.res.IdleConns = n
+	return n
 }
 
 // holdIdle waits until the client holds its connections and records the
@@ -205,27 +250,9 @@ func (m *measurer) holdIdle(ctx context.Context, p *testenv.Process, n int, base
 		}
 		per := (v - base[proc.Name]) / float64(n)
 		m.res.AddMemory(proc.Name, per)
-		parts = append(parts, fmt.Sprintf("%s %.0f MiB, %.1f KiB/conn", proc.Name, v/1024, per))
+		parts = append(parts, fmt.Sprintf("%s %.0f MiB, %.1f KiB/conn, %d fds", proc.Name, v/1024, per, openFiles(proc.Pid)))
 	}
 	return strings.Join(parts, "; "), nil
-}
-
-// drain waits until the path carries a fresh connection again after the
-// idle ones were closed (the agents tear them down in the background).
-func (m *measurer) drain(ctx context.Context) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if c, err := m.seed.App.NS.DialTCP(ctx, m.o.bench, time.Second); err == nil {
-			var b [1]byte
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			_, err = io.ReadFull(c, b[:])
-			c.Close()
-			if err == nil {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 type cpuSample struct {

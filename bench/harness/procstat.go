@@ -101,3 +101,12 @@ func rssKiB(pid int) (float64, error) {
 	}
 	return 0, fmt.Errorf("read rss: no VmRSS for %d", pid)
 }
+
+// openFiles counts the open file descriptors of pid (-1 if unreadable).
+func openFiles(pid int) int {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}

@@ -99,6 +99,8 @@ type Path struct {
 	Metrics     map[string]*Metric `json:"metrics"`
 	CPU         []*ProcMetric      `json:"cpu_per_gb,omitempty"`        // s/GB during single-stream throughput
 	Memory      []*ProcMetric      `json:"idle_kib_per_conn,omitempty"` // Sluice paths: agents' RSS per idle connection
+	IdleConns   int                `json:"idle_conns,omitempty"`        // how many idle connections Memory was measured with
+	IdleNote    string             `json:"idle_note,omitempty"`         // why fewer than Config.IdleConns, if so
 }
 
 // NewPath returns a path with no samples.
@@ -178,9 +180,10 @@ type Config struct {
 	LatencySeconds    float64 `json:"latency_seconds"`
 	SetupSeconds      float64 `json:"setup_seconds"`
 	SetupMaxConns     int     `json:"setup_max_conns"`
-	Pgbench           string  `json:"pgbench"` // the duration or count flags
-	IdleConns         int     `json:"idle_conns"`
-	IdleNote          string  `json:"idle_note,omitempty"`
+	Pgbench           string  `json:"pgbench"`    // the duration or count flags
+	IdleConns         int     `json:"idle_conns"` // asked for; a path may hold fewer (Path.IdleConns)
+	FileLimit         uint64  `json:"file_limit"`
+	FileLimitNote     string  `json:"file_limit_note,omitempty"`
 }
 
 // Results is a whole run.

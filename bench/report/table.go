@@ -69,7 +69,11 @@ func procGrid(r *Results, title string, list func(*Path) []*ProcMetric) grid {
 		for _, pm := range l {
 			parts = append(parts, fmt.Sprintf("%s %s", pm.Process, Cell(&pm.Metric)))
 		}
-		g.rows = append(g.rows, []string{p.Title, strings.Join(parts, "; ")})
+		title := p.Title
+		if p.IdleConns > 0 && l[0].Unit == MemUnit {
+			title = fmt.Sprintf("%s (%d held)", p.Title, p.IdleConns)
+		}
+		g.rows = append(g.rows, []string{title, strings.Join(parts, "; ")})
 	}
 	return g
 }
@@ -156,7 +160,7 @@ func grids(r *Results) []struct {
 	}{
 		{"Paths (median (min–max) of " + fmt.Sprint(r.Config.Repeats) + " runs)", mainGrid(r)},
 		{"CPU seconds per GB moved, per process (single-stream runs)", procGrid(r, "CPU "+CPUUnit, func(p *Path) []*ProcMetric { return p.CPU })},
-		{fmt.Sprintf("Agent memory per idle portal connection (%d held; VmRSS)", r.Config.IdleConns), procGrid(r, "RSS "+MemUnit, func(p *Path) []*ProcMetric { return p.Memory })},
+		{"Memory per idle portal connection (VmRSS while held, minus before)", procGrid(r, "RSS "+MemUnit, func(p *Path) []*ProcMetric { return p.Memory })},
 		{"Targets (ratios of medians from this run)", targetGrid(r)},
 	}
 }
@@ -169,8 +173,10 @@ func notes(r *Results) []string {
 			out = append(out, fmt.Sprintf("%s unavailable: %s", p.Title, p.Unavailable))
 		}
 	}
-	if r.Config.IdleNote != "" {
-		out = append(out, "Idle connections: "+r.Config.IdleNote)
+	for _, p := range r.Paths {
+		if p.IdleNote != "" {
+			out = append(out, fmt.Sprintf("%s: %s", p.Title, p.IdleNote))
+		}
 	}
 	return out
 }

@@ -48,12 +48,10 @@ func runBench(ctx context.Context, args []string) error {
 	if *quick {
 		cfg = harness.Quick(*bin, self)
 	}
-	// The hub and each agent hold two descriptors per idle connection.
-	if fit := int(limit-1000) / 2; cfg.IdleConns > fit {
-		cfg.IdleNote = fmt.Sprintf("%d instead of %d idle connections: the file descriptor limit is %d (%v), and the hub and each agent need two per connection",
-			fit/100*100, cfg.IdleConns, limit, limitErr)
-		cfg.IdleConns = fit / 100 * 100
-		fmt.Println("note:", cfg.IdleNote)
+	cfg.FileLimit = limit
+	if limitErr != nil {
+		cfg.FileLimitNote = limitErr.Error()
+		fmt.Printf("note: file descriptor limit %d: %v\n", limit, limitErr)
 	}
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
