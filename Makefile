@@ -62,7 +62,7 @@ bench-deps: deps
 bench-build: build
 	$(GO) build -o $(BIN)/ ./bench/cmd/...
 
-# The full run (~15 minutes): writes bench/out/ and rewrites the results
+# The full run (~10 minutes): writes bench/out/ and rewrites the results
 # section of bench/README.md and bench/results.svg.
 bench: bench-deps bench-build
 	$(BIN)/sluice-bench run --bin $(BIN) --out bench/out --readme bench/README.md --svg bench/results.svg
