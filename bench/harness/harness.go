@@ -70,7 +70,7 @@ const (
 	serverPort  = 5201 // the load server in the service container
 	pgPort      = 5432
 	directPort  = 7800 // the bank agent's --direct-listen port
-	portalLimit = 4000 // idle connections per portal: the agent allows 4096
+	portalLimit = 4000 // idle connections per portal without --max-conns: the agent allows 4096
 )
 
 // run is one benchmark run's state.
@@ -81,8 +81,10 @@ type run struct {
 	seed   *testenv.Seed
 	server *testenv.Process
 	// direct is "" if the agents support direct channels, else why not.
-	direct  string
-	results *report.Results
+	direct string
+	// maxConns: agent run has --max-conns (else portals allow 4096).
+	maxConns bool
+	results  *report.Results
 }
 
 func (r *run) say(format string, args ...any) {
@@ -99,7 +101,7 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 		return nil, errors.New("run benchmark: repeats < 1")
 	}
 	start := time.Now()
-	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin)}
+	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin), maxConns: hasFlag(cfg.Bin+"/agent", "--max-conns", "run")}
 	r.results = &report.Results{Date: start.UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Config: report.Config{
 		Quick: cfg.Quick, Repeats: cfg.Repeats, ThroughputSeconds: cfg.Throughput.Seconds(), LatencySeconds: cfg.Latency.Seconds(),
 		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, FileLimit: cfg.FileLimit, FileLimitNote: cfg.FileLimitNote}}
@@ -152,9 +154,16 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 // setup starts the scenario (PostgreSQL, hub, agents), the load server and
 // pgbench's tables.
 func (r *run) setup(ctx context.Context) error {
-	opts := scenario.Options{Bin: r.cfg.Bin, Mode: scenario.Explicit, Progress: func(s string) { r.say("[setup] %s", s) }}
+	opts := scenario.Options{Bin: r.cfg.Bin, Mode: scenario.Explicit, Progress: func(s string) { r.say("[setup] %s", s) },
+		AgentArgs: map[string][]string{}}
+	if r.maxConns {
+		// Room for every idle connection in one portal.
+		for _, a := range []string{"bank", "analysis", transparentAgent} {
+			opts.AgentArgs[a] = []string{"--max-conns", fmt.Sprint(max(4096, r.cfg.IdleConns+100))}
+		}
+	}
 	if r.direct == "" {
-		opts.AgentArgs = map[string][]string{"bank": {"--direct-listen", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort)}}
+		opts.AgentArgs["bank"] = append(opts.AgentArgs["bank"], "--direct-listen", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort))
 	}
 	sc, err := scenario.New(r.env, opts)
 	if err != nil {
@@ -252,15 +261,19 @@ func waitClient(ctx context.Context, p *testenv.Process) (load.Result, error) {
 // DirectUnsupported says why Sluice's direct path (agent to agent, no hub)
 // cannot run with the binaries in bin, or "" if it can.
 func DirectUnsupported(bin string) string {
-	inlet, _ := exec.Command(bin+"/agentctl", "tcp-inlet", "create", "--help").CombinedOutput()
-	if !strings.Contains(string(inlet), "--direct ") {
+	if !hasFlag(bin+"/agentctl", "--direct", "tcp-inlet", "create") {
 		return "agentctl tcp-inlet create has no --direct flag yet"
 	}
-	run, _ := exec.Command(bin+"/agent", "run", "--help").CombinedOutput()
-	if !strings.Contains(string(run), "--direct-listen") {
+	if !hasFlag(bin+"/agent", "--direct-listen", "run") {
 		return "agent run has no --direct-listen flag yet"
 	}
 	return ""
+}
+
+// hasFlag tells whether `binary ARGS... --help` lists flag.
+func hasFlag(binary, flag string, args ...string) bool {
+	out, _ := exec.Command(binary, append(args, "--help")...).CombinedOutput()
+	return strings.Contains(string(out), flag+" ")
 }
 
 // machine describes this machine.

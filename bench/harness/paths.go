@@ -126,8 +126,17 @@ const (
 )
 
 // idlePortals is how many inlet/outlet pairs carry the idle connections:
-// an agent allows 4096 connections per portal and has no flag to change it.
-func (r *run) idlePortals() int { return (r.cfg.IdleConns + portalLimit - 1) / portalLimit }
+// one if the agents take --max-conns, else as many as the default limit of
+// 4096 connections per portal needs.
+func (r *run) idlePortals() int {
+	if r.maxConns {
+		return 1
+	}
+	return (r.cfg.IdleConns + portalLimit - 1) / portalLimit
+}
+
+// transparentAgent names the analysis agent with the BPF data path.
+const transparentAgent = "analysis-bpf"
 
 // sluiceOutlets creates the bank agent's outlets for the load server,
 // PostgreSQL and the idle connections.
@@ -247,7 +256,7 @@ func (r *run) openTransparent(ctx context.Context) (*opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := r.sc.StartDatapathAgent(ctx, "analysis-bpf", r.seed.AnalysisHost, ticket, testenv.SeedAnalysisNet)
+	a, err := r.sc.StartDatapathAgent(ctx, transparentAgent, r.seed.AnalysisHost, ticket, testenv.SeedAnalysisNet)
 	if err != nil {
 		return nil, err
 	}
