@@ -60,8 +60,8 @@ func Full(bin, self string) Config {
 // Quick is the configuration of make bench-quick: same paths and metrics,
 // very short samples.
 func Quick(bin, self string) Config {
-	return Config{Bin: bin, Self: self, Quick: true, Repeats: 3, Throughput: 400 * time.Millisecond, Latency: 300 * time.Millisecond,
-		Setup: 300 * time.Millisecond, SetupMax: 200, Pgbench: []string{"-t", "40"}, IdleConns: 1000}
+	return Config{Bin: bin, Self: self, Quick: true, Repeats: 3, Throughput: 300 * time.Millisecond, Latency: 250 * time.Millisecond,
+		Setup: 250 * time.Millisecond, SetupMax: 200, Pgbench: []string{"-t", "40"}, IdleConns: 1000}
 }
 
 // Ports of the run. Every one is below the ephemeral range the harness
