@@ -53,8 +53,13 @@ const (
 	MaxRecord = 128 << 10
 	// bufSize holds two whole records, so that reading never waits for
 	// room.
-	bufSize  = 2 * (hdrLen + MaxRecord + tagLen)
-	rekeyLog = 20 // a new key generation every 2^20 records
+	bufSize = 2 * (hdrLen + MaxRecord + tagLen)
+	// smallSize is the buffer a direction starts with after being idle:
+	// thousands of connections waking at once for a few bytes each must
+	// not take a large buffer each. A direction that fills it moves to
+	// large buffers until its reads are small again.
+	smallSize = 16 << 10
+	rekeyLog  = 20 // a new key generation every 2^20 records
 
 	exporterLabel = "EXPORTER-sluice-records-v1"
 
@@ -71,7 +76,27 @@ var (
 	ErrBadRecord = errors.New("bad channel record")
 )
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var (
+	bigPool   = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallSize); return &b }}
+)
+
+// getBuf returns a pooled buffer, large or small.
+func getBuf(big bool) *[]byte {
+	if big {
+		return bigPool.Get().(*[]byte)
+	}
+	return smallPool.Get().(*[]byte)
+}
+
+// putBuf gives a buffer of getBuf back.
+func putBuf(bp *[]byte) {
+	if len(*bp) == bufSize {
+		bigPool.Put(bp)
+	} else {
+		smallPool.Put(bp)
+	}
+}
 
 // direction is one direction's keys and record counter.
 type direction struct {
@@ -135,6 +160,7 @@ type Conn struct {
 	// nothing is pending, so that an idle channel holds no buffer.
 	buf    *[]byte
 	r, w   int
+	big    bool   // the last record was large: read into a large buffer
 	plain  []byte // opened data not yet returned by Read
 	ended  bool   // the peer's end record was read
 	closed atomic.Bool
@@ -224,10 +250,10 @@ func (c *Conn) seal(typ byte, buf []byte, n int) ([]byte, error) {
 
 // writeRecord seals p (at most MaxRecord bytes) and writes it.
 func (c *Conn) writeRecord(typ byte, p []byte) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := getBuf(hdrLen+len(p)+tagLen > smallSize)
+	defer putBuf(bp)
 	buf := *bp
-	n := copy(buf[hdrLen:hdrLen+MaxRecord], p)
+	n := copy(buf[hdrLen:min(len(buf)-tagLen, hdrLen+MaxRecord)], p)
 	rec, err := c.seal(typ, buf, n)
 	if err != nil {
 		return err
@@ -291,16 +317,20 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 	if err != nil {
 		return err
 	}
+	big := false
 	for {
-		bp, nr, err := readIdle(rc, hdrLen, hdrLen+MaxRecord)
+		bp, nr, err := readIdle(rc, big, plainRoom)
 		if err != nil || nr == 0 {
 			return err // nil at EOF
 		}
+		// A read that filled its buffer means more is coming.
+		room := min(len(*bp)-hdrLen-tagLen, MaxRecord)
+		big = nr == room || (big && nr > smallSize/2)
 		rec, err := c.seal(recData, *bp, nr)
 		if err == nil {
 			_, err = c.raw.Write(rec)
 		}
-		bufPool.Put(bp)
+		putBuf(bp)
 		if err != nil {
 			return err
 		}
@@ -308,20 +338,28 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 	}
 }
 
+// plainRoom is where a record's plaintext goes in a buffer.
+func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-tagLen, hdrLen+MaxRecord)] }
+
+// whole is the whole buffer.
+func whole(b []byte) []byte { return b }
+
 // readIdle waits until rc is readable without holding a buffer, then reads
-// into a pooled one at [from:to]. nr == 0 with a nil error is EOF.
-func readIdle(rc syscall.RawConn, from, to int) (bp *[]byte, nr int, err error) {
+// into window of a pooled one (large or small). nr == 0 with a nil error is
+// EOF.
+func readIdle(rc syscall.RawConn, big bool, window func([]byte) []byte) (bp *[]byte, nr int, err error) {
 	var rerr error
 	err = rc.Read(func(fd uintptr) bool {
-		bp = bufPool.Get().(*[]byte)
+		bp = getBuf(big)
+		b := window(*bp)
 		for {
-			nr, rerr = syscall.Read(int(fd), (*bp)[from:to])
+			nr, rerr = syscall.Read(int(fd), b)
 			if rerr != syscall.EINTR {
 				break
 			}
 		}
 		if rerr == syscall.EAGAIN {
-			bufPool.Put(bp)
+			putBuf(bp)
 			bp = nil
 			return false
 		}
@@ -332,7 +370,7 @@ func readIdle(rc syscall.RawConn, from, to int) (bp *[]byte, nr int, err error) 
 	}
 	if err != nil || nr <= 0 {
 		if bp != nil {
-			bufPool.Put(bp)
+			putBuf(bp)
 		}
 		return nil, 0, wrapRead(err)
 	}
@@ -446,12 +484,19 @@ func (c *Conn) next() (byte, []byte, error) {
 				}
 				typ := h[0]
 				c.r += hdrLen + l
+				c.big = hdrLen+l > smallSize/2
 				if typ == recEnd && c.r == c.w {
 					c.release() // nothing more should come
 				}
 				return typ, p, nil
 			}
-			if c.r+hdrLen+l > len(buf) {
+			if hdrLen+l > len(buf) {
+				// A large record in a small buffer: move to a large one.
+				nb := getBuf(true)
+				c.w = copy(*nb, buf[c.r:c.w])
+				putBuf(c.buf)
+				c.buf, c.r, c.big = nb, 0, true
+			} else if c.r+hdrLen+l > len(buf) {
 				c.w = copy(buf, buf[c.r:c.w])
 				c.r = 0
 			}
@@ -469,7 +514,7 @@ func (c *Conn) fill() error {
 		c.release()
 	}
 	if c.buf == nil {
-		bp, nr, err := readIdle(c.rc, 0, bufSize)
+		bp, nr, err := readIdle(c.rc, c.big, whole)
 		if err != nil {
 			return c.readErr(err)
 		}
@@ -493,7 +538,7 @@ func (c *Conn) fill() error {
 // release gives the read buffer back to the pool.
 func (c *Conn) release() {
 	if c.buf != nil {
-		bufPool.Put(c.buf)
+		putBuf(c.buf)
 		c.buf, c.r, c.w = nil, 0, 0
 	}
 }

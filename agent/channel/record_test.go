@@ -181,7 +181,7 @@ func TestTruncatedAndTampered(t *testing.T) {
 	}
 
 	c, s = conns(t)
-	bp := bufPool.Get().(*[]byte)
+	bp := getBuf(false)
 	buf := *bp
 	copy(buf[hdrLen:], "tampered")
 	rec, err := c.seal(recData, buf, 8)
@@ -190,7 +190,7 @@ func TestTruncatedAndTampered(t *testing.T) {
 	}
 	rec[len(rec)-1] ^= 1
 	c.Raw().Write(rec)
-	bufPool.Put(bp)
+	putBuf(bp)
 	if _, err := s.Read(make([]byte, 64)); !errors.Is(err, ErrBadRecord) {
 		t.Errorf("read of a tampered record: %v, want ErrBadRecord", err)
 	}
@@ -220,5 +220,26 @@ func TestAlertIsRefusal(t *testing.T) {
 	s.Raw().Write([]byte{tlsAppData, 3, 3, 0, 19})
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrDenied) {
 		t.Errorf("read of a TLS record: %v, want ErrDenied", err)
+	}
+}
+
+// TestBufferSizes: a direction starts small, moves to large buffers for
+// large records and back to small ones for small records; records larger
+// than a small buffer arrive intact.
+func TestBufferSizes(t *testing.T) {
+	c, s := conns(t)
+	small := []byte("ping")
+	large := bytes.Repeat([]byte{7}, 3*smallSize)
+	for i, msg := range [][]byte{small, large, small, large} {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
+		}
+		if want := len(msg) > smallSize/2; s.big != want {
+			t.Errorf("after message %d of %d bytes: large buffers %v, want %v", i, len(msg), s.big, want)
+		}
 	}
 }
