@@ -7,7 +7,12 @@
 // Only this package and package maps touch BPF objects.
 package loader
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
 
 // Defaults of Options.
 const (
@@ -37,6 +42,10 @@ var (
 	ErrIncompatible = errors.New("pinned BPF objects do not match this agent")
 	// ErrNotAttached means the device has no program of ours.
 	ErrNotAttached = errors.New("no data path program attached to this device")
+	// ErrRelayNotSupported means the kernel cannot run the hub's sockmap
+	// relay (OpenRelay); the hub splices instead. It wraps
+	// ebpf.ErrNotSupported.
+	ErrRelayNotSupported = fmt.Errorf("kernel cannot redirect between sockets (sockhash, sk_skb): %w", ebpf.ErrNotSupported)
 )
 
 // Options configure Open. The zero value uses the defaults above.

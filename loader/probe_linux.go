@@ -22,7 +22,7 @@ type Feature struct {
 
 // Probe checks what the data path needs of the kernel: the BPF syscall, TC
 // programs and the helpers they call, the map types, BTF, TCX (else clsact)
-// and cgroup v2. It needs root for most answers.
+// and cgroup v2; and what the hub's sockmap relay needs. It needs root for most answers.
 func Probe() []Feature {
 	var out []Feature
 	add := func(name string, err error) {
@@ -53,6 +53,7 @@ func Probe() []Feature {
 	add(accelFeature, errors.Join(features.HaveProgramType(ebpf.SockOps), features.HaveProgramType(ebpf.SkMsg),
 		features.HaveMapType(ebpf.SockHash), features.HaveProgramHelper(ebpf.SkMsg, asm.FnGetNetnsCookie),
 		features.HaveProgramHelper(ebpf.SockOps, asm.FnGetNetnsCookie)))
+	add(relayFeature, haveRelay())
 	return out
 }
 
@@ -61,12 +62,13 @@ const accelFeature = "socket acceleration (sockops, sk_msg, sockhash, bpf_get_ne
 
 // Missing returns the features the data path cannot work without, joined
 // into one error that names them, or nil. BTF, TCX and cgroup v2 are not
-// required: the programs need no CO-RE, clsact replaces TCX, and cgroup v2
-// and the rest of socket acceleration only make transparent inlets faster.
+// required: the programs need no CO-RE, clsact replaces TCX, cgroup v2
+// and the rest of socket acceleration only make transparent inlets faster,
+// and the sockmap relay is the hub's (which splices without it).
 func Missing(fs []Feature) error {
 	var names []string
 	for _, f := range fs {
-		optional := strings.HasPrefix(f.Name, "BTF") || strings.HasPrefix(f.Name, "TCX") || f.Name == "cgroup v2" || f.Name == accelFeature
+		optional := strings.HasPrefix(f.Name, "BTF") || strings.HasPrefix(f.Name, "TCX") || f.Name == "cgroup v2" || f.Name == accelFeature || f.Name == relayFeature
 		if !f.OK && !optional {
 			names = append(names, fmt.Sprintf("%s (%v)", f.Name, f.Err))
 		}

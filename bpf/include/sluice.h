@@ -83,11 +83,27 @@ struct sock_key {
 	__u32 pad;
 };
 
+/* The hub's sockmap relay (bpf/relay.c), per receiving socket, keyed by its
+ * cookie. pair_flow is the program's: what it did with the bytes the socket
+ * received. pair_hub is the hub's: what it wrote itself on the peer socket. */
+struct pair_flow {
+	__u64 redirected; /* bytes sent out through the peer socket */
+	__u64 passed;     /* bytes left to the hub */
+	__u32 held;       /* 1: bytes go to the hub until it has relayed all it was passed */
+	__u32 pad;
+};
+
+struct pair_hub {
+	__u64 sent;    /* bytes the hub wrote on the peer socket: its ack, then what it relayed */
+	__u64 relayed; /* of those, bytes it was passed (pair_flow.passed) */
+};
+
 #define MAX_PORTALS 1024
 #define MAX_SERVICES 1024
 #define MAX_ENDPOINTS 65536
 #define MAX_VERDICTS 65536
 #define MAX_FLOWS 65536
 #define MAX_SOCKS 65536
+#define MAX_RELAY_SOCKS 65536 /* two per data session */
 
 #endif
