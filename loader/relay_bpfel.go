@@ -17,24 +17,25 @@ type RelayPairFlow struct {
 	_          structs.HostLayout
 	Redirected uint64
 	Passed     uint64
-	Held       uint32
+	Overflow   uint32
 	Pad        uint32
 }
 
 type RelayPairHub struct {
-	_       structs.HostLayout
-	Sent    uint64
-	Relayed uint64
+	_    structs.HostLayout
+	Sent uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	RelayMapRelayFlows    = "relay_flows"
-	RelayMapRelayHubs     = "relay_hubs"
-	RelayMapRelayPeers    = "relay_peers"
-	RelayProgRelayVerdict = "relay_verdict"
+	RelayMapRelayFlows     = "relay_flows"
+	RelayMapRelayHubs      = "relay_hubs"
+	RelayMapRelayOverflows = "relay_overflows"
+	RelayMapRelayPeers     = "relay_peers"
+	RelayProgRelayVerdict  = "relay_verdict"
+	RelayVarBacklogMax     = "backlog_max"
 )
 
 // LoadRelay returns the embedded CollectionSpec for Relay.
@@ -86,15 +87,17 @@ type RelayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RelayMapSpecs struct {
-	RelayFlows *ebpf.MapSpec `ebpf:"relay_flows"`
-	RelayHubs  *ebpf.MapSpec `ebpf:"relay_hubs"`
-	RelayPeers *ebpf.MapSpec `ebpf:"relay_peers"`
+	RelayFlows     *ebpf.MapSpec `ebpf:"relay_flows"`
+	RelayHubs      *ebpf.MapSpec `ebpf:"relay_hubs"`
+	RelayOverflows *ebpf.MapSpec `ebpf:"relay_overflows"`
+	RelayPeers     *ebpf.MapSpec `ebpf:"relay_peers"`
 }
 
 // RelayVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RelayVariableSpecs struct {
+	BacklogMax *ebpf.VariableSpec `ebpf:"backlog_max"`
 }
 
 // RelayObjects contains all objects after they have been loaded into the kernel.
@@ -117,15 +120,17 @@ func (o *RelayObjects) Close() error {
 //
 // It can be passed to LoadRelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RelayMaps struct {
-	RelayFlows *ebpf.Map `ebpf:"relay_flows"`
-	RelayHubs  *ebpf.Map `ebpf:"relay_hubs"`
-	RelayPeers *ebpf.Map `ebpf:"relay_peers"`
+	RelayFlows     *ebpf.Map `ebpf:"relay_flows"`
+	RelayHubs      *ebpf.Map `ebpf:"relay_hubs"`
+	RelayOverflows *ebpf.Map `ebpf:"relay_overflows"`
+	RelayPeers     *ebpf.Map `ebpf:"relay_peers"`
 }
 
 func (m *RelayMaps) Close() error {
 	return _RelayClose(
 		m.RelayFlows,
 		m.RelayHubs,
+		m.RelayOverflows,
 		m.RelayPeers,
 	)
 }
@@ -134,6 +139,7 @@ func (m *RelayMaps) Close() error {
 //
 // It can be passed to LoadRelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RelayVariables struct {
+	BacklogMax *ebpf.Variable `ebpf:"backlog_max"`
 }
 
 // RelayPrograms contains all programs after they have been loaded into the kernel.

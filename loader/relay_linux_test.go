@@ -21,13 +21,13 @@ func TestRelayNotSupportedWrapsEbpf(t *testing.T) {
 // Package maps tests it with sockets.
 func TestOpenRelay(t *testing.T) {
 	testenv.RequireRoot(t)
-	r, err := loader.OpenRelay()
+	r, err := loader.OpenRelay(loader.RelayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := r.Maps()
-	if m.RelayPeers.Type() != ebpf.SockHash || m.RelayFlows.Type() != ebpf.Hash || m.RelayHubs.Type() != ebpf.Hash {
-		t.Errorf("relay maps of types %v, %v, %v", m.RelayPeers.Type(), m.RelayFlows.Type(), m.RelayHubs.Type())
+	if m.RelayPeers.Type() != ebpf.SockHash || m.RelayFlows.Type() != ebpf.Hash || m.RelayHubs.Type() != ebpf.Hash || m.RelayOverflows.Type() != ebpf.RingBuf {
+		t.Errorf("relay maps of types %v, %v, %v, %v", m.RelayPeers.Type(), m.RelayFlows.Type(), m.RelayHubs.Type(), m.RelayOverflows.Type())
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)

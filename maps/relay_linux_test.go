@@ -25,33 +25,33 @@ type relayed struct {
 	p                 *maps.Pairing
 }
 
-func openRelay(t *testing.T) *maps.Relay {
+func openRelay(t *testing.T, opts loader.RelayOptions) *maps.Relay {
 	t.Helper()
 	testenv.RequireRoot(t)
-	l, err := loader.OpenRelay()
+	l, err := loader.OpenRelay(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r, err := maps.NewRelay(l.Maps())
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
+		if err := errors.Join(r.Close(), l.Close()); err != nil {
 			t.Error(err)
 		}
 	})
-	return maps.NewRelay(l.Maps())
+	return r
 }
 
 func pairSession(t *testing.T, r *maps.Relay) relayed {
 	t.Helper()
-	s := pairUnacked(t, r)
-	// The hub's ack, without which the program redirects nothing.
-	for _, c := range []struct {
-		hub, agent *net.TCPConn
-		d          *maps.Direction
-	}{{s.a, s.left, s.p.BToA}, {s.b, s.right, s.p.AToB}} {
+	s := connect(t)
+	// The pairing, then the hub's ack, as the hub does it.
+	s.pair(t, r)
+	for _, c := range []struct{ hub, agent *net.TCPConn }{{s.b, s.right}, {s.a, s.left}} {
 		if _, err := c.hub.Write([]byte{6}); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.d.Wrote(1); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := io.ReadFull(c.agent, make([]byte, 1)); err != nil {
@@ -61,8 +61,8 @@ func pairSession(t *testing.T, r *maps.Relay) relayed {
 	return s
 }
 
-// pairUnacked pairs a session whose hub has written nothing yet.
-func pairUnacked(t *testing.T, r *maps.Relay) relayed {
+// connect makes the agents' and the hub's connections of a session.
+func connect(t *testing.T) relayed {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -80,15 +80,22 @@ func pairUnacked(t *testing.T, r *maps.Relay) relayed {
 		(*c.agent).SetDeadline(time.Now().Add(20 * time.Second))
 	}
 	t.Cleanup(func() { s.left.Close(); s.right.Close(); s.a.Close(); s.b.Close() })
-	if s.p, err = r.Pair(s.a, s.b); err != nil {
+	return s
+}
+
+// pair joins the hub's connections; the hub's 1-byte ack follows.
+func (s *relayed) pair(t *testing.T, r *maps.Relay) {
+	t.Helper()
+	p, err := r.Pair(s.a, s.b, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
+	s.p = p
 	t.Cleanup(func() {
-		if err := s.p.Unpair(); err != nil {
+		if err := p.Unpair(); err != nil {
 			t.Error(err)
 		}
 	})
-	return s
 }
 
 // pattern is n bytes of big-endian counters, so that a reordering shows.
@@ -161,7 +168,7 @@ func checkFlow(t *testing.T, name string, d *maps.Direction, redirected uint64) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Redirected != redirected || f.Passed != 0 || f.Held {
+	if f.Redirected != redirected || f.Passed != 0 || f.Overflow {
 		t.Errorf("%s: %+v, want %d bytes redirected and none passed", name, f, redirected)
 	}
 	return f
@@ -186,7 +193,7 @@ func finish(t *testing.T, src, dst *net.TCPConn, d *maps.Direction) {
 // (at once, it would lose the bytes the kernel worker has not sent yet).
 // Each direction ends on its own. The sizes stay under BacklogMax.
 func TestRelayBothWays(t *testing.T) {
-	s := pairSession(t, openRelay(t))
+	s := pairSession(t, openRelay(t, loader.RelayOptions{}))
 	up, down := pattern(768<<10), pattern(256<<10)
 	sentUp, sentDown := send(s.left, up, true), send(s.right, down, false)
 	gotUp := readAll(s.right)
@@ -217,52 +224,35 @@ func TestRelayBothWays(t *testing.T) {
 	checkFlow(t, "b to a", s.p.BToA, uint64(len(down)+len("after FIN")))
 }
 
-// TestRelayHeldUntilAck: bytes an agent sends before the hub has written
-// its ack on the other side go to the hub, which relays them after the
-// ack; the next ones cross in the kernel.
-func TestRelayHeldUntilAck(t *testing.T) {
-	s := pairUnacked(t, openRelay(t))
+// TestRelayQueuedBeforePair: bytes queued in a socket before the hub
+// paired it (an agent that did not wait for its ack) cross in the kernel,
+// even with nothing after them to wake the program, and before later
+// bytes.
+func TestRelayQueuedBeforePair(t *testing.T) {
+	s := connect(t)
 	if _, err := s.left.Write([]byte("early")); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 16)
-	n, err := hubEnd(s.a, buf)
-	if err != nil || string(buf[:n]) != "early" {
-		t.Fatalf("the hub read %q, %v; want the bytes sent before the ack", buf[:n], err)
-	}
-	if _, err := s.b.Write([]byte{6}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.p.AToB.Wrote(1); err != nil {
-		t.Fatal(err)
-	}
-	waitDrained(t, s.p.AToB, s.b)
-	if _, err := s.b.Write(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.p.AToB.Relayed(uint64(n)); err != nil {
-		t.Fatal(err)
+	time.Sleep(10 * time.Millisecond) // queued in the hub's socket
+	s.pair(t, openRelay(t, loader.RelayOptions{}))
+	got := make([]byte, len("early late"))
+	s.right.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := io.ReadFull(s.right, got[:5]); err != nil || string(got[:5]) != "early" {
+		t.Fatalf("right read %q, %v; want the bytes queued before the pairing", got[:5], err)
 	}
 	if _, err := s.left.Write([]byte(" late")); err != nil {
 		t.Fatal(err)
 	}
-	got := make([]byte, len("\x06early late"))
-	if _, err := io.ReadFull(s.right, got); err != nil || string(got) != "\x06early late" {
-		t.Fatalf("right read %q, %v; want the ack, then the bytes in order", got, err)
+	if _, err := io.ReadFull(s.right, got[5:]); err != nil || string(got) != "early late" {
+		t.Fatalf("right read %q, %v; want the bytes in order", got, err)
 	}
-	f, err := s.p.AToB.Flow()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (maps.RelayFlow{Redirected: 5, Passed: 5}); f != want {
-		t.Errorf("%+v, want %+v: the early bytes passed, the late ones redirected", f, want)
-	}
+	checkFlow(t, "a to b", s.p.AToB, uint64(len(got)))
 }
 
 // TestRelayReset: a reset from one agent shows on the hub's socket, and the
 // hub's abort of the other reaches the other agent as a reset.
 func TestRelayReset(t *testing.T) {
-	s := pairSession(t, openRelay(t))
+	s := pairSession(t, openRelay(t, loader.RelayOptions{}))
 	if _, err := s.left.Write([]byte("before reset")); err != nil {
 		t.Fatal(err)
 	}
@@ -281,83 +271,50 @@ func TestRelayReset(t *testing.T) {
 	}
 }
 
-// TestRelayBackpressure: a peer that does not read stops its sender after
-// a bounded amount (the kernel alone would queue everything in the hub).
-// The bytes past the bound go to the hub, which relays them after the
-// drained queue, in order; once it has caught up, the kernel redirects
-// again.
-func TestRelayBackpressure(t *testing.T) {
-	s := pairSession(t, openRelay(t))
-	up := pattern(256 << 20)
-	s.left.SetWriteDeadline(time.Now().Add(time.Second))
-	n, err := s.left.Write(up)
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("left wrote %d MiB of %d to a peer that does not read (%v)", n>>20, len(up)>>20, err)
-	}
-	held, err := s.p.AToB.Flow()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("left wrote %d MiB before blocking; %+v", n>>20, held)
-	if n > 16<<20 || !held.Held || held.Passed == 0 {
-		t.Errorf("left wrote %d MiB (%+v): want it held back after a few MiB", n>>20, held)
-	}
-
-	s.left.SetWriteDeadline(time.Time{})
-	sent := send(s.left, up[n:], false)
-	got := make(chan []byte, 1)
+// TestRelayOverflow: the kernel gives a redirect no backpressure, so a
+// peer that does not read lets its sender go on far past the bound; the
+// program reports the direction, once.
+func TestRelayOverflow(t *testing.T) {
+	const bound = 4 << 20
+	r := openRelay(t, loader.RelayOptions{BacklogMax: bound})
+	s := pairSession(t, r)
+	reported := make(chan uint64, 1)
 	go func() {
-		b := make([]byte, len(up))
-		_, err := io.ReadFull(s.right, b)
-		if err != nil {
-			b = nil
+		for {
+			k, err := r.NextOverflow()
+			if err != nil {
+				close(reported)
+				return
+			}
+			reported <- k
 		}
-		got <- b
 	}()
-	relayed, total := uint64(0), uint64(len(up))
-	for buf := make([]byte, 64<<10); ; {
-		if held, err = s.p.AToB.Flow(); err != nil {
-			t.Fatal(err)
-		}
-		if held.Passed == relayed && held.Passed+held.Redirected == total {
-			break
-		}
-		s.a.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		n, err := hubEnd(s.a, buf)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitDrained(t, s.p.AToB, s.b)
-		if _, err := s.b.Write(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
-		relayed += uint64(n)
-		if err := s.p.AToB.Relayed(uint64(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := <-sent; err != nil {
+	s.left.SetWriteDeadline(time.Now().Add(time.Second))
+	n, err := s.left.Write(make([]byte, 256<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) && err != nil {
 		t.Fatal(err)
 	}
-	if b := <-got; !bytes.Equal(b, up) {
-		t.Fatalf("right read %d bytes, not the %d left sent, in order", len(b), len(up))
-	}
-	t.Logf("%+v", held)
-	// Caught up: the next bytes are redirected again.
-	if _, err := s.left.Write([]byte("tail")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(s.right, make([]byte, 4)); err != nil {
-		t.Fatal(err)
+	t.Logf("left wrote %d MiB to a peer that does not read", n>>20)
+	select {
+	case k := <-reported:
+		if k != s.p.AToB.Cookie() {
+			t.Errorf("the program reported cookie %d, want a to b's %d", k, s.p.AToB.Cookie())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no overflow reported")
 	}
 	f, err := s.p.AToB.Flow()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Held || f.Passed != held.Passed || f.Redirected != held.Redirected+4 {
-		t.Errorf("after the hub caught up: %+v, want the 4 new bytes redirected", f)
+	if !f.Overflow || f.Redirected <= bound || n <= bound {
+		t.Errorf("%+v after %d bytes written: want more than %d redirected, and reported", f, n, bound)
+	}
+	select {
+	case k, ok := <-reported:
+		if ok {
+			t.Errorf("cookie %d reported again", k)
+		}
+	case <-time.After(100 * time.Millisecond):
 	}
 }

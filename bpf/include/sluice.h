@@ -88,14 +88,13 @@ struct sock_key {
  * received. pair_hub is the hub's: what it wrote itself on the peer socket. */
 struct pair_flow {
 	__u64 redirected; /* bytes sent out through the peer socket */
-	__u64 passed;     /* bytes left to the hub */
-	__u32 held;       /* 1: bytes go to the hub until it has relayed all it was passed */
+	__u64 passed;     /* bytes left to the hub: the peer was gone */
+	__u32 overflow;   /* 1: reported to the hub, the peer's backlog passed backlog_max */
 	__u32 pad;
 };
 
 struct pair_hub {
-	__u64 sent;    /* bytes the hub wrote on the peer socket: its ack, then what it relayed */
-	__u64 relayed; /* of those, bytes it was passed (pair_flow.passed) */
+	__u64 sent; /* bytes the hub wrote on the peer socket: its ack, then what it relayed */
 };
 
 #define MAX_PORTALS 1024
