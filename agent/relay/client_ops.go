@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,8 +67,9 @@ func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner st
 	return r.Token, r.Node, nil
 }
 
-// OpenData opens a data connection to the hub and presents token. The bytes
-// that follow are spliced to the session's other side.
+// OpenData opens a data connection to the hub, presents token and waits,
+// until ctx is done, for the hub's ack: the session's other side has come
+// and the hub relays the two. The bytes that follow go to the other side.
 func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, error) {
 	conn, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)
 	if err != nil {
@@ -78,7 +82,35 @@ func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, erro
 		tc.Close()
 		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
 	}
+	if err := awaitAck(ctx, tc); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+	}
 	return tc, nil
+}
+
+// awaitAck reads the hub's ack byte, giving up when ctx is done.
+func awaitAck(ctx context.Context, c *net.TCPConn) error {
+	if d, ok := ctx.Deadline(); ok {
+		c.SetReadDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	var ack [1]byte
+	_, err := io.ReadFull(c, ack[:])
+	if !stop() || errors.Is(err, os.ErrDeadlineExceeded) {
+		// The read deadline is ctx's: past it, say so even if ctx's own
+		// timer has not fired yet.
+		return fmt.Errorf("wait for the session's other side: %w", cmp.Or(ctx.Err(), context.DeadlineExceeded))
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return ErrNoSession
+	case err != nil:
+		return fmt.Errorf("wait for the hub's ack: %w", err)
+	case ack[0] != dataAck:
+		return fmt.Errorf("hub sent %#x instead of its ack", ack[0])
+	}
+	return c.SetReadDeadline(time.Time{})
 }
 
 // Renew asks the hub for a fresh credential now.

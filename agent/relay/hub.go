@@ -25,17 +25,22 @@ type HubOptions struct {
 	Logger         *zap.Logger   // zap.NewNop()
 	SessionTimeout time.Duration // 10s: how long a half-paired data session waits for its peer
 	HelloTimeout   time.Duration // 10s: how long a new connection may take to say who it is
+	// Sockmap, if set, relays paired data connections in the kernel
+	// (OpenSockmap) instead of with splice(2). The caller closes it after
+	// Serve has returned.
+	Sockmap *Sockmap
 }
 
 // Hub is the rendezvous point: it runs the authority's enrollment, keeps the
-// relay names agents claim, and splices paired data connections.
+// relay names agents claim, and relays paired data connections.
 type Hub struct {
 	auth    *authority.Authority
 	tlsConf *tls.Config
 	log     *zap.Logger
 	opts    HubOptions
 
-	spliced atomic.Int64 // bytes spliced, both directions
+	spliced    atomic.Int64 // bytes relayed, both directions, however
+	redirected atomic.Int64 // of those, bytes the kernel redirected (sockmap)
 
 	mu       sync.Mutex // guards the following
 	relays   map[string]*session
@@ -142,7 +147,15 @@ type Stats struct {
 	Sessions int      `json:"sessions"`
 	Relays   []string `json:"relays"`
 	Pending  int      `json:"pending"`
-	Spliced  int64    `json:"spliced_bytes"`
+	// Relay is how data sessions cross the hub: "splice" or "sockmap".
+	Relay string `json:"relay"`
+	// Spliced counts the bytes relayed in both directions by data sessions
+	// that have ended, whichever way they crossed (the name is older than
+	// the sockmap mode).
+	Spliced int64 `json:"spliced_bytes"`
+	// Redirected counts, of those, the bytes the kernel redirected from
+	// socket to socket (sockmap mode); the rest the hub copied.
+	Redirected int64 `json:"redirected_bytes"`
 }
 
 // Stats returns a snapshot of the hub's state.
@@ -153,7 +166,11 @@ func (h *Hub) Stats() Stats {
 	for _, p := range h.pending {
 		pairings[p] = true
 	}
-	st := Stats{Sessions: len(h.sessions), Pending: len(pairings), Spliced: h.spliced.Load()}
+	st := Stats{Sessions: len(h.sessions), Pending: len(pairings), Relay: "splice",
+		Spliced: h.spliced.Load(), Redirected: h.redirected.Load()}
+	if h.opts.Sockmap != nil {
+		st.Relay = "sockmap"
+	}
 	for name := range h.relays {
 		st.Relays = append(st.Relays, name)
 	}
@@ -167,8 +184,13 @@ func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	if string(head[:]) == dataMagic {
+	switch string(head[:]) {
+	case dataMagic:
 		h.handleData(ctx, c)
+		return
+	case dataMagicV1:
+		h.log.Info("data connection of an agent older than this hub (no ack): upgrade the agent", zap.Stringer("remote", c.RemoteAddr()))
+		c.Close()
 		return
 	}
 	if head[0] != 0x16 { // TLS handshake record
@@ -213,10 +235,37 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn) {
 	if !ready {
 		return
 	}
+	if h.opts.Sockmap != nil {
+		h.log.Debug("relaying in the kernel", zap.String("relay", p.relay), zap.String("from", p.from))
+		h.relayKernel(ctx, p)
+		return
+	}
 	h.log.Debug("splicing", zap.String("relay", p.relay), zap.String("from", p.from))
+	if err := sendAcks(p.inlet, p.outlet); err != nil {
+		h.log.Debug("data session ended before its ack", zap.String("relay", p.relay), zap.Error(err))
+		p.abort()
+		return
+	}
 	res := pipe.Run(ctx, pipe.TCP(p.inlet), pipe.TCP(p.outlet), nil)
 	h.spliced.Add(res.AToB + res.BToA)
 }
+
+// sendAcks tells both agents of a session that the hub relays it.
+func sendAcks(conns ...*net.TCPConn) error {
+	for _, c := range conns {
+		c.SetWriteDeadline(time.Now().Add(ackTimeout))
+		_, err := c.Write([]byte{dataAck})
+		c.SetWriteDeadline(time.Time{})
+		if err != nil {
+			return fmt.Errorf("send ack: %w", err)
+		}
+	}
+	return nil
+}
+
+// ackTimeout bounds the write of an ack, which a new connection's empty
+// send buffer takes at once.
+const ackTimeout = 5 * time.Second
 
 // pairing is a data session waiting for its two connections.
 type pairing struct {
@@ -242,6 +291,12 @@ func (p *pairing) close() {
 			c.Close()
 		}
 	}
+}
+
+// abort resets both connections of a paired session.
+func (p *pairing) abort() {
+	pipe.TCP(p.inlet).Abort()
+	pipe.TCP(p.outlet).Abort()
 }
 
 // newPairing registers a data session for relay and returns it.

@@ -5,10 +5,16 @@
 //   - control (TLS 1.3, the hub authenticated by the project authority, the
 //     agent by its node key): newline-delimited JSON messages to enroll, renew
 //     credentials, claim relay names and ask for data sessions;
-//   - data ("SLD1" + a 32-byte single-use token, then opaque bytes): the hub
-//     pairs the inlet's and the outlet's data connections by token and splices
-//     them together. What flows after the token is the agents' own end-to-end
-//     TLS session, which the hub cannot read.
+//   - data ("SLD2" + a 32-byte single-use token): the hub pairs the inlet's
+//     and the outlet's data connections by token. Once both are there and
+//     joined (spliced, or paired in the kernel's sockmap), it writes one ack
+//     byte (0x06) to each; an agent sends nothing after the token until it
+//     has read the ack, so no payload is ever queued in a socket before it
+//     joins a sockmap (where later, redirected bytes would overtake it).
+//     What flows after the ack is the agents' own end-to-end TLS session,
+//     which the hub cannot read. The hub reads exactly the 36 header bytes.
+//     "SLD1" was the same without the ack: a hub refuses it, and an older
+//     hub closes an "SLD2" connection, which the agent reports.
 package relay
 
 import (
@@ -18,7 +24,14 @@ import (
 )
 
 // dataMagic opens every data connection.
-const dataMagic = "SLD1"
+const dataMagic = "SLD2"
+
+// dataMagicV1 is the data protocol before the ack, refused.
+const dataMagicV1 = "SLD1"
+
+// dataAck is the byte the hub writes to both data connections of a session
+// once it relays them.
+const dataAck = 0x06
 
 // tokenSize is the length of a data session token.
 const tokenSize = 32
@@ -73,6 +86,10 @@ var (
 	ErrNotConnected = errors.New("not connected to the hub")
 	// ErrRefused is a hub refusal without a more specific sentinel.
 	ErrRefused = errors.New("hub refused the request")
+	// ErrNoSession means the hub closed a data connection instead of
+	// acknowledging it.
+	ErrNoSession = errors.New("hub closed the data connection before the session started " +
+		"(its peer never came, the token was unknown or used, or the hub is older than this agent)")
 )
 
 var codes = []struct {

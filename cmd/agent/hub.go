@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,17 +19,18 @@ import (
 
 func hubCommand() *cobra.Command {
 	var (
-		projectDir, listen, admin string
-		lifetime                  time.Duration
-		logs                      logFlags
+		projectDir, listen, admin, relayMode string
+		lifetime                             time.Duration
+		logs                                 logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR --listen ADDR",
 		Short: "Run the hub: the project authority and the relay both sides dial out to",
 		Long: `Run the hub. It redeems enrollment tickets, issues short-lived credentials,
-keeps the relay names agents claim, and splices data sessions between inlets and
-outlets. It never holds a key that can read them. Its database (members, used
-tickets) is hub.db in the project directory.`,
+keeps the relay names agents claim, and relays data sessions between inlets and
+outlets, with splice(2) or in the kernel with a sockmap sk_skb redirect
+(--relay). It never holds a key that can read them. Its database (members,
+used tickets) is hub.db in the project directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if projectDir == "" || listen == "" {
@@ -36,6 +38,9 @@ tickets) is hub.db in the project directory.`,
 			}
 			if lifetime < 10*time.Second {
 				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
+			}
+			if !slices.Contains(relayModes, relayMode) {
+				return fmt.Errorf("--relay %q: want auto, splice or sockmap", relayMode)
 			}
 			log, err := cli.NewLogger(logs.level, logs.format)
 			if err != nil {
@@ -57,7 +62,15 @@ tickets) is hub.db in the project directory.`,
 			}
 			log.Info("hub listening", zap.String("listen", ln.Addr().String()), zap.String("project", p.ID),
 				zap.String("hub_address", p.HubAddress), zap.Duration("credential_lifetime", lifetime))
-			hub := relay.NewHub(auth, relay.HubOptions{Logger: log})
+			sm, err := openRelay(relayMode, log)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			if sm != nil {
+				defer sm.Close()
+			}
+			hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Sockmap: sm})
 			if admin == "" {
 				admin = api.HubAdminSocket(projectDir)
 			}
@@ -76,9 +89,31 @@ tickets) is hub.db in the project directory.`,
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. 0.0.0.0:4443 (required)")
 	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member`: revocations and attribute changes (default: hub.sock in the project directory)")
+	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
 	logs.register(cmd)
 	return cmd
+}
+
+// relayModes are the values of agent hub --relay.
+var relayModes = []string{"auto", "splice", "sockmap"}
+
+// openRelay opens the kernel relay if mode asks for it: nil means splice.
+// auto means splice for now: the kernel gives sockmap redirects no
+// backpressure (docs/datapath.md), so a session whose reader is slower
+// than its sender would pile up in the hub's memory until it is reset.
+func openRelay(mode string, log *zap.Logger) (*relay.Sockmap, error) {
+	if mode != "sockmap" {
+		log.Info("relaying data sessions with splice(2)", zap.String("relay", mode))
+		return nil, nil
+	}
+	sm, err := relay.OpenSockmap(relay.SockmapOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("--relay sockmap: %w", err)
+	}
+	log.Info("relaying data sessions in the kernel (sockmap sk_skb redirect); a session is reset when its reader falls this far behind",
+		zap.Uint64("backlog_max_bytes", relay.DefaultBacklogMax))
+	return sm, nil
 }
 
 // serveAdmin serves the hub's admin API on a unix socket until stopped.

@@ -23,6 +23,7 @@ func TestBadInputIsExplained(t *testing.T) {
 		{[]string{"hub"}, "--project and --listen are required"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0"}, "agentctl project init"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--credential-lifetime", "1s"}, "too short"},
+		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--relay", "fast"}, "want auto, splice or sockmap"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
