@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -105,18 +106,29 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	defer h.shutdown()
 	defer cancel()
 	go func() { <-ctx.Done(); ln.Close() }()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !retryAccept(err) {
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			// Out of file descriptors or memory, or one connection that
+			// died in the queue: the sessions already served must go on.
+			// Wait for some to end, as net/http's Server does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			h.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("retry_in", backoff))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		backoff = 0
 		tc := c.(*net.TCPConn)
 		h.wg.Add(1)
 		go func() {
@@ -128,6 +140,16 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 			h.handle(ctx, tc)
 		}()
 	}
+}
+
+// retryAccept reports whether an accept error is worth waiting out.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func (h *Hub) shutdown() {

@@ -1,11 +1,16 @@
 package relay_test
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -63,5 +68,38 @@ func TestPendingCountsHalfJoinedSession(t *testing.T) {
 	// it is still pending. Give the hub a moment to read it.
 	if testhub.WaitFor(500*time.Millisecond, func() bool { return h.Relay().Stats().Pending != 1 }) {
 		t.Fatalf("Stats.Pending = %d with one half-joined session, want 1", h.Relay().Stats().Pending)
+	}
+}
+
+// failingListener fails its first accepts as a process out of file
+// descriptors does.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptOutOfDescriptors: running out of file descriptors must not stop
+// the hub; it waits and accepts again.
+func TestAcceptOutOfDescriptors(t *testing.T) {
+	fl := &failingListener{}
+	fl.fails.Store(3)
+	h := testhub.Start(t, testhub.Options{Listener: func(ln net.Listener) net.Listener {
+		fl.Listener = ln
+		return fl
+	}})
+	if _, err := h.Connect(t, testhub.AgentOptions{}); err == nil {
+		t.Fatal("a node that is not a member connected") // any answer proves the hub serves
+	} else if !errors.Is(err, authority.ErrNotMember) {
+		t.Fatalf("connect after EMFILE: %v, want the hub's answer (not a member)", err)
+	}
+	if fl.fails.Load() >= 0 {
+		t.Fatalf("the hub accepted before the injected failures were used up")
 	}
 }

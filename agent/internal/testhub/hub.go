@@ -20,6 +20,8 @@ const StopTimeout = 5 * time.Second
 type Options struct {
 	Hub       relay.HubOptions
 	Authority authority.Options
+	// Listener, if set, wraps the hub's listener (to inject accept errors).
+	Listener func(net.Listener) net.Listener
 }
 
 // Hub is a relay hub of a fresh project, serving on 127.0.0.1.
@@ -56,6 +58,9 @@ func Start(t testing.TB, opts Options) *Hub {
 		t.Fatal(err)
 	}
 	h := &Hub{Project: p, Auth: a, Addr: ln.Addr().String(), opts: opts.Hub}
+	if opts.Listener != nil {
+		ln = opts.Listener(ln)
+	}
 	h.serve(ln)
 	t.Cleanup(func() {
 		if err := h.Stop(); err != nil {
