@@ -54,6 +54,9 @@ func (r *run) paths() []path {
 		{id: report.Hub, title: "Sluice via hub, explicit inlet",
 			where: "app -> inlet agent 10.10.0.1 (no BPF) -> hub 198.18.0.1 (splice) -> outlet agent (bank host) -> service",
 			open:  r.openHub},
+		{id: report.Sockmap, title: "Sluice via hub (sockmap relay), explicit", mayFail: true,
+			where: "as the explicit path, with the hub run as agent hub --relay sockmap: bytes cross the hub in the kernel (sk_skb redirect)",
+			open:  r.openSockmap},
 		{id: report.Transparent, title: "Sluice via hub, transparent",
 			where: "app dials the virtual service address -> BPF steers into the inlet agent (analysis host) -> hub -> outlet agent -> service",
 			open:  r.openTransparent},
@@ -241,6 +244,21 @@ func (r *run) openHub(ctx context.Context) (*opened, error) {
 	o.procs = r.agentProcs(r.sc.Analysis, true)
 	o.memProcs = o.procs // the hub too: it is fresh only here
 	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
+	return o, nil
+}
+
+// openSockmap is openHub with the hub restarted as `agent hub --relay
+// sockmap`; closing it restarts the hub as it was.
+func (r *run) openSockmap(ctx context.Context) (*opened, error) {
+	if err := r.sc.RestartHub(ctx, "--relay", "sockmap"); err != nil {
+		return nil, err
+	}
+	o, err := r.openHub(ctx)
+	if err != nil {
+		return nil, errors.Join(err, r.sc.RestartHub(context.Background()))
+	}
+	closeHub := o.close
+	o.close = func() error { return errors.Join(closeHub(), r.sc.RestartHub(context.Background())) }
 	return o, nil
 }
 

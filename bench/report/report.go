@@ -57,6 +57,7 @@ const (
 	SSH         = "ssh"
 	WireGuard   = "wireguard"
 	Hub         = "sluice-hub"
+	Sockmap     = "sluice-sockmap"
 	Transparent = "sluice-transparent"
 	Direct      = "sluice-direct"
 )
@@ -153,7 +154,9 @@ func Proc(list []*ProcMetric, process string) *Metric {
 }
 
 // IsSluice tells whether the path is one of Sluice's.
-func (p *Path) IsSluice() bool { return p.ID == Hub || p.ID == Transparent || p.ID == Direct }
+func (p *Path) IsSluice() bool {
+	return p.ID == Hub || p.ID == Sockmap || p.ID == Transparent || p.ID == Direct
+}
 
 func def(id string) Def {
 	for _, d := range Defs {

@@ -14,7 +14,7 @@ import (
 // plus 0, 1 and 2 in its three samples.
 func sample() *Results {
 	r := &Results{Date: "2026-01-01", Machine: Machine{NProc: 2, CPU: "test cpu", Kernel: "6.0"}, Config: Config{Repeats: 3, IdleConns: 10}}
-	for i, id := range []string{Raw, Socat, Stunnel, SSH, WireGuard, Hub, Transparent, Direct} {
+	for i, id := range []string{Raw, Socat, Stunnel, SSH, WireGuard, Hub, Transparent, Direct, Sockmap} {
 		p := NewPath(id, "title "+id, "where "+id)
 		for _, d := range Defs {
 			for k := range 3 {
@@ -193,9 +193,9 @@ func TestWriters(t *testing.T) {
 			rects++
 		}
 	}
-	// 7 available paths x 8 metrics, the background, the CPU bars of the
-	// Sluice paths (3 x 5) and their memory bars (3 x 3).
-	if want := 1 + 7*len(Defs) + 15 + 9; rects != want {
+	// 8 available paths x 8 metrics, the background, the CPU bars of the
+	// Sluice paths (4 x 5) and their memory bars (4 x 3).
+	if want := 1 + 8*len(Defs) + 20 + 12; rects != want {
 		t.Errorf("svg has %d rects, want %d", rects, want)
 	}
 	if !strings.Contains(svg.String(), "unavailable") {

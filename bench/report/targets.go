@@ -21,8 +21,10 @@ type Target struct {
 }
 
 // TargetPaths are the Sluice paths the targets are computed for: the hub
-// path with the explicit inlet (the target), and the transparent one (extra).
-var TargetPaths = []string{Hub, Transparent}
+// path with the explicit inlet (the target), and as extra lines the same
+// with the hub relaying in the kernel (agent hub --relay sockmap) and the
+// transparent one.
+var TargetPaths = []string{Hub, Sockmap, Transparent}
 
 // ComputeTargets returns the target lines for every path of TargetPaths.
 func ComputeTargets(r *Results) []Target {

@@ -97,7 +97,8 @@ type Scenario struct {
 	Bank     *Agent
 	Analysis *Agent
 
-	agents []*Agent // every agent started, for Close
+	agents  []*Agent // every agent started, for Close
+	hubArgs []string // extra arguments of the hub (RestartHub)
 }
 
 // Agent is one company's running agent.
@@ -233,6 +234,7 @@ func (s *Scenario) DisallowApp(ctx context.Context) error {
 // StartHub starts the hub in the internet namespace and waits until it listens.
 func (s *Scenario) StartHub(ctx context.Context) error {
 	args := []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--project", s.ProjectDir, "--listen", s.HubAddress()}
+	args = append(args, s.hubArgs...)
 	if s.opts.CredentialLifetime > 0 {
 		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
 	}
@@ -242,6 +244,18 @@ func (s *Scenario) StartHub(ctx context.Context) error {
 	}
 	s.Hub = p
 	return waitFor(ctx, p, "hub listening")
+}
+
+// RestartHub stops the hub and starts it again with extra `agent hub`
+// arguments (none: as Start started it). Agents reconnect on their own.
+func (s *Scenario) RestartHub(ctx context.Context, args ...string) error {
+	if s.Hub != nil {
+		if err := s.Hub.Stop(); err != nil {
+			return fmt.Errorf("stop hub: %w", err)
+		}
+	}
+	s.hubArgs = args
+	return s.StartHub(ctx)
 }
 
 // Ticket issues a ticket with extra `agentctl ticket create` flags.
