@@ -105,6 +105,7 @@ type direction struct {
 	aead   cipher.AEAD
 	iv     [12]byte
 	seq    uint64
+	nonceb [12]byte // the last nonce: one per direction, not one per record
 }
 
 func newDirection(secret []byte) (*direction, error) {
@@ -137,30 +138,30 @@ func (d *direction) nonce() ([]byte, error) {
 			return nil, err
 		}
 	}
-	n := d.iv
+	d.nonceb = d.iv
 	var s [8]byte
 	binary.BigEndian.PutUint64(s[:], d.seq)
 	for i := range s {
-		n[4+i] ^= s[i]
+		d.nonceb[4+i] ^= s[i]
 	}
 	d.seq++
-	return n[:], nil
+	return d.nonceb[:], nil
 }
 
 // Conn is an established channel on its TCP connection. One goroutine may
 // write (Write, PumpFrom, WriteControl, CloseWrite) while another reads
 // (Read, PumpTo, ReadControl).
 type Conn struct {
-	raw *net.TCPConn
-	rc  syscall.RawConn
-	out *direction // guarded by the single writer
-	in  *direction // guarded by the single reader
+	raw  *net.TCPConn
+	rc   syscall.RawConn
+	out  *direction // guarded by the single writer
+	in   *direction // guarded by the single reader
+	idle *idleReader
 
 	// reader state: buf[r:w] is received and not yet opened; nil while
 	// nothing is pending, so that an idle channel holds no buffer.
 	buf    *[]byte
 	r, w   int
-	big    bool   // the last record was large: read into a large buffer
 	plain  []byte // opened data not yet returned by Read
 	ended  bool   // the peer's end record was read
 	closed atomic.Bool
@@ -225,7 +226,7 @@ func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("take over channel connection: %w", err)
 	}
-	c := &Conn{raw: raw, rc: rc, out: toServer, in: toClient}
+	c := &Conn{raw: raw, rc: rc, out: toServer, in: toClient, idle: newIdleReader(rc, whole)}
 	if !client {
 		c.out, c.in = toClient, toServer
 	}
@@ -317,15 +318,15 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 	if err != nil {
 		return err
 	}
-	big := false
+	r := newIdleReader(rc, plainRoom)
 	for {
-		bp, nr, err := readIdle(rc, big, plainRoom)
+		bp, nr, err := r.read()
 		if err != nil || nr == 0 {
 			return err // nil at EOF
 		}
 		// A read that filled its buffer means more is coming.
 		room := min(len(*bp)-hdrLen-tagLen, MaxRecord)
-		big = nr == room || (big && nr > smallSize/2)
+		r.big = nr == room || (r.big && nr > smallSize/2)
 		rec, err := c.seal(recData, *bp, nr)
 		if err == nil {
 			_, err = c.raw.Write(rec)
@@ -344,37 +345,61 @@ func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-tagLen, hdrLen+MaxR
 // whole is the whole buffer.
 func whole(b []byte) []byte { return b }
 
-// readIdle waits until rc is readable without holding a buffer, then reads
-// into window of a pooled one (large or small). nr == 0 with a nil error is
-// EOF.
-func readIdle(rc syscall.RawConn, big bool, window func([]byte) []byte) (bp *[]byte, nr int, err error) {
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		bp = getBuf(big)
-		b := window(*bp)
-		for {
-			nr, rerr = syscall.Read(int(fd), b)
-			if rerr != syscall.EINTR {
-				break
-			}
+// idleReader waits until a socket is readable without holding a buffer,
+// then reads into window of a pooled one, large or small.
+type idleReader struct {
+	rc     syscall.RawConn
+	window func([]byte) []byte
+	big    bool // read into a large buffer
+	fn     func(fd uintptr) bool
+
+	// results of the last fn
+	bp  *[]byte
+	nr  int
+	err error
+}
+
+func newIdleReader(rc syscall.RawConn, window func([]byte) []byte) *idleReader {
+	r := &idleReader{rc: rc, window: window}
+	r.fn = r.readFD // bound once: no closure to allocate per read
+	return r
+}
+
+// readFD is RawConn.Read's callback: false (and no buffer held) on EAGAIN.
+func (r *idleReader) readFD(fd uintptr) bool {
+	r.bp = getBuf(r.big)
+	b := r.window(*r.bp)
+	for {
+		r.nr, r.err = syscall.Read(int(fd), b)
+		if r.err != syscall.EINTR {
+			break
 		}
-		if rerr == syscall.EAGAIN {
-			putBuf(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
-	if err == nil {
-		err = rerr
 	}
-	if err != nil || nr <= 0 {
-		if bp != nil {
-			putBuf(bp)
+	if r.err == syscall.EAGAIN {
+		putBuf(r.bp)
+		r.bp = nil
+		return false
+	}
+	return true
+}
+
+// read returns a buffer holding nr bytes read; nr == 0 with a nil error is
+// EOF.
+func (r *idleReader) read() (bp *[]byte, nr int, err error) {
+	r.bp, r.nr, r.err = nil, 0, nil
+	err = r.rc.Read(r.fn)
+	if err == nil {
+		err = r.err
+	}
+	if err != nil || r.nr <= 0 {
+		if r.bp != nil {
+			putBuf(r.bp)
 		}
+		r.bp = nil
 		return nil, 0, wrapRead(err)
 	}
-	return bp, nr, nil
+	bp, r.bp = r.bp, nil
+	return bp, r.nr, nil
 }
 
 func wrapRead(err error) error {
@@ -484,7 +509,7 @@ func (c *Conn) next() (byte, []byte, error) {
 				}
 				typ := h[0]
 				c.r += hdrLen + l
-				c.big = hdrLen+l > smallSize/2
+				c.idle.big = hdrLen+l > smallSize/2
 				if typ == recEnd && c.r == c.w {
 					c.release() // nothing more should come
 				}
@@ -495,7 +520,7 @@ func (c *Conn) next() (byte, []byte, error) {
 				nb := getBuf(true)
 				c.w = copy(*nb, buf[c.r:c.w])
 				putBuf(c.buf)
-				c.buf, c.r, c.big = nb, 0, true
+				c.buf, c.r, c.idle.big = nb, 0, true
 			} else if c.r+hdrLen+l > len(buf) {
 				c.w = copy(buf, buf[c.r:c.w])
 				c.r = 0
@@ -514,7 +539,7 @@ func (c *Conn) fill() error {
 		c.release()
 	}
 	if c.buf == nil {
-		bp, nr, err := readIdle(c.rc, c.big, whole)
+		bp, nr, err := c.idle.read()
 		if err != nil {
 			return c.readErr(err)
 		}

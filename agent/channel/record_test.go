@@ -238,8 +238,8 @@ func TestBufferSizes(t *testing.T) {
 		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
 		}
-		if want := len(msg) > smallSize/2; s.big != want {
-			t.Errorf("after message %d of %d bytes: large buffers %v, want %v", i, len(msg), s.big, want)
+		if want := len(msg) > smallSize/2; s.idle.big != want {
+			t.Errorf("after message %d of %d bytes: large buffers %v, want %v", i, len(msg), s.idle.big, want)
 		}
 	}
 }

@@ -9,7 +9,8 @@
 //	                          (channel.Conn: in place, pooled buffers)
 //	otherwise:                src.Read ──> buffer (pooled, 32 KiB) ──> dst.Write
 //
-//	src EOF          → dst.CloseWrite (FIN; close_notify first on TLS)
+//	src EOF          → dst.CloseWrite (FIN; close_notify first on TLS; the
+//	                   end record on a channel, which stays open)
 //	src reset/error  → both sides aborted (RST)
 //	dst write error  → both sides aborted
 //

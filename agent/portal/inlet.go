@@ -348,10 +348,19 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 
 // dialDirect connects to an outlet agent's direct listener.
 func (m *Manager) dialDirect(ctx context.Context, addr string) (*net.TCPConn, error) {
+	c, err := m.dial(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to outlet agent %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// dial opens a TCP connection within the manager's dial timeout.
+func (m *Manager) dial(ctx context.Context, addr string) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: m.opts.DialTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to outlet agent %s: %w", addr, err)
+		return nil, err
 	}
 	return c.(*net.TCPConn), nil
 }

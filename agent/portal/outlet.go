@@ -167,15 +167,13 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	defer o.lim.release()
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
-	d := net.Dialer{Timeout: m.opts.DialTimeout}
-	tc, err := d.DialContext(o.ctx, "tcp", o.spec.To)
+	target, err := m.dial(o.ctx, o.spec.To)
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
 		closeWithStatus(ch, statusUnreachable)
 		return false
 	}
-	target := tc.(*net.TCPConn)
 	if err := ch.WriteControl(statusOK); err != nil {
 		o.stats.Failed.Add(1)
 		target.Close()

@@ -253,7 +253,7 @@ func waitClient(ctx context.Context, p *testenv.Process) (load.Result, error) {
 	lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
 	var out load.Result
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &out); err != nil {
-		return load.Result{}, fmt.Errorf("decode client output %q: %w", tail(p.Output(), 500), err)
+		return load.Result{}, fmt.Errorf("decode client output %q: %w", p.OutputTail(500), err)
 	}
 	return out, nil
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/bench/load"
 	"github.com/sluicehq/sluice/testenv"
 )
@@ -155,8 +156,8 @@ func ports(fw []Forward) []int {
 
 // RunForwarder is the forwarder subcommand: for each "LISTEN=TARGET" pair
 // it accepts on LISTEN and copies bytes both ways to a new connection to
-// TARGET, half-closes included, until ctx ends. io.Copy between two
-// *net.TCPConn splices in the kernel. ready is called once every listener
+// TARGET, half-closes and resets included, until ctx ends, with the pipe
+// Sluice's hub splices with. ready is called once every listener
 // is open.
 func RunForwarder(ctx context.Context, pairs []string, ready func()) error {
 	var ls []net.Listener
@@ -200,31 +201,13 @@ func forward(l net.Listener, target string) error {
 	}
 }
 
-// splice connects a to a new connection to target and copies both ways.
+// splice connects a to a new connection to target and relays both ways
+// with the hub's own pipe (splice(2), half-closes and resets passed on).
 func splice(a *net.TCPConn, target string) {
-	defer a.Close()
 	conn, err := net.DialTimeout("tcp", target, 10*time.Second)
 	if err != nil {
+		a.Close()
 		return
 	}
-	b := conn.(*net.TCPConn)
-	defer b.Close()
-	done := make(chan struct{})
-	go func() {
-		pipe(b, a)
-		close(done)
-	}()
-	pipe(a, b)
-	<-done
-}
-
-// pipe copies src to dst, then half-closes dst (or resets both on error).
-func pipe(dst, src *net.TCPConn) {
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.SetLinger(0)
-		dst.Close()
-		src.Close()
-		return
-	}
-	dst.CloseWrite()
+	pipe.Run(context.Background(), pipe.TCP(a), pipe.TCP(conn.(*net.TCPConn)), nil)
 }
