@@ -203,3 +203,32 @@ func TestAttributesFollowMemberState(t *testing.T) {
 		t.Errorf("after expiry: %v, want %v", err, ErrExpired)
 	}
 }
+
+// TestMembersKeepsTheNewestWord: words may arrive out of order; the newest
+// generation wins, and a revocation is for good.
+func TestMembersKeepsTheNewestWord(t *testing.T) {
+	var ms Members
+	if _, ok := ms.Current("n"); ok {
+		t.Fatal("an empty view knows a node")
+	}
+	steps := []struct {
+		st      State
+		applied bool
+		want    State
+	}{
+		{State{Generation: 3, Attributes: map[string]string{"a": "1"}}, true, State{Generation: 3, Attributes: map[string]string{"a": "1"}}},
+		{State{Generation: 2, Attributes: map[string]string{"a": "0"}}, false, State{Generation: 3, Attributes: map[string]string{"a": "1"}}},
+		{State{Generation: 3, Attributes: map[string]string{"a": "2"}}, false, State{Generation: 3, Attributes: map[string]string{"a": "1"}}},
+		{State{Generation: 5, Revoked: true}, true, State{Generation: 5, Revoked: true}},
+		{State{Generation: 6, Attributes: map[string]string{"a": "3"}}, true, State{Generation: 6, Attributes: map[string]string{"a": "3"}, Revoked: true}},
+	}
+	for i, s := range steps {
+		if got := ms.Update("n", s.st); got != s.applied {
+			t.Errorf("step %d: Update = %v, want %v", i, got, s.applied)
+		}
+		got, _ := ms.Current("n")
+		if got.Generation != s.want.Generation || got.Revoked != s.want.Revoked || got.Attributes["a"] != s.want.Attributes["a"] {
+			t.Errorf("step %d: %+v, want %+v", i, got, s.want)
+		}
+	}
+}
