@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ const DefaultCredentialLifetime = time.Hour
 var (
 	bucketTickets = []byte("tickets")
 	bucketMembers = []byte("members")
+	bucketMeta    = []byte("meta")
+	keyGeneration = []byte("generation")
 )
 
 // Member is a node that redeemed a ticket.
@@ -33,6 +36,10 @@ type Member struct {
 	Relays     []string          `json:"relays"`
 	Enrolled   time.Time         `json:"enrolled"`
 	Revoked    bool              `json:"revoked,omitempty"`
+	// Generation is the project's member-state generation at this
+	// record's last change (see Authority.Generation). Credentials carry
+	// it: a credential older than the member's generation is stale.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // MayClaim reports whether the member's tickets permitted relay name.
@@ -65,7 +72,7 @@ func Open(p *Project, opts Options) (*Authority, error) {
 		return nil, fmt.Errorf("open authority database %s (is another hub running on this project?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		return errors.Join(ensureBucket(tx, bucketTickets), ensureBucket(tx, bucketMembers))
+		return errors.Join(ensureBucket(tx, bucketTickets), ensureBucket(tx, bucketMembers), ensureBucket(tx, bucketMeta))
 	})
 	if err != nil {
 		db.Close()
@@ -141,6 +148,11 @@ func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, erro
 				m.Relays = append(m.Relays, r)
 			}
 		}
+		gen, err := bumpGeneration(tx)
+		if err != nil {
+			return err
+		}
+		m.Generation = gen
 		return errors.Join(putJSON(tickets, t.ID, rec), putJSON(members, nodeID, m))
 	})
 	if err != nil {
@@ -167,18 +179,57 @@ func (a *Authority) Member(nodeID string) (*Member, error) {
 
 // Members lists every member, in node ID order.
 func (a *Authority) Members() ([]Member, error) {
-	var out []Member
-	err := a.db.View(func(tx *bolt.Tx) error {
+	_, ms, err := a.Snapshot()
+	return ms, err
+}
+
+// Snapshot returns the project's member-state generation and every member
+// (in node ID order) as one consistent view.
+func (a *Authority) Snapshot() (gen uint64, members []Member, err error) {
+	err = a.db.View(func(tx *bolt.Tx) error {
+		gen = generation(tx)
 		return tx.Bucket(bucketMembers).ForEach(func(_, v []byte) error {
 			var m Member
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("decode member: %w", err)
 			}
-			out = append(out, m)
+			members = append(members, m)
 			return nil
 		})
 	})
-	return out, err
+	if err != nil {
+		return 0, nil, fmt.Errorf("read members: %w", err)
+	}
+	return gen, members, nil
+}
+
+// Generation is the project's member-state generation: it grows by one with
+// every change to a member (enrollment, attributes, revocation), so that an
+// agent can tell the newer of two words about a node.
+func (a *Authority) Generation() (uint64, error) {
+	var gen uint64
+	err := a.db.View(func(tx *bolt.Tx) error {
+		gen = generation(tx)
+		return nil
+	})
+	return gen, err
+}
+
+func generation(tx *bolt.Tx) uint64 {
+	v := tx.Bucket(bucketMeta).Get(keyGeneration)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// bumpGeneration moves the project to its next generation and returns it.
+func bumpGeneration(tx *bolt.Tx) (uint64, error) {
+	gen := generation(tx) + 1
+	if err := tx.Bucket(bucketMeta).Put(keyGeneration, binary.BigEndian.AppendUint64(nil, gen)); err != nil {
+		return 0, fmt.Errorf("record generation: %w", err)
+	}
+	return gen, nil
 }
 
 // Issue signs a fresh credential for a current member.
@@ -194,6 +245,7 @@ func (a *Authority) Issue(nodeID string) (der []byte, m *Member, err error) {
 		PublicKey:  m.PublicKey,
 		ProjectID:  a.project.ID,
 		Attributes: m.Attributes,
+		Generation: m.Generation,
 		Lifetime:   a.lifetime,
 		Now:        a.now(),
 	})

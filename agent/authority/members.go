@@ -3,7 +3,6 @@ package authority
 import (
 	"errors"
 	"fmt"
-	"sort"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -26,6 +25,11 @@ func (a *Authority) update(nodeID string, change func(m *Member) error) (*Member
 		if err := change(&m); err != nil {
 			return err
 		}
+		gen, err := bumpGeneration(tx)
+		if err != nil {
+			return err
+		}
+		m.Generation = gen
 		return putJSON(members, nodeID, m)
 	})
 	if err != nil {
@@ -69,20 +73,4 @@ func (a *Authority) SetAttributes(nodeID string, attrs map[string]string) (*Memb
 		return nil, err
 	}
 	return m, nil
-}
-
-// RevokedNodes lists the node IDs of revoked members, sorted.
-func (a *Authority) RevokedNodes() ([]string, error) {
-	ms, err := a.Members()
-	if err != nil {
-		return nil, fmt.Errorf("list revoked members: %w", err)
-	}
-	var out []string
-	for _, m := range ms {
-		if m.Revoked {
-			out = append(out, m.NodeID)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
 }

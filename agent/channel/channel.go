@@ -69,14 +69,17 @@ func Client(keys *Keys, v *credential.Verifier, serverName, expectNode string, a
 			if expectNode != "" && peer.NodeID != expectNode {
 				return fmt.Errorf("verify outlet: node %s, want %s: %w", peer.NodeID, expectNode, ErrWrongPeer)
 			}
-			return Authorize(allow, peer)
+			return Authorize(v, allow, peer)
 		},
 	}
 }
 
-// Server returns the TLS configuration of an agent's outlets. policyFor looks
-// up the policy of the outlet the client named (SNI).
-func Server(keys *Keys, v *credential.Verifier, policyFor func(serverName string) (*policy.Policy, error)) *tls.Config {
+// Server returns the TLS configuration of an agent's outlets. The handshake
+// authenticates the inlet's agent (its credential is the project's and it
+// holds its key) and nothing more: the outlet authorizes it afterwards
+// (Admit), so that whether a policy admits a node is told only to a peer
+// that proved it is that node, in an authenticated record.
+func Server(keys *Keys, v *credential.Verifier) *tls.Config {
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
 		NextProtos:             []string{ALPN},
@@ -86,23 +89,32 @@ func Server(keys *Keys, v *credential.Verifier, policyFor func(serverName string
 			return keys.certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			peer, err := v.Verify(rawOf(cs))
-			if err != nil {
-				return err
-			}
-			p, err := policyFor(cs.ServerName)
-			if err != nil {
-				return err
-			}
-			return Authorize(p, peer)
+			_, err := v.Authenticate(rawOf(cs))
+			return err
 		},
 	}
 }
 
-// Authorize applies a policy to a verified peer.
-func Authorize(p *policy.Policy, peer *credential.Credential) error {
-	if !p.Allows(peer.Attributes) {
-		return fmt.Errorf("authorize node %s: %s: %w", peer.NodeID, p.Explain(peer.Attributes), ErrDenied)
+// Admit authorizes the peer of a new channel: its credential must be the
+// node's current one (v.Check) and p must allow its attributes.
+func Admit(v *credential.Verifier, p *policy.Policy, peer *credential.Credential) error {
+	if err := v.Check(peer); err != nil {
+		return err
+	}
+	return Authorize(v, p, peer)
+}
+
+// Authorize applies a policy to a verified peer, as the project knows the
+// peer now (v.Attributes): at the handshake, and again for every stream a
+// channel carries afterwards. A revoked or expired peer is refused with the
+// verifier's error, one whose attributes fail p with ErrDenied.
+func Authorize(v *credential.Verifier, p *policy.Policy, peer *credential.Credential) error {
+	attrs, err := v.Attributes(peer)
+	if err != nil {
+		return err
+	}
+	if !p.Allows(attrs) {
+		return fmt.Errorf("authorize node %s: %s: %w", peer.NodeID, p.Explain(attrs), ErrDenied)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@
 //	Subject CN   the node ID (see identity.NodeID)
 //	URI SAN      sluice://PROJECT/node/NODEID
 //	extension    AttributesOID: SEQUENCE OF SEQUENCE { UTF8String name, UTF8String value }
+//	extension    GenerationOID: INTEGER, the project's member-state generation
+//	             at the node's last change (absent: 0)
 //
 // The issuer is the project authority, a self-signed Ed25519 CA certificate.
 package credential
@@ -21,6 +23,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net"
 	"net/url"
@@ -36,6 +39,10 @@ import (
 // It sits in a private-enterprise arc reserved for Sluice; it is not critical,
 // so other TLS stacks accept the certificate and ignore the extension.
 var AttributesOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 64217, 1, 1}
+
+// GenerationOID identifies the extension that carries the member-state
+// generation the credential was issued at. Not critical either.
+var GenerationOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 64217, 1, 2}
 
 // Sentinel errors callers branch on.
 var (
@@ -55,6 +62,10 @@ type Credential struct {
 	NodeID     string
 	ProjectID  string
 	Attributes map[string]string
+	// Generation is the project's member-state generation of the node's
+	// record when the credential was issued: a newer word from the
+	// authority about the node makes the credential stale.
+	Generation uint64
 }
 
 // Expires returns the end of the credential's validity.
@@ -70,6 +81,7 @@ type Request struct {
 	PublicKey  ed25519.PublicKey
 	ProjectID  string
 	Attributes map[string]string
+	Generation uint64        // the member record's generation
 	Lifetime   time.Duration // required
 	Now        time.Time     // zero means time.Now()
 }
@@ -86,6 +98,13 @@ func Issue(ca *x509.Certificate, caKey crypto.Signer, req Request) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("issue credential: %w", err)
 	}
+	if req.Generation > math.MaxInt64 {
+		return nil, fmt.Errorf("issue credential: generation %d out of range", req.Generation)
+	}
+	genExt, err := asn1.Marshal(int64(req.Generation))
+	if err != nil {
+		return nil, fmt.Errorf("issue credential: %w", err)
+	}
 	now := req.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -99,7 +118,7 @@ func Issue(ca *x509.Certificate, caKey crypto.Signer, req Request) ([]byte, erro
 		KeyUsage:        x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:            []*url.URL{NodeURI(req.ProjectID, nodeID)},
-		ExtraExtensions: []pkix.Extension{{Id: AttributesOID, Value: ext}},
+		ExtraExtensions: []pkix.Extension{{Id: AttributesOID, Value: ext}, {Id: GenerationOID, Value: genExt}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, req.PublicKey, caKey)
 	if err != nil {
@@ -129,8 +148,10 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 		return nil, fmt.Errorf("parse credential: node ID does not match the key: %w", ErrMalformed)
 	}
 	attrs := map[string]string{}
+	var gen int64
 	for _, e := range cert.Extensions {
-		if e.Id.Equal(AttributesOID) {
+		switch {
+		case e.Id.Equal(AttributesOID):
 			var list []attribute
 			if rest, err := asn1.Unmarshal(e.Value, &list); err != nil || len(rest) > 0 {
 				return nil, fmt.Errorf("parse credential attributes: %w", ErrMalformed)
@@ -138,9 +159,13 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 			for _, a := range list {
 				attrs[a.Name] = a.Value
 			}
+		case e.Id.Equal(GenerationOID):
+			if rest, err := asn1.Unmarshal(e.Value, &gen); err != nil || len(rest) > 0 || gen < 0 {
+				return nil, fmt.Errorf("parse credential generation: %w", ErrMalformed)
+			}
 		}
 	}
-	return &Credential{Cert: cert, NodeID: node, ProjectID: project, Attributes: attrs}, nil
+	return &Credential{Cert: cert, NodeID: node, ProjectID: project, Attributes: attrs, Generation: uint64(gen)}, nil
 }
 
 // ParseDER parses a DER certificate as a credential, without verifying it.

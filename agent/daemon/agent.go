@@ -59,9 +59,10 @@ type Agent struct {
 	cancel context.CancelFunc
 	cred   atomic.Pointer[credential.Credential]
 
-	peersMu sync.Mutex // guards members
-	members members
-	kick    chan struct{} // wakes reviewLoop
+	members credential.Members // the authority's word on each node, as the hub sent it
+	dirtyMu sync.Mutex         // guards dirty
+	dirty   []string           // nodes whose word changed, for reviewLoop
+	kick    chan struct{}      // wakes reviewLoop
 
 	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
 	plan   *plan        // what the maps hold; nil until first written
@@ -147,7 +148,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	a.ports = portal.New(portal.Options{
 		Hub:      a.client,
 		Keys:     &a.keys,
-		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Revoked: a.isRevoked},
+		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Current: a.members.Current},
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
 	})

@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/policy"
 	"github.com/sluicehq/sluice/agent/relay"
 )
@@ -19,47 +20,29 @@ import (
 //
 // onMember never blocks the reader: it only records and kicks.
 
-// members is the authority's latest word on other nodes, as the hub pushed it.
-type members struct {
-	peers map[string]relay.MemberUpdate
-	dirty []string // nodes to review
-}
-
-// onMember records an update and wakes the review.
+// onMember records a word on a member, unless a newer one is known, and
+// wakes the review. A revocation is for good, whatever comes after it.
 func (a *Agent) onMember(u relay.MemberUpdate) {
-	a.peersMu.Lock()
-	if a.members.peers == nil {
-		a.members.peers = map[string]relay.MemberUpdate{}
+	if !a.members.Update(u.Node, credential.State{Generation: u.Generation, Attributes: u.Attributes, Revoked: u.Revoked}) {
+		return
 	}
-	if old, ok := a.members.peers[u.Node]; ok && old.Revoked {
-		u.Revoked = true // revocation is for good
-	}
-	a.members.peers[u.Node] = u
-	a.members.dirty = append(a.members.dirty, u.Node)
-	a.peersMu.Unlock()
+	a.dirtyMu.Lock()
+	a.dirty = append(a.dirty, u.Node)
+	a.dirtyMu.Unlock()
 	select {
 	case a.kick <- struct{}{}:
 	default:
 	}
 }
 
-// isRevoked is the verifier's revocation check.
-func (a *Agent) isRevoked(node string) bool {
-	a.peersMu.Lock()
-	defer a.peersMu.Unlock()
-	return a.members.peers[node].Revoked
-}
-
 // peerDenied reports whether the authority's word on node rules out a
 // channel that allow must admit: node revoked, or its attributes pushed
 // since fail allow. It is true for every node if this agent was revoked.
 func (a *Agent) peerDenied(node string, allow *policy.Policy) bool {
-	a.peersMu.Lock()
-	defer a.peersMu.Unlock()
-	if a.members.peers[a.id.ID()].Revoked {
+	if self, _ := a.members.Current(a.id.ID()); self.Revoked {
 		return true
 	}
-	u, ok := a.members.peers[node]
+	u, ok := a.members.Current(node)
 	if node == "" || !ok {
 		return false
 	}
@@ -81,15 +64,13 @@ func (a *Agent) reviewLoop(ctx context.Context) {
 			return
 		case <-a.kick:
 		}
-		a.peersMu.Lock()
-		var updates []relay.MemberUpdate
-		for _, n := range a.members.dirty {
-			updates = append(updates, a.members.peers[n])
-		}
-		a.members.dirty = nil
-		a.peersMu.Unlock()
-		for _, u := range updates {
-			a.review(u)
+		a.dirtyMu.Lock()
+		nodes := a.dirty
+		a.dirty = nil
+		a.dirtyMu.Unlock()
+		for _, n := range nodes {
+			st, _ := a.members.Current(n)
+			a.review(n, st)
 		}
 		a.mu.Lock()
 		err := a.syncLocked()
@@ -100,14 +81,14 @@ func (a *Agent) reviewLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) review(u relay.MemberUpdate) {
-	if u.Node == a.id.ID() {
-		if u.Revoked {
+func (a *Agent) review(node string, st credential.State) {
+	if node == a.id.ID() {
+		if st.Revoked {
 			a.log.Error("the authority revoked this agent: it gets no new credential, peers refuse it, and its transparent inlets refuse every connection")
 		}
 		return
 	}
-	n := a.ports.ReviewPeer(u.Node, orEmpty(u.Attributes), u.Revoked)
-	a.log.Info("member update from the hub", zap.String("node", u.Node), zap.Bool("revoked", u.Revoked),
-		zap.Any("attributes", u.Attributes), zap.Int("channels_reset", n))
+	n := a.ports.ReviewPeer(node, orEmpty(st.Attributes), st.Revoked)
+	a.log.Info("member update from the hub", zap.String("node", node), zap.Uint64("generation", st.Generation),
+		zap.Bool("revoked", st.Revoked), zap.Any("attributes", st.Attributes), zap.Int("channels_reset", n))
 }

@@ -144,6 +144,9 @@ type CredentialStatus struct {
 	Expires   time.Time `json:"expires"`
 	ExpiresIn string    `json:"expires_in"`
 	Serial    string    `json:"serial"`
+	// Generation is the member-state generation the credential was issued
+	// at: peers refuse it once they have heard of a newer one.
+	Generation uint64 `json:"generation"`
 }
 
 // Status reports the agent's state.
@@ -153,9 +156,10 @@ func (a *Agent) Status() Status {
 	if c := a.cred.Load(); c != nil {
 		st.Attributes = c.Attributes
 		st.Credential = CredentialStatus{
-			Expires:   c.Expires().UTC(),
-			ExpiresIn: time.Until(c.Expires()).Round(time.Second).String(),
-			Serial:    c.Cert.SerialNumber.Text(16),
+			Expires:    c.Expires().UTC(),
+			ExpiresIn:  time.Until(c.Expires()).Round(time.Second).String(),
+			Serial:     c.Cert.SerialNumber.Text(16),
+			Generation: c.Generation,
 		}
 	}
 	return st

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -36,6 +37,7 @@ const (
 	statusOK          byte = 0    // outlet → inlet: connected to target
 	statusUnreachable byte = 1    // the outlet could not connect to its target
 	statusNoOutlet    byte = 2    // the agent has no outlet by the name asked for
+	statusDenied      byte = 3    // the outlet's policy no longer allows the inlet's node
 )
 
 type inlet struct {
@@ -248,7 +250,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
 	s, err := m.session(in)
 	if err != nil {
-		if errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) {
+		if refusedByPolicy(err) {
 			in.stats.Refused.Add(1)
 		} else {
 			in.stats.Failed.Add(1)
@@ -268,7 +270,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	if res.Err != nil && in.ctx.Err() == nil {
 		err := explainRemote(res.Err)
 		switch {
-		case errors.Is(err, channel.ErrDenied):
+		case refusedByPolicy(err):
 			in.stats.Refused.Add(1)
 		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet):
 			in.stats.Failed.Add(1)
@@ -278,13 +280,19 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 }
 
 // session returns a channel to the outlet that has been asked to open its
-// target: a warm one if the pool has one that still works, else a new one.
+// target: a warm one if the pool has one that still works and whose peer
+// the inlet's policy still allows as the project knows it now, else a new
+// one (whose handshake decides).
 func (m *Manager) session(in *inlet) (*session, error) {
 	if s := in.pool.take(); s != nil {
-		if err := s.ch.WriteControl(ctlOpen); err == nil {
+		err := channel.Authorize(m.opts.Verifier, in.allow, s.peer)
+		if err == nil {
+			err = s.ch.WriteControl(ctlOpen)
+		}
+		if err == nil {
 			return s, nil
 		}
-		s.close() // the outlet went away meanwhile: no byte of the app's is lost
+		s.close() // no byte of the app's is lost
 	}
 	s, err := m.openChannel(in)
 	if err != nil {
@@ -329,8 +337,14 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
 	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
 	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
+	}
+	peer, err := peerCredential(tc)
+	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
@@ -341,8 +355,8 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	}
 	ch.OnControl = outletStatus
 	in.channels.Add(1)
-	s := &session{ch: ch, owner: peerNode(tc, owner)}
-	s.untrack = m.chans.track(s.owner, in.allow, s.abort)
+	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
+	s.untrack = m.chans.track(peer.NodeID, in.allow, s.abort)
 	return s, nil
 }
 
@@ -377,6 +391,15 @@ func refusal(ch *channel.Conn, werr error) error {
 	return werr
 }
 
+// refusedByPolicy reports whether a channel or a connection on it was
+// refused because of who the peer is (counted as refused, not failed): its
+// attributes, its identity, or a credential the project has since replaced
+// or revoked.
+func refusedByPolicy(err error) bool {
+	return errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) ||
+		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked)
+}
+
 // explainRemote turns the outlet's TLS alert into the reason an operator needs.
 func explainRemote(err error) error {
 	if isRemoteBadCert(err) {
@@ -400,6 +423,8 @@ func outletStatus(b byte) error {
 		return nil
 	case statusNoOutlet:
 		return fmt.Errorf("the far agent has no such outlet; name one with the inlet's --outlet: %w", channel.ErrNoOutlet)
+	case statusDenied:
+		return fmt.Errorf("the outlet refused this connection: its policy does not allow this agent's current attributes: %w", channel.ErrDenied)
 	default:
 		return ErrTargetUnreachable
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/pipe"
-	"github.com/sluicehq/sluice/agent/policy"
 )
 
 // Outlet session pipeline:
@@ -23,12 +22,6 @@ import (
 //	    verifying the inlet's credential and this outlet's policy
 //	    ──> channel records: wait for "open" ──> dial target
 //	    ──> status (control) ──> pipe.Run(channel, target)
-
-// anyMember lets the handshake finish when the inlet names an outlet that does
-// not exist, so that the inlet learns why from a status byte rather than an
-// alert it would read as a policy refusal. The channel still requires a valid
-// credential of the project, and nothing is forwarded.
-var anyMember = policy.MustParse("true")
 
 // HandleIncoming serves one data session the hub announced for a relay this
 // agent owns. from is the inlet agent's node ID, as the hub says; the channel
@@ -46,7 +39,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	m.serveChannel(ctx, raw, from, log)
+	m.serveChannel(ctx, raw, log)
 }
 
 // ServeDirect serves a channel an inlet opened straight to this agent
@@ -60,54 +53,59 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	m.serveChannel(ctx, raw, "", m.log.With(zap.Stringer("from", raw.RemoteAddr())))
+	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())))
 }
 
 // serveChannel runs the server side of a channel on raw: handshake, then
 // the outlet the inlet named. from is the inlet agent's node as the hub says
 // ("" without hub); the channel authenticates it independently.
-func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, from string, log *zap.Logger) {
-	var (
-		chosen  *outlet
-		missing error
-	)
-	conf := channel.Server(m.opts.Keys, m.opts.Verifier, func(name string) (*policy.Policy, error) {
-		o, err := m.outletFor(name)
-		if err != nil {
-			missing = err
-			return anyMember, nil
-		}
-		chosen = o
-		return o.allow, nil
-	})
-	tc := tls.Server(channel.Boundary(raw), conf)
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger) {
+	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		if chosen != nil && errors.Is(err, channel.ErrDenied) {
-			chosen.stats.Refused.Add(1)
-		}
-		log.Warn("outlet refused a connection", zap.Error(err))
+		log.Warn("outlet refused a channel", zap.Error(err))
 		return
 	}
-	node := peerNode(tc, from)
+	peer, err := peerCredential(tc)
+	if err != nil {
+		raw.Close()
+		log.Warn("outlet session failed", zap.Error(err))
+		return
+	}
+	log = log.With(zap.String("node", peer.NodeID))
 	ch, err := channel.NewConn(raw, tc, false)
 	if err != nil {
 		raw.Close()
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	if chosen == nil {
-		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(missing))
+	o, err := m.outletFor(tc.ConnectionState().ServerName)
+	if err != nil {
+		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(err))
 		closeWithStatus(ch, statusNoOutlet)
 		return
 	}
-	o := chosen
-	defer m.chans.track(node, o.allow, func() { ch.Abort() })()
+	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
 	log = log.With(zap.String("outlet", o.spec.Name))
 	// The channel carries one connection after another: the inlet keeps it
-	// warm between them. The first open comes with the handshake.
+	// warm between them. The first open comes with the handshake. Each is
+	// authorized anew, with the project's current word on the peer; the
+	// first also requires the credential to be the node's current one.
 	for first := true; ; first = false {
-		if !m.awaitOpen(o, ch, first, log) || !m.serveOutlet(o, ch, log) {
+		if !m.awaitOpen(o, ch, first, log) {
+			return
+		}
+		authorize := channel.Authorize
+		if first {
+			authorize = channel.Admit
+		}
+		if err := authorize(m.opts.Verifier, o.allow, peer); err != nil {
+			o.stats.Refused.Add(1)
+			log.Warn("outlet refused a connection", zap.Error(err))
+			closeWithStatus(ch, statusDenied)
+			return
+		}
+		if !m.serveOutlet(o, ch, log) {
 			return
 		}
 	}
@@ -139,19 +137,14 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 	return true
 }
 
-// peerNode is the node the channel authenticated; the hub's word (from) if
-// its credential cannot be read, which the handshake made unlikely.
-// Both ends use it.
-func peerNode(ch *tls.Conn, from string) string {
+// peerCredential is the credential the channel's handshake verified. Both
+// ends keep it to authorize every connection the channel carries.
+func peerCredential(ch *tls.Conn) (*credential.Credential, error) {
 	certs := ch.ConnectionState().PeerCertificates
 	if len(certs) == 0 {
-		return from
+		return nil, errors.New("read peer credential: the peer presented none")
 	}
-	c, err := credential.Parse(certs[0])
-	if err != nil {
-		return from
-	}
-	return c.NodeID
+	return credential.Parse(certs[0])
 }
 
 // serveOutlet carries one connection of the channel to the target; it

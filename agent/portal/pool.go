@@ -1,12 +1,15 @@
 package portal
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/agent/channel"
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/pipe"
 )
 
@@ -31,11 +34,34 @@ const (
 
 // session is one channel of an inlet, busy or warm.
 type session struct {
-	ch      *channel.Conn
-	owner   string
-	app     atomic.Pointer[net.TCPConn] // the connection it carries now
-	untrack func()
-	expire  *time.Timer // while warm
+	ch   *channel.Conn
+	peer *credential.Credential // the outlet's, as the handshake verified it
+	// reuseUntil is when the channel stops carrying new connections: a
+	// while before either end's credential expires, since the outlet
+	// refuses a connection on a channel whose inlet credential expired.
+	reuseUntil time.Time
+	app        atomic.Pointer[net.TCPConn] // the connection it carries now
+	untrack    func()
+	expire     *time.Timer // while warm
+}
+
+// reuseUntil is when a channel opened with own (the inlet's credential)
+// to peer should carry no new connection: a tenth of the shorter
+// credential lifetime (at most a minute) before the first expiry, to
+// allow for clocks that differ.
+func reuseUntil(own *tls.Certificate, peer *credential.Credential) time.Time {
+	certs := []*x509.Certificate{peer.Cert}
+	if own != nil && own.Leaf != nil {
+		certs = append(certs, own.Leaf)
+	}
+	var until time.Time
+	for _, c := range certs {
+		margin := min(time.Minute, c.NotAfter.Sub(c.NotBefore)/10)
+		if t := c.NotAfter.Add(-margin); until.IsZero() || t.Before(until) {
+			until = t
+		}
+	}
+	return until
 }
 
 // abort resets the channel and the connection it carries.
@@ -71,7 +97,7 @@ func (p *pool) take() *session {
 		s := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if s.expire.Stop() && s.ch.Idle() {
+		if s.expire.Stop() && time.Now().Before(s.reuseUntil) && s.ch.Idle() {
 			return s
 		}
 		s.close()

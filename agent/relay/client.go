@@ -44,8 +44,9 @@ type ClientOptions struct {
 	Logger       *zap.Logger        // zap.NewNop()
 	OnIncoming   func(Incoming)     // called on its own goroutine
 	OnGrant      func(Grant)        // called for every fresh credential after the first
-	// OnMember is called, in order, for each member update the hub pushes,
-	// and with Revoked set for each revoked node listed with a credential.
+	// OnMember is called, in order, with each word on a member the hub
+	// sends: those listed with a credential (on every connection, before
+	// the connection is used for anything else) and those it pushes.
 	OnMember     func(MemberUpdate)
 	PingInterval time.Duration // 15s
 }
@@ -57,6 +58,9 @@ type Status struct {
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
 	Relays    []string  `json:"relays"`
+	// MemberGeneration is the project's member-state generation up to
+	// which this agent has heard every word of the authority.
+	MemberGeneration uint64 `json:"member_generation"`
 }
 
 // Client keeps an agent's control connection to the hub: it reconnects,
@@ -77,7 +81,9 @@ type Client struct {
 	since   time.Time
 	lastErr error
 	renewAt time.Time
-	wake    chan struct{} // kicks maintain when the connection is lost
+	wake    chan struct{} // kicks maintain when the connection is lost or a renewal is due
+	synced  uint64        // the member-state generation up to which OnMember has had every word
+	ownGen  uint64        // the generation of this node's current credential
 }
 
 // NewClient prepares a client; Start connects it.
@@ -174,7 +180,7 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	enc, dec := json.NewEncoder(conn), json.NewDecoder(conn)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var reply message
-	if err := enc.Encode(&message{ID: 1, Op: op, Ticket: c.opts.Ticket}); err == nil {
+	if err := enc.Encode(&message{ID: 1, Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}); err == nil {
 		err = dec.Decode(&reply)
 	}
 	if err != nil {
@@ -186,22 +192,62 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		return Grant{}, fmt.Errorf("%s with hub %s: %w", op, c.opts.Hub, errorOf(&reply))
 	}
 	conn.SetDeadline(time.Time{})
+	// The member state first: nothing may use the connection (open a
+	// channel, accept one) with older news about the members.
+	c.memberState(&reply)
 	c.mu.Lock()
 	c.conn, c.enc, c.since, c.lastErr = conn, enc, time.Now(), nil
 	c.nextID = 1
 	c.mu.Unlock()
-	c.revoked(reply.RevokedNodes)
 	go c.read(conn, dec)
 	return grantOf(&reply), nil
 }
 
-// revoked reports the revoked nodes a reply listed.
-func (c *Client) revoked(nodes []string) {
-	if c.opts.OnMember == nil {
+// Synced is the member-state generation up to which the client has handed
+// every word of the authority to OnMember.
+func (c *Client) Synced() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// memberState hands the words a credential reply listed to OnMember; the
+// client then has every word up to the reply's generation.
+func (c *Client) memberState(reply *message) {
+	for _, u := range reply.Members {
+		c.member(u)
+	}
+	c.mu.Lock()
+	c.synced = reply.Generation
+	c.mu.Unlock()
+}
+
+// member hands one word to OnMember. A newer word on this node than its
+// credential means the credential is stale: if the hub's fresh one does not
+// come with it, the client renews at once.
+func (c *Client) member(u MemberUpdate) {
+	if c.opts.OnMember != nil {
+		c.opts.OnMember(u)
+	}
+	if u.Node != c.opts.Identity.ID() || u.Revoked {
 		return
 	}
-	for _, n := range nodes {
-		c.opts.OnMember(MemberUpdate{Node: n, Revoked: true})
+	c.mu.Lock()
+	stale := u.Generation > c.ownGen && c.conn != nil
+	if stale {
+		c.renewAt = time.Now()
+	}
+	c.mu.Unlock()
+	if stale {
+		c.kick()
+	}
+}
+
+// kick wakes maintain.
+func (c *Client) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -219,9 +265,14 @@ func (c *Client) read(conn *tls.Conn, dec *json.Decoder) {
 		}
 		switch m.Op {
 		case opMember:
-			if c.opts.OnMember != nil {
-				c.opts.OnMember(MemberUpdate{Node: m.Node, Attributes: m.Attributes, Revoked: m.Revoked})
-			}
+			c.member(MemberUpdate{Node: m.Node, Generation: m.Generation, Attributes: m.Attributes, Revoked: m.Revoked})
+			c.mu.Lock()
+			c.synced = max(c.synced, m.Generation) // the hub sends words in generation order
+			c.mu.Unlock()
+		case opGrant:
+			g := grantOf(&m)
+			c.scheduleRenew(g)
+			c.grant(g)
 		case opIncoming:
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})
@@ -251,17 +302,14 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 		close(ch)
 		delete(c.waiting, id)
 	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.kick()
 }
 
 // Status reports the state of the control link.
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Hub: c.opts.Hub, Connected: c.conn != nil, Since: c.since}
+	st := Status{Hub: c.opts.Hub, Connected: c.conn != nil, Since: c.since, MemberGeneration: c.synced}
 	if c.lastErr != nil {
 		st.LastError = c.lastErr.Error()
 	}

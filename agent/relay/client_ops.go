@@ -3,7 +3,6 @@ package relay
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/credential"
 )
 
 // wrap adds context to local errors; a hub refusal already says what failed.
@@ -115,11 +116,11 @@ func awaitAck(ctx context.Context, c *net.TCPConn) error {
 
 // Renew asks the hub for a fresh credential now.
 func (c *Client) Renew(ctx context.Context) (Grant, error) {
-	r, err := c.request(ctx, &message{Op: opRenew})
+	r, err := c.request(ctx, &message{Op: opRenew, Generation: c.Synced()})
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
-	c.revoked(r.RevokedNodes)
+	c.memberState(r)
 	g := grantOf(r)
 	c.scheduleRenew(g)
 	return g, nil
@@ -128,13 +129,14 @@ func (c *Client) Renew(ctx context.Context) (Grant, error) {
 // scheduleRenew plans the next renewal at two thirds of the credential's
 // remaining lifetime.
 func (c *Client) scheduleRenew(g Grant) {
-	cert, err := x509.ParseCertificate(g.Credential)
+	cred, err := credential.ParseDER(g.Credential)
 	if err != nil {
 		return
 	}
 	now := time.Now()
 	c.mu.Lock()
-	c.renewAt = now.Add(cert.NotAfter.Sub(now) * 2 / 3)
+	c.renewAt = now.Add(cred.Expires().Sub(now) * 2 / 3)
+	c.ownGen = max(c.ownGen, cred.Generation)
 	c.mu.Unlock()
 }
 

@@ -43,6 +43,10 @@ type Hub struct {
 	spliced    atomic.Int64 // bytes relayed, both directions, however
 	redirected atomic.Int64 // of those, bytes the kernel redirected (sockmap)
 
+	// memberMu serializes member changes with their pushes, so that every
+	// session gets the authority's words in generation order.
+	memberMu sync.Mutex
+
 	mu       sync.Mutex // guards the following
 	relays   map[string]*session
 	pending  map[[tokenSize]byte]*pairing

@@ -25,15 +25,86 @@ type session struct {
 	pub    ed25519.PublicKey
 	nodeID string
 
-	mu  sync.Mutex // guards enc
+	wmu sync.Mutex // guards enc: one frame at a time
 	enc *json.Encoder
+
+	mu      sync.Mutex // guards the following
+	ready   bool       // admitted: pushes are written, not held
+	outbox  []*message // pushes not yet written
+	writing bool       // a writer goroutine is draining outbox
 }
 
+// maxOutbox bounds the pushes held for an agent that does not read them;
+// past it the hub closes its connection rather than hold more.
+const maxOutbox = 1024
+
+// controlWriteTimeout bounds the write of one control frame.
+const controlWriteTimeout = 10 * time.Second
+
+// send writes m now (a reply).
 func (s *session) send(m *message) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
+	return s.enc.Encode(m)
+}
+
+// push queues m for the agent without waiting for it to be written, in
+// order; before the session is admitted it is held until admitted.
+func (s *session) push(m *message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return s.enc.Encode(m)
+	if len(s.outbox) >= maxOutbox {
+		s.conn.Close() // it stopped reading; its reader ends the session
+		return
+	}
+	s.outbox = append(s.outbox, m)
+	s.kickLocked()
+}
+
+// isReady reports whether the session has been admitted.
+func (s *session) isReady() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
+
+// admitted lets the pushes held since the session registered go out.
+func (s *session) admitted() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready = true
+	s.kickLocked()
+}
+
+func (s *session) kickLocked() {
+	if s.ready && !s.writing && len(s.outbox) > 0 {
+		s.writing = true
+		go s.drain()
+	}
+}
+
+// drain writes the outbox until it is empty.
+func (s *session) drain() {
+	for {
+		s.mu.Lock()
+		if len(s.outbox) == 0 {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		m := s.outbox[0]
+		s.outbox[0] = nil
+		s.outbox = s.outbox[1:]
+		s.mu.Unlock()
+		if err := s.send(m); err != nil {
+			s.conn.Close()
+			s.mu.Lock()
+			s.outbox, s.writing = nil, false
+			s.mu.Unlock()
+			return
+		}
+	}
 }
 
 func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
@@ -58,6 +129,13 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 		log.Debug("no hello", zap.Error(err))
 		return
 	}
+	// Registered before its member state is read, so that no word from
+	// the authority falls between the two: the words pushed meanwhile wait
+	// in its outbox until the reply is out.
+	h.mu.Lock()
+	h.sessions[s] = struct{}{}
+	h.mu.Unlock()
+	defer h.drop(s)
 	reply := h.admit(s, &first)
 	if err := s.send(reply); err != nil || reply.Error != "" {
 		if reply.Error != "" {
@@ -65,11 +143,8 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 		}
 		return
 	}
+	s.admitted()
 	log.Info("agent connected", zap.String("op", first.Op))
-	h.mu.Lock()
-	h.sessions[s] = struct{}{}
-	h.mu.Unlock()
-	defer h.drop(s)
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -105,17 +180,30 @@ func (h *Hub) admit(s *session, m *message) *message {
 	reply := &message{ID: m.ID, Op: opReply}
 	switch m.Op {
 	case opEnroll:
-		if _, err := h.auth.Redeem(m.Ticket, s.pub); err != nil {
+		if _, err := h.redeem(m.Ticket, s.pub); err != nil {
 			return refuse(reply, err)
 		}
 	case opHello:
 	default:
 		return refuse(reply, fmt.Errorf("first message must be %q or %q, not %q", opEnroll, opHello, m.Op))
 	}
-	return h.credential(s, reply)
+	return h.credential(s, reply, m.Generation)
 }
 
-func (h *Hub) credential(s *session, reply *message) *message {
+// credential answers with a fresh credential and the words on members newer
+// than since.
+func (h *Hub) credential(s *session, reply *message, since uint64) *message {
+	if reply = h.issue(s, reply); reply.Error != "" {
+		return reply
+	}
+	if err := h.memberState(reply, since); err != nil {
+		return refuse(reply, err)
+	}
+	return reply
+}
+
+// issue fills reply with a fresh credential for the session's node.
+func (h *Hub) issue(s *session, reply *message) *message {
 	der, member, err := h.auth.Issue(s.nodeID)
 	if err != nil {
 		return refuse(reply, err)
@@ -125,11 +213,6 @@ func (h *Hub) credential(s *session, reply *message) *message {
 	reply.Project = h.auth.Project().ID
 	reply.Node = s.nodeID
 	reply.Attributes = member.Attributes
-	revoked, err := h.auth.RevokedNodes()
-	if err != nil {
-		return refuse(reply, err)
-	}
-	reply.RevokedNodes = revoked
 	return reply
 }
 
@@ -140,7 +223,7 @@ func (h *Hub) serve(s *session, m *message) *message {
 	case opPing:
 		return reply
 	case opRenew:
-		return h.credential(s, reply)
+		return h.credential(s, reply, m.Generation)
 	case opClaim:
 		return h.claim(s, m.Relay, reply)
 	case opRelease:

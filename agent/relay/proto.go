@@ -51,6 +51,7 @@ const (
 	opReply    = "reply"    // hub → agent: answer to a request with the same ID
 	opIncoming = "incoming" // hub → agent: a data session for a relay it owns
 	opMember   = "member"   // hub → agent: a member was revoked or its attributes changed
+	opGrant    = "grant"    // hub → agent: a fresh credential, unasked: its member record changed
 )
 
 // message is one frame of the control protocol.
@@ -68,10 +69,17 @@ type message struct {
 	Authority  []byte            `json:"authority,omitempty"`
 	Project    string            `json:"project,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
-	// Revoked, in opMember: Node is revoked. In a reply with a credential:
-	// every revoked node, so that an agent that was away learns them.
-	Revoked      bool     `json:"revoked,omitempty"`
-	RevokedNodes []string `json:"revoked_nodes,omitempty"`
+	// Revoked, in opMember: Node is revoked.
+	Revoked bool `json:"revoked,omitempty"`
+
+	// Member state (see MemberUpdate). Generation: in opMember, the
+	// generation of this word on Node; in enroll, hello and renew, the
+	// newest generation the agent has all the words up to; in a reply with
+	// a credential, the project's generation, with Members holding every
+	// word newer than the one the agent asked from (all of them if the
+	// agent is ahead of the hub).
+	Generation uint64         `json:"generation,omitempty"`
+	Members    []MemberUpdate `json:"members,omitempty"`
 }
 
 // Errors a hub reports, as sentinels on the agent's side.

@@ -129,13 +129,13 @@ func formatAttributes(a map[string]string) string {
 
 func printMembers(w io.Writer, ms []authority.Member) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tATTRIBUTES\tRELAYS\tENROLLED")
+	fmt.Fprintln(tw, "NODE\tSTATE\tGENERATION\tATTRIBUTES\tRELAYS\tENROLLED")
 	for _, m := range ms {
 		state := "member"
 		if m.Revoked {
 			state = "revoked"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.NodeID, state, formatAttributes(m.Attributes),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", m.NodeID, state, m.Generation, formatAttributes(m.Attributes),
 			strings.Join(m.Relays, ","), m.Enrolled.Format("2006-01-02 15:04:05Z07:00"))
 	}
 	tw.Flush()

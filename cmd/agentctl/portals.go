@@ -234,8 +234,9 @@ func printStatus(w io.Writer, st daemon.Status) {
 		link += " (" + st.Hub.LastError + ")"
 	}
 	fmt.Fprintf(w, "Node:        %s\nProject:     %s\nAttributes:  %s\n", st.Node, st.Project, strings.Join(names, " "))
-	fmt.Fprintf(w, "Credential:  expires %s (in %s)\nHub:         %s, %s\n\n",
-		st.Credential.Expires.Format(time.RFC3339), st.Credential.ExpiresIn, st.Hub.Hub, link)
+	fmt.Fprintf(w, "Credential:  expires %s (in %s), generation %d\nHub:         %s, %s\nMembers:     heard up to generation %d\n\n",
+		st.Credential.Expires.Format(time.RFC3339), st.Credential.ExpiresIn, st.Credential.Generation, st.Hub.Hub, link,
+		st.Hub.MemberGeneration)
 	table(w, "RELAY\tCLAIMED", func(tw io.Writer) {
 		for _, r := range st.Relays {
 			fmt.Fprintf(tw, "%s\t%v\n", r.Name, r.Claimed)

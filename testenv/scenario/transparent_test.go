@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -244,28 +243,10 @@ func reached(t *testing.T, ctx context.Context, ns *testenv.NS, since time.Time)
 	}
 }
 
-// sslRequest is PostgreSQL's SSLRequest message; the server answers one
-// byte ('S' or 'N'), which proves a round trip through the portal.
-var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
-
 // openSession dials the service from the app container and does one round
 // trip with PostgreSQL.
 func openSession(ctx context.Context, ns *testenv.NS) (net.Conn, error) {
-	c, err := ns.DialTCP(ctx, scenario.ServiceAddr, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b [1]byte
-	if _, err := c.Write(sslRequest); err == nil {
-		_, err = io.ReadFull(c, b[:])
-	}
-	if err != nil || (b[0] != 'S' && b[0] != 'N') {
-		c.Close()
-		return nil, errors.Join(errors.New("no answer from PostgreSQL through the portal"), err)
-	}
-	c.SetDeadline(time.Time{})
-	return c, nil
+	return openSessionAt(ctx, ns, scenario.ServiceAddr)
 }
 
 // waitRefused dials the service from ns until it is refused and returns how

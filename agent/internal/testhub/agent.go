@@ -36,6 +36,9 @@ type Agent struct {
 	Grant    relay.Grant // the first one
 	Keys     *channel.Keys
 	Verifier *credential.Verifier
+	// Members is the agent's view of the member state, fed by OnMember as
+	// the daemon feeds its own; Verifier.Current reads it.
+	Members *credential.Members
 
 	stop     context.CancelFunc
 	incoming atomic.Pointer[func(relay.Incoming)]
@@ -57,8 +60,8 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 	if opts.AuthorityKey == nil {
 		opts.AuthorityKey = h.AuthorityKey()
 	}
-	a := &Agent{Identity: opts.Identity, Keys: new(channel.Keys), grants: make(chan relay.Grant, 16),
-		members: make(chan relay.MemberUpdate, 16)}
+	a := &Agent{Identity: opts.Identity, Keys: new(channel.Keys), Members: new(credential.Members),
+		grants: make(chan relay.Grant, 16), members: make(chan relay.MemberUpdate, 256)}
 	c, err := relay.NewClient(relay.ClientOptions{
 		Hub:          h.Addr,
 		Identity:     opts.Identity,
@@ -71,6 +74,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 			}
 		},
 		OnMember: func(u relay.MemberUpdate) {
+			a.Members.Update(u.Node, credential.State{Generation: u.Generation, Attributes: u.Attributes, Revoked: u.Revoked})
 			select {
 			case a.members <- u:
 			default:
@@ -104,7 +108,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 	if err != nil {
 		t.Fatalf("hub sent an unreadable authority certificate: %v", err)
 	}
-	a.Verifier = &credential.Verifier{Root: root, ProjectID: g.Project}
+	a.Verifier = &credential.Verifier{Root: root, ProjectID: g.Project, Current: a.Members.Current}
 	return a, nil
 }
 
@@ -155,12 +159,18 @@ func (a *Agent) NextGrant(timeout time.Duration) (relay.Grant, error) {
 // ErrNoMemberUpdate is returned by NextMember when no update arrives in time.
 var ErrNoMemberUpdate = errors.New("no member update arrived")
 
-// NextMember waits for the client's next OnMember.
-func (a *Agent) NextMember(timeout time.Duration) (relay.MemberUpdate, error) {
-	select {
-	case u := <-a.members:
-		return u, nil
-	case <-time.After(timeout):
-		return relay.MemberUpdate{}, fmt.Errorf("%w within %v", ErrNoMemberUpdate, timeout)
+// NextMemberOf waits for the client's next OnMember about node, skipping
+// words on other nodes.
+func (a *Agent) NextMemberOf(node string, timeout time.Duration) (relay.MemberUpdate, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case u := <-a.members:
+			if u.Node == node {
+				return u, nil
+			}
+		case <-deadline:
+			return relay.MemberUpdate{}, fmt.Errorf("%w on %s within %v", ErrNoMemberUpdate, node, timeout)
+		}
 	}
 }
