@@ -32,6 +32,23 @@ func newSpoofer(t *testing.T, ctx context.Context, s *scenario.Scenario, name, o
 	}
 	waitSteered(t, s, ct)
 	sp := &spoofer{ct: ct, addr: netip.MustParseAddr(s.Seed.App.Addr)}
+	// The spoofer answers no ARP request, so that the host keeps sending
+	// the app's replies to the app: what is tested here is identity, not
+	// the bridge's neighbour table (a neighbour that answers, or announces,
+	// the address misdirects replies at layer 2; see AfterGratuitousARP).
+	// Nor does it ask for the gateway's MAC from the app's address (an ARP
+	// request updates the asker's entry in the host): a static entry.
+	if err := ct.NS.SetSysctl("net.ipv4.conf.all.arp_ignore", "8"); err != nil {
+		t.Fatal(err)
+	}
+	gwMAC, err := s.Seed.AnalysisHost.Run(ctx, "cat", "/sys/class/net/"+testenv.SeedAnalysisNet+"/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ct.NS.Run(ctx, "ip", "neigh", "replace", testenv.SeedAnalysisGW, "lladdr", strings.TrimSpace(string(gwMAC)),
+		"dev", "eth0", "nud", "permanent"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := ct.NS.Run(ctx, "ip", "addr", "add", sp.addr.String()+"/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
