@@ -130,7 +130,7 @@ func datapathCommand(e *env) *cobra.Command {
 steered to the agent, resets sent (refused; of those, no agent listening, and
 spoofed: the source address is bound to another interface than the one the
 packet came in on), and the packets and bytes allowed through.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := e.client().Datapath(cmd.Context())
 			if err != nil {
