@@ -65,6 +65,7 @@ SEC("sockops")
 int track(struct bpf_sock_ops *ops)
 {
 	struct service_key svc = {};
+	struct service_value *v;
 	struct sock_key k = {};
 	struct flow_key f = {};
 	__u64 zero = 0, *have;
@@ -73,7 +74,8 @@ int track(struct bpf_sock_ops *ops)
 		return 1;
 	svc.addr = ops->remote_ip4;
 	svc.port = rport(ops->remote_port);
-	if (!bpf_map_lookup_elem(&services, &svc))
+	v = bpf_map_lookup_elem(&services, &svc);
+	if (!v || (v->flags & SERVICE_F_EXPLICIT)) /* explicit inlets are not accelerated */
 		return 1;
 	k.netns = bpf_get_netns_cookie(ops);
 	k.local_ip = ops->local_ip4;

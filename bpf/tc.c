@@ -6,11 +6,16 @@
  *
  *   steer, on a container's host-side veth (a bridge port):
  *     not IPv4 TCP to a service address      -> TC_ACT_UNSPEC (next program)
+ *     source address bound to another veth   -> reset to the container (spoofed)
  *     service DENY, or workload not allowed  -> reset to the container
+ *     allowed, explicit inlet                -> TC_ACT_OK, unmarked: the host
+ *                                               stack delivers it to the
+ *                                               inlet's own listener
  *     allowed                                -> mark steer_mark, TC_ACT_OK
  *
  *   assign, on the bridge (frames it passes up to the host):
  *     not IPv4 TCP to a service address      -> TC_ACT_UNSPEC
+ *     an explicit inlet's address            -> TC_ACT_UNSPEC (the host stack)
  *     not marked (no steer program on its veth, or the agent never saw it)
  *                                            -> reset (fail closed)
  *     SYN                                    -> the agent's listener (bpf_sk_assign)
@@ -48,6 +53,18 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } endpoints SEC(".maps");
+
+/* Anti-spoofing: a workload's address -> the ifindex of the host-side
+ * interface it is bound to (both as the agent learned them from the
+ * container's own configuration, never from ARP). A packet to a service
+ * whose source address is here with another ifindex is refused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BINDINGS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bindings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -107,7 +124,7 @@ static __always_inline __u16 csum_fold(__s64 sum)
 /* refuse turns the packet into the reset RFC 9293 3.10.7.1 prescribes and
  * sends it back out of the veth it came in on, to the container. */
 static __always_inline int refuse(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
-				  struct tcphdr *tcp, struct portal_counters *c)
+				  struct tcphdr *tcp, struct portal_counters *c, int spoofed)
 {
 	/* The reset: fixed 20-byte headers, no options. Kept apart, not in one
 	 * packed struct, so that bpf_csum_diff reads aligned words. */
@@ -124,6 +141,8 @@ static __always_inline int refuse(struct __sk_buff *skb, struct ethhdr *eth, str
 		return TC_ACT_SHOT; /* never answer a reset */
 	if (c)
 		__sync_fetch_and_add(&c->refused, 1);
+	if (c && spoofed)
+		__sync_fetch_and_add(&c->spoofed, 1);
 
 	__builtin_memcpy(r.eth.h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(r.eth.h_source, eth->h_dest, ETH_ALEN);
@@ -181,18 +200,23 @@ static __always_inline __u32 workload(__u32 ifindex, __u32 saddr)
 	w = bpf_map_lookup_elem(&endpoints, &k);
 	if (w)
 		return *w;
-	k.ifindex = 0;
-	k.addr = saddr;
-	w = bpf_map_lookup_elem(&endpoints, &k);
-	return w ? *w : 0;
+	return 0;
+}
+
+/* spoofed reports whether saddr is a workload's address bound to another
+ * interface than ifindex. */
+static __always_inline int spoofed(__u32 ifindex, __u32 saddr)
+{
+	__u32 *home = bpf_map_lookup_elem(&bindings, &saddr);
+
+	return home && *home != ifindex;
 }
 
 /* allowed decides whether the sender may use the service, and records who
  * opened the connection on a SYN. */
-static __always_inline int allowed(struct __sk_buff *skb, struct iphdr *ip, struct tcphdr *tcp,
+static __always_inline int allowed(__u32 ifindex, struct iphdr *ip, struct tcphdr *tcp,
 				   struct service_value *svc)
 {
-	__u32 ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
 	struct verdict_key k = {.workload = workload(ifindex, ip->saddr), .portal = svc->portal};
 	struct flow_key fk = {};
 	struct flow_value fv = {.workload = k.workload, .ifindex = ifindex};
@@ -295,18 +319,24 @@ int steer(struct __sk_buff *skb)
 	struct tcphdr *tcp;
 	struct service_value *svc;
 	struct portal_counters *c;
+	__u32 ifindex;
 
 	svc = parse(skb, &eth, &ip, &tcp);
 	if (!svc)
 		return TC_ACT_UNSPEC;
 	c = bpf_map_lookup_elem(&counters, &svc->portal);
-	if (!allowed(skb, ip, tcp, svc))
-		return refuse(skb, eth, ip, tcp, c);
-	skb->mark = steer_mark;
+	ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	if (spoofed(ifindex, ip->saddr))
+		return refuse(skb, eth, ip, tcp, c, 1);
+	if (!allowed(ifindex, ip, tcp, svc))
+		return refuse(skb, eth, ip, tcp, c, 0);
 	if (c) {
 		__sync_fetch_and_add(&c->packets, 1);
 		__sync_fetch_and_add(&c->bytes, skb->len);
 	}
+	if (svc->flags & SERVICE_F_EXPLICIT)
+		return TC_ACT_OK; /* unmarked: the host stack, the inlet's listener */
+	skb->mark = steer_mark;
 	return TC_ACT_OK;
 }
 
@@ -322,11 +352,11 @@ int assign(struct __sk_buff *skb)
 	long err;
 
 	svc = parse(skb, &eth, &ip, &tcp);
-	if (!svc)
+	if (!svc || (svc->flags & SERVICE_F_EXPLICIT))
 		return TC_ACT_UNSPEC;
 	c = bpf_map_lookup_elem(&counters, &svc->portal);
 	if (skb->mark != steer_mark || (svc->flags & SERVICE_F_DENY))
-		return refuse(skb, eth, ip, tcp, c);
+		return refuse(skb, eth, ip, tcp, c, 0);
 	if (!(tcp->syn && !tcp->ack) && existing(skb, ip, tcp))
 		return TC_ACT_OK;
 
@@ -334,14 +364,14 @@ int assign(struct __sk_buff *skb)
 	if (!sk) {
 		if (c)
 			__sync_fetch_and_add(&c->no_listener, 1);
-		return refuse(skb, eth, ip, tcp, c);
+		return refuse(skb, eth, ip, tcp, c, 0);
 	}
 	err = bpf_sk_assign(skb, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
 		if (c)
 			__sync_fetch_and_add(&c->no_listener, 1);
-		return refuse(skb, eth, ip, tcp, c);
+		return refuse(skb, eth, ip, tcp, c, 0);
 	}
 	if (c && tcp->syn)
 		__sync_fetch_and_add(&c->steered, 1);

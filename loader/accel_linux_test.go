@@ -91,7 +91,7 @@ func bytesAcked(t testing.TB, c *net.TCPConn) uint64 {
 func accelHost(t testing.TB) (*testenv.NS, *testenv.Container, *net.TCPListener, *maps.Sockets) {
 	host, app, _, opts := bridgeHost(t, loader.Options{})
 	d := openAttach(t, host, opts, app.Veth)
-	m := allowApp(t, d, app)
+	m := allowApp(t, host, d, app)
 	var acc *loader.Accel
 	if err := host.Do(func() (err error) { acc, err = d.OpenAccel(); return err }); err != nil {
 		t.Fatal(err)

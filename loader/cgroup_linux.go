@@ -125,6 +125,24 @@ func hostVeths(ns, host netns.NsHandle, hostNL *netlink.Handle) ([]int, error) {
 		return nil, fmt.Errorf("open netlink in its network namespace: %w", err)
 	}
 	defer h.Close()
+	pairs, err := peerVeths(h, host, hostNL)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(pairs))
+	for _, p := range pairs {
+		out = append(out, p.host.Attrs().Index)
+	}
+	return out, nil
+}
+
+// vethPair is a veth inside a namespace and its peer in the host.
+type vethPair struct{ inner, host netlink.Link }
+
+// peerVeths returns the veths of the namespace h is in whose peer is in
+// host: the kernel's id of the peer's namespace (IFLA_LINK_NETNSID) is
+// host's, and host has a veth of the peer's ifindex whose own peer is it.
+func peerVeths(h *netlink.Handle, host netns.NsHandle, hostNL *netlink.Handle) ([]vethPair, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links in its network namespace: %w", err)
@@ -135,7 +153,7 @@ func hostVeths(ns, host netns.NsHandle, hostNL *netlink.Handle) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get the id of the host network namespace: %w", err)
 	}
-	var out []int
+	var out []vethPair
 	for _, l := range links {
 		a := l.Attrs()
 		if l.Type() != "veth" || hostID < 0 || a.NetNsID != hostID || a.ParentIndex == 0 {
@@ -150,7 +168,7 @@ func hostVeths(ns, host netns.NsHandle, hostNL *netlink.Handle) ([]int, error) {
 			return nil, fmt.Errorf("find peer %d of %s: %w", a.ParentIndex, a.Name, err)
 		}
 		if peer.Type() == "veth" && peer.Attrs().ParentIndex == a.Index {
-			out = append(out, a.ParentIndex)
+			out = append(out, vethPair{inner: l, host: peer})
 		}
 	}
 	return out, nil

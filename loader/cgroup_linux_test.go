@@ -1,8 +1,10 @@
 package loader_test
 
 import (
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -87,5 +89,54 @@ func waitVeths(resolve func(string) ([]int, error), dir string, want []int) ([]i
 			return got, err
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestContainerVeths finds each container's address behind its host-side
+// veth from the container's own configuration, a second address added
+// inside a container included, and nothing of another host's containers.
+func TestContainerVeths(t *testing.T) {
+	host, app, other, _ := bridgeHost(t, loader.Options{})
+	if _, err := other.NS.Run(context.Background(), "ip", "addr", "add", "10.10.0.2/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	var got []loader.ContainerVeth
+	if err := host.Do(func() (err error) { got, err = loader.ContainerVeths(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]netip.Addr{
+		app.Veth:   {netip.MustParseAddr("10.10.0.2")},
+		other.Veth: {netip.MustParseAddr("10.10.0.2"), netip.MustParseAddr("10.10.0.3")},
+	}
+	for _, cv := range got {
+		w, ok := want[cv.Name]
+		if !ok {
+			t.Errorf("ContainerVeths lists %+v, not a veth of this host", cv)
+			continue
+		}
+		if !slices.Equal(cv.Addrs, w) {
+			t.Errorf("%s: addresses %v, want %v", cv.Name, cv.Addrs, w)
+		}
+		delete(want, cv.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("ContainerVeths = %+v; missing %v", got, want)
+	}
+	// Outside the host namespace, its containers' veths are not ours.
+	mine, err := loader.ContainerVeths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cv := range mine {
+		if cv.Name == app.Veth || cv.Name == other.Veth {
+			t.Errorf("from another namespace, ContainerVeths lists %+v", cv)
+		}
+	}
+	var addrs []netip.Addr
+	if err := host.Do(func() (err error) { addrs, err = loader.HostAddrs(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(addrs, netip.MustParseAddr("10.10.0.1")) || slices.Contains(addrs, netip.MustParseAddr("10.10.0.2")) {
+		t.Errorf("HostAddrs = %v, want the bridge's 10.10.0.1 and no container's", addrs)
 	}
 }

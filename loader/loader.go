@@ -10,6 +10,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf"
 )
@@ -101,4 +102,13 @@ type Attachment struct {
 	Program uint32 `json:"program_id"`
 	Link    uint32 `json:"link_id,omitempty"` // 0 for clsact filters
 	Pinned  string `json:"pinned,omitempty"`
+}
+
+// ContainerVeth is a host-side veth whose peer is in a container's network
+// namespace, and the IPv4 addresses configured on that peer inside the
+// container (ContainerVeths).
+type ContainerVeth struct {
+	Ifindex int          `json:"ifindex"` // the host-side veth
+	Name    string       `json:"name"`    // its name in the host namespace
+	Addrs   []netip.Addr `json:"addrs"`   // IPv4 addresses on the peer, sorted
 }

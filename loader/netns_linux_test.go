@@ -32,7 +32,7 @@ func TestDatapathInNamespace(t *testing.T) {
 
 	foreign := attachForeign(t, host, app.Veth)
 	d := openAttach(t, host, opts, app.Veth, other.Veth)
-	m := allowApp(t, d, app)
+	m := allowApp(t, host, d, app)
 	ln := transparentListener(t, host, m)
 
 	t.Run("allowed app reaches the agent at the service address", func(t *testing.T) {
@@ -135,14 +135,20 @@ func bridgeHost(t testing.TB, opts loader.Options) (host *testenv.NS, app, other
 	return host, app, other, opts
 }
 
-// allowApp makes svc a service that only app may use.
-func allowApp(t testing.TB, d *loader.Datapath, app *testenv.Container) *maps.Set {
+// allowApp makes svc a service that only app may use: app's address is
+// bound to its host-side veth, as the agent does.
+func allowApp(t testing.TB, host *testenv.NS, d *loader.Datapath, app *testenv.Container) *maps.Set {
 	t.Helper()
 	m := maps.New(d.Maps())
 	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Addr: netip.MustParseAddr(app.Addr)}: appW}); err != nil {
+	idx := uint32(vethIndex(t, host, app))
+	addr := netip.MustParseAddr(app.Addr)
+	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{{Ifindex: idx, Addr: addr}: appW}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Bindings.Replace(map[netip.Addr]uint32{addr: idx}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}}); err != nil {
@@ -180,6 +186,22 @@ func openAttach(t testing.TB, host *testenv.NS, opts loader.Options, ports ...st
 		t.Fatalf("open data path: %v", err)
 	}
 	return d
+}
+
+// vethIndex is the ifindex of app's host-side veth.
+func vethIndex(t testing.TB, host *testenv.NS, app *testenv.Container) int {
+	t.Helper()
+	var idx int
+	if err := host.Do(func() error {
+		ifi, err := net.InterfaceByName(app.Veth)
+		if err == nil {
+			idx = ifi.Index
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }
 
 // transparentListener listens as the agent does and publishes its address.
@@ -367,7 +389,7 @@ func TestClsactFallback(t *testing.T) {
 			t.Errorf("%s attached at %s, want clsact/ingress", a.Device, a.Hook)
 		}
 	}
-	m := allowApp(t, d, app)
+	m := allowApp(t, host, d, app)
 	roundTrip(t, app, transparentListener(t, host, m))
 	expectRefused(t, other)
 	if err := d.Close(); err != nil {

@@ -47,6 +47,7 @@ type TcPortalCounters struct {
 	NoListener uint64
 	Packets    uint64
 	Bytes      uint64
+	Spoofed    uint64
 }
 
 type TcServiceKey struct {
@@ -72,6 +73,7 @@ type TcVerdictKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	TcMapBindings  = "bindings"
 	TcMapCounters  = "counters"
 	TcMapEndpoints = "endpoints"
 	TcMapFlows     = "flows"
@@ -133,6 +135,7 @@ type TcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcMapSpecs struct {
+	Bindings  *ebpf.MapSpec `ebpf:"bindings"`
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
@@ -168,6 +171,7 @@ func (o *TcObjects) Close() error {
 //
 // It can be passed to LoadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcMaps struct {
+	Bindings  *ebpf.Map `ebpf:"bindings"`
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Flows     *ebpf.Map `ebpf:"flows"`
@@ -178,6 +182,7 @@ type TcMaps struct {
 
 func (m *TcMaps) Close() error {
 	return _TcClose(
+		m.Bindings,
 		m.Counters,
 		m.Endpoints,
 		m.Flows,

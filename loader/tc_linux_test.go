@@ -17,26 +17,38 @@ var (
 const (
 	portal   = 7
 	appW     = 3 // the app's workload number
+	appIdx   = 41
 	vethIdx  = 42
 	vethW    = 4 // a workload named by its veth
 	otherIdx = 43
+
+	explicitPortal = 8 // an explicit inlet with --allow-local
 )
 
-// setup gives the table tests one service, the app allowed by address, and
-// anything behind veth vethIdx allowed by interface.
+// inletAddr is an explicit inlet's listen address on the host (the bridge's).
+var inletAddr = ap("10.10.0.1:15432")
+
+// setup gives the table tests one service, the app allowed by its address
+// bound to its veth appIdx, anything behind veth vethIdx allowed by
+// interface, and an explicit inlet's address allowed to the app only.
 func setup(t *testing.T, deny bool) *progEnv {
 	e := newProgEnv(t)
 	m := e.maps
-	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal, Deny: deny}); err != nil {
+	if err := m.Services.Put(maps.Service{Addr: svc, Portal: portal, Deny: deny},
+		maps.Service{Addr: inletAddr, Portal: explicitPortal, Explicit: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Endpoints.Replace(map[maps.Endpoint]uint32{
-		{Addr: app.Addr()}: appW,
-		{Ifindex: vethIdx}: vethW,
+		{Ifindex: appIdx, Addr: app.Addr()}: appW,
+		{Ifindex: vethIdx}:                  vethW,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}, {Workload: vethW, Portal: portal}}); err != nil {
+	if err := m.Bindings.Replace(map[netip.Addr]uint32{app.Addr(): appIdx}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Verdicts.Replace([]maps.Verdict{{Workload: appW, Portal: portal}, {Workload: vethW, Portal: portal},
+		{Workload: appW, Portal: explicitPortal}}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -52,17 +64,23 @@ func TestSteer(t *testing.T) {
 		want    uint32
 		reset   bool // the packet comes back as a reset
 		refused uint64
+		spoofed uint64
 		packets uint64
 	}{
 		{name: "not IPv4", pkt: seg{arp: true}, want: actUnspec},
 		{name: "TCP not to a service", pkt: seg{src: app, dst: ap("10.200.0.10:5433"), syn: true}, want: actUnspec},
 		{name: "TCP to another address", pkt: seg{src: app, dst: ap("10.20.0.2:5432"), syn: true}, want: actUnspec},
-		{name: "allowed SYN by address", pkt: syn(app), want: actOK, packets: 1},
+		{name: "allowed SYN by address on its interface", pkt: syn(app), ifindex: appIdx, want: actOK, packets: 1},
 		{name: "allowed SYN by interface", pkt: syn(stranger), ifindex: vethIdx, want: actOK, packets: 1},
 		{name: "unknown workload refused", pkt: syn(stranger), ifindex: otherIdx, want: actRedirect, reset: true, refused: 1},
-		{name: "denied service refuses the allowed", pkt: syn(app), deny: true, want: actRedirect, reset: true, refused: 1},
+		{name: "denied service refuses the allowed", pkt: syn(app), ifindex: appIdx, deny: true, want: actRedirect, reset: true, refused: 1},
 		{name: "data from a refused workload", pkt: seg{src: stranger, dst: svc, ack: true, seq: 5, ackNum: 77, payload: "SELECT 1"}, want: actRedirect, reset: true, refused: 1},
 		{name: "a reset is never answered", pkt: seg{src: stranger, dst: svc, rst: true}, want: actShot},
+		// Anti-spoofing: the app's address from any other interface.
+		{name: "spoofed SYN from another veth", pkt: syn(app), ifindex: otherIdx, want: actRedirect, reset: true, refused: 1, spoofed: 1},
+		{name: "spoofed SYN from a veth allowed by interface", pkt: syn(app), ifindex: vethIdx, want: actRedirect, reset: true, refused: 1, spoofed: 1},
+		{name: "spoofed data segment", pkt: seg{src: app, dst: svc, ack: true, seq: 5, ackNum: 77, payload: "SELECT 1"}, ifindex: otherIdx, want: actRedirect, reset: true, refused: 1, spoofed: 1},
+		{name: "spoofed reset is dropped, not answered", pkt: seg{src: app, dst: svc, rst: true}, ifindex: otherIdx, want: actShot},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := setup(t, tc.deny)
@@ -91,8 +109,8 @@ func TestSteer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Refused != tc.refused || c.Packets != tc.packets {
-				t.Errorf("counters %+v, want refused %d packets %d", c, tc.refused, tc.packets)
+			if c.Refused != tc.refused || c.Spoofed != tc.spoofed || c.Packets != tc.packets {
+				t.Errorf("counters %+v, want refused %d spoofed %d packets %d", c, tc.refused, tc.spoofed, tc.packets)
 			}
 			if tc.packets > 0 && c.Bytes != uint64(len(in)) {
 				t.Errorf("bytes %d, want %d", c.Bytes, len(in))
@@ -116,6 +134,59 @@ func TestSteerRecordsFlow(t *testing.T) {
 	}
 	if _, ok, _ := e.maps.Flows.Take(stranger, svc); ok {
 		t.Error("Take did not forget the flow")
+	}
+}
+
+// TestExplicitService checks an explicit inlet's entry: steer refuses
+// spoofers and workloads --allow-local does not permit, and passes the
+// allowed unmarked (the host stack delivers them to the inlet's listener),
+// with the flow recorded for the agent; assign leaves it all alone.
+func TestExplicitService(t *testing.T) {
+	syn := func(from netip.AddrPort) seg { return seg{src: from, dst: inletAddr, syn: true, seq: 1000} }
+	for _, tc := range []struct {
+		name             string
+		pkt              seg
+		ifindex          uint32
+		want             uint32
+		refused, spoofed uint64
+		flow             bool // a flow is recorded for the agent
+	}{
+		{name: "allowed workload passes unmarked", pkt: syn(app), ifindex: appIdx, want: actOK, flow: true},
+		{name: "another workload refused", pkt: syn(stranger), ifindex: vethIdx, want: actRedirect, refused: 1},
+		{name: "unknown container refused", pkt: syn(stranger), ifindex: otherIdx, want: actRedirect, refused: 1},
+		{name: "the app's address spoofed from another veth", pkt: syn(app), ifindex: otherIdx, want: actRedirect, refused: 1, spoofed: 1},
+		{name: "another port of the host is not ours", pkt: seg{src: stranger, dst: ap("10.10.0.1:22"), syn: true}, ifindex: otherIdx, want: actUnspec},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, false)
+			ret, out, mark := e.run(t, e.objs.Steer, tc.pkt.bytes(t), 0, tc.ifindex)
+			if ret != tc.want {
+				t.Fatalf("verdict %d, want %d", int32(ret), int32(tc.want))
+			}
+			if mark != 0 {
+				t.Errorf("mark %#x: an explicit inlet's packets are never marked", mark)
+			}
+			if tc.want == actRedirect {
+				decodeReset(t, out, tc.pkt.dst, tc.pkt.src)
+			}
+			c, err := e.maps.Counters.Read(explicitPortal)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Refused != tc.refused || c.Spoofed != tc.spoofed || c.Steered != 0 {
+				t.Errorf("counters %+v, want refused %d spoofed %d, none steered", c, tc.refused, tc.spoofed)
+			}
+			fl, ok, err := e.maps.Flows.Take(tc.pkt.src, tc.pkt.dst)
+			if err != nil || ok != tc.flow || (ok && (fl.Workload != appW || fl.Ifindex != appIdx)) {
+				t.Errorf("flow %+v recorded %v (%v), want recorded %v with workload %d on %d", fl, ok, err, tc.flow, appW, appIdx)
+			}
+			// The bridge passes it to the host stack, marked or not.
+			for _, m := range []uint32{0, loader.DefaultMark} {
+				if ret, _, _ := e.run(t, e.objs.Assign, tc.pkt.bytes(t), m, 0); ret != actUnspec {
+					t.Errorf("assign (mark %#x): verdict %d, want TC_ACT_UNSPEC", m, int32(ret))
+				}
+			}
+		})
 	}
 }
 

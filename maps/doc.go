@@ -20,6 +20,9 @@ type PortalCounters struct {
 	NoListener uint64 `json:"no_listener"` // of those, because no agent listened
 	Packets    uint64 `json:"packets"`     // packets from allowed workloads
 	Bytes      uint64 `json:"bytes"`       // their bytes
+	// Spoofed counts, of the refused, the packets whose source address is
+	// bound to another interface than the one they came in on.
+	Spoofed uint64 `json:"spoofed"`
 }
 
 // Size is a map's fill.
@@ -30,8 +33,9 @@ type Size struct {
 }
 
 // Endpoint is where a workload's packets come from: a device (Ifindex) and
-// a source address. Ifindex 0 means any device; an invalid (zero) Addr means
-// any address behind the device. Both unset is not an endpoint.
+// a source address. An invalid (zero) Addr means any address behind the
+// device. Ifindex is required: an address alone names nobody, since any
+// container can claim it (anti-spoofing, see Bindings).
 type Endpoint struct {
 	Ifindex uint32
 	Addr    netip.Addr

@@ -15,6 +15,7 @@ import (
 type Set struct {
 	Services  *Services
 	Endpoints *Endpoints
+	Bindings  *Bindings
 	Verdicts  *Verdicts
 	Counters  *Counters
 	Flows     *Flows
@@ -26,6 +27,7 @@ func New(m *loader.TcMaps) *Set {
 	return &Set{
 		Services:  &Services{m: m.Services, portals: m.Counters.MaxEntries()},
 		Endpoints: &Endpoints{m: m.Endpoints},
+		Bindings:  &Bindings{m: m.Bindings},
 		Verdicts:  &Verdicts{m: m.Verdicts},
 		Counters:  &Counters{m: m.Counters},
 		Flows:     &Flows{m: m.Flows},
@@ -40,7 +42,7 @@ func (s *Set) Sizes() ([]Size, error) {
 	for _, m := range []struct {
 		name string
 		m    *ebpf.Map
-	}{{"services", s.Services.m}, {"endpoints", s.Endpoints.m}, {"verdicts", s.Verdicts.m}, {"flows", s.Flows.m}} {
+	}{{"services", s.Services.m}, {"endpoints", s.Endpoints.m}, {"bindings", s.Bindings.m}, {"verdicts", s.Verdicts.m}, {"flows", s.Flows.m}} {
 		n, err := count(m.m)
 		errs = append(errs, err)
 		out = append(out, Size{Name: m.name, Entries: n, Max: m.m.MaxEntries()})

@@ -19,7 +19,10 @@ func TestValidation(t *testing.T) {
 		"delete IPv6":           svcs.Delete(v6),
 		"empty endpoint":        (&Endpoints{}).Replace(map[Endpoint]uint32{{}: 1}),
 		"workload 0":            (&Endpoints{}).Replace(map[Endpoint]uint32{{Ifindex: 3}: 0}),
-		"IPv6 endpoint":         (&Endpoints{}).Replace(map[Endpoint]uint32{{Addr: v6.Addr()}: 1}),
+		"IPv6 endpoint":         (&Endpoints{}).Replace(map[Endpoint]uint32{{Ifindex: 3, Addr: v6.Addr()}: 1}),
+		"address, no device":    (&Endpoints{}).Replace(map[Endpoint]uint32{{Addr: v4.Addr()}: 1}),
+		"IPv6 binding":          (&Bindings{}).Replace(map[netip.Addr]uint32{v6.Addr(): 3}),
+		"binding to ifindex 0":  (&Bindings{}).Replace(map[netip.Addr]uint32{v4.Addr(): 0}),
 		"listener on IPv6":      (&Listener{}).Set(v6),
 		"listener without port": (&Listener{}).Set(netip.AddrPortFrom(v4.Addr(), 0)),
 	} {

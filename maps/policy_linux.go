@@ -2,6 +2,7 @@ package maps
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf"
 
@@ -17,10 +18,45 @@ func (e Endpoint) key() (loader.TcEndpointKey, error) {
 		}
 		k.Addr = a
 	}
-	if k == (loader.TcEndpointKey{}) {
-		return k, fmt.Errorf("endpoint with neither device nor address: %w", ErrInvalid)
+	if k.Ifindex == 0 {
+		return k, fmt.Errorf("endpoint %v without its device: an address alone names nobody: %w", e.Addr, ErrInvalid)
 	}
 	return k, nil
+}
+
+// Bindings is the anti-spoofing map: each workload address and the
+// ifindex of the host-side interface it is bound to.
+type Bindings struct{ m *ebpf.Map }
+
+// Replace makes the map hold exactly these bindings (IPv4 address ->
+// ifindex, not 0).
+func (b *Bindings) Replace(want map[netip.Addr]uint32) error {
+	keys := make(map[uint32]uint32, len(want))
+	for a, idx := range want {
+		k, err := be32(a)
+		if err != nil {
+			return fmt.Errorf("replace bindings: %w", err)
+		}
+		if idx == 0 {
+			return fmt.Errorf("replace bindings: %v bound to ifindex 0: %w", a, ErrInvalid)
+		}
+		keys[k] = idx
+	}
+	return replace(b.m, keys)
+}
+
+// List returns the bindings.
+func (b *Bindings) List() (map[netip.Addr]uint32, error) {
+	out := map[netip.Addr]uint32{}
+	var k, v uint32
+	it := b.m.Iterate()
+	for it.Next(&k, &v) {
+		out[addrOf(k)] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list bindings: %w", err)
+	}
+	return out, nil
 }
 
 // Endpoints maps endpoints to workload numbers.

@@ -10,12 +10,17 @@ import (
 	"github.com/sluicehq/sluice/loader"
 )
 
-// Service is a transparent inlet's entry: connections to Addr belong to
-// portal Portal; Deny refuses them all.
+// Service is an inlet's entry: connections to Addr belong to portal
+// Portal; Deny refuses them all. A transparent inlet's Addr is its virtual
+// service address (the kernel steers allowed connections to the agent's
+// transparent listener); an Explicit inlet's is one of the host addresses
+// it listens on (the kernel checks the sender and passes allowed
+// connections on to the inlet's own listener, unmarked).
 type Service struct {
-	Addr   netip.AddrPort `json:"addr"`
-	Portal uint32         `json:"portal"`
-	Deny   bool           `json:"deny,omitempty"`
+	Addr     netip.AddrPort `json:"addr"`
+	Portal   uint32         `json:"portal"`
+	Deny     bool           `json:"deny,omitempty"`
+	Explicit bool           `json:"explicit,omitempty"`
 }
 
 // Services is the services map.
@@ -24,9 +29,14 @@ type Services struct {
 	portals uint32 // portal numbers are below this (the counters' size)
 }
 
-// serviceDeny is SERVICE_F_DENY; keep in sync with bpf/include/sluice.h
-// (TestServiceFlags checks it against the program's behaviour).
-const serviceDeny = 1
+// serviceDeny and serviceExplicit are SERVICE_F_DENY and
+// SERVICE_F_EXPLICIT; keep in sync with bpf/include/sluice.h (the loader's
+// TestSteer and TestExplicitService check them against the programs'
+// behaviour).
+const (
+	serviceDeny     = 1
+	serviceExplicit = 2
+)
 
 func (s *Services) key(a netip.AddrPort) (loader.TcServiceKey, error) {
 	addr, err := be32(a.Addr())
@@ -50,7 +60,10 @@ func (s *Services) entry(svc Service) (loader.TcServiceKey, loader.TcServiceValu
 	}
 	v := loader.TcServiceValue{Portal: svc.Portal}
 	if svc.Deny {
-		v.Flags = serviceDeny
+		v.Flags |= serviceDeny
+	}
+	if svc.Explicit {
+		v.Flags |= serviceExplicit
 	}
 	return k, v, nil
 }
@@ -102,9 +115,10 @@ func (s *Services) List() ([]Service, error) {
 	it := s.m.Iterate()
 	for it.Next(&k, &v) {
 		out = append(out, Service{
-			Addr:   netip.AddrPortFrom(addrOf(k.Addr), portOf(k.Port)),
-			Portal: v.Portal,
-			Deny:   v.Flags&serviceDeny != 0,
+			Addr:     netip.AddrPortFrom(addrOf(k.Addr), portOf(k.Port)),
+			Portal:   v.Portal,
+			Deny:     v.Flags&serviceDeny != 0,
+			Explicit: v.Flags&serviceExplicit != 0,
 		})
 	}
 	if err := it.Err(); err != nil {

@@ -26,6 +26,7 @@ func (c *Counters) Read(portal uint32) (PortalCounters, error) {
 		s.NoListener += p.NoListener
 		s.Packets += p.Packets
 		s.Bytes += p.Bytes
+		s.Spoofed += p.Spoofed
 	}
 	return s, nil
 }

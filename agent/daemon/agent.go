@@ -78,8 +78,13 @@ type Agent struct {
 	adopted      map[netip.AddrPort]uint32 // pinned portal numbers not yet taken back (see assignPortalLocked)
 	unresolved   []string                  // workload selectors not resolved at the last sync
 	cgroups      map[string]string         // cgroup workload dir -> its resolution at the last sync
+	suspects     map[string]map[int]bool   // address workload -> interfaces that existed when its bound one vanished
+	unbound      map[string]string         // address workload -> why it is bound to no interface now
+	ifaces       map[int]bool              // the host's interfaces at the last sync; nil before the first
+	hostAddrs    []netip.Addr              // the host's addresses at the last sync, for explicit inlets on 0.0.0.0
 
 	resolveCgroup func(dir string) ([]int, error) // cgroupVeths; tests replace it
+	sys           system                          // what the agent reads of the host; tests replace it
 	loops         sync.WaitGroup                  // goroutines Close waits for
 }
 
@@ -90,7 +95,8 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		opts.Logger = zap.NewNop()
 	}
 	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
-		kick: make(chan struct{}, 1), resolveCgroup: cgroupVeths}
+		suspects: map[string]map[int]bool{}, unbound: map[string]string{},
+		kick: make(chan struct{}, 1), resolveCgroup: cgroupVeths, sys: hostSystem}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
 	if err != nil {
 		return nil, err
@@ -151,6 +157,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Current: a.members.Current},
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
+		Local:    a.admitLocal,
 	})
 	if err := a.startDatapath(opts); err != nil {
 		a.Close()
@@ -284,11 +291,11 @@ func (a *Agent) restore(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, in := range cfg.Inlets {
-		if in.Transparent && a.kern == nil {
+		if (in.Transparent || in.AllowLocal != "") && a.kern == nil {
 			a.mu.Lock()
 			a.cfg.Inlets = append(a.cfg.Inlets, in)
 			a.mu.Unlock()
-			a.log.Warn("transparent inlet kept but not running: the BPF data path is not running",
+			a.log.Warn("inlet with --allow-local kept but not running: the BPF data path is not running",
 				zap.String("inlet", in.Name), zap.String("reason", a.kernReason))
 			continue
 		}

@@ -50,10 +50,12 @@ type DatapathStatus struct {
 	Error        string              `json:"error,omitempty"` // reading the kernel's state failed
 }
 
-// PortalStatus is a transparent inlet as the kernel sees it.
+// PortalStatus is an inlet with a portal number (transparent, or explicit
+// with --allow-local) as the kernel sees it.
 type PortalStatus struct {
 	Inlet    string              `json:"inlet"`
-	Service  string              `json:"service"`
+	Kind     string              `json:"kind"`    // "transparent" or "explicit"
+	Service  string              `json:"service"` // the service address, or the explicit inlet's --from
 	Portal   uint32              `json:"portal"`
 	Counters maps.PortalCounters `json:"counters"`
 }
@@ -65,6 +67,9 @@ type kernel interface {
 	// this agent started, so that a restart keeps their kernel counters.
 	pinned() map[netip.AddrPort]uint32
 	resetCounters(portal uint32) error
+	// takeFlow returns and forgets the workload the steer program recorded
+	// for the connection src->dst; ok is false if it recorded none.
+	takeFlow(src, dst netip.AddrPort) (workload uint32, ok bool, err error)
 	status(st *DatapathStatus) // fills in what only the kernel knows
 	Close() error
 }
@@ -138,23 +143,32 @@ func (a *Agent) syncLocked() error {
 	if a.kern == nil {
 		return nil
 	}
+	a.followBindingsLocked()
 	var inlets []planInlet
 	names := map[uint32]string{}
 	for _, s := range a.cfg.Inlets {
 		n := a.portalNums[s.Name]
-		svc, err1 := portal.ServiceAddr(s.From)
-		allow, err2 := policy.Parse(s.AllowLocal)
-		if !s.Transparent || n == 0 || err1 != nil || err2 != nil {
+		allow, err := policy.Parse(s.AllowLocal)
+		if n == 0 || err != nil {
 			continue
 		}
+		in := planInlet{Name: s.Name, Portal: n, AllowLocal: allow, Explicit: !s.Transparent}
+		if s.Transparent {
+			if in.Service, err = portal.ServiceAddr(s.From); err != nil {
+				continue
+			}
+		} else if in.Listen, err = a.listenAddrsLocked(s.From); err != nil {
+			a.log.Warn("explicit inlet: cannot list the host addresses it listens on; connections through them are checked in the agent only",
+				zap.String("inlet", s.Name), zap.Error(err))
+		}
 		peerAllow, err := policy.Parse(s.Allow)
-		denied := err != nil || a.peerDenied(a.ports.InletPeer(s.Name), peerAllow)
-		inlets = append(inlets, planInlet{Service: svc, Portal: n, AllowLocal: allow, Denied: denied})
+		in.Denied = err != nil || a.peerDenied(a.ports.InletPeer(s.Name), peerAllow)
+		inlets = append(inlets, in)
 		names[n] = s.Name
 	}
 	ws := make([]planWorkload, 0, len(a.workloads))
 	for _, w := range a.workloads {
-		ws = append(ws, planWorkload{Workload: w, Number: a.workloadNums[w.Name]})
+		ws = append(ws, planWorkload{Workload: w, Number: a.workloadNums[w.Name], Unbound: a.unbound[w.Name]})
 	}
 	a.cgroups = map[string]string{}
 	p := computePlan(inlets, ws, resolvers{Ifindex: interfaceIndex, Cgroup: a.resolveCgroupLocked})
@@ -194,8 +208,10 @@ func cgroupResult(idx []int, err error) string {
 	return fmt.Sprint(idx)
 }
 
-// cgroupLoop re-resolves the cgroup workloads every cgroupRefresh until
-// ctx ends: processes enter and leave cgroups without a link event.
+// cgroupLoop re-resolves the cgroup workloads, the unbound address
+// workloads and the host addresses of explicit inlets on 0.0.0.0 every
+// cgroupRefresh until ctx ends: processes enter and leave cgroups, and
+// addresses come and go inside containers, without a link event.
 func (a *Agent) cgroupLoop(ctx context.Context) {
 	t := time.NewTicker(cgroupRefresh)
 	defer t.Stop()
@@ -205,6 +221,7 @@ func (a *Agent) cgroupLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			a.refreshCgroups()
+			a.refreshHost()
 		}
 	}
 }
@@ -255,16 +272,18 @@ func interfaceIndex(name string) (int, bool) {
 // assignPortalLocked gives a transparent inlet the portal number the
 // pinned maps had for its service (keeping its kernel counters across a
 // restart), else the lowest free one, with its counters reset.
-func (a *Agent) assignPortalLocked(inlet string, svc netip.AddrPort) (uint32, error) {
+func (a *Agent) assignPortalLocked(inlet string, svcs ...netip.AddrPort) (uint32, error) {
 	used := map[uint32]bool{}
 	for _, n := range a.portalNums {
 		used[n] = true
 	}
-	n, ok := a.adopted[svc]
-	delete(a.adopted, svc) // once: a later inlet on svc is a new portal
-	if ok && !used[n] {
-		a.portalNums[inlet] = n
-		return n, nil
+	for _, svc := range svcs {
+		n, ok := a.adopted[svc]
+		delete(a.adopted, svc) // once: a later inlet on svc is a new portal
+		if ok && !used[n] {
+			a.portalNums[inlet] = n
+			return n, nil
+		}
 	}
 	for _, n := range a.adopted {
 		used[n] = true // kept for the saved inlet that had it
@@ -288,8 +307,12 @@ func (a *Agent) Datapath() DatapathStatus {
 	k := a.kern
 	st := DatapathStatus{Enabled: k != nil, Reason: a.kernReason}
 	for _, s := range a.cfg.Inlets {
-		if n := a.portalNums[s.Name]; s.Transparent && n != 0 {
-			st.Portals = append(st.Portals, PortalStatus{Inlet: s.Name, Service: s.From, Portal: n})
+		if n := a.portalNums[s.Name]; n != 0 {
+			kind := "transparent"
+			if !s.Transparent {
+				kind = "explicit"
+			}
+			st.Portals = append(st.Portals, PortalStatus{Inlet: s.Name, Kind: kind, Service: s.From, Portal: n})
 		}
 	}
 	a.mu.Unlock()

@@ -139,17 +139,25 @@ func (k *bpfKernel) apply(p plan) error {
 	if err := k.maps.Endpoints.Replace(p.Endpoints); err != nil {
 		return err
 	}
+	if err := k.maps.Bindings.Replace(p.Bindings); err != nil {
+		return err
+	}
 	if err := k.maps.Verdicts.Replace(p.Verdicts); err != nil {
 		return err
 	}
 	svcs := make([]maps.Service, 0, len(p.Services))
 	for addr, n := range p.Services {
-		svcs = append(svcs, maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n]})
+		svcs = append(svcs, maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n], Explicit: p.Explicit[n]})
 	}
 	return k.maps.Services.Replace(svcs)
 }
 
 func (k *bpfKernel) resetCounters(portal uint32) error { return k.maps.Counters.Reset(portal) }
+
+func (k *bpfKernel) takeFlow(src, dst netip.AddrPort) (uint32, bool, error) {
+	fl, ok, err := k.maps.Flows.Take(src, dst)
+	return fl.Workload, ok, err
+}
 
 func (k *bpfKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
 
@@ -191,3 +199,20 @@ func (k *bpfKernel) Close() error {
 // cgroupVeths resolves a workload's cgroup to the host-side veths of its
 // containers.
 func cgroupVeths(dir string) ([]int, error) { return loader.CgroupVeths(dir) }
+
+// hostSystem reads the host the agent runs on.
+var hostSystem = system{
+	Interfaces: func() ([]int, error) {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return nil, fmt.Errorf("list interfaces: %w", err)
+		}
+		out := make([]int, 0, len(ifs))
+		for _, i := range ifs {
+			out = append(out, i.Index)
+		}
+		return out, nil
+	},
+	ContainerVeths: loader.ContainerVeths,
+	HostAddrs:      loader.HostAddrs,
+}

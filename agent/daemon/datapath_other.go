@@ -2,7 +2,10 @@
 
 package daemon
 
-import "errors"
+import (
+	"errors"
+	"net/netip"
+)
 
 // openKernel reports that the BPF data path needs Linux.
 func openKernel(kernelOptions) (kernel, error) {
@@ -12,4 +15,12 @@ func openKernel(kernelOptions) (kernel, error) {
 // cgroupVeths reports that selecting workloads by cgroup needs Linux.
 func cgroupVeths(string) ([]int, error) {
 	return nil, errors.New("resolve cgroup: selecting workloads by cgroup needs Linux")
+}
+
+// hostSystem reports that reading interfaces and container addresses needs
+// Linux.
+var hostSystem = system{
+	Interfaces:     func() ([]int, error) { return nil, errors.New("list interfaces: needs Linux") },
+	ContainerVeths: func() ([]containerVeth, error) { return nil, errors.New("list container addresses: needs Linux") },
+	HostAddrs:      func() ([]netip.Addr, error) { return nil, errors.New("list host addresses: needs Linux") },
 }

@@ -59,17 +59,25 @@ func TestWorkloadSpecs(t *testing.T) {
 func TestComputePlan(t *testing.T) {
 	pg := netip.MustParseAddrPort("10.200.0.10:5432")
 	web := netip.MustParseAddrPort("10.200.0.11:80")
+	inlet1 := netip.MustParseAddrPort("10.10.0.1:15432")
+	inlet2 := netip.MustParseAddrPort("198.18.0.2:15432")
 	inlets := []planInlet{
-		{Service: pg, Portal: 1, AllowLocal: policy.MustParse(`app == "analytics"`)},
-		{Service: web, Portal: 2, AllowLocal: policy.MustParse(`not has(app)`)},
+		{Name: "pg", Service: pg, Portal: 1, AllowLocal: policy.MustParse(`app == "analytics"`)},
+		{Name: "web", Service: web, Portal: 2, AllowLocal: policy.MustParse(`not has(app)`)},
+		// An explicit inlet on 0.0.0.0:15432: each host address, and one
+		// that clashes with a transparent inlet's service.
+		{Name: "explicit", Listen: []netip.AddrPort{inlet1, inlet2, web}, Explicit: true, Portal: 3, AllowLocal: policy.MustParse(`app == "analytics"`)},
 	}
 	workloads := []planWorkload{
-		{Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}, 1},
-		{Workload{Name: "billing", Interface: "vethb", Attributes: map[string]string{"app": "billing"}}, 2},
-		{Workload{Name: "bare", Interface: "gone"}, 3},
-		{Workload{Name: "jobs", Cgroup: "/cg/jobs", Attributes: map[string]string{"app": "analytics"}}, 4},
-		{Workload{Name: "idle", Cgroup: "/cg/idle", Attributes: map[string]string{"app": "analytics"}}, 5},
-		{Workload{Name: "lost", Cgroup: "/cg/lost"}, 6},
+		{Workload: Workload{Name: "analytics", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"},
+			Bound: &Binding{Ifindex: 11, Interface: "veth-app"}}, Number: 1},
+		{Workload: Workload{Name: "billing", Interface: "vethb", Attributes: map[string]string{"app": "billing"}}, Number: 2},
+		{Workload: Workload{Name: "bare", Interface: "gone"}, Number: 3},
+		{Workload: Workload{Name: "jobs", Cgroup: "/cg/jobs", Attributes: map[string]string{"app": "analytics"}}, Number: 4},
+		{Workload: Workload{Name: "idle", Cgroup: "/cg/idle", Attributes: map[string]string{"app": "analytics"}}, Number: 5},
+		{Workload: Workload{Name: "lost", Cgroup: "/cg/lost"}, Number: 6},
+		{Workload: Workload{Name: "moved", Address: "10.10.0.7", Attributes: map[string]string{"app": "analytics"}},
+			Number: 7, Unbound: "its interface vethm vanished; waiting"},
 	}
 	r := resolvers{
 		Ifindex: func(name string) (int, bool) { return map[string]int{"vethb": 12}[name], name == "vethb" },
@@ -85,27 +93,36 @@ func TestComputePlan(t *testing.T) {
 	}
 	got := computePlan(inlets, workloads, r)
 	want := plan{
-		Services: map[netip.AddrPort]uint32{pg: 1, web: 2},
+		Services: map[netip.AddrPort]uint32{pg: 1, web: 2, inlet1: 3, inlet2: 3},
+		// The address workload: its address on its bound interface only,
+		// and the address bound there; the unbound one has neither.
 		Endpoints: map[endpoint]uint32{
-			{Addr: netip.MustParseAddr("10.10.0.2")}: 1,
-			{Ifindex: 12}:                            2,
-			{Ifindex: 21}:                            4,
-			{Ifindex: 22}:                            4,
+			{Ifindex: 11, Addr: netip.MustParseAddr("10.10.0.2")}: 1,
+			{Ifindex: 12}: 2,
+			{Ifindex: 21}: 4,
+			{Ifindex: 22}: 4,
 		},
+		Bindings: map[netip.Addr]uint32{netip.MustParseAddr("10.10.0.2"): 11},
 		// Unknown containers (0), "bare" and "lost" have no app attribute:
-		// web only. "idle" has its verdict, waiting for a process.
-		Verdicts: []verdict{{Workload: 1, Portal: 1}, {Workload: 4, Portal: 1}, {Workload: 5, Portal: 1}, {Workload: 0, Portal: 2}, {Workload: 3, Portal: 2}, {Workload: 6, Portal: 2}},
+		// web only. "idle" and "moved" have their verdicts, waiting.
+		Verdicts: []verdict{{Workload: 1, Portal: 1}, {Workload: 4, Portal: 1}, {Workload: 5, Portal: 1}, {Workload: 7, Portal: 1},
+			{Workload: 0, Portal: 2}, {Workload: 3, Portal: 2}, {Workload: 6, Portal: 2},
+			{Workload: 1, Portal: 3}, {Workload: 4, Portal: 3}, {Workload: 5, Portal: 3}, {Workload: 7, Portal: 3}},
 		Denied:   map[uint32]bool{},
+		Explicit: map[uint32]bool{3: true},
+		Inlets:   map[string]uint32{"pg": 1, "web": 2, "explicit": 3},
 		Unresolved: []string{
+			"inlet explicit: 10.200.0.11:80 is already portal 2's service",
 			"interface gone: not found",
 			"cgroup /cg/idle: no process in a container",
 			"cgroup /cg/lost: no such cgroup",
+			"address 10.10.0.7: its interface vethm vanished; waiting",
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("computePlan =\n%+v\nwant\n%+v", got, want)
 	}
-	if !got.allows(1, 1) || got.allows(2, 1) || !got.allows(0, 2) || got.allows(0, 1) {
+	if !got.allows(1, 1) || got.allows(2, 1) || !got.allows(0, 2) || got.allows(0, 1) || !got.allows(1, 3) || got.allows(0, 3) {
 		t.Errorf("allows disagrees with the verdicts %v", got.Verdicts)
 	}
 	inlets[0].Denied = true // its peer was revoked
@@ -113,7 +130,7 @@ func TestComputePlan(t *testing.T) {
 	if !denied.Denied[1] || denied.allows(1, 1) || !denied.allows(0, 2) {
 		t.Errorf("a denied inlet: Denied %v, allows(1,1) %v, allows(0,2) %v", denied.Denied, denied.allows(1, 1), denied.allows(0, 2))
 	}
-	if empty := computePlan(nil, nil, r); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts) != 0 {
+	if empty := computePlan(nil, nil, r); len(empty.Services)+len(empty.Endpoints)+len(empty.Verdicts)+len(empty.Bindings) != 0 {
 		t.Errorf("empty configuration gave %+v", empty)
 	}
 }
@@ -123,7 +140,8 @@ type fakeKernel struct {
 	mu      sync.Mutex
 	plans   []plan
 	resets  []uint32
-	adopted map[netip.AddrPort]uint32 // what pinned maps held at start
+	adopted map[netip.AddrPort]uint32    // what pinned maps held at start
+	flows   map[[2]netip.AddrPort]uint32 // (src, dst) -> workload the steer program recorded
 }
 
 func (k *fakeKernel) apply(p plan) error {
@@ -141,6 +159,14 @@ func (k *fakeKernel) resetCounters(n uint32) error {
 }
 
 func (k *fakeKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
+
+func (k *fakeKernel) takeFlow(src, dst netip.AddrPort) (uint32, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w, ok := k.flows[[2]netip.AddrPort{src, dst}]
+	delete(k.flows, [2]netip.AddrPort{src, dst})
+	return w, ok, nil
+}
 
 func (k *fakeKernel) status(st *DatapathStatus) { st.Listener = "127.0.0.1:1" }
 func (k *fakeKernel) Close() error              { return nil }
@@ -160,13 +186,19 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 	if _, err := a.CreateInlet(spec); !errors.Is(err, ErrNoDatapath) || !strings.Contains(err.Error(), "--datapath off") {
 		t.Errorf("transparent inlet without the data path: %v, want ErrNoDatapath with the reason", err)
 	}
+	if _, err := a.CreateInlet(portal.InletSpec{Name: "explicit", From: "127.0.0.1:15999", Via: "postgres", Allow: "postgres-outlet",
+		AllowLocal: `app == "analytics"`}); !errors.Is(err, ErrNoDatapath) {
+		t.Errorf("explicit inlet with --allow-local without the data path: %v, want ErrNoDatapath", err)
+	}
 	if st := a.Datapath(); st.Enabled || !strings.Contains(st.Reason, "off") {
 		t.Errorf("Datapath() = %+v, want off with a reason", st)
 	}
 
 	k := &fakeKernel{}
+	fs := &fakeSys{}
+	fs.set(appVeth)
 	a.mu.Lock()
-	a.kern = k
+	a.kern, a.sys = k, fs.system()
 	a.mu.Unlock()
 	info, err := a.CreateInlet(spec)
 	if err != nil || info.Listening != "transparent 10.200.0.10:5432" {
@@ -190,7 +222,7 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 		t.Errorf("verdicts after the workload: %v, want [{1 1}]", p.Verdicts)
 	}
 	st := a.Datapath()
-	if !st.Enabled || len(st.Portals) != 1 || st.Portals[0] != (PortalStatus{Inlet: "pg", Service: svc.String(), Portal: 1}) {
+	if !st.Enabled || len(st.Portals) != 1 || st.Portals[0] != (PortalStatus{Inlet: "pg", Kind: "transparent", Service: svc.String(), Portal: 1}) {
 		t.Errorf("Datapath() = %+v", st)
 	}
 	if err := a.DeleteWorkload("analytics"); err != nil {

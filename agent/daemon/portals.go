@@ -31,15 +31,25 @@ func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
 	if slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == spec.Name }) {
 		return portal.InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, portal.ErrExists)
 	}
+	if !spec.Transparent && spec.AllowLocal != "" && a.kern == nil {
+		if err := spec.Check(); err != nil {
+			return portal.InletInfo{}, fmt.Errorf("create inlet: %w", err)
+		}
+		return portal.InletInfo{}, a.explicitLocked(spec) // says why, before anything listens
+	}
 	info, err := a.ports.AddInlet(spec)
 	if err != nil {
 		return info, err
 	}
-	if spec.Transparent {
-		if err := a.transparentLocked(spec); err != nil {
-			a.ports.RemoveInlet(spec.Name)
-			return portal.InletInfo{}, err
-		}
+	switch {
+	case spec.Transparent:
+		err = a.transparentLocked(spec)
+	case spec.AllowLocal != "":
+		err = a.explicitLocked(spec)
+	}
+	if err != nil {
+		a.ports.RemoveInlet(spec.Name)
+		return portal.InletInfo{}, err
 	}
 	a.cfg.Inlets = append(a.cfg.Inlets, spec)
 	return info, errors.Join(a.saveLocked(), a.syncLocked())

@@ -26,12 +26,21 @@ type Workload struct {
 	// cgroupRefresh, since processes come and go without link events.
 	Cgroup     string            `json:"cgroup,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Bound is, for a workload named by address, the host-side interface
+	// its address is bound to (binding.go): set by the agent, never taken
+	// from a request. Files written before it existed have none: such a
+	// workload is bound at the first sync with the data path, when exactly
+	// one container interface has its address.
+	Bound *Binding `json:"bound,omitempty"`
 }
 
 // WorkloadInfo is a workload and the number the kernel knows it by.
 type WorkloadInfo struct {
 	Workload
 	Number uint32 `json:"number"`
+	// Unresolved says why a workload named by address is bound to no
+	// interface now; its packets are the unknown workload's until it is.
+	Unresolved string `json:"unresolved,omitempty"`
 }
 
 // maxInterfaceName is IFNAMSIZ less the terminating NUL.
@@ -97,11 +106,22 @@ func (a *Agent) CreateWorkload(w Workload) (WorkloadInfo, error) {
 	if err := w.check(); err != nil {
 		return WorkloadInfo{}, fmt.Errorf("create workload: %w", err)
 	}
+	w.Bound = nil // the agent's to find, never the caller's to say
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := w.conflicts(a.workloads); err != nil {
 		return WorkloadInfo{}, err
 	}
+	if w.Address != "" && a.kern != nil {
+		veths, err := a.sys.ContainerVeths()
+		if err != nil {
+			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w", w.Name, err)
+		}
+		if w.Bound, err = bindNew(netip.MustParseAddr(w.Address), veths); err != nil {
+			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w: %w", w.Name, err, portal.ErrInvalid)
+		}
+	}
+	delete(a.suspects, w.Name)
 	a.workloads = append(a.workloads, w)
 	a.nextWorkload++
 	a.workloadNums[w.Name] = a.nextWorkload
@@ -119,6 +139,8 @@ func (a *Agent) DeleteWorkload(name string) error {
 	}
 	a.workloads = slices.Delete(a.workloads, i, i+1)
 	delete(a.workloadNums, name)
+	delete(a.suspects, name)
+	delete(a.unbound, name)
 	return a.changedWorkloadsLocked()
 }
 
@@ -128,7 +150,7 @@ func (a *Agent) Workloads() []WorkloadInfo {
 	defer a.mu.Unlock()
 	out := make([]WorkloadInfo, 0, len(a.workloads))
 	for _, w := range a.workloads {
-		out = append(out, WorkloadInfo{Workload: w, Number: a.workloadNums[w.Name]})
+		out = append(out, WorkloadInfo{Workload: w, Number: a.workloadNums[w.Name], Unresolved: a.unbound[w.Name]})
 	}
 	slices.SortFunc(out, func(x, y WorkloadInfo) int { return strings.Compare(x.Name, y.Name) })
 	return out

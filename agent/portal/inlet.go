@@ -61,7 +61,7 @@ type inlet struct {
 // ConnInfo describes an inlet's open connection.
 type ConnInfo struct {
 	App      netip.AddrPort // the application's address
-	Workload uint32         // local workload number the kernel saw (transparent inlets); 0 = unknown
+	Workload uint32         // local workload number the kernel saw (inlets with --allow-local); 0 = unknown
 }
 
 func (in *inlet) info() InletInfo {
@@ -108,6 +108,10 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 		}
 		m.inlets[spec.Name] = in
 		return in.info(), nil
+	}
+	if spec.AllowLocal != "" && m.opts.Local == nil {
+		stop()
+		return InletInfo{}, fmt.Errorf("create inlet %q: --allow-local on an explicit inlet needs the agent's BPF data path: %w", spec.Name, ErrInvalid)
 	}
 	ln, err := net.Listen(listenNetwork(spec.From), spec.From)
 	if err != nil {
@@ -213,7 +217,19 @@ func (m *Manager) acceptLoop(in *inlet) {
 			}
 			return
 		}
-		m.serve(in, c, ConnInfo{App: addrPort(c.RemoteAddr())})
+		if in.spec.AllowLocal == "" {
+			m.serve(in, c, ConnInfo{App: addrPort(c.RemoteAddr())})
+			continue
+		}
+		err = m.opts.Local(in.spec.Name, c, func(workload uint32) {
+			m.serve(in, c, ConnInfo{App: addrPort(c.RemoteAddr()), Workload: workload})
+		})
+		if err != nil {
+			in.stats.Accepted.Add(1)
+			in.stats.Refused.Add(1)
+			m.log.Info("inlet connection refused by --allow-local", zap.String("inlet", in.spec.Name), zap.Error(err))
+			pipe.TCP(c).Abort()
+		}
 	}
 }
 

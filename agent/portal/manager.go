@@ -34,6 +34,12 @@ type Options struct {
 	MaxConns         int           // 4096: open connections per portal; more are refused with a reset
 	HandshakeTimeout time.Duration // 10s
 	DialTimeout      time.Duration // 5s: outlet to target
+	// Local decides, for a connection accepted by an explicit inlet with
+	// --allow-local, whether the inlet's local policy permits the workload
+	// it comes from; if so it calls serve with that workload, else returns
+	// why not, and the connection is reset and counted refused. Without it
+	// such inlets cannot be created.
+	Local func(inlet string, c *net.TCPConn, serve func(workload uint32)) error
 }
 
 // Manager owns an agent's inlets and outlets.

@@ -44,8 +44,13 @@ type InletSpec struct {
 	// Transparent inlets own no listener: From is a virtual service address
 	// (IPv4 literal) that the kernel steers to the agent's shared
 	// transparent listener for the local workloads AllowLocal permits.
-	Transparent bool   `json:"transparent,omitempty"`
-	AllowLocal  string `json:"allow_local,omitempty"` // policy on the local workload's attributes
+	Transparent bool `json:"transparent,omitempty"`
+	// AllowLocal is a policy on the local workload's attributes: required
+	// for a transparent inlet; optional for an explicit one, which without
+	// it admits anyone who can reach From (any container, the host, other
+	// hosts), and with it only the workloads it permits (the agent's BPF
+	// data path tells which workload a connection comes from).
+	AllowLocal string `json:"allow_local,omitempty"`
 }
 
 // OutletSpec describes an outlet as `agentctl tcp-outlet create` does.
@@ -89,6 +94,13 @@ func parsePolicy(flag, expr string) (*policy.Policy, error) {
 	return p, nil
 }
 
+// Check reports what is wrong with an inlet specification, as creating it
+// would (its name, addresses and policies), without creating it.
+func (s *InletSpec) Check() error {
+	_, err := s.check()
+	return err
+}
+
 func (s *InletSpec) check() (*policy.Policy, error) {
 	if err := checkName("inlet", s.Name); err != nil {
 		return nil, err
@@ -119,10 +131,16 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 // checkFrom checks --from, and --allow-local for a transparent inlet.
 func (s *InletSpec) checkFrom() error {
 	if !s.Transparent {
-		if s.AllowLocal != "" {
-			return fmt.Errorf("--allow-local applies only to transparent inlets; add --transparent: %w", ErrInvalid)
+		if err := checkHostPort("--from", s.From); err != nil || s.AllowLocal == "" {
+			return err
 		}
-		return checkHostPort("--from", s.From)
+		if _, err := ExplicitAddr(s.From); err != nil {
+			return err
+		}
+		if _, err := policy.Parse(s.AllowLocal); err != nil {
+			return fmt.Errorf("--allow-local: %w: %w", err, ErrInvalid)
+		}
+		return nil
 	}
 	if _, err := ServiceAddr(s.From); err != nil {
 		return err
@@ -147,6 +165,20 @@ func ServiceAddr(from string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("--from %q: a transparent inlet needs one IPv4 address (not 0.0.0.0, not IPv6): %w", from, ErrInvalid)
 	case ap.Port() == 0:
 		return netip.AddrPort{}, fmt.Errorf("--from %q: a transparent inlet needs a port other than 0: %w", from, ErrInvalid)
+	}
+	return ap, nil
+}
+
+// ExplicitAddr parses the --from of an explicit inlet with --allow-local:
+// an IPv4 address of this host, or 0.0.0.0 for all of them, and a port
+// other than 0 (the kernel's data path carries IPv4 and needs the port).
+func ExplicitAddr(from string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(from)
+	switch {
+	case err != nil || !ap.Addr().Is4():
+		return netip.AddrPort{}, fmt.Errorf("--from %q: an explicit inlet with --allow-local needs an IPv4 address of this host (or 0.0.0.0) and a port, e.g. 10.10.0.1:15432: %w", from, ErrInvalid)
+	case ap.Port() == 0:
+		return netip.AddrPort{}, fmt.Errorf("--from %q: an explicit inlet with --allow-local needs a port other than 0: %w", from, ErrInvalid)
 	}
 	return ap, nil
 }

@@ -1,11 +1,15 @@
 package portal_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/portal"
@@ -58,7 +62,9 @@ func TestTransparentInletSpecs(t *testing.T) {
 		{"no port", func(s *portal.InletSpec) { s.From = "10.200.0.10" }, "--from"},
 		{"no allow-local", func(s *portal.InletSpec) { s.AllowLocal = "" }, "--allow-local is required"},
 		{"bad allow-local", func(s *portal.InletSpec) { s.AllowLocal = "app ==" }, "--allow-local"},
-		{"allow-local without transparent", func(s *portal.InletSpec) { s.Transparent, s.From = false, "127.0.0.1:0" }, "add --transparent"},
+		{"explicit allow-local on port 0", func(s *portal.InletSpec) { s.Transparent, s.From = false, "127.0.0.1:0" }, "port other than 0"},
+		{"explicit allow-local on a host name", func(s *portal.InletSpec) { s.Transparent, s.From = false, "localhost:15432" }, "IPv4 address of this host (or 0.0.0.0)"},
+		{"explicit allow-local without the data path", func(s *portal.InletSpec) { s.Transparent, s.From = false, "127.0.0.1:15999" }, "needs the agent's BPF data path"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := good
@@ -113,4 +119,72 @@ func TestTransparentWithoutInletIsReset(t *testing.T) {
 	if got := s.in.inletCounters(t, "web"); got != (portal.CounterValues{}) {
 		t.Errorf("the explicit inlet counted %+v for a connection it never saw", got)
 	}
+}
+
+// TestExplicitInletLocalPolicy: an explicit inlet with --allow-local asks
+// Options.Local about each connection; a refused one is reset and counted
+// refused, an admitted one is served as the workload Local names.
+func TestExplicitInletLocalPolicy(t *testing.T) {
+	var mu sync.Mutex
+	admitted := map[string]uint32{}
+	allow := false
+	m := portal.New(portal.Options{Hub: noHub{}, Local: func(inlet string, c *net.TCPConn, serve func(uint32)) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !allow {
+			return errors.New("not this workload")
+		}
+		admitted[c.RemoteAddr().String()] = 9
+		serve(9)
+		return nil
+	}})
+	t.Cleanup(func() { m.Close() })
+	info, err := m.AddInlet(portal.InletSpec{Name: "pg", From: "127.0.0.1:0", Via: "db", Allow: "postgres-outlet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.RemoveInlet("pg") // only to learn a free port: --allow-local needs a fixed one
+	spec := portal.InletSpec{Name: "pg", From: info.Listening, Via: "db", Allow: "postgres-outlet", AllowLocal: `app == "analytics"`}
+	if _, err := m.AddInlet(spec); err != nil {
+		t.Fatal(err)
+	}
+	// The reset may beat connect(2) home on loopback: either way, a reset.
+	if c, err := net.Dial("tcp4", spec.From); err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial: %v, want a reset", err)
+		}
+	} else {
+		refused(t, c.(*net.TCPConn))
+	}
+	ins := m.Inlets()
+	if c := ins[0].Counters; c.Accepted != 1 || c.Refused != 1 {
+		t.Errorf("counters after a refused connection %+v, want accepted 1 refused 1", c)
+	}
+	mu.Lock()
+	allow = true
+	mu.Unlock()
+	app := dial(t, spec.From)
+	defer app.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		w, ok := admitted[app.LocalAddr().String()]
+		mu.Unlock()
+		if ok && w == 9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the admitted connection was not served")
+		}
+	}
+}
+
+// noHub has no relay: every channel fails.
+type noHub struct{}
+
+func (noHub) Dial(context.Context, string) ([]byte, string, error) {
+	return nil, "", errors.New("no hub here")
+}
+
+func (noHub) OpenData(context.Context, []byte) (*net.TCPConn, error) {
+	return nil, errors.New("no hub here")
 }

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 // setup starts the scenario (PostgreSQL, hub, agents), the load server and
 // pgbench's tables.
 func (r *run) setup(ctx context.Context) error {
-	opts := scenario.Options{Bin: r.cfg.Bin, Mode: scenario.Explicit, Progress: func(s string) { r.say("[setup] %s", s) },
+	opts := scenario.Options{Bin: r.cfg.Bin, Mode: scenario.Explicit, OpenExplicit: true, Progress: func(s string) { r.say("[setup] %s", s) },
 		AgentArgs: map[string][]string{}}
 	if r.maxConns {
 		// Room for every idle connection in one portal.

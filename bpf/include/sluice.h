@@ -5,8 +5,10 @@
 
 #include <linux/types.h>
 
-/* A transparent inlet's service address: the virtual address and port an app
- * connects to. Both fields in network byte order. */
+/* A service address: a transparent inlet's virtual address and port an app
+ * connects to, or an explicit inlet's listen address on this host (one entry
+ * per host address when it listens on 0.0.0.0). Both fields in network byte
+ * order. */
 struct service_key {
 	__u32 addr;
 	__u16 port;
@@ -23,10 +25,17 @@ struct service_value {
  * or the inlet is being removed. Every packet to it is refused. */
 #define SERVICE_F_DENY 1
 
+/* An explicit inlet with --allow-local: steer checks the sender (spoofing,
+ * verdict) and records the flow as for a transparent inlet, but passes what
+ * it allows unmarked to the host stack, where the inlet's own listener
+ * takes it; assign and the sockops program leave it alone. */
+#define SERVICE_F_EXPLICIT 2
+
 /* A local workload, seen by the interface its packets come in on and their
- * source address (network byte order). The agent writes the most specific
- * key it knows: {ifindex, addr}, {ifindex, 0} (anything behind a veth) or
- * {0, addr} (that address on any interface). */
+ * source address (network byte order). The agent writes {ifindex, addr} (a
+ * workload named by its address, bound to the host-side interface it lives
+ * behind) or {ifindex, 0} (anything behind a veth). Never {0, addr}: an
+ * address alone names nobody, since any container can claim it. */
 struct endpoint_key {
 	__u32 ifindex;
 	__u32 addr;
@@ -46,6 +55,8 @@ struct portal_counters {
 	__u64 no_listener; /* of those, refused because no agent listened */
 	__u64 packets;     /* packets from allowed workloads to the service */
 	__u64 bytes;       /* bytes of those packets */
+	__u64 spoofed;     /* of the refused, because the source address is bound
+			    * to another interface than the one it came in on */
 };
 
 /* Where the agent's transparent listener is bound (network byte order). */
@@ -100,6 +111,7 @@ struct pair_hub {
 #define MAX_PORTALS 1024
 #define MAX_SERVICES 1024
 #define MAX_ENDPOINTS 65536
+#define MAX_BINDINGS 65536
 #define MAX_VERDICTS 65536
 #define MAX_FLOWS 65536
 #define MAX_SOCKS 65536

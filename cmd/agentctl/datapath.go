@@ -27,9 +27,19 @@ as /sys/fs/cgroup/system.slice/app.service). A cgroup is resolved by the agent:
 the processes in that directory (not in its child cgroups), their network
 namespaces, and the host-side peers of the veths in them; it is resolved again
 every 2 seconds, so containers whose processes join later are covered.
-Transparent inlets' --allow-local policies are evaluated over its --attribute
-values; an attribute without =V is set to "true". Connections from containers
-that no workload names see no attributes.`,
+Inlets' --allow-local policies are evaluated over its --attribute values; an
+attribute without =V is set to "true". Connections from containers that no
+workload names see no attributes.
+
+A workload named by --address is bound to the host-side veth of the one
+container that has that address configured (read inside the container's
+network namespace, never from ARP): the create fails if no container or
+several have it. The kernel then resets connections to inlets from that
+address on any other interface (anti-spoofing, counted "spoofed" in
+'agentctl datapath status'). The binding does not move when another
+container claims the address later; if the bound veth goes (the container
+was restarted), the workload is unresolved until exactly one new veth has the
+address ('workload list' says why meanwhile).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w.Name = args[0]
@@ -38,7 +48,11 @@ that no workload names see no attributes.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.out, "workload %s created: %s, attributes %s\n", info.Name, selector(info.Workload), workloadAttributes(info.Attributes))
+			bound := ""
+			if info.Bound != nil {
+				bound = " on " + info.Bound.String()
+			}
+			fmt.Fprintf(e.out, "workload %s created: %s%s, attributes %s\n", info.Name, selector(info.Workload), bound, workloadAttributes(info.Attributes))
 			return nil
 		},
 	}
@@ -55,9 +69,9 @@ that no workload names see no attributes.`,
 				return err
 			}
 			return e.emit(format, ws, func(w io.Writer) {
-				table(w, "NAME\tNUMBER\tSELECTOR\tATTRIBUTES", func(tw io.Writer) {
+				table(w, "NAME\tNUMBER\tSELECTOR\tATTRIBUTES\tBOUND TO", func(tw io.Writer) {
 					for _, wl := range ws {
-						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", wl.Name, wl.Number, selector(wl.Workload), workloadAttributes(wl.Attributes))
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", wl.Name, wl.Number, selector(wl.Workload), workloadAttributes(wl.Attributes), boundTo(wl))
 					}
 				})
 			})
@@ -80,6 +94,19 @@ func selector(w daemon.Workload) string {
 	return "address " + w.Address
 }
 
+// boundTo says where a workload named by address is bound, or why it is not.
+func boundTo(w daemon.WorkloadInfo) string {
+	switch {
+	case w.Address == "":
+		return "-"
+	case w.Bound != nil:
+		return w.Bound.String()
+	case w.Unresolved != "":
+		return "unresolved: " + w.Unresolved
+	}
+	return "unbound (the data path is not running)"
+}
+
 func workloadAttributes(attrs map[string]string) string {
 	kv := make([]string, 0, len(attrs))
 	for k, v := range attrs {
@@ -93,12 +120,17 @@ func workloadAttributes(attrs map[string]string) string {
 }
 
 func datapathCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "datapath", Short: "Inspect the BPF data path that carries transparent inlets"}
+	cmd := &cobra.Command{Use: "datapath", Short: "Inspect the BPF data path that carries transparent inlets and checks --allow-local"}
 	var format string
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show attached programs, map fill and per-portal kernel counters",
-		Args:  cobra.NoArgs,
+		Long: `Show the attached programs, how full the maps are, and for each inlet with
+--allow-local (transparent, or explicit) its kernel counters: connections
+steered to the agent, resets sent (refused; of those, no agent listening, and
+spoofed: the source address is bound to another interface than the one the
+packet came in on), and the packets and bytes allowed through.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := e.client().Datapath(cmd.Context())
 			if err != nil {
@@ -143,11 +175,11 @@ func printDatapath(w io.Writer, st daemon.DatapathStatus) {
 		}
 	})
 	fmt.Fprintln(w)
-	table(w, "INLET\tSERVICE\tPORTAL\tSTEERED\tREFUSED\tNO LISTENER\tPACKETS\tBYTES", func(tw io.Writer) {
+	table(w, "INLET\tKIND\tSERVICE\tPORTAL\tSTEERED\tREFUSED\tNO LISTENER\tSPOOFED\tPACKETS\tBYTES", func(tw io.Writer) {
 		for _, p := range st.Portals {
 			c := p.Counters
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Inlet, p.Service, p.Portal,
-				c.Steered, c.Refused, c.NoListener, c.Packets, c.Bytes)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Inlet, p.Kind, p.Service, p.Portal,
+				c.Steered, c.Refused, c.NoListener, c.Spoofed, c.Packets, c.Bytes)
 		}
 	})
 }

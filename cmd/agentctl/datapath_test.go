@@ -82,21 +82,25 @@ func TestDatapathStatusTable(t *testing.T) {
 	st := daemon.DatapathStatus{Enabled: true, PinDir: "/sys/fs/bpf/sluice", Listener: "127.0.0.1:40000",
 		Attachments: []loader.Attachment{{Device: "br-analysis", Role: "assign", Hook: "tcx/ingress", Program: 41, Link: 7}},
 		Maps:        []maps.Size{{Name: "services", Entries: 1, Max: 1024}},
-		Portals: []daemon.PortalStatus{{Inlet: "pg", Service: "10.200.0.10:5432", Portal: 1,
-			Counters: maps.PortalCounters{Steered: 3, Refused: 2, NoListener: 1, Packets: 40, Bytes: 5000}}}}
+		Portals: []daemon.PortalStatus{{Inlet: "pg", Kind: "transparent", Service: "10.200.0.10:5432", Portal: 1,
+			Counters: maps.PortalCounters{Steered: 3, Refused: 2, NoListener: 1, Spoofed: 1, Packets: 40, Bytes: 5000}},
+			{Inlet: "explicit", Kind: "explicit", Service: "10.10.0.1:15432", Portal: 2,
+				Counters: maps.PortalCounters{Refused: 4, Spoofed: 3, Packets: 9, Bytes: 700}}}}
 	sock := fakeAgent(t, st, nil)
 	out, err := agentctl(t, "--agent", sock, "datapath", "status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"transparent listener 127.0.0.1:40000", "br-analysis", "tcx/ingress", "services", "1/1024",
-		"STEERED", "10.200.0.10:5432"} {
+		"STEERED", "SPOOFED", "10.200.0.10:5432"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("datapath status output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(strings.Join(strings.Fields(out), " "), "pg 10.200.0.10:5432 1 3 2 1 40 5000") {
-		t.Errorf("per-portal counters missing:\n%s", out)
+	fields := strings.Join(strings.Fields(out), " ")
+	if !strings.Contains(fields, "pg transparent 10.200.0.10:5432 1 3 2 1 1 40 5000") ||
+		!strings.Contains(fields, "explicit explicit 10.10.0.1:15432 2 0 4 0 3 9 700") {
+		t.Errorf("per-portal counters (with spoofed) missing:\n%s", out)
 	}
 	off := fakeAgent(t, daemon.DatapathStatus{Reason: "turned off (--datapath off)"}, nil)
 	if out, err := agentctl(t, "--agent", off, "datapath", "status"); err != nil || out != "data path: off (turned off (--datapath off))\n" {
@@ -109,7 +113,8 @@ func TestTransparentHelpAndArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"--transparent", "--allow-local", "virtual service", `--allow-local 'app == "analytics"'`} {
+	for _, want := range []string{"--transparent", "--allow-local", "virtual service", `--allow-local 'app == "analytics"'`,
+		"Without --allow-local, an explicit inlet admits anyone who can reach --from", "spoofed source address"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("tcp-inlet create --help lacks %q", want)
 		}

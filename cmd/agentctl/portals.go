@@ -113,12 +113,24 @@ func inletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
 	var spec portal.InletSpec
 	create := &cobra.Command{
-		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--transparent --allow-local EXPR]",
+		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--allow-local EXPR] [--transparent]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
 		Long: `Create a TCP inlet. It listens on --from; each connection is carried through
 the hub to the agent that claimed relay --via, over a mutually authenticated TLS
 1.3 channel, and comes out of that agent's outlet (--outlet, or its only one).
 --allow is a policy over the outlet agent's attributes; see docs/policy.md.
+
+Without --allow-local, an explicit inlet admits anyone who can reach --from:
+every container whose network routes to that address, the host itself, and,
+on 0.0.0.0, other hosts that reach one of its addresses. With --allow-local
+EXPR (a policy over the local workload's attributes, see 'agentctl workload';
+needs the agent's BPF data path, an IPv4 --from or 0.0.0.0, and a port) only
+the containers it permits get through: the kernel resets the others, and
+connections with a spoofed source address, on the container's veth, and the
+agent checks each accepted connection again (connections that came through
+no container veth, such as from the host itself, are the unknown workload,
+which sees no attributes). Bind it to the container bridge's address, e.g.
+--from 10.10.0.1:15432, so that it is not reachable from other networks.
 
 With --direct instead of --via the channel goes straight to an outlet agent
 that accepts channels itself ('agent run --direct-listen'), without the hub:
@@ -148,7 +160,11 @@ otherwise. Example:
 				fmt.Fprintf(e.out, "tcp-inlet %s created: %s, %s, allow %s, allow local %s\n", in.Name, in.Listening, via, in.Allow, in.AllowLocal)
 				return nil
 			}
-			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, %s, allow %s\n", in.Name, in.Listening, via, in.Allow)
+			local := ", anyone who can reach it"
+			if in.AllowLocal != "" {
+				local = ", allow local " + in.AllowLocal
+			}
+			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, %s, allow %s%s\n", in.Name, in.Listening, via, in.Allow, local)
 			return nil
 		},
 	}
@@ -159,7 +175,7 @@ otherwise. Example:
 	create.Flags().StringVar(&spec.Name, "name", "", "inlet name (default inlet-N)")
 	create.Flags().StringVar(&spec.Outlet, "outlet", "", "outlet name on the far agent (default: its only outlet)")
 	create.Flags().BoolVar(&spec.Transparent, "transparent", false, "--from is a virtual service address that local containers reach through the BPF data path")
-	create.Flags().StringVar(&spec.AllowLocal, "allow-local", "", "with --transparent: policy on the local workload's attributes (required; default deny)")
+	create.Flags().StringVar(&spec.AllowLocal, "allow-local", "", "policy on the local workload's attributes (required with --transparent; without it an explicit inlet admits anyone who can reach --from)")
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List inlets", Args: cobra.NoArgs,

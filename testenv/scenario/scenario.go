@@ -41,13 +41,24 @@ const (
 	AllowLocal       = `app == "analytics"` // the inlet's policy on local workloads
 )
 
+// The explicit inlet: on the analysis bridge's address (the app dials
+// sluice:15432), for the app workload only.
+const (
+	ExplicitInlet = "explicit"
+	ExplicitAddr  = testenv.SeedAnalysisGW + ":" + InletPort
+)
+
 // Mode says which inlets Start creates, and so how RunApp reaches PostgreSQL.
 type Mode string
 
 // Modes of a scenario.
 const (
-	// Explicit: an inlet listening on 0.0.0.0:15432; the app dials
-	// sluice:15432. The analysis agent runs without the BPF data path.
+	// Explicit: an inlet listening on the analysis bridge's address
+	// (ExplicitAddr) with --allow-local AllowLocal; the app dials
+	// sluice:15432. The analysis agent runs with the BPF data path, which
+	// tells the agent which container a connection comes from (with
+	// Options.OpenExplicit: on 0.0.0.0:15432 for anyone, without the data
+	// path).
 	Explicit Mode = "explicit"
 	// Transparent: the analysis agent runs with the BPF data path, and a
 	// transparent inlet serves ServiceAddr to the app workload.
@@ -79,6 +90,10 @@ type Options struct {
 	CredentialLifetime time.Duration
 	// Mode picks the inlets; "" is Explicit.
 	Mode Mode
+	// OpenExplicit makes the Explicit mode's inlet listen on 0.0.0.0:15432
+	// without --allow-local, on an analysis agent without the BPF data
+	// path: the benchmarks' explicit path.
+	OpenExplicit bool
 	// AgentArgs are extra `agent run` arguments for the agent of that name
 	// ("bank", "analysis", or one started with StartAgent), such as
 	// --direct-listen ADDR.
@@ -188,7 +203,8 @@ func (s *Scenario) Start(ctx context.Context) error {
 		return err
 	}
 	mode := s.opts.Mode
-	if !mode.transparent() {
+	open := s.opts.OpenExplicit && !mode.transparent()
+	if open {
 		s.step("analysis_corp: enrolling its agent")
 		s.Analysis, err = s.StartAgent(ctx, "analysis", s.Seed.AnalysisHost, analysisTicket)
 	} else {
@@ -198,17 +214,27 @@ func (s *Scenario) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if mode.explicit() {
-		s.step("analysis_corp: inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet")
+	if !open {
+		s.step("analysis_corp: workload \"app\" (" + s.Seed.App.Addr + ", " + AppAttribute + "), bound to its container's veth")
+		if err := s.AllowApp(ctx); err != nil {
+			return err
+		}
+	}
+	switch {
+	case mode.explicit() && open:
+		s.step("analysis_corp: inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet, open to anyone who reaches it")
 		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--allow", "postgres-outlet"); err != nil {
+			return err
+		}
+	case mode.explicit():
+		s.step("analysis_corp: inlet on " + ExplicitAddr + " via relay \"postgres\" for postgres-outlet, local workloads " + AllowLocal)
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--name", ExplicitInlet, "--from", ExplicitAddr, "--via", BankRelay,
+			"--allow", "postgres-outlet", "--allow-local", AllowLocal); err != nil {
 			return err
 		}
 	}
 	if mode.transparent() {
-		s.step("analysis_corp: workload \"app\" (10.10.0.2, " + AppAttribute + "), transparent inlet " + ServiceAddr + " for " + AllowLocal)
-		if err := s.AllowApp(ctx); err != nil {
-			return err
-		}
+		s.step("analysis_corp: transparent inlet " + ServiceAddr + " for " + AllowLocal)
 		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--transparent", "--name", TransparentInlet, "--from", ServiceAddr,
 			"--via", BankRelay, "--allow", "postgres-outlet", "--allow-local", AllowLocal); err != nil {
 			return err

@@ -61,6 +61,9 @@ func TestTransparentScenario(t *testing.T) {
 	var other *testenv.Container
 	t.Run("OtherWorkloadRefused", func(t *testing.T) { other = testOtherWorkloadRefused(t, ctx, s) })
 	t.Run("WorkloadByCgroup", func(t *testing.T) { testWorkloadByCgroup(t, ctx, s, other) })
+	t.Run("SpoofedAddressRefused", func(t *testing.T) {
+		testSpoofRefused(t, ctx, s, scenario.TransparentInlet, scenario.ServiceAddr)
+	})
 	t.Run("PolicyChangeWithinASecond", func(t *testing.T) { testPolicyChange(t, ctx, s) })
 	t.Run("PeerLosesAttributesWithinASecond", func(t *testing.T) { testPeerLosesAttributes(t, ctx, s) })
 	t.Run("AgentKilledFailsClosed", func(t *testing.T) { testAgentKilled(t, ctx, s) })
@@ -73,12 +76,19 @@ type kernelCounters struct {
 	Steered    uint64 `json:"steered"`
 	Refused    uint64 `json:"refused"`
 	NoListener uint64 `json:"no_listener"`
+	Spoofed    uint64 `json:"spoofed"`
 	Packets    uint64 `json:"packets"`
 	Bytes      uint64 `json:"bytes"`
 }
 
 // inletCounters reads the kernel counters of the transparent inlet.
 func inletCounters(t *testing.T, ctx context.Context, a *scenario.Agent) kernelCounters {
+	t.Helper()
+	return portalCounters(t, ctx, a, scenario.TransparentInlet, scenario.ServiceAddr)
+}
+
+// portalCounters reads the kernel counters of inlet, which serves service.
+func portalCounters(t *testing.T, ctx context.Context, a *scenario.Agent, inlet, service string) kernelCounters {
 	t.Helper()
 	out, err := a.Ctl(ctx, "datapath", "status", "-o", "json")
 	if err != nil {
@@ -95,14 +105,14 @@ func inletCounters(t *testing.T, ctx context.Context, a *scenario.Agent) kernelC
 		t.Fatalf("datapath status -o json: %v\n%s", err, out)
 	}
 	for _, p := range st.Portals {
-		if p.Inlet == scenario.TransparentInlet {
-			if p.Service != scenario.ServiceAddr {
-				t.Errorf("datapath status: inlet %s serves %q, want %s", p.Inlet, p.Service, scenario.ServiceAddr)
+		if p.Inlet == inlet {
+			if p.Service != service {
+				t.Errorf("datapath status: inlet %s serves %q, want %s", p.Inlet, p.Service, service)
 			}
 			return p.Counters
 		}
 	}
-	t.Fatalf("datapath status has no inlet %q:\n%s", scenario.TransparentInlet, out)
+	t.Fatalf("datapath status has no inlet %q:\n%s", inlet, out)
 	return kernelCounters{}
 }
 
