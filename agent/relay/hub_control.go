@@ -32,6 +32,7 @@ type session struct {
 	ready   bool       // admitted: pushes are written, not held
 	outbox  []*message // pushes not yet written
 	writing bool       // a writer goroutine is draining outbox
+	closing bool       // close the connection once outbox is written
 }
 
 // maxOutbox bounds the pushes held for an agent that does not read them;
@@ -59,6 +60,19 @@ func (s *session) push(m *message) {
 		return
 	}
 	s.outbox = append(s.outbox, m)
+	s.kickLocked()
+}
+
+// closeAfterPushes closes the connection once the pushes queued so far are
+// written (or their write timed out), so that a revoked agent hears why.
+func (s *session) closeAfterPushes() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	if !s.ready || (!s.writing && len(s.outbox) == 0) {
+		s.conn.Close()
+		return
+	}
 	s.kickLocked()
 }
 
@@ -90,6 +104,9 @@ func (s *session) drain() {
 		s.mu.Lock()
 		if len(s.outbox) == 0 {
 			s.writing = false
+			if s.closing {
+				s.conn.Close()
+			}
 			s.mu.Unlock()
 			return
 		}

@@ -46,10 +46,10 @@ func (h *Hub) Revoke(nodeID string) (*authority.Member, error) {
 		return nil, err
 	}
 	h.log.Info("member revoked", zap.String("node", nodeID), zap.Uint64("generation", m.Generation))
-	for _, s := range h.sessionsOf(nodeID) {
-		s.conn.Close()
-	}
 	h.broadcast(m)
+	for _, s := range h.sessionsOf(nodeID) {
+		s.closeAfterPushes() // it hears of its revocation first
+	}
 	return m, nil
 }
 
