@@ -41,6 +41,10 @@ func TestRevokeReachesEveryAgent(t *testing.T) {
 	if !testhub.WaitFor(wait, func() bool { return !analysis.Client.Status().Connected }) {
 		t.Error("the revoked agent's control connection stayed up")
 	}
+	// It heard why before the hub closed it (its inlets deny in the kernel).
+	if st, ok := analysis.Verifier.Current(analysis.Identity.ID()); !ok || !st.Revoked {
+		t.Errorf("the revoked agent knows %+v (%v) about itself, want revoked", st, ok)
+	}
 	if _, _, err := analysis.Client.Dial(t.Context(), "postgres"); err == nil {
 		t.Error("the revoked agent could still dial")
 	}
