@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/internal/limit"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -16,8 +17,9 @@ var (
 	// asks for more, or has more waiting, than the hub allows it.
 	ErrRateLimited = errors.New("too many requests from this node; slow down")
 	// ErrDialDenied means the relay's owner published its outlets'
-	// policies and none allows this node's attributes.
-	ErrDialDenied = errors.New("no outlet of the relay's owner allows this node")
+	// policies and none allows this node's attributes. It is a policy
+	// refusal: it matches channel.ErrDenied too.
+	ErrDialDenied = fmt.Errorf("no outlet of the relay's owner allows this node: %w", channel.ErrDenied)
 )
 
 // maxPublishedPolicies bounds the distinct outlet policies an agent

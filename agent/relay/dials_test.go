@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
 )
@@ -104,6 +105,9 @@ func TestDialPolicyFilter(t *testing.T) {
 	}
 	_, _, err := stranger.Client.Dial(t.Context(), "svc")
 	checkRefused(t, err, relay.ErrDialDenied, "none allows")
+	if !errors.Is(err, channel.ErrDenied) {
+		t.Errorf("dial_denied: %v does not match channel.ErrDenied, which inlets count as a policy refusal", err)
+	}
 	if _, _, err := stranger.Client.Dial(t.Context(), "open"); err != nil {
 		t.Errorf("dial to an owner that published nothing: %v", err)
 	}
