@@ -273,6 +273,9 @@ func (a *Agent) restore(ctx context.Context) error {
 	if _, err := readJSON(filepath.Join(a.dir, portalsFile), &cfg); err != nil {
 		return err
 	}
+	// The hub learns the saved outlets' policies before the relays are
+	// claimed, and the restored ones' after.
+	a.publishOutlets(ctx, cfg.Outlets)
 	var errs []error
 	for _, r := range cfg.Relays {
 		err := a.CreateRelay(ctx, r)
@@ -286,10 +289,13 @@ func (a *Agent) restore(ctx context.Context) error {
 		}
 		errs = append(errs, err)
 	}
+	a.mu.Lock()
 	for _, o := range cfg.Outlets {
-		_, err := a.CreateOutlet(o)
+		_, err := a.createOutletLocked(o)
 		errs = append(errs, err)
 	}
+	a.publishOutlets(ctx, a.cfg.Outlets)
+	a.mu.Unlock()
 	for _, in := range cfg.Inlets {
 		if (in.Transparent || in.AllowLocal != "") && a.kern == nil {
 			a.mu.Lock()

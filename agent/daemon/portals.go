@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -84,10 +85,20 @@ func (a *Agent) DeleteInlet(name string) error {
 	return errors.Join(a.saveLocked(), a.syncLocked())
 }
 
-// CreateOutlet creates an outlet and saves it.
+// CreateOutlet creates an outlet, saves it and publishes the outlets'
+// policies to the hub.
 func (a *Agent) CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	info, err := a.createOutletLocked(spec)
+	if err == nil {
+		a.publishOutlets(context.Background(), a.cfg.Outlets)
+	}
+	return info, err
+}
+
+// createOutletLocked creates an outlet and saves it.
+func (a *Agent) createOutletLocked(spec portal.OutletSpec) (portal.OutletInfo, error) {
 	if spec.Name == "" {
 		spec.Name = nextName("outlet", func(n string) bool {
 			return slices.ContainsFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == n })
@@ -109,6 +120,7 @@ func (a *Agent) DeleteOutlet(name string) error {
 		return err
 	}
 	a.cfg.Outlets = slices.DeleteFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	a.publishOutlets(context.Background(), a.cfg.Outlets)
 	return a.saveLocked()
 }
 

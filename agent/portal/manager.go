@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,14 @@ type Options struct {
 	// why not, and the connection is reset and counted refused. Without it
 	// such inlets cannot be created.
 	Local func(inlet string, c *net.TCPConn, serve func(workload uint32)) error
+
+	// Incoming data sessions (incoming.go): at most MaxPending pending at
+	// once, MaxPendingPerNode of them from one inlet node, whose sessions
+	// come at most IncomingRate a second (IncomingBurst at once).
+	MaxPending        int     // DefaultMaxPending (256)
+	MaxPendingPerNode int     // DefaultMaxPendingPerNode (64)
+	IncomingRate      float64 // DefaultIncomingRate (100)
+	IncomingBurst     int     // DefaultIncomingBurst (200)
 }
 
 // Manager owns an agent's inlets and outlets.
@@ -50,7 +59,8 @@ type Manager struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	chans channels // open channels by peer, for ReviewPeer
+	chans    channels        // open channels by peer, for ReviewPeer
+	incoming *incomingLimits // pending incoming sessions
 
 	mu      sync.Mutex // guards the following
 	closed  bool
@@ -72,10 +82,17 @@ func New(opts Options) *Manager {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
+	opts.MaxPending = cmp.Or(opts.MaxPending, DefaultMaxPending)
+	opts.MaxPendingPerNode = cmp.Or(opts.MaxPendingPerNode, DefaultMaxPendingPerNode)
+	opts.IncomingRate = cmp.Or(opts.IncomingRate, DefaultIncomingRate)
+	opts.IncomingBurst = cmp.Or(opts.IncomingBurst, DefaultIncomingBurst)
 	ctx, stop := context.WithCancel(context.Background())
-	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop,
+	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
 		inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
 }
+
+// Incoming returns the state of the limits on incoming data sessions.
+func (m *Manager) Incoming() IncomingCounters { return m.incoming.snapshot() }
 
 // Close stops every portal, closes every connection and waits for them.
 func (m *Manager) Close() error {

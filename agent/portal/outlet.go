@@ -25,8 +25,17 @@ import (
 
 // HandleIncoming serves one data session the hub announced for a relay this
 // agent owns. from is the inlet agent's node ID, as the hub says; the channel
-// authenticates it independently.
+// authenticates it independently. Past the limits on pending sessions
+// (incoming.go) it drops the session.
 func (m *Manager) HandleIncoming(token []byte, from string) {
+	release, err := m.incoming.acquire(from)
+	if err != nil {
+		if ok, n := m.incoming.warn.Allow(time.Now()); ok {
+			m.log.Warn("incoming data session dropped", zap.String("from", from), zap.Error(err), zap.Int64("more_not_logged", n))
+		}
+		return
+	}
+	defer release()
 	if !m.enter() {
 		return
 	}
@@ -39,7 +48,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	m.serveChannel(ctx, raw, log)
+	m.serveChannel(ctx, raw, log, release)
 }
 
 // ServeDirect serves a channel an inlet opened straight to this agent
@@ -53,19 +62,21 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())))
+	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
 }
 
 // serveChannel runs the server side of a channel on raw: handshake, then
-// the outlet the inlet named. from is the inlet agent's node as the hub says
-// ("" without hub); the channel authenticates it independently.
-func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger) {
+// the outlet the inlet named, authorized once the inlet's agent proved who
+// it is. handshaken is called once the handshake succeeded: the session is
+// no longer pending.
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger, handshaken func()) {
 	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		log.Warn("outlet refused a channel", zap.Error(err))
 		return
 	}
+	handshaken()
 	peer, err := peerCredential(tc)
 	if err != nil {
 		raw.Close()

@@ -16,6 +16,7 @@ import (
 //	GET  /v1/members
 //	POST /v1/members/{node}/revoke
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
+//	GET  /v1/stats                       Stats: sessions, limits, refusals
 //
 // Errors are {"error": "..."} with 400, 404 (no such member), 409 (revoked)
 // or 500.
@@ -24,6 +25,9 @@ func (h *Hub) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		ms, err := h.Members()
 		adminReply(w, ms, err)
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		adminReply(w, h.Stats(), nil)
 	})
 	mux.HandleFunc("POST /v1/members/{node}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		m, err := h.Revoke(r.PathValue("node"))

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -84,6 +85,10 @@ type Client struct {
 	wake    chan struct{} // kicks maintain when the connection is lost or a renewal is due
 	synced  uint64        // the member-state generation up to which OnMember has had every word
 	ownGen  uint64        // the generation of this node's current credential
+
+	// policies are the outlet policies to publish on every connection;
+	// nil: never published (PublishPolicies).
+	policies []string
 }
 
 // NewClient prepares a client; Start connects it.
@@ -177,7 +182,7 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		raw.Close()
 		return Grant{}, fmt.Errorf("connect to hub %s: %w", c.opts.Hub, err)
 	}
-	enc, dec := json.NewEncoder(conn), json.NewDecoder(conn)
+	enc, dec := json.NewEncoder(conn), newFrameReader(conn, maxHubMessage)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var reply message
 	if err := enc.Encode(&message{ID: 1, Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}); err == nil {
@@ -256,11 +261,12 @@ func grantOf(m *message) Grant {
 }
 
 // read delivers replies and incoming sessions until the connection fails.
-func (c *Client) read(conn *tls.Conn, dec *json.Decoder) {
+func (c *Client) read(conn *tls.Conn, dec *frameReader) {
+	var refusal error // the hub's last word before it closes, if any
 	for {
 		var m message
 		if err := dec.Decode(&m); err != nil {
-			c.lost(conn, err)
+			c.lost(conn, cmp.Or(refusal, err))
 			return
 		}
 		switch m.Op {
@@ -278,6 +284,10 @@ func (c *Client) read(conn *tls.Conn, dec *json.Decoder) {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})
 			}
 		case opReply:
+			if m.ID == 0 && m.Error != "" { // answers no request: the hub closes the link
+				refusal = errorOf(&m)
+				continue
+			}
 			c.mu.Lock()
 			ch := c.waiting[m.ID]
 			delete(c.waiting, m.ID)
@@ -331,10 +341,15 @@ func (c *Client) request(ctx context.Context, m *message) (*message, error) {
 	}
 	c.nextID++
 	m.ID = c.nextID
+	frame, err := encodeFrame(m, maxAgentMessage)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
 	c.waiting[m.ID] = ch
-	conn, enc := c.conn, c.enc
+	conn := c.conn
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	err := enc.Encode(m)
+	_, err = conn.Write(frame)
 	c.mu.Unlock()
 	if err != nil {
 		c.lost(conn, err)

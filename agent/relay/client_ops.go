@@ -207,6 +207,11 @@ func (c *Client) reconnect(ctx context.Context) error {
 	c.log.Info("connected to hub", zap.String("hub", c.opts.Hub))
 	c.scheduleRenew(g)
 	c.grant(g)
+	// The policies go before the claims, so that no dial reaches this
+	// agent's relays unfiltered.
+	if err := c.republish(ctx); err != nil {
+		c.log.Warn("publishing outlet policies failed", zap.Error(err))
+	}
 	c.mu.Lock()
 	names := make([]string, 0, len(c.claims))
 	for n := range c.claims {

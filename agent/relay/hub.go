@@ -30,6 +30,9 @@ type HubOptions struct {
 	// (OpenSockmap) instead of with splice(2). The caller closes it after
 	// Serve has returned.
 	Sockmap *Sockmap
+	// Limits bound unauthenticated connections and dial requests; zero
+	// fields mean the defaults (Limits.WithDefaults).
+	Limits Limits
 }
 
 // Hub is the rendezvous point: it runs the authority's enrollment, keeps the
@@ -46,6 +49,11 @@ type Hub struct {
 	// memberMu serializes member changes with their pushes, so that every
 	// session gets the authority's words in generation order.
 	memberMu sync.Mutex
+	refused  refusals    // what the limits refused
+	gate     *gate       // unauthenticated connections
+	dials    *dialLimits // dial requests and pending sessions
+	private  []string    // texts no refusal may carry (see scrub)
+	logs     limitedLogs // log sampling of refusals members can flood
 
 	mu       sync.Mutex // guards the following
 	relays   map[string]*session
@@ -65,13 +73,17 @@ func NewHub(auth *authority.Authority, opts HubOptions) *Hub {
 	if opts.HelloTimeout == 0 {
 		opts.HelloTimeout = 10 * time.Second
 	}
+	opts.Limits = opts.Limits.WithDefaults()
 	p := auth.Project()
 	h := &Hub{
 		auth: auth, log: opts.Logger, opts: opts,
 		relays:   map[string]*session{},
 		pending:  map[[tokenSize]byte]*pairing{},
 		sessions: map[*session]struct{}{},
+		private:  privateTexts(p),
 	}
+	h.gate = newGate(opts.Limits, &h.refused, opts.Logger)
+	h.dials = newDialLimits(opts.Limits, &h.refused)
 	h.tlsConf = &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		Certificates: []tls.Certificate{{
@@ -134,14 +146,22 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		tc := c.(*net.TCPConn)
+		// Counted from accept until it authenticates; past the caps the
+		// connection is reset at once, before it costs a goroutine.
+		ps := h.gate.enter(sourceOf(tc.RemoteAddr()))
+		if ps == nil {
+			pipe.TCP(tc).Abort()
+			continue
+		}
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
+			defer ps.leave()
 			// The connection ends with Serve, with a reset: peers must not
 			// take a hub shutdown for the other side's clean close.
 			stop := context.AfterFunc(ctx, func() { pipe.TCP(tc).Abort() })
 			defer stop()
-			h.handle(ctx, tc)
+			h.handle(ctx, tc, ps)
 		}()
 	}
 }
@@ -182,6 +202,16 @@ type Stats struct {
 	// Redirected counts, of those, the bytes the kernel redirected from
 	// socket to socket (sockmap mode); the rest the hub copied.
 	Redirected int64 `json:"redirected_bytes"`
+	// Unauthenticated is how many connections have not authenticated yet,
+	// UnauthenticatedPeak the most there were at once, and
+	// UnauthenticatedSourcePeak the most from one source at once.
+	Unauthenticated           int `json:"unauthenticated"`
+	UnauthenticatedPeak       int `json:"unauthenticated_peak"`
+	UnauthenticatedSourcePeak int `json:"unauthenticated_source_peak"`
+	// Refused counts what the limits refused, by reason.
+	Refused Refusals `json:"refused"`
+	// Limits are the limits in force.
+	Limits Limits `json:"limits"`
 }
 
 // Stats returns a snapshot of the hub's state.
@@ -193,7 +223,9 @@ func (h *Hub) Stats() Stats {
 		pairings[p] = true
 	}
 	st := Stats{Sessions: len(h.sessions), Pending: len(pairings), Relay: "splice",
-		Spliced: h.spliced.Load(), Redirected: h.redirected.Load()}
+		Spliced: h.spliced.Load(), Redirected: h.redirected.Load(),
+		Refused: h.refused.snapshot(), Limits: h.opts.Limits}
+	st.Unauthenticated, st.UnauthenticatedPeak, st.UnauthenticatedSourcePeak = h.gate.usage()
 	if h.opts.Sockmap != nil {
 		st.Relay = "sockmap"
 	}
@@ -203,7 +235,7 @@ func (h *Hub) Stats() Stats {
 	return st
 }
 
-func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
+func (h *Hub) handle(ctx context.Context, c *net.TCPConn, ps *pass) {
 	c.SetReadDeadline(time.Now().Add(h.opts.HelloTimeout))
 	var head [len(dataMagic)]byte
 	if _, err := io.ReadFull(c, head[:]); err != nil {
@@ -212,7 +244,7 @@ func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
 	}
 	switch string(head[:]) {
 	case dataMagic:
-		h.handleData(ctx, c)
+		h.handleData(ctx, c, ps)
 		return
 	case dataMagicV1:
 		h.log.Info("data connection of an agent older than this hub (no ack): upgrade the agent", zap.Stringer("remote", c.RemoteAddr()))
@@ -224,7 +256,7 @@ func (h *Hub) handle(ctx context.Context, c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	h.handleControl(ctx, c, head[:])
+	h.handleControl(ctx, c, head[:], ps)
 }
 
 // prefixConn replays bytes already read before the rest of the connection.
@@ -235,7 +267,7 @@ type prefixConn struct {
 
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-func (h *Hub) handleData(ctx context.Context, c *net.TCPConn) {
+func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 	var tok [tokenSize]byte
 	if _, err := io.ReadFull(c, tok[:]); err != nil {
 		c.Close()
@@ -246,7 +278,9 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn) {
 	p := h.pending[tok]
 	if p == nil || ctx.Err() != nil {
 		h.mu.Unlock()
-		h.log.Debug("data connection with unknown token", zap.Stringer("remote", c.RemoteAddr()))
+		if ok, n := h.logs.unknownToken.Allow(time.Now()); ok {
+			h.log.Debug("data connection with unknown token", zap.Stringer("remote", c.RemoteAddr()), zap.Int64("more_not_logged", n))
+		}
 		c.Close()
 		return
 	}
@@ -258,9 +292,13 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn) {
 		p.timer.Stop()
 	}
 	h.mu.Unlock()
+	// A known token authenticates the connection: the hub handed it to a
+	// member over its control connection.
+	ps.authenticated()
 	if !ready {
 		return
 	}
+	p.release()
 	if h.opts.Sockmap != nil {
 		h.log.Debug("relaying in the kernel", zap.String("relay", p.relay), zap.String("from", p.from))
 		h.relayKernel(ctx, p)
@@ -299,6 +337,7 @@ type pairing struct {
 	inletTok, outletTok [tokenSize]byte
 	inlet, outlet       *net.TCPConn
 	timer               *time.Timer
+	release             func() // ends the session's count as pending; idempotent
 }
 
 // join records c under tok and reports whether both sides are present.
@@ -325,9 +364,10 @@ func (p *pairing) abort() {
 	pipe.TCP(p.outlet).Abort()
 }
 
-// newPairing registers a data session for relay and returns it.
-func (h *Hub) newPairing(relay, from string) (*pairing, error) {
-	p := &pairing{relay: relay, from: from}
+// newPairing registers a data session for relay and returns it; release
+// is called once it started or timed out.
+func (h *Hub) newPairing(relay, from string, release func()) (*pairing, error) {
+	p := &pairing{relay: relay, from: from, release: release}
 	if _, err := rand.Read(p.inletTok[:]); err != nil {
 		return nil, err
 	}
@@ -346,7 +386,11 @@ func (h *Hub) newPairing(relay, from string) (*pairing, error) {
 		delete(h.pending, p.outletTok)
 		h.mu.Unlock()
 		if live || live2 {
-			h.log.Info("data session timed out waiting for its peer", zap.String("relay", relay), zap.String("from", from))
+			p.release()
+			if ok, n := h.logs.timeout.Allow(time.Now()); ok {
+				h.log.Info("data session timed out waiting for its peer", zap.String("relay", relay), zap.String("from", from),
+					zap.Int64("more_not_logged", n))
+			}
 			p.close()
 		}
 	})

@@ -124,7 +124,7 @@ func (s *session) drain() {
 	}
 }
 
-func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
+func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte, ps *pass) {
 	conn := tls.Server(&prefixConn{TCPConn: c, r: io.MultiReader(bytes.NewReader(head), c)}, h.tlsConf)
 	defer conn.Close()
 	hctx, cancel := context.WithTimeout(ctx, h.opts.HelloTimeout)
@@ -136,14 +136,18 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 	}
 	pub := conn.ConnectionState().PeerCertificates[0].PublicKey.(ed25519.PublicKey)
 	s := &session{conn: conn, pub: pub, nodeID: identity.NodeID(pub), enc: json.NewEncoder(conn)}
-	dec := json.NewDecoder(conn)
+	dec := newFrameReader(conn, maxAgentMessage)
 	log := h.log.With(zap.String("node", s.nodeID), zap.Stringer("remote", c.RemoteAddr()))
 
 	// The first message says who the node is: a new member with a ticket, or
 	// an existing one.
 	var first message
 	if err := dec.Decode(&first); err != nil {
-		log.Debug("no hello", zap.Error(err))
+		if !h.badFrame(s, err, log) {
+			if ok, n := h.logs.noHello.Allow(time.Now()); ok {
+				log.Debug("no hello", zap.Error(err), zap.Int64("more_not_logged", n))
+			}
+		}
 		return
 	}
 	// Registered before its member state is read, so that no word from
@@ -153,15 +157,20 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 	h.sessions[s] = struct{}{}
 	h.mu.Unlock()
 	defer h.drop(s)
-	reply := h.admit(s, &first)
+	reply := h.scrub(h.admit(s, &first))
+	if reply.Error == "" {
+		ps.authenticated()
+	}
 	if err := s.send(reply); err != nil || reply.Error != "" {
 		if reply.Error != "" {
-			log.Info("refused", zap.String("op", first.Op), zap.String("reason", reply.Error))
+			h.logRefusal(log, first.Op, "", reply)
 		}
 		return
 	}
 	s.admitted()
 	log.Info("agent connected", zap.String("op", first.Op))
+	h.dials.join(s)
+	defer h.dials.leave(s)
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -170,16 +179,17 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 		// Agents ping every 15s; three missed pings and the link is dead.
 		c.SetReadDeadline(time.Now().Add(time.Minute))
 		if err := dec.Decode(&m); err != nil {
+			h.badFrame(s, err, log)
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Debug("control connection ended", zap.Error(err))
 			}
 			log.Info("agent disconnected")
 			return
 		}
-		r := h.serve(s, &m)
+		r := h.scrub(h.serve(s, &m))
 		r.ID, r.Op = m.ID, opReply
 		if r.Error != "" {
-			log.Info("request refused", zap.String("op", m.Op), zap.String("relay", m.Relay), zap.String("reason", r.Error))
+			h.logRefusal(log, m.Op, m.Relay, r)
 		}
 		if err := s.send(r); err != nil {
 			return
@@ -187,9 +197,33 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte) {
 	}
 }
 
+// refuse makes m a refusal for err: its wire code and its text, or, for
+// the hub's own failures, code "internal" and a text that reveals nothing
+// (refusal.go).
 func refuse(m *message, err error) *message {
 	m.Error, m.Code = err.Error(), codeOf(err)
+	if m.Code == codeInternal {
+		m.Error, m.cause = internalText, err
+	}
 	return m
+}
+
+// badFrame answers a message the hub could not read with a refusal when it
+// was too large or malformed, and reports whether it did; the caller then
+// closes the connection. Other read errors get no answer.
+func (h *Hub) badFrame(s *session, err error, log *zap.Logger) bool {
+	switch {
+	case errors.Is(err, ErrMessageTooLarge):
+		h.refused.tooLarge.Add(1)
+	case errors.Is(err, ErrMalformed):
+		h.refused.malformed.Add(1)
+	default:
+		return false
+	}
+	r := refuse(&message{Op: opReply}, err)
+	h.logRefusal(log, "", "", r)
+	s.send(r)
+	return true
 }
 
 // admit answers the first message of a control connection.
@@ -202,7 +236,7 @@ func (h *Hub) admit(s *session, m *message) *message {
 		}
 	case opHello:
 	default:
-		return refuse(reply, fmt.Errorf("first message must be %q or %q, not %q", opEnroll, opHello, m.Op))
+		return refuse(reply, fmt.Errorf("first message must be %q or %q, not %q: %w", opEnroll, opHello, m.Op, ErrUnsupported))
 	}
 	return h.credential(s, reply, m.Generation)
 }
@@ -252,8 +286,13 @@ func (h *Hub) serve(s *session, m *message) *message {
 		return reply
 	case opDial:
 		return h.dial(s, m.Relay, reply)
+	case opPolicies:
+		if err := h.dials.publish(s, m.Policies); err != nil {
+			return refuse(reply, err)
+		}
+		return reply
 	default:
-		return refuse(reply, fmt.Errorf("unknown operation %q", m.Op))
+		return refuse(reply, fmt.Errorf("unknown operation %q: %w", m.Op, ErrUnsupported))
 	}
 }
 
@@ -279,14 +318,27 @@ func (h *Hub) claim(s *session, name string, reply *message) *message {
 }
 
 func (h *Hub) dial(s *session, name string, reply *message) *message {
+	// Cheapest first: the token bucket before the database, the policy
+	// filter before a pending session is counted (dials.go).
+	if err := h.dials.rate(s.nodeID); err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
+	}
 	h.mu.Lock()
 	owner := h.relays[name]
 	h.mu.Unlock()
 	if owner == nil {
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, ErrNoRelay))
 	}
-	p, err := h.newPairing(name, s.nodeID)
+	if err := h.dialAllowed(s, owner); err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
+	}
+	release, err := h.dials.reserve(s.nodeID)
 	if err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
+	}
+	p, err := h.newPairing(name, s.nodeID, release)
+	if err != nil {
+		release()
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
 	}
 	push := &message{Op: opIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
@@ -296,6 +348,22 @@ func (h *Hub) dial(s *session, name string, reply *message) *message {
 	reply.Token = p.inletTok[:]
 	reply.Node = owner.nodeID
 	return reply
+}
+
+// dialAllowed checks the caller's current attributes against the outlet
+// policies the owner published, if it did.
+func (h *Hub) dialAllowed(s, owner *session) error {
+	if _, ok := h.dials.published(owner); !ok {
+		return nil
+	}
+	member, err := h.auth.Member(s.nodeID)
+	if err != nil {
+		return err
+	}
+	if member.Revoked {
+		return authority.ErrMemberRevoked
+	}
+	return h.dials.allows(owner, member.Attributes)
 }
 
 func (h *Hub) drop(s *session) {

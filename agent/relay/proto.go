@@ -4,7 +4,8 @@
 //
 //   - control (TLS 1.3, the hub authenticated by the project authority, the
 //     agent by its node key): newline-delimited JSON messages to enroll, renew
-//     credentials, claim relay names and ask for data sessions;
+//     credentials, claim relay names and ask for data sessions, each at most
+//     64 KiB from an agent (framing.go);
 //   - data ("SLD2" + a 32-byte single-use token): the hub pairs the inlet's
 //     and the outlet's data connections by token. Once both are there and
 //     joined (spliced, or paired in the kernel's sockmap), it writes one ack
@@ -52,6 +53,7 @@ const (
 	opIncoming = "incoming" // hub → agent: a data session for a relay it owns
 	opMember   = "member"   // hub → agent: a member was revoked or its attributes changed
 	opGrant    = "grant"    // hub → agent: a fresh credential, unasked: its member record changed
+	opPolicies = "policies" // agent → hub: the --allow expressions of its outlets (docs/hub.md)
 )
 
 // message is one frame of the control protocol.
@@ -80,6 +82,14 @@ type message struct {
 	// agent is ahead of the hub).
 	Generation uint64         `json:"generation,omitempty"`
 	Members    []MemberUpdate `json:"members,omitempty"`
+
+	// Outlet policies, in opPolicies: the agent's outlets' --allow
+	// expressions, which replace what it published before. The hub refuses
+	// a dial to the agent's relays that none of them allows (docs/hub.md).
+	Policies []string `json:"policies,omitempty"`
+	// cause, hub-side only and never sent, is the error behind a refusal
+	// with code "internal", for the hub's log.
+	cause error
 }
 
 // Errors a hub reports, as sentinels on the agent's side.
@@ -113,15 +123,25 @@ var codes = []struct {
 	{"revoked", authority.ErrMemberRevoked},
 	{"no_relay", ErrNoRelay},
 	{"relay_taken", ErrRelayTaken},
+	// Limits and framing (docs/hub.md).
+	{"too_large", ErrMessageTooLarge},
+	{"malformed", ErrMalformed},
+	{"rate_limited", ErrRateLimited},
+	{"dial_denied", ErrDialDenied},
+	{"unsupported", ErrUnsupported},
+	{"refused", ErrRefused},
+	{codeInternal, ErrHubInternal},
 }
 
+// codeOf is the wire code of err; an error the table does not know is the
+// hub's own failure (see refusal.go).
 func codeOf(err error) string {
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
 			return c.code
 		}
 	}
-	return "refused"
+	return codeInternal
 }
 
 // HubError is a refusal reported by the hub. Its text is the hub's; errors.Is

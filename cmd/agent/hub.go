@@ -21,6 +21,7 @@ func hubCommand() *cobra.Command {
 	var (
 		projectDir, listen, admin, relayMode string
 		lifetime                             time.Duration
+		limits                               relay.Limits
 		logs                                 logFlags
 	)
 	cmd := &cobra.Command{
@@ -30,7 +31,14 @@ func hubCommand() *cobra.Command {
 keeps the relay names agents claim, and relays data sessions between inlets and
 outlets, with splice(2) or in the kernel with a sockmap sk_skb redirect
 (--relay). It never holds a key that can read them. Its database (members,
-used tickets) is hub.db in the project directory.`,
+used tickets) is hub.db in the project directory.
+
+Nothing a peer can drive before it authenticates is unbounded: control
+messages are at most 64 KiB, connections that have not authenticated are
+capped in all and per source address (with room kept for addresses members
+used), and each member's dial requests and waiting data sessions are limited.
+Refusals are counted in the admin API's GET /v1/stats; docs/hub.md explains
+each limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if projectDir == "" || listen == "" {
@@ -41,6 +49,9 @@ used tickets) is hub.db in the project directory.`,
 			}
 			if !slices.Contains(relayModes, relayMode) {
 				return fmt.Errorf("--relay %q: want auto, splice or sockmap", relayMode)
+			}
+			if err := checkLimits(limits); err != nil {
+				return err
 			}
 			log, err := cli.NewLogger(logs.level, logs.format)
 			if err != nil {
@@ -70,7 +81,9 @@ used tickets) is hub.db in the project directory.`,
 			if sm != nil {
 				defer sm.Close()
 			}
-			hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Sockmap: sm})
+			limits = limits.WithDefaults()
+			log.Info("hub limits", zap.Any("limits", limits))
+			hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Sockmap: sm, Limits: limits})
 			if admin == "" {
 				admin = api.HubAdminSocket(projectDir)
 			}
@@ -91,6 +104,7 @@ used tickets) is hub.db in the project directory.`,
 	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member`: revocations and attribute changes (default: hub.sock in the project directory)")
 	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
+	registerLimits(cmd, &limits)
 	logs.register(cmd)
 	return cmd
 }

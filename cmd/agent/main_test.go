@@ -24,6 +24,8 @@ func TestBadInputIsExplained(t *testing.T) {
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0"}, "agentctl project init"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--credential-lifetime", "1s"}, "too short"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--relay", "fast"}, "want auto, splice or sockmap"},
+		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--max-pending", "0"}, "--max-pending 0: must be positive"},
+		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--reserved-for-members", "2000"}, "reserved for members (2000) must be less"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer

@@ -216,12 +216,21 @@ func testNodeWithoutAttributeRefused(t *testing.T, ctx context.Context, s *scena
 	if out, err := s.Psql(ctx, s.Seed.AnalysisHost, "127.0.0.1", "15433", "SELECT 1"); err == nil {
 		t.Fatalf("a node without postgres-inlet reached PostgreSQL: %s", out)
 	}
-	after := outletCounters(t, ctx, s.Bank)
-	if after.Refused != before.Refused+1 {
-		t.Errorf("outlet refused counter %d -> %d, want +1", before.Refused, after.Refused)
+	// The bank's agent published its outlet's policy to the hub, which
+	// refuses the dial (docs/hub.md): the outlet never sees the connection.
+	if after := outletCounters(t, ctx, s.Bank); after.Accepted != before.Accepted {
+		t.Errorf("outlet accepted counter %d -> %d: the hub let a dial through that the outlet's published policy refuses", before.Accepted, after.Accepted)
 	}
-	if !strings.Contains(s.Bank.Proc.Output(), "postgres-inlet") || !strings.Contains(s.Bank.Proc.Output(), "not allowed by policy") {
-		t.Errorf("bank agent log does not explain the refusal:\n%s", s.Bank.Proc.Output())
+	out, err := intruder.Ctl(ctx, "tcp-inlet", "list", "-o", "json")
+	var ins []portal.InletInfo
+	if err != nil || json.Unmarshal([]byte(out), &ins) != nil || len(ins) != 1 {
+		t.Fatalf("tcp-inlet list -o json = %q (%v)", out, err)
+	}
+	if ins[0].Counters.Refused != 1 {
+		t.Errorf("intruder's inlet counters %+v, want 1 refused", ins[0].Counters)
+	}
+	if !strings.Contains(intruder.Proc.Output(), "none allows this node's attributes") {
+		t.Errorf("intruder's agent log does not explain the refusal:\n%s", intruder.Proc.Output())
 	}
 }
 

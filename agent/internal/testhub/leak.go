@@ -19,7 +19,12 @@ const LeakGrace = 5 * time.Second
 // started are still running LeakGrace after the last test. Use it as
 //
 //	func TestMain(m *testing.M) { testhub.Main(m) }
+//
+// A test binary started by StartProcess serves a hub instead.
 func Main(m *testing.M) {
+	if cfg := os.Getenv(envProcess); cfg != "" {
+		os.Exit(serveProcess(cfg))
+	}
 	before := goroutineIDs(stacks())
 	code := m.Run()
 	if code == 0 {
