@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/loader"
 	"github.com/sluicehq/sluice/maps"
 )
@@ -99,6 +100,12 @@ func (k *bpfKernel) listen() error {
 		return err
 	}
 	k.ln = ln
+	// The connections it accepts reset, never FIN, if the agent dies
+	// before their stream ended (pipe.Arm).
+	if err := pipe.Arm(ln); err != nil {
+		k.ln.Close()
+		return err
+	}
 	if err := k.maps.Listener.Set(k.ln.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		k.ln.Close()
 		return fmt.Errorf("publish transparent listener: %w", err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -113,7 +114,10 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 		stop()
 		return InletInfo{}, fmt.Errorf("create inlet %q: --allow-local on an explicit inlet needs the agent's BPF data path: %w", spec.Name, ErrInvalid)
 	}
-	ln, err := net.Listen(listenNetwork(spec.From), spec.From)
+	// Armed (pipe.Arm): the connections it accepts reset, never FIN, if
+	// the agent dies before their stream ended.
+	lc := net.ListenConfig{Control: pipe.ArmControl}
+	ln, err := lc.Listen(context.Background(), listenNetwork(spec.From), spec.From)
 	if err != nil {
 		stop()
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, err)
@@ -236,6 +240,7 @@ func (m *Manager) acceptLoop(in *inlet) {
 // serve carries one accepted connection of in, in its own goroutine.
 func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 	in.stats.Accepted.Add(1)
+	pipe.Arm(c) // its listener armed it already, if it could
 	if !in.lim.acquire() {
 		in.stats.Failed.Add(1)
 		m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
@@ -387,7 +392,18 @@ func (m *Manager) dialDirect(ctx context.Context, addr string) (*net.TCPConn, er
 
 // dial opens a TCP connection within the manager's dial timeout.
 func (m *Manager) dial(ctx context.Context, addr string) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: m.opts.DialTimeout}
+	return m.dialWith(ctx, addr, nil)
+}
+
+// dialTarget opens an outlet's connection to its target, armed before it
+// connects (pipe.Arm): it resets, never FINs, if the agent dies before
+// the stream ended.
+func (m *Manager) dialTarget(ctx context.Context, addr string) (*net.TCPConn, error) {
+	return m.dialWith(ctx, addr, pipe.ArmControl)
+}
+
+func (m *Manager) dialWith(ctx context.Context, addr string, control func(string, string, syscall.RawConn) error) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: m.opts.DialTimeout, Control: control}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -171,7 +171,7 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	defer o.lim.release()
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
-	target, err := m.dial(o.ctx, o.spec.To)
+	target, err := m.dialTarget(o.ctx, o.spec.To)
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))

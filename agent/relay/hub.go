@@ -299,6 +299,15 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 		return
 	}
 	p.release()
+	// From here the two connections carry the session's stream: if the hub
+	// dies they reset, never FIN (pipe.Arm), until the session's clean end.
+	for _, dc := range []*net.TCPConn{p.inlet, p.outlet} {
+		if err := pipe.Arm(dc); err != nil {
+			h.log.Debug("data session reset: cannot arm it", zap.String("relay", p.relay), zap.Error(err))
+			p.abort()
+			return
+		}
+	}
 	if h.opts.Sockmap != nil {
 		h.log.Debug("relaying in the kernel", zap.String("relay", p.relay), zap.String("from", p.from))
 		h.relayKernel(ctx, p)
