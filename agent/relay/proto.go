@@ -56,6 +56,14 @@ const (
 	opPolicies = "policies" // agent → hub: the --allow expressions of its outlets (docs/hub.md)
 )
 
+// Shutdown of the hub (hub_drain.go).
+const (
+	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
+	// connection and reconnects at once, after a random wait (client_end.go),
+	// to the hub that takes its place. Its data sessions go on meanwhile.
+	opGoAway = "goaway"
+)
+
 // message is one frame of the control protocol.
 type message struct {
 	ID    uint64 `json:"id,omitempty"`
