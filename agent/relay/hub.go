@@ -55,6 +55,8 @@ type Hub struct {
 	private  []string    // texts no refusal may carry (see scrub)
 	logs     limitedLogs // log sampling of refusals members can flood
 
+	drain draining // a graceful shutdown (hub_drain.go)
+
 	mu       sync.Mutex // guards the following
 	relays   map[string]*session
 	pending  map[[tokenSize]byte]*pairing
@@ -115,18 +117,27 @@ func requireEd25519(raw [][]byte, _ [][]*x509.Certificate) error {
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every
-// connection and waits for them.
+// connection (with a reset) and waits for them. After Shutdown it returns
+// once the shutdown is over.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	// Also cancelled when accepting fails, so every connection ends with Serve.
 	ctx, cancel := context.WithCancel(ctx)
 	defer h.shutdown()
 	defer cancel()
+	if !h.drain.serve(ln, cancel) {
+		ln.Close()
+		return nil
+	}
 	go func() { <-ctx.Done(); ln.Close() }()
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
+				return nil
+			}
+			if h.drain.isStarted() {
+				<-ctx.Done() // Shutdown cancels it when the sessions it lets finish have
 				return nil
 			}
 			if !retryAccept(err) {
@@ -299,6 +310,7 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 		return
 	}
 	p.release()
+	defer h.drain.relay()()
 	// From here the two connections carry the session's stream: if the hub
 	// dies they reset, never FIN (pipe.Arm), until the session's clean end.
 	for _, dc := range []*net.TCPConn{p.inlet, p.outlet} {
