@@ -76,11 +76,20 @@ func (in *inlet) info() InletInfo {
 
 func (in *inlet) close() error {
 	in.stop()
+	return in.stopAccepting()
+}
+
+// stopAccepting closes the inlet's listener (the kernel then refuses new
+// connections) and its warm channels; live connections go on.
+func (in *inlet) stopAccepting() error {
 	in.pool.close()
 	if in.ln == nil {
 		return nil
 	}
-	return in.ln.Close()
+	if err := in.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // AddInlet creates an inlet. An explicit inlet starts listening on From; a

@@ -61,9 +61,13 @@ type Manager struct {
 
 	chans    channels        // open channels by peer, for ReviewPeer
 	incoming *incomingLimits // pending incoming sessions
+	// draining is done when Drain begins: warm channels waiting at the
+	// outlet's end close (drain.go).
+	draining  context.Context
+	drainDone context.CancelFunc
 
 	mu      sync.Mutex // guards the following
-	closed  bool
+	closed  bool       // Close or Drain began: no new work
 	inlets  map[string]*inlet
 	outlets map[string]*outlet
 }
@@ -87,8 +91,9 @@ func New(opts Options) *Manager {
 	opts.IncomingRate = cmp.Or(opts.IncomingRate, DefaultIncomingRate)
 	opts.IncomingBurst = cmp.Or(opts.IncomingBurst, DefaultIncomingBurst)
 	ctx, stop := context.WithCancel(context.Background())
+	draining, drainDone := context.WithCancel(ctx)
 	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
-		inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
+		draining: draining, drainDone: drainDone, inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
 }
 
 // Incoming returns the state of the limits on incoming data sessions.

@@ -129,8 +129,13 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 		ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
 	}
 	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
+	idle := func() bool { return true }
+	if !first { // a warm channel, not a live connection: it ends with Drain
+		idle = context.AfterFunc(m.draining, func() { ch.Abort() })
+	}
 	b, err := ch.ReadControl()
 	stop()
+	idle()
 	if err == nil && b != ctlOpen {
 		err = fmt.Errorf("read open request: control byte %#x: %w", b, channel.ErrBadRecord)
 	}
@@ -139,7 +144,7 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 		if first {
 			o.stats.Failed.Add(1)
 			log.Warn("outlet session failed", zap.Error(err))
-		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil {
+		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.draining.Err() == nil {
 			log.Info("warm channel ended with an error", zap.Error(err))
 		}
 		return false
