@@ -196,6 +196,9 @@ func (k *bpfKernel) status(st *DatapathStatus) {
 func (k *bpfKernel) Close() error {
 	k.cancel()
 	err := k.ln.Close()
+	if errors.Is(err, net.ErrClosed) { // stopAccepting closed it
+		err = nil
+	}
 	k.wg.Wait()
 	if k.accel != nil {
 		err = errors.Join(err, k.accel.Close())
