@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +22,8 @@ func runCommand() *cobra.Command {
 		stateDir, ticket, socket string
 		direct                   string
 		maxConns                 int
+		shutdownTimeout          time.Duration
+		debugSocket              string
 		logs                     logFlags
 		dp                       datapathFlags
 	)
@@ -37,7 +40,14 @@ Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 on makes start-up fail without it; off never loads it. Its programs and maps
 are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
 refusing connections to transparent inlets (fail closed); 'agent cleanup'
-removes them.`,
+removes them.
+
+SIGTERM or SIGINT stops it gracefully: it takes no new connections (the
+kernel refuses them for transparent inlets), releases its relays at the hub,
+and lets the live connections go on for up to --shutdown-timeout, then resets
+them; a second signal resets them at once. SIGHUP reopens --log-file and never
+stops it. Exit status 77 means the hub says this node is no longer a member
+(revoked): restarting it cannot help.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {
@@ -49,9 +59,15 @@ removes them.`,
 			if err := dp.check(); err != nil {
 				return err
 			}
-			log, err := cli.NewLogger(logs.level, logs.format)
+			if shutdownTimeout < 0 {
+				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+			}
+			log, logFile, err := logs.open()
 			if err != nil {
 				return err
+			}
+			if logFile != nil {
+				defer logFile.Close()
 			}
 			defer log.Sync()
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
@@ -77,10 +93,34 @@ removes them.`,
 				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
 			srv := &http.Server{Handler: api.Handler(a), ReadHeaderTimeout: 10 * time.Second}
 			go srv.Serve(ln)
-			<-ctx.Done()
-			log.Info("agent stopping")
+			stopDebug, err := serveDebug(debugSocket)
+			if err != nil {
+				srv.Close()
+				return errors.Join(err, a.Close())
+			}
+			defer stopDebug()
+			lc := lifecycleOf(ctx)
+			hup := make(chan struct{})
+			defer close(hup)
+			go onHangup(lc, logFile, log, hup)
+			var stopErr error
+			select {
+			case <-ctx.Done():
+				log.Info("agent stopping: no new connections; live ones may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
+					zap.Duration("shutdown_timeout", shutdownTimeout))
+				dctx, cancel := context.WithTimeout(lc.now, shutdownTimeout)
+				if err := a.Drain(dctx); err != nil {
+					log.Warn("connections still open at the shutdown timeout are reset", zap.Error(err))
+				}
+				cancel()
+			case <-a.Done():
+				stopErr = a.Err()
+				log.Error("agent stopping: the hub says this node is no longer a member; enroll it again with a new ticket", zap.Error(stopErr))
+			}
 			srv.Close()
-			return a.Close()
+			err = a.Close()
+			log.Info("agent stopped")
+			return errors.Join(stopErr, err)
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
@@ -88,6 +128,8 @@ removes them.`,
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
+	registerDebug(cmd, &debugSocket)
 	dp.register(cmd)
 	logs.register(cmd)
 	return cmd
