@@ -83,7 +83,7 @@ each limit.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Sockmap: sm, Limits: limits})
+			hub := relay.NewHub(auth.Project(), relay.HubOptions{Authority: authority.NewService(auth), Logger: log, Sockmap: sm, Limits: limits})
 			if admin == "" {
 				admin = api.HubAdminSocket(projectDir)
 			}

@@ -28,7 +28,8 @@ type Options struct {
 type Hub struct {
 	Project *authority.Project
 	Auth    *authority.Authority
-	Addr    string // HOST:PORT, also the address in the project's tickets
+	Service *authority.Service // the authority at work, in the hub's process
+	Addr    string             // HOST:PORT, also the address in the project's tickets
 	opts    relay.HubOptions
 
 	mu     sync.Mutex // guards the following
@@ -57,7 +58,7 @@ func Start(t testing.TB, opts Options) *Hub {
 		ln.Close()
 		t.Fatal(err)
 	}
-	h := &Hub{Project: p, Auth: a, Addr: ln.Addr().String(), opts: opts.Hub}
+	h := &Hub{Project: p, Auth: a, Service: authority.NewService(a), Addr: ln.Addr().String(), opts: opts.Hub}
 	if opts.Listener != nil {
 		ln = opts.Listener(ln)
 	}
@@ -73,7 +74,9 @@ func Start(t testing.TB, opts Options) *Hub {
 
 func (h *Hub) serve(ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
-	hub := relay.NewHub(h.Auth, h.opts)
+	opts := h.opts
+	opts.Authority = h.Service
+	hub := relay.NewHub(h.Project, opts)
 	done := make(chan error, 1)
 	go func() { done <- hub.Serve(ctx, ln) }()
 	h.mu.Lock()
