@@ -192,6 +192,9 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// ProjectDir is the project directory the hub serves from.
+func (h *Hub) ProjectDir() string { return h.project.Dir }
+
 // retryAccept reports whether an accept error is worth waiting out.
 func retryAccept(err error) bool {
 	var ne net.Error
@@ -238,6 +241,12 @@ type Stats struct {
 	Refused Refusals `json:"refused"`
 	// Limits are the limits in force.
 	Limits Limits `json:"limits"`
+	// Authority is where the project's authority is: "local" (in the hub's
+	// process), "linked" (agent authority is connected) or "absent".
+	Authority string `json:"authority"`
+	// MemberGeneration is the newest member-state generation the hub has
+	// heard from the authority.
+	MemberGeneration uint64 `json:"member_generation"`
 }
 
 // Stats returns a snapshot of the hub's state.
@@ -252,6 +261,15 @@ func (h *Hub) Stats() Stats {
 		Spliced: h.spliced.Load(), Redirected: h.redirected.Load(),
 		Refused: h.refused.snapshot(), Limits: h.opts.Limits}
 	st.Unauthenticated, st.UnauthenticatedPeak, st.UnauthenticatedSourcePeak = h.gate.usage()
+	switch {
+	case h.local != nil:
+		st.Authority = "local"
+	case h.authority != nil:
+		st.Authority = "linked"
+	default:
+		st.Authority = "absent"
+	}
+	st.MemberGeneration = h.roster.generation()
 	if h.opts.Sockmap != nil {
 		st.Relay = "sockmap"
 	}

@@ -115,6 +115,13 @@ func (r *roster) since(since uint64) (uint64, []authority.Statement, *authority.
 	return r.gen, out, hb
 }
 
+// generation is the newest generation heard.
+func (r *roster) generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
 // current is the verifier's view: the newest word on node.
 func (r *roster) current(node string) (credential.State, bool) {
 	r.mu.Lock()
