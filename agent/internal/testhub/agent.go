@@ -26,6 +26,7 @@ type AgentOptions struct {
 	Ticket       string
 	AuthorityKey ed25519.PublicKey
 	PingInterval time.Duration
+	MaxStale     time.Duration
 }
 
 // Agent is a node with a started relay.Client, and the channel keys and
@@ -68,6 +69,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		AuthorityKey: opts.AuthorityKey,
 		Ticket:       opts.Ticket,
 		PingInterval: opts.PingInterval,
+		MaxStale:     opts.MaxStale,
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)
