@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/url"
+	"os"
 	"path/filepath"
 
 	"github.com/sluicehq/sluice/agent/authority"
@@ -13,6 +14,22 @@ import (
 // otherwise: in the project directory, whose keys already say who may
 // administer the project.
 func HubAdminSocket(projectDir string) string { return filepath.Join(projectDir, "hub.sock") }
+
+// AuthorityAdminSocket is where `agent authority` serves the member requests
+// of the admin API unless told otherwise.
+func AuthorityAdminSocket(projectDir string) string {
+	return filepath.Join(projectDir, "authority.sock")
+}
+
+// MemberAdminSocket is the socket `agentctl member --project DIR` talks to:
+// the authority's own when it runs apart from the relay (its socket
+// exists), else the hub's.
+func MemberAdminSocket(projectDir string) string {
+	if st, err := os.Stat(AuthorityAdminSocket(projectDir)); err == nil && st.Mode()&os.ModeSocket != 0 {
+		return AuthorityAdminSocket(projectDir)
+	}
+	return HubAdminSocket(projectDir)
+}
 
 // HubAdmin talks to a hub's admin API (relay.Hub.AdminHandler) on the hub's
 // machine.

@@ -246,6 +246,7 @@ func (a *Authority) Issue(nodeID string) (der []byte, m *Member, err error) {
 		ProjectID:  a.project.ID,
 		Attributes: m.Attributes,
 		Generation: m.Generation,
+		Relays:     m.Relays,
 		Lifetime:   a.lifetime,
 		Now:        a.now(),
 	})

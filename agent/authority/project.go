@@ -113,8 +113,27 @@ func Init(dir, hubAddress string) (*Project, error) {
 	return p, nil
 }
 
-// Load reads a project directory made by Init.
+// Load reads a project directory made by Init, the authority's key
+// included: what the authority needs.
 func Load(dir string) (*Project, error) {
+	p, err := LoadRelay(dir)
+	if err != nil {
+		return nil, err
+	}
+	if p.Key, err = identity.ReadKey(filepath.Join(dir, AuthorityKey)); err != nil {
+		return nil, fmt.Errorf("load project: %w", err)
+	}
+	if !p.Key.Public().(ed25519.PublicKey).Equal(p.Cert.PublicKey) {
+		return nil, fmt.Errorf("load project: %s is not the key of %s", AuthorityKey, AuthorityCert)
+	}
+	return p, nil
+}
+
+// LoadRelay reads what a relay needs of a project directory: the project's
+// ID, the authority's certificate (public) and the hub's own key and
+// certificate. It never reads the authority's key, which a relay must not
+// hold (ExportRelay makes such a directory); Key stays nil.
+func LoadRelay(dir string) (*Project, error) {
 	data, err := os.ReadFile(filepath.Join(dir, ProjectFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("load project: %s has no %s (create one with: agentctl project init --dir %s --hub-address HOST:PORT)", dir, ProjectFile, dir)
@@ -127,9 +146,6 @@ func Load(dir string) (*Project, error) {
 		return nil, fmt.Errorf("load project %s: %w", ProjectFile, err)
 	}
 	p := &Project{Dir: dir, ID: meta.ID, HubAddress: meta.HubAddress}
-	if p.Key, err = identity.ReadKey(filepath.Join(dir, AuthorityKey)); err != nil {
-		return nil, fmt.Errorf("load project: %w", err)
-	}
 	if p.HubKey, err = identity.ReadKey(filepath.Join(dir, HubKey)); err != nil {
 		return nil, fmt.Errorf("load project: %w", err)
 	}
@@ -142,7 +158,38 @@ func Load(dir string) (*Project, error) {
 		return nil, fmt.Errorf("load project: %w", err)
 	}
 	p.Cert, p.HubCert = ca[0], hub[0]
+	if _, ok := p.Cert.PublicKey.(ed25519.PublicKey); !ok {
+		return nil, fmt.Errorf("load project: %s holds no Ed25519 authority certificate", AuthorityCert)
+	}
 	return p, nil
+}
+
+// relayFiles are the files of a project directory a relay needs.
+var relayFiles = []string{ProjectFile, AuthorityCert, HubKey, HubCert}
+
+// ExportRelay copies into out, a new directory, what a relay of the project
+// in dir needs and nothing else: no authority key, no database.
+func ExportRelay(dir, out string) error {
+	if _, err := LoadRelay(dir); err != nil {
+		return err
+	}
+	if err := os.Mkdir(out, 0o700); err != nil {
+		return fmt.Errorf("export relay files: %w", err)
+	}
+	for _, f := range relayFiles {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return fmt.Errorf("export relay files: %w", err)
+		}
+		mode := fs.FileMode(0o644)
+		if f == HubKey {
+			mode = 0o600
+		}
+		if err := identity.WriteFileAtomic(filepath.Join(out, f), data, mode); err != nil {
+			return fmt.Errorf("export relay files: %w", err)
+		}
+	}
+	return nil
 }
 
 // AuthorityPublicKey returns the key that signs tickets and credentials.

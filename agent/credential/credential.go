@@ -9,6 +9,8 @@
 //	extension    AttributesOID: SEQUENCE OF SEQUENCE { UTF8String name, UTF8String value }
 //	extension    GenerationOID: INTEGER, the project's member-state generation
 //	             at the node's last change (absent: 0)
+//	extension    RelaysOID: SEQUENCE OF UTF8String, the relay names the node
+//	             may claim (absent: none)
 //
 // The issuer is the project authority, a self-signed Ed25519 CA certificate.
 package credential
@@ -28,6 +30,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +46,10 @@ var AttributesOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 64217, 1, 1}
 // GenerationOID identifies the extension that carries the member-state
 // generation the credential was issued at. Not critical either.
 var GenerationOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 64217, 1, 2}
+
+// RelaysOID identifies the extension that lists the relay names the node may
+// claim, so that a relay checks a claim without the authority's database.
+var RelaysOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 64217, 1, 3}
 
 // Sentinel errors callers branch on.
 var (
@@ -66,6 +73,8 @@ type Credential struct {
 	// record when the credential was issued: a newer word from the
 	// authority about the node makes the credential stale.
 	Generation uint64
+	// Relays are the relay names the node's tickets allow it to claim.
+	Relays []string
 }
 
 // Expires returns the end of the credential's validity.
@@ -82,6 +91,7 @@ type Request struct {
 	ProjectID  string
 	Attributes map[string]string
 	Generation uint64        // the member record's generation
+	Relays     []string      // relay names the node may claim
 	Lifetime   time.Duration // required
 	Now        time.Time     // zero means time.Now()
 }
@@ -105,6 +115,14 @@ func Issue(ca *x509.Certificate, caKey crypto.Signer, req Request) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("issue credential: %w", err)
 	}
+	extra := []pkix.Extension{{Id: AttributesOID, Value: ext}, {Id: GenerationOID, Value: genExt}}
+	if len(req.Relays) > 0 {
+		relays, err := asn1.Marshal(req.Relays)
+		if err != nil {
+			return nil, fmt.Errorf("issue credential: relays: %w", err)
+		}
+		extra = append(extra, pkix.Extension{Id: RelaysOID, Value: relays})
+	}
 	now := req.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -118,7 +136,7 @@ func Issue(ca *x509.Certificate, caKey crypto.Signer, req Request) ([]byte, erro
 		KeyUsage:        x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 		URIs:            []*url.URL{NodeURI(req.ProjectID, nodeID)},
-		ExtraExtensions: []pkix.Extension{{Id: AttributesOID, Value: ext}, {Id: GenerationOID, Value: genExt}},
+		ExtraExtensions: extra,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, req.PublicKey, caKey)
 	if err != nil {
@@ -149,6 +167,7 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 	}
 	attrs := map[string]string{}
 	var gen int64
+	var relays []string
 	for _, e := range cert.Extensions {
 		switch {
 		case e.Id.Equal(AttributesOID):
@@ -163,9 +182,13 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 			if rest, err := asn1.Unmarshal(e.Value, &gen); err != nil || len(rest) > 0 || gen < 0 {
 				return nil, fmt.Errorf("parse credential generation: %w", ErrMalformed)
 			}
+		case e.Id.Equal(RelaysOID):
+			if rest, err := asn1.Unmarshal(e.Value, &relays); err != nil || len(rest) > 0 || slices.Contains(relays, "") {
+				return nil, fmt.Errorf("parse credential relays: %w", ErrMalformed)
+			}
 		}
 	}
-	return &Credential{Cert: cert, NodeID: node, ProjectID: project, Attributes: attrs, Generation: uint64(gen)}, nil
+	return &Credential{Cert: cert, NodeID: node, ProjectID: project, Attributes: attrs, Generation: uint64(gen), Relays: relays}, nil
 }
 
 // ParseDER parses a DER certificate as a credential, without verifying it.

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -367,8 +368,9 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
-	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, owner, in.allow))
+	own := m.opts.Keys.Get()                    // the credential the handshake presents, or a newer one
+	expect := cmp.Or(in.spec.OutletNode, owner) // the operator's pin, else the hub's word
+	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, expect, in.allow))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)

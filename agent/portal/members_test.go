@@ -2,6 +2,8 @@ package portal_test
 
 import (
 	"bytes"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/agent/internal/testhub"
@@ -152,5 +154,33 @@ func TestAttributeChangeThatStillAllows(t *testing.T) {
 	}
 	if in := s.inletInfo(t); in.Channels != 1 {
 		t.Errorf("%d channels opened, want the warm one reused", in.Channels)
+	}
+}
+
+// TestOutletNodePin: an inlet pinned to a node refuses a channel to any
+// other one, even one whose attributes its policy allows (as a relay that
+// steers the inlet elsewhere would make it), and works with the right one.
+func TestOutletNodePin(t *testing.T) {
+	s := newStandard(t, nil, "")
+	// Another agent with the outlet's attributes: the one a dishonest
+	// relay could steer to. The pin names it, not the relay's owner.
+	other := s.h.Enroll(t, map[string]string{"web-outlet": "true"})
+	addr := s.in.inlet(t, portal.InletSpec{Name: "pinned", Via: "web", Allow: "web-outlet", OutletNode: other.Identity.ID()})
+	refusedAt(t, addr, []byte("to the wrong node"))
+	if !testhub.WaitFor(wait, func() bool { return s.in.inletCounters(t, "pinned").Refused == 1 }) {
+		t.Errorf("inlet counters %+v, want the wrong node refused", s.in.inletCounters(t, "pinned"))
+	}
+	if got := s.tg.accepted.Load(); got != 0 {
+		t.Errorf("the target accepted %d connections", got)
+	}
+	if !strings.Contains(s.in.logText(), "peer is not the node") {
+		t.Errorf("the inlet did not say why:\n%s", s.in.logText())
+	}
+	right := s.in.inlet(t, portal.InletSpec{Name: "right", Via: "web", Allow: "web-outlet", OutletNode: s.out.Identity.ID()})
+	if got, err := roundTrip(dial(t, right), []byte("pinned")); err != nil || string(got) != "PINNED" {
+		t.Errorf("through the pinned inlet to the right node: %q, %v", got, err)
+	}
+	if _, err := s.in.m.AddInlet(portal.InletSpec{Name: "bad", From: "127.0.0.1:0", Via: "web", Allow: "web-outlet", OutletNode: "not-a-node"}); !errors.Is(err, portal.ErrInvalid) {
+		t.Errorf("a malformed --outlet-node: %v, want %v", err, portal.ErrInvalid)
 	}
 }

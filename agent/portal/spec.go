@@ -41,6 +41,10 @@ type InletSpec struct {
 	Direct string `json:"direct,omitempty"`
 	Outlet string `json:"outlet,omitempty"` // outlet name on that agent; "" = its only outlet
 	Allow  string `json:"allow"`            // policy on the outlet agent's attributes
+	// OutletNode, if set, pins the outlet's agent: a channel to any other
+	// node is refused (ErrWrongPeer), whatever the hub says owns the relay
+	// and whatever attributes that node has.
+	OutletNode string `json:"outlet_node,omitempty"`
 	// Transparent inlets own no listener: From is a virtual service address
 	// (IPv4 literal) that the kernel steers to the agent's shared
 	// transparent listener for the local workloads AllowLocal permits.
@@ -61,6 +65,9 @@ type OutletSpec struct {
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
+
+// nodeIDRe matches a node ID (identity.NodeID).
+var nodeIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // CheckName checks a name by the rules of portal names; kind names it in the error.
 func CheckName(kind, name string) error { return checkName(kind, name) }
@@ -124,6 +131,9 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 		if err := checkName("outlet", s.Outlet); err != nil {
 			return nil, err
 		}
+	}
+	if s.OutletNode != "" && !nodeIDRe.MatchString(s.OutletNode) {
+		return nil, fmt.Errorf("--outlet-node %q: want a node ID, 32 lower-case hex digits (agentctl status on the outlet's host): %w", s.OutletNode, ErrInvalid)
 	}
 	return parsePolicy("--allow", s.Allow)
 }

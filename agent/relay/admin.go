@@ -10,27 +10,46 @@ import (
 	"github.com/sluicehq/sluice/agent/authority"
 )
 
+// MemberAdmin is what the admin API changes: the authority, in the hub's
+// process (*Hub) or on its own (*authority.Service).
+type MemberAdmin interface {
+	Members() ([]authority.Member, error)
+	Revoke(nodeID string) (*authority.Member, error)
+	SetAttributes(nodeID string, attrs map[string]string) (*authority.Member, error)
+}
+
 // AdminHandler serves the hub's administration API, meant for a unix
-// socket on the hub's machine (only whoever may open it may revoke):
+// socket on the hub's machine (only whoever may open it may revoke). A hub
+// that runs as a relay only answers the member requests with 409: they
+// belong to the authority's own socket (AuthorityAdminHandler).
+func (h *Hub) AdminHandler() http.Handler { return adminHandler(h, h.Stats) }
+
+// AuthorityAdminHandler serves the member requests of the admin API for an
+// authority that runs apart from the relay (agent authority).
+func AuthorityAdminHandler(s *authority.Service) http.Handler { return adminHandler(s, nil) }
+
+// adminHandler serves:
 //
 //	GET  /v1/members
 //	POST /v1/members/{node}/revoke
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
-//	GET  /v1/stats                       Stats: sessions, limits, refusals
+//	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
 //
-// Errors are {"error": "..."} with 400, 404 (no such member), 409 (revoked)
-// or 500.
-func (h *Hub) AdminHandler() http.Handler {
+// Errors are {"error": "..."} with 400, 404 (no such member, or no stats
+// here), 409 (revoked, or a relay without the authority) or 500.
+func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
-		ms, err := h.Members()
+		ms, err := members.Members()
 		adminReply(w, ms, err)
 	})
-	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		adminReply(w, h.Stats(), nil)
-	})
+	if stats != nil {
+		mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+			adminReply(w, stats(), nil)
+		})
+	}
 	mux.HandleFunc("POST /v1/members/{node}/revoke", func(w http.ResponseWriter, r *http.Request) {
-		m, err := h.Revoke(r.PathValue("node"))
+		m, err := members.Revoke(r.PathValue("node"))
 		adminReply(w, m, err)
 	})
 	mux.HandleFunc("PUT /v1/members/{node}/attributes", func(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +60,7 @@ func (h *Hub) AdminHandler() http.Handler {
 			adminReply(w, nil, fmt.Errorf("decode request: %v: %w", err, errBadRequest))
 			return
 		}
-		m, err := h.SetAttributes(r.PathValue("node"), req.Attributes)
+		m, err := members.SetAttributes(r.PathValue("node"), req.Attributes)
 		adminReply(w, m, err)
 	})
 	return mux
@@ -61,7 +80,7 @@ func adminReply(w http.ResponseWriter, v any, err error) {
 		switch {
 		case errors.Is(err, authority.ErrNotMember):
 			code = http.StatusNotFound
-		case errors.Is(err, authority.ErrMemberRevoked):
+		case errors.Is(err, authority.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
 			code = http.StatusConflict
 		case errors.Is(err, errBadRequest), errors.Is(err, authority.ErrBadAttribute):
 			code = http.StatusBadRequest

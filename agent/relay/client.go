@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"sync"
@@ -16,11 +17,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 )
 
-// Grant is what the hub hands an admitted agent: its fresh credential and the
-// authority that signed it.
+// Grant is a fresh credential from the authority and the authority's
+// certificate; the client checked both against the pinned key.
 type Grant struct {
 	Credential []byte // DER
 	Authority  []byte // DER of the project authority's certificate
@@ -50,7 +53,15 @@ type ClientOptions struct {
 	// the connection is used for anything else) and those it pushes.
 	OnMember     func(MemberUpdate)
 	PingInterval time.Duration // 15s
+	// MaxStale is how old the authority's newest heartbeat may be before
+	// the client reports its member state stale (DefaultMaxStale).
+	MaxStale time.Duration
 }
+
+// DefaultMaxStale is how long an agent goes without a signed heartbeat of
+// the authority before it says its member state is stale: four missed
+// heartbeats.
+const DefaultMaxStale = 4 * DefaultHeartbeatInterval
 
 // Status describes the control link.
 type Status struct {
@@ -62,6 +73,13 @@ type Status struct {
 	// MemberGeneration is the project's member-state generation up to
 	// which this agent has heard every word of the authority.
 	MemberGeneration uint64 `json:"member_generation"`
+	// AuthorityHeard is the time of the authority's newest signed
+	// heartbeat, and AuthorityGeneration the generation it gave; the
+	// member state is Stale when that heartbeat is older than the client's
+	// MaxStale, or this agent has not every word up to its generation.
+	AuthorityHeard      time.Time `json:"authority_heard,omitzero"`
+	AuthorityGeneration uint64    `json:"authority_generation"`
+	Stale               bool      `json:"member_state_stale"`
 }
 
 // Client keeps an agent's control connection to the hub: it reconnects,
@@ -85,6 +103,12 @@ type Client struct {
 	wake    chan struct{} // kicks maintain when the connection is lost or a renewal is due
 	synced  uint64        // the member-state generation up to which OnMember has had every word
 	ownGen  uint64        // the generation of this node's current credential
+	// What the authority said, once it answered: its certificate, the
+	// project, and its newest heartbeat.
+	authority *x509.Certificate
+	project   string
+	beat      authority.Heartbeat
+	stale     bool // the member state was last reported stale
 
 	// policies are the outlet policies to publish on every connection;
 	// nil: never published (PublishPolicies).
@@ -107,6 +131,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	if opts.PingInterval == 0 {
 		opts.PingInterval = 15 * time.Second
+	}
+	if opts.MaxStale == 0 {
+		opts.MaxStale = DefaultMaxStale
 	}
 	self, err := opts.Identity.SelfSigned()
 	if err != nil {
@@ -152,9 +179,9 @@ func verifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string)
 // returns the grant; then it keeps the connection up in the background until
 // ctx is done. A refusal on the first connection is returned as is.
 func (c *Client) Start(ctx context.Context) (Grant, error) {
-	op := opHello
+	op := authority.OpHello
 	if c.opts.Ticket != "" {
-		op = opEnroll
+		op = authority.OpEnroll
 	}
 	g, err := c.connect(ctx, op)
 	if err != nil {
@@ -171,43 +198,144 @@ func (c *Client) StartOffline(ctx context.Context) {
 	go c.maintain(ctx)
 }
 
-// connect dials the hub, says hello (or enrolls) and installs the connection.
+// connectTimeout bounds a connection's setup: handshake, exchange with the
+// authority, credential presented.
+const connectTimeout = 20 * time.Second
+
+// connect dials the hub and, on the session (limited until it presents a
+// credential), gets a fresh credential from the authority end to end (op:
+// enroll or hello), presents it, and installs the connection. The member
+// state comes first: nothing may use the connection (open a channel, accept
+// one) with older news about the members.
 func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
 	raw, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)
 	if err != nil {
 		return Grant{}, fmt.Errorf("connect to hub %s: %w", c.opts.Hub, err)
 	}
 	conn := tls.Client(raw, c.tlsConf)
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := conn.HandshakeContext(hctx); err != nil {
+	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return Grant{}, fmt.Errorf("connect to hub %s: %w", c.opts.Hub, err)
 	}
+	dl, _ := ctx.Deadline()
+	conn.SetDeadline(dl)
 	enc, dec := json.NewEncoder(conn), newFrameReader(conn, maxHubMessage)
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var reply message
-	if err := enc.Encode(&message{ID: 1, Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}); err == nil {
-		err = dec.Decode(&reply)
+	call := func(m *message) (*message, error) {
+		var r message
+		err := enc.Encode(m)
+		if err == nil {
+			err = dec.Decode(&r)
+		}
+		if err == nil && r.Error != "" {
+			err = errorOf(&r)
+		}
+		return &r, err
 	}
+	g, err := func() (Grant, error) {
+		r, err := call(&message{ID: 1, Op: opDial, Relay: authorityRelay})
+		if err != nil {
+			return Grant{}, wrap(err, "reach the authority")
+		}
+		g, err := c.exchange(ctx, r.Token, op)
+		if err != nil {
+			return Grant{}, err
+		}
+		r, err = call(&message{ID: 2, Op: opPresent, Credential: g.Credential, Generation: c.Synced()})
+		if err != nil {
+			return Grant{}, wrap(err, "present the credential")
+		}
+		c.memberState(r.Generation, r.Words, r.Heartbeat)
+		return g, nil
+	}()
 	if err != nil {
 		conn.Close()
 		return Grant{}, fmt.Errorf("%s with hub %s: %w", op, c.opts.Hub, err)
 	}
-	if reply.Error != "" {
-		conn.Close()
-		return Grant{}, fmt.Errorf("%s with hub %s: %w", op, c.opts.Hub, errorOf(&reply))
-	}
 	conn.SetDeadline(time.Time{})
-	// The member state first: nothing may use the connection (open a
-	// channel, accept one) with older news about the members.
-	c.memberState(&reply)
+	c.opts.Ticket = "" // redeemed: every later connection is a hello
 	c.mu.Lock()
 	c.conn, c.enc, c.since, c.lastErr = conn, enc, time.Now(), nil
-	c.nextID = 1
+	c.nextID = 2
 	c.mu.Unlock()
 	go c.read(conn, dec)
-	return grantOf(&reply), nil
+	return g, nil
+}
+
+// exchange asks the authority, end to end through the data session of
+// token, for a credential (op: enroll, hello or renew), and takes the member
+// state that comes with it.
+func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, error) {
+	raw, err := c.OpenData(ctx, token)
+	if err != nil {
+		return Grant{}, fmt.Errorf("reach the authority: %w", err)
+	}
+	defer raw.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	}
+	pinned := c.opts.AuthorityKey
+	tc := tls.Client(raw, &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		ServerName:   "sluice-authority",
+		NextProtos:   []string{authority.ExchangeALPN},
+		Certificates: c.tlsConf.Certificates, // the node key
+		// The authority presents its own certificate: its key must be the
+		// one the ticket pinned.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("verify authority: no certificate: %w", ErrHubUntrusted)
+			}
+			a := cs.PeerCertificates[0]
+			if k, ok := a.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pinned) || a.CheckSignatureFrom(a) != nil {
+				return fmt.Errorf("verify authority: not the project's authority: %w", ErrHubUntrusted)
+			}
+			return nil
+		},
+	})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return Grant{}, fmt.Errorf("reach the authority: %w", err)
+	}
+	req := authority.ExchangeRequest{Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}
+	if err := json.NewEncoder(tc).Encode(&req); err != nil {
+		return Grant{}, fmt.Errorf("ask the authority: %w", err)
+	}
+	var reply authority.ExchangeReply
+	if err := json.NewDecoder(io.LimitReader(tc, maxHubMessage)).Decode(&reply); err != nil {
+		return Grant{}, fmt.Errorf("read the authority's answer: %w", err)
+	}
+	if reply.Error != "" {
+		return Grant{}, errorOf(&message{Error: reply.Error, Code: reply.Code})
+	}
+	ca := tc.ConnectionState().PeerCertificates[0]
+	g := Grant{Credential: reply.Credential, Authority: ca.Raw, Project: reply.Project, Node: reply.Node, Attributes: reply.Attributes}
+	if err := c.checkGrant(ca, &g); err != nil {
+		return Grant{}, err
+	}
+	c.mu.Lock()
+	c.authority, c.project = ca, g.Project
+	c.mu.Unlock()
+	c.memberState(reply.Generation, reply.Words, &reply.Heartbeat)
+	return g, nil
+}
+
+// checkGrant checks that a credential is this node's, signed by the
+// authority ca, and fills in what the credential says.
+func (c *Client) checkGrant(ca *x509.Certificate, g *Grant) error {
+	cred, err := credential.ParseDER(g.Credential)
+	if err != nil {
+		return fmt.Errorf("check credential: %w", err)
+	}
+	if err := cred.Cert.CheckSignatureFrom(ca); err != nil {
+		return fmt.Errorf("check credential: not signed by the authority: %w", ErrHubUntrusted)
+	}
+	if cred.NodeID != c.opts.Identity.ID() {
+		return fmt.Errorf("check credential: it names node %s, this is %s: %w", cred.NodeID, c.opts.Identity.ID(), ErrHubUntrusted)
+	}
+	g.Node, g.Project, g.Attributes, g.Authority = cred.NodeID, cred.ProjectID, cred.Attributes, ca.Raw
+	return nil
 }
 
 // Synced is the member-state generation up to which the client has handed
@@ -218,15 +346,52 @@ func (c *Client) Synced() uint64 {
 	return c.synced
 }
 
-// memberState hands the words a credential reply listed to OnMember; the
-// client then has every word up to the reply's generation.
-func (c *Client) memberState(reply *message) {
-	for _, u := range reply.Members {
-		c.member(u)
+// memberState checks and hands on the words and heartbeat of a reply: then
+// the client has every word up to gen, unless a word failed its check.
+func (c *Client) memberState(gen uint64, words []authority.Statement, hb *authority.Statement) {
+	complete := true
+	for _, st := range words {
+		if !c.word(st) {
+			complete = false
+		}
 	}
+	if hb != nil {
+		c.heartbeat(*hb)
+	}
+	if complete {
+		c.mu.Lock()
+		c.synced = max(c.synced, gen)
+		c.mu.Unlock()
+	}
+}
+
+// word checks a word against the pinned authority key and hands it on; it
+// reports whether it was the authority's.
+func (c *Client) word(st authority.Statement) bool {
 	c.mu.Lock()
-	c.synced = reply.Generation
+	project := c.project
 	c.mu.Unlock()
+	w, err := authority.OpenWord(c.opts.AuthorityKey, project, st)
+	if err != nil {
+		c.log.Warn("dropped a member word not signed by the project's authority", zap.Error(err))
+		return false
+	}
+	c.member(updateOf(w))
+	return true
+}
+
+// heartbeat checks and keeps the authority's newest heartbeat.
+func (c *Client) heartbeat(st authority.Statement) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hb, err := authority.OpenHeartbeat(c.opts.AuthorityKey, c.project, st)
+	if err != nil {
+		c.log.Warn("dropped a heartbeat not signed by the project's authority", zap.Error(err))
+		return
+	}
+	if hb.Time.After(c.beat.Time) {
+		c.beat = hb
+	}
 }
 
 // member hands one word to OnMember. A newer word on this node than its
@@ -250,16 +415,50 @@ func (c *Client) member(u MemberUpdate) {
 	}
 }
 
+// advance notes that the word pushed in st arrived: the hub sends words in
+// generation order, so the client has every word up to its generation.
+func (c *Client) advance(st authority.Statement) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w, err := authority.OpenWord(c.opts.AuthorityKey, c.project, st); err == nil {
+		c.synced = max(c.synced, w.Generation)
+	}
+}
+
+// pushedGrant takes a fresh credential the hub passed on from the
+// authority, once it checked it is this node's and the authority's.
+func (c *Client) pushedGrant(der []byte) {
+	c.mu.Lock()
+	ca := c.authority
+	c.mu.Unlock()
+	if ca == nil {
+		return
+	}
+	g := Grant{Credential: der}
+	if err := c.checkGrant(ca, &g); err != nil {
+		c.log.Warn("dropped a pushed credential", zap.Error(err))
+		return
+	}
+	c.scheduleRenew(g)
+	c.grant(g)
+}
+
+// staleLocked reports whether the member state is stale at now: the
+// authority's newest heartbeat is older than MaxStale, or the agent lacks
+// words up to the generation it gave.
+func (c *Client) staleLocked(now time.Time) bool {
+	if c.beat.Time.IsZero() {
+		return c.authority != nil
+	}
+	return now.Sub(c.beat.Time) > c.opts.MaxStale || c.synced < c.beat.Generation
+}
+
 // kick wakes maintain.
 func (c *Client) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
-}
-
-func grantOf(m *message) Grant {
-	return Grant{Credential: m.Credential, Authority: m.Authority, Project: m.Project, Node: m.Node, Attributes: m.Attributes}
 }
 
 // read delivers replies and incoming sessions until the connection fails.
@@ -273,14 +472,15 @@ func (c *Client) read(conn *tls.Conn, dec *frameReader) {
 		}
 		switch m.Op {
 		case opMember:
-			c.member(MemberUpdate{Node: m.Node, Generation: m.Generation, Attributes: m.Attributes, Revoked: m.Revoked})
-			c.mu.Lock()
-			c.synced = max(c.synced, m.Generation) // the hub sends words in generation order
-			c.mu.Unlock()
+			if m.Statement != nil && c.word(*m.Statement) {
+				c.advance(*m.Statement)
+			}
+		case opHeartbeat:
+			if m.Statement != nil {
+				c.heartbeat(*m.Statement)
+			}
 		case opGrant:
-			g := grantOf(&m)
-			c.scheduleRenew(g)
-			c.grant(g)
+			c.pushedGrant(m.Credential)
 		case opGoAway: // the hub closes the link next: reconnect now
 			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", c.opts.Hub))
 			c.lost(conn, ErrHubGoingAway)
@@ -325,7 +525,8 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Hub: c.opts.Hub, Connected: c.conn != nil, Since: c.since, MemberGeneration: c.synced}
+	st := Status{Hub: c.opts.Hub, Connected: c.conn != nil, Since: c.since, MemberGeneration: c.synced,
+		AuthorityHeard: c.beat.Time, AuthorityGeneration: c.beat.Generation, Stale: c.staleLocked(time.Now())}
 	if c.lastErr != nil {
 		st.LastError = c.lastErr.Error()
 	}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 )
 
@@ -116,14 +118,58 @@ func awaitAck(ctx context.Context, c *net.TCPConn) error {
 
 // Renew asks the hub for a fresh credential now.
 func (c *Client) Renew(ctx context.Context) (Grant, error) {
-	r, err := c.request(ctx, &message{Op: opRenew, Generation: c.Synced()})
+	r, err := c.request(ctx, &message{Op: opDial, Relay: authorityRelay})
+	if err != nil {
+		return Grant{}, wrap(err, "renew credential: reach the authority")
+	}
+	g, err := c.exchange(ctx, r.Token, authority.OpRenew)
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
-	c.memberState(r)
-	g := grantOf(r)
+	if r, err = c.request(ctx, &message{Op: opPresent, Credential: g.Credential, Generation: c.Synced()}); err != nil {
+		return Grant{}, wrap(err, "renew credential: present it")
+	}
+	c.memberState(r.Generation, r.Words, r.Heartbeat)
 	c.scheduleRenew(g)
 	return g, nil
+}
+
+// catchUp asks the hub for the words after the client's generation when the
+// authority's heartbeat says there are some, and reports a change of the
+// member state's freshness.
+func (c *Client) catchUp(ctx context.Context) {
+	c.mu.Lock()
+	behind := c.conn != nil && c.synced < c.beat.Generation
+	since := c.synced
+	c.mu.Unlock()
+	if behind {
+		if r, err := c.request(ctx, &message{Op: opMembers, Generation: since}); err == nil {
+			c.memberState(r.Generation, r.Words, r.Heartbeat)
+		}
+	}
+	c.mu.Lock()
+	now := c.staleLocked(time.Now())
+	changed := now != c.stale
+	c.stale = now
+	beat, synced := c.beat, c.synced
+	c.mu.Unlock()
+	switch {
+	case changed && now:
+		c.log.Warn("member state is stale: revocations and attribute changes made since may not be known here",
+			zap.Time("authority_heard", beat.Time), zap.Uint64("authority_generation", beat.Generation),
+			zap.Uint64("member_generation", synced))
+	case changed:
+		c.log.Info("member state is current again", zap.Time("authority_heard", beat.Time), zap.Uint64("member_generation", synced))
+	}
+}
+
+// jitter spreads retries: a random wait in [d/2, d), so that agents that
+// lost the same hub do not all come back at once.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
 }
 
 // scheduleRenew plans the next renewal at two thirds of the credential's
@@ -205,17 +251,19 @@ func (c *Client) maintain(ctx context.Context) {
 		default:
 			pctx, cancel := context.WithTimeout(ctx, c.opts.PingInterval)
 			_, err := c.request(pctx, &message{Op: opPing})
-			cancel()
 			if err != nil {
 				c.dropConn(err)
+			} else {
+				c.catchUp(pctx)
 			}
+			cancel()
 			nextPing = time.Now().Add(c.opts.PingInterval)
 		}
 	}
 }
 
 func (c *Client) reconnect(ctx context.Context) error {
-	g, err := c.connect(ctx, opHello)
+	g, err := c.connect(ctx, authority.OpHello)
 	if err != nil {
 		c.mu.Lock()
 		c.lastErr = err

@@ -160,8 +160,7 @@ func TestPublishPoliciesChecked(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{})
 	a := h.Enroll(t, nil)
 	c := dialControl(t, h.Addr, a.Identity)
-	c.send(t, `{"id":1,"op":"hello"}`)
-	c.next(t)
+	c.present(t, a)
 	c.send(t, `{"id":2,"op":"policies","policies":["db-inlet and"]}`)
 	if m := c.next(t); m.ID != 2 || m.Code != "malformed" {
 		t.Errorf("answer to an unparsable policy: %+v, want code malformed", m)

@@ -33,12 +33,26 @@ type HubOptions struct {
 	// Limits bound unauthenticated connections and dial requests; zero
 	// fields mean the defaults (Limits.WithDefaults).
 	Limits Limits
+	// Authority, if set, is the project's authority, in this process (agent
+	// hub with both roles). Without it the hub is a relay only: it holds no
+	// key that signs anything, and the authority connects to it (agent
+	// authority, RunAuthorityLink).
+	Authority *authority.Service
+	// HeartbeatInterval is how often the authority in this process signs a
+	// heartbeat for the agents (15s).
+	HeartbeatInterval time.Duration
 }
 
-// Hub is the rendezvous point: it runs the authority's enrollment, keeps the
-// relay names agents claim, and relays paired data connections.
+// DefaultHeartbeatInterval is how often the authority signs a heartbeat.
+const DefaultHeartbeatInterval = 15 * time.Second
+
+// Hub is the rendezvous point: it keeps the relay names agents claim, relays
+// paired data connections (the agents' channels, and their exchanges with
+// the authority) and passes the authority's signed words on.
 type Hub struct {
-	auth    *authority.Authority
+	project *authority.Project
+	local   *authority.Service // nil: a relay only
+	roster  *roster
 	tlsConf *tls.Config
 	log     *zap.Logger
 	opts    HubOptions
@@ -57,15 +71,18 @@ type Hub struct {
 
 	drain draining // a graceful shutdown (hub_drain.go)
 
-	mu       sync.Mutex // guards the following
-	relays   map[string]*session
-	pending  map[[tokenSize]byte]*pairing
-	sessions map[*session]struct{}
-	wg       sync.WaitGroup
+	mu        sync.Mutex // guards the following
+	relays    map[string]*session
+	pending   map[[tokenSize]byte]*pairing
+	sessions  map[*session]struct{}
+	authority *session // the authority's link, when it runs elsewhere
+	wg        sync.WaitGroup
 }
 
-// NewHub makes a hub for the authority's project.
-func NewHub(auth *authority.Authority, opts HubOptions) *Hub {
+// NewHub makes a hub for project: a relay, and with opts.Authority the
+// authority too. A relay needs of the project only its ID, the authority's
+// certificate and the hub's own key and certificate (authority.LoadRelay).
+func NewHub(p *authority.Project, opts HubOptions) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -75,10 +92,12 @@ func NewHub(auth *authority.Authority, opts HubOptions) *Hub {
 	if opts.HelloTimeout == 0 {
 		opts.HelloTimeout = 10 * time.Second
 	}
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 	opts.Limits = opts.Limits.WithDefaults()
-	p := auth.Project()
 	h := &Hub{
-		auth: auth, log: opts.Logger, opts: opts,
+		project: p, local: opts.Authority, roster: newRoster(p), log: opts.Logger, opts: opts,
 		relays:   map[string]*session{},
 		pending:  map[[tokenSize]byte]*pairing{},
 		sessions: map[*session]struct{}{},
@@ -94,8 +113,8 @@ func NewHub(auth *authority.Authority, opts HubOptions) *Hub {
 			Leaf:        p.HubCert,
 		}},
 		NextProtos: []string{controlALPN},
-		// Any certificate: the handshake proves the node holds the key; who the
-		// key belongs to is the authority's database's business.
+		// Any certificate: the handshake proves the node holds the key; what
+		// it may do is what the credential it presents says.
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: requireEd25519,
 	}
@@ -128,6 +147,13 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return nil
 	}
+	if h.local != nil {
+		stop, err := h.serveLocalAuthority(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	go func() { <-ctx.Done(); ln.Close() }()
 	var backoff time.Duration
 	for {
@@ -137,7 +163,7 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			if h.drain.isStarted() {
-				<-ctx.Done() // Shutdown cancels it when the sessions it lets finish have
+				<-ctx.Done() // Shutdown cancels it once the sessions it lets finish have ended
 				return nil
 			}
 			if !retryAccept(err) {
@@ -176,6 +202,9 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 }
+
+// ProjectDir is the project directory the hub serves from.
+func (h *Hub) ProjectDir() string { return h.project.Dir }
 
 // retryAccept reports whether an accept error is worth waiting out.
 func retryAccept(err error) bool {
@@ -223,6 +252,12 @@ type Stats struct {
 	Refused Refusals `json:"refused"`
 	// Limits are the limits in force.
 	Limits Limits `json:"limits"`
+	// Authority is where the project's authority is: "local" (in the hub's
+	// process), "linked" (agent authority is connected) or "absent".
+	Authority string `json:"authority"`
+	// MemberGeneration is the newest member-state generation the hub has
+	// heard from the authority.
+	MemberGeneration uint64 `json:"member_generation"`
 }
 
 // Stats returns a snapshot of the hub's state.
@@ -237,6 +272,15 @@ func (h *Hub) Stats() Stats {
 		Spliced: h.spliced.Load(), Redirected: h.redirected.Load(),
 		Refused: h.refused.snapshot(), Limits: h.opts.Limits}
 	st.Unauthenticated, st.UnauthenticatedPeak, st.UnauthenticatedSourcePeak = h.gate.usage()
+	switch {
+	case h.local != nil:
+		st.Authority = "local"
+	case h.authority != nil:
+		st.Authority = "linked"
+	default:
+		st.Authority = "absent"
+	}
+	st.MemberGeneration = h.roster.generation()
 	if h.opts.Sockmap != nil {
 		st.Relay = "sockmap"
 	}
@@ -296,7 +340,7 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 		return
 	}
 	delete(h.pending, tok)
-	ready := p.join(tok, c)
+	ready := p.join(tok, c) || p.local
 	if ready {
 		delete(h.pending, p.inletTok)
 		delete(h.pending, p.outletTok)
@@ -304,12 +348,19 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 	}
 	h.mu.Unlock()
 	// A known token authenticates the connection: the hub handed it to a
-	// member over its control connection.
-	ps.authenticated()
+	// member over its control connection. An agent's exchange with the
+	// authority stays unauthenticated: it is how a stranger enrolls.
+	if p.relay != authorityRelay || tok == p.outletTok {
+		ps.authenticated()
+	}
 	if !ready {
 		return
 	}
 	p.release()
+	if p.local {
+		h.exchangeLocal(ctx, p.inlet)
+		return
+	}
 	defer h.drain.relay()()
 	// From here the two connections carry the session's stream: if the hub
 	// dies they reset, never FIN (pipe.Arm), until the session's clean end.
@@ -359,6 +410,9 @@ type pairing struct {
 	inlet, outlet       *net.TCPConn
 	timer               *time.Timer
 	release             func() // ends the session's count as pending; idempotent
+	// local: the other side is the authority in this process, not a
+	// connection; the inlet's connection alone starts the session.
+	local bool
 }
 
 // join records c under tok and reports whether both sides are present.
@@ -381,8 +435,11 @@ func (p *pairing) close() {
 
 // abort resets both connections of a paired session.
 func (p *pairing) abort() {
-	pipe.TCP(p.inlet).Abort()
-	pipe.TCP(p.outlet).Abort()
+	for _, c := range []*net.TCPConn{p.inlet, p.outlet} {
+		if c != nil {
+			pipe.TCP(c).Abort()
+		}
+	}
 }
 
 // newPairing registers a data session for relay and returns it; release

@@ -10,20 +10,28 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 )
 
-// session is one agent's authenticated control connection.
+// session is one control connection: an agent's, or the authority's link.
+// An agent's session is limited until it presents a credential for the key
+// it authenticated with; then it is a member session.
 type session struct {
 	conn   *tls.Conn
 	pub    ed25519.PublicKey
 	nodeID string
+
+	cred      atomic.Pointer[credential.Credential] // what it acts with; nil while limited
+	exchanges int                                   // data sessions to the authority while limited
 
 	wmu sync.Mutex // guards enc: one frame at a time
 	enc *json.Encoder
@@ -124,6 +132,14 @@ func (s *session) drain() {
 	}
 }
 
+// maxLimitedExchanges bounds the data sessions to the authority a session
+// may open before it presents a credential: enough to enroll and retry.
+const maxLimitedExchanges = 4
+
+// limitedFor is how long a session may stay limited: the time to reach the
+// authority and come back with a credential, several times over.
+const limitedFor = 30 * time.Second
+
 func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte, ps *pass) {
 	conn := tls.Server(&prefixConn{TCPConn: c, r: io.MultiReader(bytes.NewReader(head), c)}, h.tlsConf)
 	defer conn.Close()
@@ -138,55 +154,46 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte, ps
 	s := &session{conn: conn, pub: pub, nodeID: identity.NodeID(pub), enc: json.NewEncoder(conn)}
 	dec := newFrameReader(conn, maxAgentMessage)
 	log := h.log.With(zap.String("node", s.nodeID), zap.Stringer("remote", c.RemoteAddr()))
-
-	// The first message says who the node is: a new member with a ticket, or
-	// an existing one.
-	var first message
-	if err := dec.Decode(&first); err != nil {
-		if !h.badFrame(s, err, log) {
-			if ok, n := h.logs.noHello.Allow(time.Now()); ok {
-				log.Debug("no hello", zap.Error(err), zap.Int64("more_not_logged", n))
-			}
-		}
-		return
-	}
-	// Registered before its member state is read, so that no word from
-	// the authority falls between the two: the words pushed meanwhile wait
-	// in its outbox until the reply is out.
-	h.mu.Lock()
-	h.sessions[s] = struct{}{}
-	h.mu.Unlock()
 	defer h.drop(s)
-	reply := h.scrub(h.admit(s, &first))
-	if reply.Error == "" {
-		ps.authenticated()
-	}
-	if err := s.send(reply); err != nil || reply.Error != "" {
-		if reply.Error != "" {
-			h.logRefusal(log, first.Op, "", reply)
-		}
-		return
-	}
-	s.admitted()
-	log.Info("agent connected", zap.String("op", first.Op))
-	h.dials.join(s)
-	defer h.dials.leave(s)
-
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	for {
+	limitedUntil := time.Now().Add(limitedFor)
+	for first := true; ; first = false {
 		var m message
-		// Agents ping every 15s; three missed pings and the link is dead.
-		c.SetReadDeadline(time.Now().Add(time.Minute))
+		if s.cred.Load() == nil {
+			c.SetReadDeadline(limitedUntil)
+		} else {
+			// Agents ping every 15s; three missed pings and the link is dead.
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+		}
 		if err := dec.Decode(&m); err != nil {
-			h.badFrame(s, err, log)
+			if h.badFrame(s, err, log) {
+				return
+			}
+			if s.cred.Load() == nil {
+				if ok, n := h.logs.noHello.Allow(time.Now()); ok {
+					log.Debug("no credential presented", zap.Error(err), zap.Int64("more_not_logged", n))
+				}
+				return
+			}
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Debug("control connection ended", zap.Error(err))
 			}
 			log.Info("agent disconnected")
 			return
 		}
-		r := h.scrub(h.serve(s, &m))
+		if first && m.Op == opAuthority && h.isAuthority(pub) {
+			h.serveAuthority(ctx, s, dec, ps, log.With(zap.String("role", "authority")))
+			return
+		}
+		wasMember := s.cred.Load() != nil
+		var r *message
+		if wasMember {
+			r = h.serve(s, &m)
+		} else {
+			r = h.serveLimited(s, &m)
+		}
+		r = h.scrub(r)
 		r.ID, r.Op = m.ID, opReply
 		if r.Error != "" {
 			h.logRefusal(log, m.Op, m.Relay, r)
@@ -194,7 +201,63 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte, ps
 		if err := s.send(r); err != nil {
 			return
 		}
+		if !wasMember && s.cred.Load() != nil {
+			// A member now: the words pushed since it registered go out,
+			// and it counts as authenticated.
+			ps.authenticated()
+			s.admitted()
+			h.dials.join(s)
+			defer h.dials.leave(s)
+			log.Info("agent connected")
+		}
 	}
+}
+
+// serveLimited answers a session that has not presented a credential: it
+// may reach the authority, and present what it got.
+func (h *Hub) serveLimited(s *session, m *message) *message {
+	reply := &message{}
+	switch {
+	case m.Op == opPing:
+		return reply
+	case m.Op == opDial && m.Relay == authorityRelay:
+		if s.exchanges >= maxLimitedExchanges {
+			h.refused.dialRate.Add(1)
+			return refuse(reply, fmt.Errorf("dial the authority: %d data sessions already, present a credential first: %w",
+				s.exchanges, ErrRateLimited))
+		}
+		s.exchanges++
+		return h.dialAuthority(s, reply)
+	case m.Op == opPresent:
+		return h.present(s, m, reply)
+	}
+	return refuse(reply, fmt.Errorf("%s: %w", m.Op, ErrNoCredential))
+}
+
+// present takes the credential a session acts with from now on: the
+// authority's, for the key the session authenticated with, valid and
+// current. The first one makes the session a member session: registered
+// before the words are read, so that none falls between the two (the words
+// pushed meanwhile wait in its outbox until the reply is out).
+func (h *Hub) present(s *session, m *message, reply *message) *message {
+	cred, err := h.verifier().Verify([][]byte{m.Credential})
+	if err == nil && !cred.Cert.PublicKey.(ed25519.PublicKey).Equal(s.pub) {
+		err = errors.New("it is another node's")
+	}
+	if err != nil {
+		if errors.Is(err, credential.ErrRevoked) {
+			return refuse(reply, fmt.Errorf("present credential: %w", authority.ErrMemberRevoked))
+		}
+		return refuse(reply, fmt.Errorf("present credential: %v: %w", err, ErrCredentialRefused))
+	}
+	if s.cred.Load() == nil {
+		h.mu.Lock()
+		h.sessions[s] = struct{}{}
+		h.mu.Unlock()
+	}
+	s.cred.Store(cred)
+	reply.Generation, reply.Words, reply.Heartbeat = h.roster.since(m.Generation)
+	return reply
 }
 
 // refuse makes m a refusal for err: its wire code and its text, or, for
@@ -226,55 +289,17 @@ func (h *Hub) badFrame(s *session, err error, log *zap.Logger) bool {
 	return true
 }
 
-// admit answers the first message of a control connection.
-func (h *Hub) admit(s *session, m *message) *message {
-	reply := &message{ID: m.ID, Op: opReply}
-	switch m.Op {
-	case opEnroll:
-		if _, err := h.redeem(m.Ticket, s.pub); err != nil {
-			return refuse(reply, err)
-		}
-	case opHello:
-	default:
-		return refuse(reply, fmt.Errorf("first message must be %q or %q, not %q: %w", opEnroll, opHello, m.Op, ErrUnsupported))
-	}
-	return h.credential(s, reply, m.Generation)
-}
-
-// credential answers with a fresh credential and the words on members newer
-// than since.
-func (h *Hub) credential(s *session, reply *message, since uint64) *message {
-	if reply = h.issue(s, reply); reply.Error != "" {
-		return reply
-	}
-	if err := h.memberState(reply, since); err != nil {
-		return refuse(reply, err)
-	}
-	return reply
-}
-
-// issue fills reply with a fresh credential for the session's node.
-func (h *Hub) issue(s *session, reply *message) *message {
-	der, member, err := h.auth.Issue(s.nodeID)
-	if err != nil {
-		return refuse(reply, err)
-	}
-	reply.Credential = der
-	reply.Authority = h.auth.AuthorityCert().Raw
-	reply.Project = h.auth.Project().ID
-	reply.Node = s.nodeID
-	reply.Attributes = member.Attributes
-	return reply
-}
-
 // serve answers one request of an admitted session.
 func (h *Hub) serve(s *session, m *message) *message {
 	reply := &message{}
 	switch m.Op {
 	case opPing:
 		return reply
-	case opRenew:
-		return h.credential(s, reply, m.Generation)
+	case opPresent:
+		return h.present(s, m, reply)
+	case opMembers:
+		reply.Generation, reply.Words, reply.Heartbeat = h.roster.since(m.Generation)
+		return reply
 	case opClaim:
 		return h.claim(s, m.Relay, reply)
 	case opRelease:
@@ -285,6 +310,12 @@ func (h *Hub) serve(s *session, m *message) *message {
 		h.mu.Unlock()
 		return reply
 	case opDial:
+		if m.Relay == authorityRelay {
+			if err := h.dials.rate(s.nodeID); err != nil {
+				return refuse(reply, fmt.Errorf("dial the authority: %w", err))
+			}
+			return h.dialAuthority(s, reply)
+		}
 		return h.dial(s, m.Relay, reply)
 	case opPolicies:
 		if err := h.dials.publish(s, m.Policies); err != nil {
@@ -297,16 +328,13 @@ func (h *Hub) serve(s *session, m *message) *message {
 }
 
 func (h *Hub) claim(s *session, name string, reply *message) *message {
-	member, err := h.auth.Member(s.nodeID)
+	relays, err := h.mayClaim(s)
 	if err != nil {
-		return refuse(reply, err)
+		return refuse(reply, fmt.Errorf("claim relay %q: %w", name, err))
 	}
-	if member.Revoked {
-		return refuse(reply, fmt.Errorf("claim relay %q: %w", name, authority.ErrMemberRevoked))
-	}
-	if !member.MayClaim(name) {
+	if !slices.Contains(relays, name) {
 		return refuse(reply, fmt.Errorf("claim relay %q: this node's tickets allow %v; create a ticket with --relay %s: %w",
-			name, member.Relays, name, authority.ErrRelayNotAllowed))
+			name, relays, name, authority.ErrRelayNotAllowed))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -350,20 +378,35 @@ func (h *Hub) dial(s *session, name string, reply *message) *message {
 	return reply
 }
 
-// dialAllowed checks the caller's current attributes against the outlet
-// policies the owner published, if it did.
+// mayClaim returns the relay names a member session may claim: its
+// credential's, or the authority's newer word's.
+func (h *Hub) mayClaim(s *session) ([]string, error) {
+	cred := s.cred.Load()
+	w, ok := h.roster.word(s.nodeID)
+	switch {
+	case ok && w.Revoked:
+		return nil, authority.ErrMemberRevoked
+	case ok && w.Generation >= cred.Generation:
+		return w.Relays, nil
+	}
+	return cred.Relays, nil
+}
+
+// dialAllowed checks the caller's current attributes (its credential's, or
+// the authority's newer word's) against the outlet policies the owner
+// published, if it did.
 func (h *Hub) dialAllowed(s, owner *session) error {
 	if _, ok := h.dials.published(owner); !ok {
 		return nil
 	}
-	member, err := h.auth.Member(s.nodeID)
+	attrs, err := h.verifier().Attributes(s.cred.Load())
 	if err != nil {
-		return err
+		if errors.Is(err, credential.ErrRevoked) {
+			return authority.ErrMemberRevoked
+		}
+		return fmt.Errorf("%v: %w", err, ErrCredentialRefused)
 	}
-	if member.Revoked {
-		return authority.ErrMemberRevoked
-	}
-	return h.dials.allows(owner, member.Attributes)
+	return h.dials.allows(owner, attrs)
 }
 
 func (h *Hub) drop(s *session) {

@@ -79,6 +79,20 @@ func (c *control) next(t testing.TB) wireMessage {
 	return m
 }
 
+// present makes the connection a member session with the agent's current
+// credential, and checks the hub took it.
+func (c *control) present(t testing.TB, a *testhub.Agent) {
+	t.Helper()
+	line, err := json.Marshal(map[string]any{"id": 1, "op": "present", "credential": a.Keys.Get().Certificate[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(t, string(line))
+	if m := c.next(t); m.Error != "" {
+		t.Fatalf("credential refused: %+v", m)
+	}
+}
+
 // closed checks that the hub closed the connection, without another message.
 func (c *control) closed(t testing.TB) {
 	t.Helper()
@@ -93,10 +107,7 @@ func TestOversizedMessageAfterAuth(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{})
 	a := h.Enroll(t, nil)
 	c := dialControl(t, h.Addr, a.Identity)
-	c.send(t, `{"id":1,"op":"hello"}`)
-	if m := c.next(t); m.Error != "" {
-		t.Fatalf("hello refused: %+v", m)
-	}
+	c.present(t, a)
 	// The hub may close before the whole message is written.
 	go c.conn.Write([]byte(`{"id":2,"op":"claim","relay":"` + strings.Repeat("r", 100<<10) + `"}` + "\n"))
 	m := c.next(t)
@@ -237,6 +248,10 @@ func TestMemberSourceCap(t *testing.T) {
 	limits := relay.Limits{Unauthenticated: 20, Reserved: 4, PerSource: 2, PerMemberSource: 4}
 	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Limits: limits, HelloTimeout: time.Minute}})
 	h.Enroll(t, nil) // from 127.0.0.1
+	// Its exchange with the authority counts until the hub has closed it.
+	if !unauthenticated(h, 0) {
+		t.Fatalf("hub counts %d unauthenticated connections after the enrollment, want 0", h.Relay().Stats().Unauthenticated)
+	}
 	for range 4 {
 		silent(t, "127.0.0.1", h.Addr)
 	}

@@ -2,18 +2,20 @@ package relay
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/credential"
 )
 
-// MemberUpdate is the authority's word on a node, as the hub tells agents:
-// pushed to every connected agent when a member is revoked, enrolls or its
-// attributes change, and listed with every credential for the words an
-// agent has not heard yet. Generation orders words: a newer one replaces an
-// older one, and a credential issued before a node's newest word is stale.
+// MemberUpdate is the authority's word on a node, as an agent's client
+// hands it on once it checked the authority's signature (authority.Word):
+// a newer Generation replaces an older one, and a credential issued before a
+// node's newest word is stale.
 type MemberUpdate struct {
 	Node       string            `json:"node"`
 	Generation uint64            `json:"generation"`
@@ -21,96 +23,177 @@ type MemberUpdate struct {
 	Revoked    bool              `json:"revoked,omitempty"`
 }
 
-// updateOf is the word on a member record.
-func updateOf(m *authority.Member) MemberUpdate {
-	return MemberUpdate{Node: m.NodeID, Generation: m.Generation, Attributes: m.Attributes, Revoked: m.Revoked}
+func updateOf(w authority.Word) MemberUpdate {
+	return MemberUpdate{Node: w.Node, Generation: w.Generation, Attributes: w.Attributes, Revoked: w.Revoked}
 }
 
-// Member changes take effect as follows, under memberMu so that every
-// session receives the words in generation order:
+// Member changes reach agents this way; the relay checks each statement and
+// passes it on, and could forge none:
 //
-//	authority (one transaction: record + generation)
-//	    ──> the node's own sessions: a fresh credential (opGrant), or a
-//	        closed connection if it was revoked
-//	    ──> every session's outbox: the word (opMember); each session's
-//	        writer sends it, so an agent that stops reading delays no one
+//	authority (in this process, or its link) ──Change: signed word, fresh credential──>
+//	    roster (the newest word per node, checked against the authority's key)
+//	    ──> the node's own sessions: the fresh credential (opGrant), or, if
+//	        revoked, the word and then a closed connection
+//	    ──> every member session's outbox: the word (opMember); each
+//	        session's writer sends it, so an agent that stops reading delays
+//	        no one
 
-// Revoke revokes a member, closes its control connection (its relay names
-// go with it) and tells every connected agent, which stop trusting it and
-// close their channels with it.
-func (h *Hub) Revoke(nodeID string) (*authority.Member, error) {
-	h.memberMu.Lock()
-	defer h.memberMu.Unlock()
-	m, err := h.auth.Revoke(nodeID)
-	if err != nil {
-		return nil, err
-	}
-	h.log.Info("member revoked", zap.String("node", nodeID), zap.Uint64("generation", m.Generation))
-	h.broadcast(m)
-	for _, s := range h.sessionsOf(nodeID) {
-		s.closeAfterPushes() // it hears of its revocation first
-	}
-	return m, nil
+// roster is the relay's copy of the authority's signed member state.
+type roster struct {
+	pub     ed25519.PublicKey
+	project string
+
+	mu        sync.Mutex // guards the following
+	words     map[string]rosterEntry
+	gen       uint64              // the newest generation heard
+	heartbeat authority.Statement // the newest heartbeat
 }
 
-// SetAttributes replaces a member's attributes, hands the member a
-// credential that carries them at once, and tells every connected agent,
-// which re-check their policies against them.
-func (h *Hub) SetAttributes(nodeID string, attrs map[string]string) (*authority.Member, error) {
-	h.memberMu.Lock()
-	defer h.memberMu.Unlock()
-	m, err := h.auth.SetAttributes(nodeID, attrs)
-	if err != nil {
-		return nil, err
-	}
-	h.log.Info("member attributes changed", zap.String("node", nodeID), zap.Any("attributes", m.Attributes),
-		zap.Uint64("generation", m.Generation))
-	h.regrant(nodeID)
-	h.broadcast(m)
-	return m, nil
+type rosterEntry struct {
+	st authority.Statement
+	w  authority.Word
 }
 
-// redeem redeems a ticket for the node holding pub and tells every agent
-// about the member record it created or extended.
-func (h *Hub) redeem(ticket string, pub ed25519.PublicKey) (*authority.Member, error) {
-	h.memberMu.Lock()
-	defer h.memberMu.Unlock()
-	m, err := h.auth.Redeem(ticket, pub)
-	if err != nil {
-		return nil, err
-	}
-	h.regrant(m.NodeID)
-	h.broadcast(m)
-	return m, nil
+func newRoster(p *authority.Project) *roster {
+	return &roster{pub: p.Cert.PublicKey.(ed25519.PublicKey), project: p.ID, words: map[string]rosterEntry{}}
 }
 
-// regrant pushes a fresh credential to the node's admitted sessions (one
-// being admitted gets one in its reply). A session that misses it learns
-// of its new generation from the broadcast and renews.
-func (h *Hub) regrant(nodeID string) {
-	for _, s := range h.sessionsOf(nodeID) {
-		if !s.isReady() {
-			continue
+// apply checks a word and keeps it unless a word as new is known; it reports
+// whether it was new.
+func (r *roster) apply(st authority.Statement) (authority.Word, bool, error) {
+	w, err := authority.OpenWord(r.pub, r.project, st)
+	if err != nil {
+		return w, false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.words[w.Node]; ok && old.w.Generation >= w.Generation {
+		return w, false, nil
+	}
+	r.words[w.Node] = rosterEntry{st, w}
+	r.gen = max(r.gen, w.Generation)
+	return w, true, nil
+}
+
+// beat checks and keeps a heartbeat if it is the newest.
+func (r *roster) beat(st authority.Statement) error {
+	hb, err := authority.OpenHeartbeat(r.pub, r.project, st)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.heartbeat.Body) > 0 {
+		if cur, err := authority.OpenHeartbeat(r.pub, r.project, r.heartbeat); err == nil && cur.Time.After(hb.Time) {
+			return nil
 		}
-		push := h.issue(s, &message{Op: opGrant})
-		if push.Error != "" {
-			h.log.Warn("fresh credential not issued", zap.String("node", nodeID), zap.String("reason", push.Error))
-			continue
+	}
+	r.heartbeat = st
+	r.gen = max(r.gen, hb.Generation)
+	return nil
+}
+
+// since returns the newest generation heard, the words after since (all of
+// them if since is ahead) and the newest heartbeat.
+func (r *roster) since(since uint64) (uint64, []authority.Statement, *authority.Statement) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if since > r.gen {
+		since = 0
+	}
+	var out []authority.Statement
+	for _, e := range r.words {
+		if e.w.Generation > since {
+			out = append(out, e.st)
 		}
-		s.push(push)
 	}
+	var hb *authority.Statement
+	if len(r.heartbeat.Body) > 0 {
+		h := r.heartbeat
+		hb = &h
+	}
+	return r.gen, out, hb
 }
 
-// Members lists the authority's members.
-func (h *Hub) Members() ([]authority.Member, error) {
-	ms, err := h.auth.Members()
+// generation is the newest generation heard.
+func (r *roster) generation() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gen
+}
+
+// current is the verifier's view: the newest word on node.
+func (r *roster) current(node string) (credential.State, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.words[node]
+	return credential.State{Generation: e.w.Generation, Attributes: e.w.Attributes, Revoked: e.w.Revoked}, ok
+}
+
+// word returns the newest word on node.
+func (r *roster) word(node string) (authority.Word, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.words[node]
+	return e.w, ok
+}
+
+// onChange passes a member change on: a fresh credential to the node's own
+// sessions, the word to every member session, and the door to a revoked
+// node's sessions once they heard why. Changes come in order, one at a time.
+func (h *Hub) onChange(c authority.Change) {
+	h.memberMu.Lock()
+	defer h.memberMu.Unlock()
+	w, fresh, err := h.roster.apply(c.Word)
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		h.log.Error("dropped a member change not signed by the project's authority", zap.Error(err))
+		return
 	}
-	return ms, nil
+	if !fresh {
+		return
+	}
+	h.log.Info("member changed", zap.String("node", w.Node), zap.Uint64("generation", w.Generation),
+		zap.Bool("revoked", w.Revoked), zap.Any("attributes", w.Attributes))
+	if c.Grant != nil {
+		h.regrant(w.Node, c.Grant)
+	}
+	h.broadcast(&message{Op: opMember, Statement: &c.Word})
+	if w.Revoked {
+		for _, s := range h.sessionsOf(w.Node) {
+			s.closeAfterPushes() // it hears of its revocation first
+		}
+	}
 }
 
-// sessionsOf returns the sessions of a node.
+// onHeartbeat passes the authority's heartbeat on to every member session.
+func (h *Hub) onHeartbeat(st authority.Statement) {
+	h.memberMu.Lock()
+	defer h.memberMu.Unlock()
+	if err := h.roster.beat(st); err != nil {
+		h.log.Error("dropped a heartbeat not signed by the project's authority", zap.Error(err))
+		return
+	}
+	h.broadcast(&message{Op: opHeartbeat, Statement: &st})
+}
+
+// regrant pushes a fresh credential to the node's member sessions, and
+// acts on it for them from now on. One that misses it learns of its new
+// generation from the word and renews.
+func (h *Hub) regrant(nodeID string, der []byte) {
+	cred, err := h.verifier().Verify([][]byte{der})
+	if err != nil {
+		h.log.Error("dropped a fresh credential the relay cannot verify", zap.String("node", nodeID), zap.Error(err))
+		return
+	}
+	for _, s := range h.sessionsOf(nodeID) {
+		if s.isReady() {
+			s.cred.Store(cred)
+			s.push(&message{Op: opGrant, Credential: der})
+		}
+	}
+}
+
+// sessionsOf returns the member sessions of a node.
 func (h *Hub) sessionsOf(nodeID string) []*session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -123,11 +206,9 @@ func (h *Hub) sessionsOf(nodeID string) []*session {
 	return out
 }
 
-// broadcast queues the word on m for every session, admitted or being
-// admitted (which send it once their credential reply is out).
-func (h *Hub) broadcast(m *authority.Member) {
-	u := updateOf(m)
-	msg := &message{Op: opMember, Node: u.Node, Generation: u.Generation, Attributes: u.Attributes, Revoked: u.Revoked}
+// broadcast queues m for every member session, admitted or being admitted
+// (which send it once their reply is out).
+func (h *Hub) broadcast(m *message) {
 	h.mu.Lock()
 	all := make([]*session, 0, len(h.sessions))
 	for s := range h.sessions {
@@ -135,26 +216,45 @@ func (h *Hub) broadcast(m *authority.Member) {
 	}
 	h.mu.Unlock()
 	for _, s := range all {
-		s.push(msg)
+		s.push(m)
 	}
 }
 
-// memberState fills a credential reply with the words newer than since (all
-// of them if since is ahead of the authority, as after a restored database).
-func (h *Hub) memberState(reply *message, since uint64) error {
-	gen, ms, err := h.auth.Snapshot()
+// verifier checks credentials against the project's authority and the
+// relay's copy of the member state.
+func (h *Hub) verifier() *credential.Verifier {
+	return &credential.Verifier{Root: h.project.Cert, ProjectID: h.project.ID, Current: h.roster.current}
+}
+
+// ErrNotLocal means an administrative change was asked of a relay that does
+// not run the authority: it belongs to `agent authority`.
+var ErrNotLocal = errors.New("this hub runs as a relay only; the authority (agent authority) makes member changes")
+
+// Revoke revokes a member through the authority in this process.
+func (h *Hub) Revoke(nodeID string) (*authority.Member, error) {
+	if h.local == nil {
+		return nil, fmt.Errorf("revoke %s: %w", nodeID, ErrNotLocal)
+	}
+	return h.local.Revoke(nodeID)
+}
+
+// SetAttributes replaces a member's attributes through the authority in
+// this process.
+func (h *Hub) SetAttributes(nodeID string, attrs map[string]string) (*authority.Member, error) {
+	if h.local == nil {
+		return nil, fmt.Errorf("set attributes of %s: %w", nodeID, ErrNotLocal)
+	}
+	return h.local.SetAttributes(nodeID, attrs)
+}
+
+// Members lists the members known to the authority in this process.
+func (h *Hub) Members() ([]authority.Member, error) {
+	if h.local == nil {
+		return nil, fmt.Errorf("list members: %w", ErrNotLocal)
+	}
+	ms, err := h.local.Members()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("list members: %w", err)
 	}
-	if since > gen {
-		since = 0
-	}
-	reply.Generation = gen
-	reply.Members = reply.Members[:0]
-	for i := range ms {
-		if ms[i].Generation > since {
-			reply.Members = append(reply.Members, updateOf(&ms[i]))
-		}
-	}
-	return nil
+	return ms, nil
 }

@@ -181,8 +181,9 @@ func TestReconnectGetsMissedWords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := bank.Client.Status().Since
 	hub.Restart(t)
-	if !testhub.WaitFor(wait, func() bool { return bank.Client.Status().Connected }) {
+	if !testhub.WaitFor(wait, func() bool { st := bank.Client.Status(); return st.Connected && st.Since.After(before) }) {
 		t.Fatal("bank did not reconnect")
 	}
 	// Connected means the member state came first.

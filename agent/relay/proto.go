@@ -3,9 +3,15 @@
 // One TCP port carries two kinds of connection, told apart by their first bytes:
 //
 //   - control (TLS 1.3, the hub authenticated by the project authority, the
-//     agent by its node key): newline-delimited JSON messages to enroll, renew
-//     credentials, claim relay names and ask for data sessions, each at most
-//     64 KiB from an agent (framing.go);
+//     agent by its node key): newline-delimited JSON messages, each at most
+//     64 KiB from an agent (framing.go). A session starts limited: it may
+//     only open data sessions to the authority (the reserved relay name
+//     ".authority"), through which the agent enrolls or gets a fresh
+//     credential end to end (authority.Service.Exchange), and present that
+//     credential; then it may claim relay names, ask for data sessions, and
+//     receives the authority's signed words on members. The authority itself
+//     connects as a control session with its own key ("authority"), unless it
+//     runs in the hub's process (docs/threat-model.md);
 //   - data ("SLD2" + a 32-byte single-use token): the hub pairs the inlet's
 //     and the outlet's data connections by token. Once both are there and
 //     joined (spliced, or paired in the kernel's sockmap), it writes one ack
@@ -42,19 +48,24 @@ const controlALPN = "sluice-control/1"
 
 // Operations of the control protocol.
 const (
-	opEnroll   = "enroll"   // agent → hub: redeem a ticket, get a credential
-	opHello    = "hello"    // agent → hub: existing member, get a credential
-	opRenew    = "renew"    // agent → hub: fresh credential
-	opClaim    = "claim"    // agent → hub: own a relay name
-	opRelease  = "release"  // agent → hub: give a relay name up
-	opDial     = "dial"     // agent → hub: open a data session to a relay
-	opPing     = "ping"     // agent → hub: liveness
-	opReply    = "reply"    // hub → agent: answer to a request with the same ID
-	opIncoming = "incoming" // hub → agent: a data session for a relay it owns
-	opMember   = "member"   // hub → agent: a member was revoked or its attributes changed
-	opGrant    = "grant"    // hub → agent: a fresh credential, unasked: its member record changed
-	opPolicies = "policies" // agent → hub: the --allow expressions of its outlets (docs/hub.md)
+	opPresent   = "present"   // agent → hub: the credential this session acts with
+	opMembers   = "members"   // agent → hub: the words after a generation
+	opClaim     = "claim"     // agent → hub: own a relay name
+	opRelease   = "release"   // agent → hub: give a relay name up
+	opDial      = "dial"      // agent → hub: open a data session to a relay (or to the authority)
+	opPing      = "ping"      // agent → hub: liveness
+	opPolicies  = "policies"  // agent → hub: the --allow expressions of its outlets (docs/hub.md)
+	opReply     = "reply"     // hub → agent: answer to a request with the same ID
+	opIncoming  = "incoming"  // hub → agent: a data session for a relay it owns
+	opMember    = "member"    // hub → agent, authority → hub: the authority's signed word on a member
+	opHeartbeat = "heartbeat" // hub → agent, authority → hub: the authority's signed heartbeat
+	opGrant     = "grant"     // hub → agent, authority → hub: a fresh credential, unasked: its member record changed
+	opAuthority = "authority" // authority → hub: this session is the project's authority
 )
+
+// authorityRelay is the relay name an agent dials to reach the authority:
+// never one an agent can claim (authority.CheckRelayName refuses it).
+const authorityRelay = ".authority"
 
 // Shutdown of the hub (hub_drain.go).
 const (
@@ -71,25 +82,20 @@ type message struct {
 	Error string `json:"error,omitempty"`
 	Code  string `json:"code,omitempty"`
 
-	Ticket     string            `json:"ticket,omitempty"`
-	Relay      string            `json:"relay,omitempty"`
-	Token      []byte            `json:"token,omitempty"`
-	Node       string            `json:"node,omitempty"`
-	Credential []byte            `json:"credential,omitempty"`
-	Authority  []byte            `json:"authority,omitempty"`
-	Project    string            `json:"project,omitempty"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-	// Revoked, in opMember: Node is revoked.
-	Revoked bool `json:"revoked,omitempty"`
+	Relay      string `json:"relay,omitempty"`
+	Token      []byte `json:"token,omitempty"`
+	Node       string `json:"node,omitempty"`
+	Credential []byte `json:"credential,omitempty"` // DER, in opPresent and opGrant
 
-	// Member state (see MemberUpdate). Generation: in opMember, the
-	// generation of this word on Node; in enroll, hello and renew, the
-	// newest generation the agent has all the words up to; in a reply with
-	// a credential, the project's generation, with Members holding every
-	// word newer than the one the agent asked from (all of them if the
-	// agent is ahead of the hub).
-	Generation uint64         `json:"generation,omitempty"`
-	Members    []MemberUpdate `json:"members,omitempty"`
+	// Member state. Generation: in opPresent and opMembers, the newest
+	// generation the agent has every word up to; in their replies, the
+	// newest the hub has, with Words holding its words after the one asked
+	// from (all of them if the agent is ahead). Statement: in opMember and
+	// opHeartbeat, the authority's signed statement.
+	Generation uint64                `json:"generation,omitempty"`
+	Words      []authority.Statement `json:"words,omitempty"`
+	Heartbeat  *authority.Statement  `json:"heartbeat,omitempty"`
+	Statement  *authority.Statement  `json:"statement,omitempty"`
 
 	// Outlet policies, in opPolicies: the agent's outlets' --allow
 	// expressions, which replace what it published before. The hub refuses
@@ -110,6 +116,15 @@ var (
 	ErrHubUntrusted = errors.New("hub certificate is not signed by the project authority")
 	// ErrNotConnected means the agent has no live control connection.
 	ErrNotConnected = errors.New("not connected to the hub")
+	// ErrNoCredential means the session has not presented a valid
+	// credential yet, and asked for what only members may do.
+	ErrNoCredential = errors.New("present a valid credential first")
+	// ErrNoAuthority means the relay has no link to the project's
+	// authority now (agent authority is not connected to it).
+	ErrNoAuthority = errors.New("the project's authority is not connected to this relay")
+	// ErrCredentialRefused means the relay refused a presented credential:
+	// not the project's, expired, stale or not the session's key.
+	ErrCredentialRefused = errors.New("credential refused")
 	// ErrRefused is a hub refusal without a more specific sentinel.
 	ErrRefused = errors.New("hub refused the request")
 	// ErrNoSession means the hub closed a data connection instead of
@@ -130,6 +145,9 @@ var codes = []struct {
 	{"not_member", authority.ErrNotMember},
 	{"revoked", authority.ErrMemberRevoked},
 	{"no_relay", ErrNoRelay},
+	{"no_credential", ErrNoCredential},
+	{"no_authority", ErrNoAuthority},
+	{"credential_refused", ErrCredentialRefused},
 	{"relay_taken", ErrRelayTaken},
 	// Limits and framing (docs/hub.md).
 	{"too_large", ErrMessageTooLarge},

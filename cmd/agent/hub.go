@@ -19,20 +19,28 @@ import (
 
 func hubCommand() *cobra.Command {
 	var (
-		projectDir, listen, admin, relayMode string
-		lifetime, shutdownTimeout            time.Duration
-		debugSocket                          string
-		limits                               relay.Limits
-		logs                                 logFlags
+		projectDir, listen, admin, relayMode, role string
+		lifetime, shutdownTimeout                  time.Duration
+		debugSocket                                string
+		limits                                     relay.Limits
+		logs                                       logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR --listen ADDR",
-		Short: "Run the hub: the project authority and the relay both sides dial out to",
-		Long: `Run the hub. It redeems enrollment tickets, issues short-lived credentials,
-keeps the relay names agents claim, and relays data sessions between inlets and
-outlets, with splice(2) or in the kernel with a sockmap sk_skb redirect
-(--relay). It never holds a key that can read them. Its database (members,
-used tickets) is hub.db in the project directory.
+		Short: "Run the hub: the relay both sides dial out to, and the project authority",
+		Long: `Run the hub. As a relay it keeps the relay names agents claim and relays data
+sessions between inlets and outlets, with splice(2) or in the kernel with a
+sockmap sk_skb redirect (--relay); it never holds a key that can read them.
+
+With --role both (the default) it also runs the project authority: it redeems
+enrollment tickets, issues short-lived credentials and signs the member state,
+with its database (members, used tickets) in hub.db in the project directory.
+With --role relay it holds no key that can sign a credential, a member update
+or a revocation: the authority runs elsewhere (agent authority) and connects to
+it, agents enroll and renew with the authority end to end through it, and it
+passes the authority's signed words on. A relay's project directory needs only
+project.json, authority.pem, hub.key and hub.pem (agentctl project export-relay).
+` + "`" + `agentctl member` + "`" + ` then talks to the authority's socket, not to the relay's.
 
 Nothing a peer can drive before it authenticates is unbounded: control
 messages are at most 64 KiB, connections that have not authenticated are
@@ -54,6 +62,9 @@ and never stops it.`,
 			if lifetime < 10*time.Second {
 				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
 			}
+			if role != "both" && role != "relay" {
+				return fmt.Errorf("--role %q: want both (relay and authority) or relay", role)
+			}
 			if !slices.Contains(relayModes, relayMode) {
 				return fmt.Errorf("--relay %q: want auto, splice or sockmap", relayMode)
 			}
@@ -71,20 +82,30 @@ and never stops it.`,
 				defer logFile.Close()
 			}
 			defer log.Sync()
-			p, err := authority.Load(projectDir)
-			if err != nil {
-				return err
+			var (
+				p   *authority.Project
+				svc *authority.Service
+			)
+			if role == "relay" {
+				if p, err = authority.LoadRelay(projectDir); err != nil {
+					return err
+				}
+			} else {
+				if p, err = authority.Load(projectDir); err != nil {
+					return err
+				}
+				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
+				if err != nil {
+					return err
+				}
+				defer auth.Close()
+				svc = authority.NewService(auth)
 			}
-			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
-			if err != nil {
-				return err
-			}
-			defer auth.Close()
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", listen, err)
 			}
-			log.Info("hub listening", zap.String("listen", ln.Addr().String()), zap.String("project", p.ID),
+			log.Info("hub listening", zap.String("listen", ln.Addr().String()), zap.String("project", p.ID), zap.String("role", role),
 				zap.String("hub_address", p.HubAddress), zap.Duration("credential_lifetime", lifetime))
 			sm, err := openRelay(relayMode, log)
 			if err != nil {
@@ -96,11 +117,11 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Sockmap: sm, Limits: limits})
+			hub := relay.NewHub(p, relay.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
 			if admin == "" {
 				admin = api.HubAdminSocket(projectDir)
 			}
-			stopAdmin, err := serveAdmin(admin, hub)
+			stopAdmin, err := serveAdmin(admin, hub.AdminHandler())
 			if err != nil {
 				ln.Close()
 				return err
@@ -118,9 +139,10 @@ and never stops it.`,
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. 0.0.0.0:4443 (required)")
-	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member`: revocations and attribute changes (default: hub.sock in the project directory)")
+	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (revocations and attribute changes, with --role both) and the relay's statistics (default: hub.sock in the project directory)")
+	cmd.Flags().StringVar(&role, "role", "both", "both: relay and project authority in this process; relay: a relay only, holding no signing key (the authority runs as `agent authority` and connects to it)")
 	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
-	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
+	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it (--role both)")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long the data sessions relayed may go on before they are reset; the hub refuses new connections and tells agents it goes away meanwhile")
 	registerDebug(cmd, &debugSocket)
 	registerLimits(cmd, &limits)
@@ -176,13 +198,13 @@ func openRelay(mode string, log *zap.Logger) (*relay.Sockmap, error) {
 	return sm, nil
 }
 
-// serveAdmin serves the hub's admin API on a unix socket until stopped.
-func serveAdmin(path string, hub *relay.Hub) (stop func(), err error) {
+// serveAdmin serves an admin API on a unix socket until stopped.
+func serveAdmin(path string, h http.Handler) (stop func(), err error) {
 	ln, err := api.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	srv := &http.Server{Handler: hub.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return func() { srv.Close() }, nil
 }

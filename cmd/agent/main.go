@@ -1,5 +1,6 @@
 // Command agent is the Sluice daemon: `agent run` on every host, `agent hub`
-// on the one machine both sides can dial.
+// on the one machine both sides can dial, and `agent authority` where the
+// project's signing key lives when it is kept apart from the relay.
 package main
 
 import (
@@ -31,7 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(runCommand(), hubCommand())
+	root.AddCommand(runCommand(), hubCommand(), authorityCommand())
 	root.AddCommand(cleanupCommand())
 	return root.ExecuteContext(ctx)
 }

@@ -113,12 +113,14 @@ func inletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
 	var spec portal.InletSpec
 	create := &cobra.Command{
-		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--allow-local EXPR] [--transparent]",
+		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--outlet-node ID] [--allow-local EXPR] [--transparent]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
 		Long: `Create a TCP inlet. It listens on --from; each connection is carried through
 the hub to the agent that claimed relay --via, over a mutually authenticated TLS
 1.3 channel, and comes out of that agent's outlet (--outlet, or its only one).
 --allow is a policy over the outlet agent's attributes; see docs/policy.md.
+The hub says which node owns the relay; --outlet-node ID pins it instead, so
+that a channel to any other node is refused even if it has those attributes.
 
 Without --allow-local, an explicit inlet admits anyone who can reach --from:
 every container whose network routes to that address, the host itself, and,
@@ -172,6 +174,7 @@ otherwise. Example:
 	create.Flags().StringVar(&spec.Via, "via", "", "relay name of the outlet's agent (required, unless --direct)")
 	create.Flags().StringVar(&spec.Direct, "direct", "", "HOST:PORT where the outlet's agent accepts channels without the hub (agent run --direct-listen), instead of --via")
 	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the outlet agent's attributes (required; default deny)")
+	create.Flags().StringVar(&spec.OutletNode, "outlet-node", "", "node ID the outlet's agent must have (agentctl status there): channels to any other node are refused, whatever the hub says owns the relay")
 	create.Flags().StringVar(&spec.Name, "name", "", "inlet name (default inlet-N)")
 	create.Flags().StringVar(&spec.Outlet, "outlet", "", "outlet name on the far agent (default: its only outlet)")
 	create.Flags().BoolVar(&spec.Transparent, "transparent", false, "--from is a virtual service address that local containers reach through the BPF data path")

@@ -34,7 +34,30 @@ and the project ID. Keep DIR private: whoever reads authority.key can enroll nod
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to create the project in (required)")
 	initCmd.Flags().StringVar(&hub, "hub-address", "", "HOST:PORT that agents dial to reach the hub (required)")
-	cmd.AddCommand(initCmd)
+	var out string
+	export := &cobra.Command{
+		Use:   "export-relay --dir DIR --out RELAYDIR",
+		Short: "Copy what a relay of the project needs (never the authority's key) into a new directory",
+		Long: `Copy into RELAYDIR, a new directory, what ` + "`agent hub --role relay`" + ` needs of the
+project in DIR: project.json, authority.pem (the public certificate), hub.key and
+hub.pem. Not authority.key, not hub.db: a relay holds no key that can sign a
+credential, a member update or a revocation. Move RELAYDIR to the relay's
+machine; run ` + "`agent authority --project DIR`" + ` where DIR stays.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || out == "" {
+				return errors.New("--dir and --out are required, e.g. agentctl project export-relay --dir ./project --out ./relay")
+			}
+			if err := authority.ExportRelay(dir, out); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.out, "relay files of the project in %s written to %s (no authority key)\n", dir, out)
+			return nil
+		},
+	}
+	export.Flags().StringVar(&dir, "dir", "", "the project directory (required)")
+	export.Flags().StringVar(&out, "out", "", "the new directory to write (required)")
+	cmd.AddCommand(initCmd, export)
 	return cmd
 }
 

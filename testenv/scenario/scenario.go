@@ -94,6 +94,11 @@ type Options struct {
 	// without --allow-local, on an analysis agent without the BPF data
 	// path: the benchmarks' explicit path.
 	OpenExplicit bool
+	// SplitAuthority runs the hub as a relay only (agent hub --role relay),
+	// from a directory with the project's public files and the hub's key
+	// but not the authority's key (agentctl project export-relay), and the
+	// authority apart (agent authority), linked to it.
+	SplitAuthority bool
 	// AgentArgs are extra `agent run` arguments for the agent of that name
 	// ("bank", "analysis", or one started with StartAgent), such as
 	// --direct-listen ADDR.
@@ -109,6 +114,10 @@ type Scenario struct {
 
 	Postgres *testenv.Process
 	Hub      *testenv.Process
+	// Authority is the authority's own process with SplitAuthority, and
+	// RelayDir the relay's project directory.
+	Authority *testenv.Process
+	RelayDir  string
 	Bank     *Agent
 	Analysis *Agent
 
@@ -180,8 +189,20 @@ func (s *Scenario) Start(ctx context.Context) error {
 	if _, err := s.Ctl(ctx, "project", "init", "--dir", s.ProjectDir, "--hub-address", s.HubAddress()); err != nil {
 		return err
 	}
+	if s.opts.SplitAuthority {
+		s.step("administrator: the relay gets the project's public files and its own key, never the authority's")
+		s.RelayDir = filepath.Join(s.Env.Dir(), "relay")
+		if _, err := s.Ctl(ctx, "project", "export-relay", "--dir", s.ProjectDir, "--out", s.RelayDir); err != nil {
+			return err
+		}
+	}
 	if err := s.StartHub(ctx); err != nil {
 		return err
+	}
+	if s.opts.SplitAuthority {
+		if err := s.StartAuthority(ctx); err != nil {
+			return err
+		}
 	}
 	s.step("administrator: issuing two one-time enrollment tickets (10 minutes)")
 	bankTicket, err := s.Ticket(ctx, "--attribute", "postgres-outlet=true", "--relay", BankRelay)
@@ -260,8 +281,11 @@ func (s *Scenario) DisallowApp(ctx context.Context) error {
 // StartHub starts the hub in the internet namespace and waits until it listens.
 func (s *Scenario) StartHub(ctx context.Context) error {
 	args := []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--project", s.ProjectDir, "--listen", s.HubAddress()}
+	if s.opts.SplitAuthority {
+		args = []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--role", "relay", "--project", s.RelayDir, "--listen", s.HubAddress()}
+	}
 	args = append(args, s.hubArgs...)
-	if s.opts.CredentialLifetime > 0 {
+	if s.opts.CredentialLifetime > 0 && !s.opts.SplitAuthority {
 		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
 	}
 	p, err := s.Seed.Internet.Start("hub", args, testenv.ProcOptions{})
@@ -270,6 +294,22 @@ func (s *Scenario) StartHub(ctx context.Context) error {
 	}
 	s.Hub = p
 	return waitFor(ctx, p, "hub listening")
+}
+
+// StartAuthority starts the authority apart from the relay (SplitAuthority),
+// on the internet next to it, and waits until it is linked to the relay.
+func (s *Scenario) StartAuthority(ctx context.Context) error {
+	s.step("administrator: the authority runs apart and dials out to the relay")
+	args := []string{filepath.Join(s.opts.Bin, "agent"), "authority", "--project", s.ProjectDir}
+	if s.opts.CredentialLifetime > 0 {
+		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
+	}
+	p, err := s.Seed.Internet.Start("authority", args, testenv.ProcOptions{})
+	if err != nil {
+		return err
+	}
+	s.Authority = p
+	return waitFor(ctx, p, "linked to the relay")
 }
 
 // RestartHub stops the hub and starts it again with extra `agent hub`

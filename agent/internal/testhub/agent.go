@@ -29,6 +29,7 @@ type AgentOptions struct {
 	AuthorityKey ed25519.PublicKey
 	PingInterval time.Duration
 	Logger       *zap.Logger // the client's; zap.NewNop()
+	MaxStale     time.Duration
 }
 
 // Agent is a node with a started relay.Client, and the channel keys and
@@ -72,6 +73,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		Ticket:       opts.Ticket,
 		PingInterval: opts.PingInterval,
 		Logger:       opts.Logger,
+		MaxStale:     opts.MaxStale,
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)

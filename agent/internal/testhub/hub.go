@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,19 +23,28 @@ type Options struct {
 	Authority authority.Options
 	// Listener, if set, wraps the hub's listener (to inject accept errors).
 	Listener func(net.Listener) net.Listener
+	// Split runs the hub as a relay only, from a project directory without
+	// the authority's key (authority.ExportRelay), and the authority apart,
+	// linked to it over loopback (relay.RunAuthorityLink) until the test
+	// ends or StopAuthority.
+	Split bool
 }
 
 // Hub is a relay hub of a fresh project, serving on 127.0.0.1.
 type Hub struct {
 	Project *authority.Project
 	Auth    *authority.Authority
-	Addr    string // HOST:PORT, also the address in the project's tickets
+	Service *authority.Service // the authority at work, in the hub's process
+	Addr    string             // HOST:PORT, also the address in the project's tickets
 	opts    relay.HubOptions
+	relayP  *authority.Project // what a relay-only hub loads; nil unless Split
 
-	mu     sync.Mutex // guards the following
-	hub    *relay.Hub
-	cancel context.CancelFunc
-	done   chan error // receives Serve's result; nil when stopped
+	mu       sync.Mutex // guards the following
+	hub      *relay.Hub
+	cancel   context.CancelFunc
+	done     chan error // receives Serve's result; nil when stopped
+	linkStop context.CancelFunc
+	linkDone chan error
 }
 
 // Start makes a project for a hub on an ephemeral port of 127.0.0.1 and serves
@@ -57,12 +67,27 @@ func Start(t testing.TB, opts Options) *Hub {
 		ln.Close()
 		t.Fatal(err)
 	}
-	h := &Hub{Project: p, Auth: a, Addr: ln.Addr().String(), opts: opts.Hub}
+	h := &Hub{Project: p, Auth: a, Service: authority.NewService(a), Addr: ln.Addr().String(), opts: opts.Hub}
+	if opts.Split {
+		dir := filepath.Join(t.TempDir(), "relay")
+		if err := authority.ExportRelay(p.Dir, dir); err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		if h.relayP, err = authority.LoadRelay(dir); err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+	}
 	if opts.Listener != nil {
 		ln = opts.Listener(ln)
 	}
 	h.serve(ln)
+	if opts.Split {
+		h.StartAuthority()
+	}
 	t.Cleanup(func() {
+		h.StopAuthority()
 		if err := h.Stop(); err != nil {
 			t.Error(err)
 		}
@@ -71,9 +96,42 @@ func Start(t testing.TB, opts Options) *Hub {
 	return h
 }
 
+// StartAuthority links the authority of a Split hub to it, in the
+// background, and waits (up to 10s) until the hub has the link.
+func (h *Hub) StartAuthority() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- relay.RunAuthorityLink(ctx, relay.AuthorityLinkOptions{Hub: h.Addr, Service: h.Service,
+			HeartbeatInterval: h.opts.HeartbeatInterval})
+	}()
+	h.mu.Lock()
+	h.linkStop, h.linkDone = cancel, done
+	h.mu.Unlock()
+	WaitFor(10*time.Second, func() bool { return h.Relay().Stats().Authority == "linked" })
+}
+
+// StopAuthority ends the link of a Split hub's authority and waits for it.
+func (h *Hub) StopAuthority() {
+	h.mu.Lock()
+	stop, done := h.linkStop, h.linkDone
+	h.linkStop, h.linkDone = nil, nil
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
 func (h *Hub) serve(ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
-	hub := relay.NewHub(h.Auth, h.opts)
+	opts, p := h.opts, h.Project
+	if h.relayP != nil {
+		p = h.relayP
+	} else {
+		opts.Authority = h.Service
+	}
+	hub := relay.NewHub(p, opts)
 	done := make(chan error, 1)
 	go func() { done <- hub.Serve(ctx, ln) }()
 	h.mu.Lock()

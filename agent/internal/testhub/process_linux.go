@@ -257,7 +257,7 @@ func runProcess(cfgJSON string) error {
 	if err != nil {
 		return fmt.Errorf("listener: %w", err)
 	}
-	hub := relay.NewHub(auth, relay.HubOptions{Logger: log, Limits: o.Limits, HelloTimeout: o.HelloTimeout, SessionTimeout: o.SessionTimeout})
+	hub := relay.NewHub(auth.Project(), relay.HubOptions{Authority: authority.NewService(auth), Logger: log, Limits: o.Limits, HelloTimeout: o.HelloTimeout, SessionTimeout: o.SessionTimeout})
 	admin, err := net.Listen("unix", cfg.Admin)
 	if err != nil {
 		ln.Close()

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/api"
+	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+func authorityCommand() *cobra.Command {
+	var (
+		projectDir, hub, admin string
+		lifetime               time.Duration
+		logs                   logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "authority --project DIR",
+		Short: "Run the project authority apart from the relay (which then runs as agent hub --role relay)",
+		Long: `Run the project authority on its own: it holds the project's signing key and
+its database (hub.db), redeems enrollment tickets, issues credentials and signs
+every word on the members. It listens on no port: it dials out to the relay
+(agent hub --role relay) at the project's hub address, or --hub, and answers the
+agents through it end to end; the relay sees only ciphertext and signed
+statements it cannot forge. ` + "`agentctl member`" + ` talks to its admin socket
+(authority.sock in the project directory unless --admin).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if projectDir == "" {
+				return errors.New("--project is required, e.g. agent authority --project ./project")
+			}
+			if lifetime < 10*time.Second {
+				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
+			}
+			log, logFile, err := logs.open()
+			if err != nil {
+				return err
+			}
+			if logFile != nil {
+				defer logFile.Close()
+			}
+			defer log.Sync()
+			hup := make(chan struct{})
+			defer close(hup)
+			go onHangup(lifecycleOf(cmd.Context()), logFile, log, hup)
+			p, err := authority.Load(projectDir)
+			if err != nil {
+				return err
+			}
+			if hub == "" {
+				hub = p.HubAddress
+			}
+			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
+			if err != nil {
+				return err
+			}
+			defer auth.Close()
+			svc := authority.NewService(auth)
+			if admin == "" {
+				admin = api.AuthorityAdminSocket(projectDir)
+			}
+			stopAdmin, err := serveAdmin(admin, relay.AuthorityAdminHandler(svc))
+			if err != nil {
+				return err
+			}
+			defer stopAdmin()
+			log.Info("authority admin API listening", zap.String("socket", admin))
+			log.Info("authority linking to its relay", zap.String("relay", hub), zap.String("project", p.ID),
+				zap.Duration("credential_lifetime", lifetime))
+			err = relay.RunAuthorityLink(cmd.Context(), relay.AuthorityLinkOptions{Hub: hub, Service: svc, Logger: log})
+			log.Info("authority stopped")
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
+	cmd.Flags().StringVar(&hub, "hub", "", "HOST:PORT of the relay (default: the project's hub address)")
+	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (default: authority.sock in the project directory)")
+	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
+	logs.register(cmd)
+	return cmd
+}
