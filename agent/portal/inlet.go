@@ -110,7 +110,7 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	}
 	ctx, stop := context.WithCancel(m.ctx)
 	in := &inlet{spec: spec, allow: allow, ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns),
-		conns: map[*net.TCPConn]ConnInfo{}}
+		conns: map[*net.TCPConn]ConnInfo{}, pool: pool{ttl: m.opts.WarmIdle}}
 	if spec.Transparent {
 		in.svc, _ = ServiceAddr(spec.From) // checked above
 		if other := m.serviceLocked(in.svc); other != nil {

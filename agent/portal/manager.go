@@ -34,7 +34,10 @@ type Options struct {
 	Logger           *zap.Logger   // zap.NewNop()
 	MaxConns         int           // 4096: open connections per portal; more are refused with a reset
 	HandshakeTimeout time.Duration // 10s
-	DialTimeout      time.Duration // 5s: outlet to target
+	// WarmIdle is how long a channel whose connection ended cleanly stays
+	// open to carry its inlet's next one (pool.go); negative: never.
+	WarmIdle    time.Duration // DefaultWarmIdle (30s)
+	DialTimeout time.Duration // 5s: outlet to target
 	// Local decides, for a connection accepted by an explicit inlet with
 	// --allow-local, whether the inlet's local policy permits the workload
 	// it comes from; if so it calls serve with that workload, else returns
@@ -80,6 +83,7 @@ func New(opts Options) *Manager {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = 4096
 	}
+	opts.WarmIdle = cmp.Or(opts.WarmIdle, DefaultWarmIdle)
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}

@@ -20,7 +20,7 @@ import (
 // connection to the hub and a TLS handshake. The outlet keeps serving the
 // channel as long as it lives.
 //
-//	serveInlet ──take──> pool (LIFO, at most maxIdle, each at most idleTTL)
+//	serveInlet ──take──> pool (LIFO, at most maxIdle, each at most Options.WarmIdle)
 //	     │                  ^
 //	     └─ no warm channel: openChannel (cold) ──> after a clean end: put
 //
@@ -28,8 +28,10 @@ import (
 // tracked like a busy one), to the inlet's removal, and is checked for a
 // close by the peer before it is used.
 const (
-	maxIdle = 8                // warm channels kept per inlet
-	idleTTL = 30 * time.Second // a warm channel unused this long is closed
+	maxIdle = 8 // warm channels kept per inlet
+	// DefaultWarmIdle is Options.WarmIdle's default: a warm channel unused
+	// this long is closed.
+	DefaultWarmIdle = 30 * time.Second
 )
 
 // session is one channel of an inlet, busy or warm.
@@ -80,6 +82,8 @@ func (s *session) close() {
 
 // pool holds an inlet's warm sessions.
 type pool struct {
+	ttl time.Duration // how long a session stays warm; < 0: none does
+
 	mu     sync.Mutex // guards the following
 	idle   []*session
 	closed bool
@@ -107,13 +111,13 @@ func (p *pool) take() *session {
 // put keeps s warm, or closes it if the pool is full or closed.
 func (p *pool) put(s *session) {
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= maxIdle {
+	if p.closed || len(p.idle) >= maxIdle || p.ttl < 0 {
 		p.mu.Unlock()
 		s.close()
 		return
 	}
 	p.idle = append(p.idle, s)
-	s.expire = time.AfterFunc(idleTTL, func() { p.drop(s) })
+	s.expire = time.AfterFunc(p.ttl, func() { p.drop(s) })
 	p.mu.Unlock()
 }
 

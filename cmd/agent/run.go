@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 	"github.com/sluicehq/sluice/loader"
 )
@@ -23,6 +24,7 @@ func runCommand() *cobra.Command {
 		direct                   string
 		maxConns                 int
 		shutdownTimeout          time.Duration
+		warmIdle                 time.Duration
 		debugSocket              string
 		logs                     logFlags
 		dp                       datapathFlags
@@ -59,6 +61,12 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			if err := dp.check(); err != nil {
 				return err
 			}
+			if warmIdle < 0 {
+				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) or more", warmIdle)
+			}
+			if warmIdle == 0 {
+				warmIdle = -1 // the portals' "never"
+			}
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
@@ -83,7 +91,8 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			defer os.Remove(socket)
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns})
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
+				WarmIdle: warmIdle})
 			if err != nil {
 				ln.Close()
 				return err
@@ -128,6 +137,7 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
+	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake; 0 turns warm channels off")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
 	registerDebug(cmd, &debugSocket)
 	dp.register(cmd)
