@@ -42,15 +42,6 @@ func (c *Container) KillAll() error {
 	}
 }
 
-// NewCgroup makes a cgroup v2 directory of the env, for processes that
-// must not share a container's (ProcOptions.Cgroup).
-func (e *Env) NewCgroup(name string) (string, error) {
-	if strings.ContainsAny(name, "/.") || name == "" {
-		return "", fmt.Errorf("new cgroup: invalid name %q", name)
-	}
-	return e.newCgroup("x-" + name)
-}
-
 // SetLinkUp sets the link ifname of ns up or down. A link set down loses
 // its routes: set them again after it is up (AddRoute), as a DHCP client
 // would.
