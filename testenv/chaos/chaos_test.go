@@ -198,43 +198,73 @@ type tally struct {
 // hub in the middle of a download and of an upload; the app and the
 // service must each see a reset, every time, never a clean EOF.
 func testTruncation(ctx context.Context, r *rig, cfg chaosConfig) {
-	t := r.t
-	app := r.s.Seed.App.NS
 	var rows []string
 	for _, victim := range []string{"analysis", "bank", "hub"} {
 		for _, download := range []bool{true, false} {
 			dir := map[bool]string{true: "download", false: "upload"}[download]
-			tl := tally{app: map[string]int{}, service: map[string]int{}}
-			for i := range cfg.trials {
-				st, err := r.streams.start(ctx, app, download)
-				if err != nil {
-					t.Fatalf("%s %s trial %d: %v", victim, dir, i, err)
-				}
-				if err := waitBytes(st, 4<<20); err != nil {
-					t.Fatalf("%s %s trial %d: %v", victim, dir, i, err)
-				}
-				r.kill(victim)
-				a, s := waitEnd(st.app), waitEnd(st.service)
-				tl.trials++
-				tl.app[a.outcome()]++
-				tl.service[s.outcome()]++
-				if !a.reset || !s.reset {
-					t.Errorf("%s killed mid-%s (trial %d): the app saw %s after %d bytes read, the service %s after %d",
-						victim, dir, i, a.outcome(), a.Read, s.outcome(), s.Read)
-				}
-				restarted := time.Now()
-				r.restart(ctx, victim)
-				if _, err := r.waitWorking(ctx); err != nil {
-					t.Fatal(err)
-				}
-				tl.restartToWorking = append(tl.restartToWorking, time.Since(restarted))
-			}
+			var tl tally
+			r.t.Run(victim+"/"+dir, func(t *testing.T) {
+				defer r.use(t)()
+				tl = truncationTrials(ctx, r, cfg.trials, victim, download)
+			})
 			rows = append(rows, fmt.Sprintf("| %s | %s | %d | %s | %s | %v |", map[string]string{"analysis": "inlet agent", "bank": "outlet agent", "hub": "hub"}[victim],
 				dir, tl.trials, outcomes(tl.app), outcomes(tl.service), median(tl.restartToWorking).Round(10*time.Millisecond)))
 		}
 	}
-	t.Logf("kill -9 mid-stream, %d trials each:\n| killed | stream | trials | the app saw | the service saw | restart to working (median) |\n|---|---|---|---|---|---|\n%s",
+	r.t.Logf("kill -9 mid-stream, %d trials each:\n| killed | stream | trials | the app saw | the service saw | restart to working (median) |\n|---|---|---|---|---|---|\n%s",
 		cfg.trials, strings.Join(rows, "\n"))
+}
+
+func truncationTrials(ctx context.Context, r *rig, trials int, victim string, download bool) tally {
+	t := r.t
+	tl := tally{app: map[string]int{}, service: map[string]int{}}
+	for i := range trials {
+		st, err := openStream(ctx, r, download)
+		if err != nil {
+			t.Fatalf("trial %d: %v", i, err)
+		}
+		r.kill(victim)
+		a, s := waitEnd(st.app), waitEnd(st.service)
+		tl.trials++
+		tl.app[a.outcome()]++
+		tl.service[s.outcome()]++
+		if !a.reset || !s.reset {
+			t.Errorf("killed mid-stream (trial %d): the app saw %s after %d bytes read, the service %s after %d",
+				i, a.outcome(), a.Read, s.outcome(), s.Read)
+		}
+		restarted := time.Now()
+		r.restart(ctx, victim)
+		if _, err := r.waitWorking(ctx); err != nil {
+			t.Fatal(err)
+		}
+		tl.restartToWorking = append(tl.restartToWorking, time.Since(restarted))
+	}
+	return tl
+}
+
+// openStream starts a stream and waits until 4 MiB have crossed. A stream
+// that cannot start is tried again, up to three times, after new
+// connections work: the fault this suite injects comes after.
+func openStream(ctx context.Context, r *rig, download bool) (*stream, error) {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			r.t.Logf("a stream did not start (%v); trying again", err)
+			if _, werr := r.waitWorking(ctx); werr != nil {
+				return nil, werr
+			}
+		}
+		var st *stream
+		if st, err = r.streams.start(ctx, r.s.Seed.App.NS, download); err != nil {
+			continue
+		}
+		if err = waitBytes(st, 4<<20); err != nil {
+			st.conn.Close()
+			continue
+		}
+		return st, nil
+	}
+	return nil, err
 }
 
 func outcomes(m map[string]int) string {

@@ -110,6 +110,15 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	if _, err := r.waitWorking(ctx); err != nil {
 		t.Fatal(err)
 	}
+	r.step("pgbench through the portal, 2 clients for 2s")
+	p, err := r.startPgbench(2, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	if run := parsePgbench(p.Output()); run.failed() {
+		t.Fatalf("pgbench through the portal: %s\n%s", run.summary(), tailLines(p.Output(), 20))
+	}
 	return r
 }
 
