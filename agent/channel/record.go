@@ -484,6 +484,7 @@ func (c *Conn) ReadControl() (byte, error) {
 // the next call.
 func (c *Conn) next() (byte, []byte, error) {
 	for {
+		need := hdrLen // bytes of the record at c.r needed to go on
 		if c.buf != nil && c.w-c.r >= hdrLen {
 			buf := *c.buf
 			h := buf[c.r : c.r+hdrLen]
@@ -497,38 +498,60 @@ func (c *Conn) next() (byte, []byte, error) {
 			if l < tagLen || l > MaxRecord+tagLen {
 				return 0, nil, fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord)
 			}
-			if c.w-c.r >= hdrLen+l {
-				nonce, err := c.in.nonce()
-				if err != nil {
-					return 0, nil, err
-				}
-				body := buf[c.r+hdrLen : c.r+hdrLen+l]
-				p, err := c.in.aead.Open(body[:0], nonce, body, h)
-				if err != nil {
-					return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
-				}
-				typ := h[0]
-				c.r += hdrLen + l
-				c.idle.big = hdrLen+l > smallSize/2
-				if typ == recEnd && c.r == c.w {
-					c.release() // nothing more should come
-				}
-				return typ, p, nil
-			}
-			if hdrLen+l > len(buf) {
-				// A large record in a small buffer: move to a large one.
-				nb := getBuf(true)
-				c.w = copy(*nb, buf[c.r:c.w])
-				putBuf(c.buf)
-				c.buf, c.r, c.idle.big = nb, 0, true
-			} else if c.r+hdrLen+l > len(buf) {
-				c.w = copy(buf, buf[c.r:c.w])
-				c.r = 0
+			need = hdrLen + l
+			if c.w-c.r >= need {
+				return c.open(h, buf[c.r+hdrLen:c.r+need])
 			}
 		}
+		c.makeRoom(need)
 		if err := c.fill(); err != nil {
 			return 0, nil, err
 		}
+	}
+}
+
+// open authenticates and decrypts the whole record at c.r in place.
+func (c *Conn) open(h, body []byte) (byte, []byte, error) {
+	nonce, err := c.in.nonce()
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := c.in.aead.Open(body[:0], nonce, body, h)
+	if err != nil {
+		return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
+	}
+	typ := h[0]
+	c.r += hdrLen + len(body)
+	c.idle.big = hdrLen+len(body) > smallSize/2
+	if typ == recEnd && c.r == c.w {
+		c.release() // nothing more should come
+	}
+	return typ, p, nil
+}
+
+// makeRoom makes room to read more of the record at c.r, of which need bytes
+// are needed (its header while that is incomplete). A record that would run
+// past the end of the buffer is moved to its front, whatever part of it has
+// arrived, even 1 to 3 bytes of a header. A small buffer is exchanged for a
+// large one only when it is full of a record too large for it: the buffer
+// grows as bytes arrive, never on the word of a header alone, which is not
+// authenticated before its record is whole.
+func (c *Conn) makeRoom(need int) {
+	if c.buf == nil {
+		return
+	}
+	buf := *c.buf
+	switch {
+	case c.r+need <= len(buf):
+		// There is room where the record is.
+	case c.r > 0:
+		c.w = copy(buf, buf[c.r:c.w])
+		c.r = 0
+	case c.w == len(buf):
+		nb := getBuf(true)
+		c.w = copy(*nb, buf[:c.w])
+		putBuf(c.buf)
+		c.buf, c.idle.big = nb, true
 	}
 }
 
@@ -549,7 +572,14 @@ func (c *Conn) fill() error {
 		c.buf, c.r, c.w = bp, 0, nr
 		return nil
 	}
-	nr, err := c.raw.Read((*c.buf)[c.w:])
+	room := (*c.buf)[c.w:]
+	if len(room) == 0 {
+		// makeRoom prevents this: a read into nothing returns 0 bytes
+		// and no error, which is not the end of the stream.
+		c.release()
+		return fmt.Errorf("read channel: no room in the read buffer: %w", ErrBadRecord)
+	}
+	nr, err := c.raw.Read(room)
 	c.w += nr
 	if nr > 0 {
 		return nil
