@@ -219,3 +219,30 @@ func TestMakeRoom(t *testing.T) {
 		c.release()
 	}
 }
+
+// TestEndRecordIsEmpty: an end record that carries bytes is refused.
+func TestEndRecordIsEmpty(t *testing.T) {
+	c, s := conns(t)
+	queue(t, c, s, sealed(t, c, data(10, 1), record{recEnd, []byte("x")}))
+	if _, err := io.ReadAll(s); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("read up to an end record with a byte: %v, want ErrBadRecord", err)
+	}
+}
+
+// TestSequenceNumbersRunOut: the last sequence number is never used, so a
+// nonce never comes back under generation 0's key.
+func TestSequenceNumbersRunOut(t *testing.T) {
+	c, s := conns(t)
+	c.out.seq = maxSeq - 1
+	if _, err := c.Write([]byte("last")); err != nil {
+		t.Fatalf("write of the record before the last: %v", err)
+	}
+	if _, err := c.Write([]byte("one too many")); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("write past the last record: %v, want ErrBadRecord", err)
+	}
+	s.in.seq = maxSeq - 1
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(s, b); err != nil || string(b) != "last" {
+		t.Fatalf("read of the record before the last: %q, %v", b, err)
+	}
+}

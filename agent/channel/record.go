@@ -60,6 +60,7 @@ const (
 	// large buffers until its reads are small again.
 	smallSize = 16 << 10
 	rekeyLog  = 20 // a new key generation every 2^20 records
+	maxSeq    = 1<<64 - 1
 
 	exporterLabel = "EXPORTER-sluice-records-v1"
 
@@ -131,8 +132,12 @@ func (d *direction) rekey(gen uint64) error {
 }
 
 // nonce returns the next record's nonce, moving to the next key generation
-// when it is due.
+// when it is due. The last sequence number is never used: past it the
+// nonces would start again under generation 0's key.
 func (d *direction) nonce() ([]byte, error) {
+	if d.seq == maxSeq {
+		return nil, fmt.Errorf("channel direction used up its %d records: %w", uint64(maxSeq), ErrBadRecord)
+	}
 	if g := d.seq >> rekeyLog; g != d.gen {
 		if err := d.rekey(g); err != nil {
 			return nil, err
@@ -521,6 +526,9 @@ func (c *Conn) open(h, body []byte) (byte, []byte, error) {
 		return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
 	}
 	typ := h[0]
+	if typ == recEnd && len(p) != 0 {
+		return 0, nil, fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord)
+	}
 	c.r += hdrLen + len(body)
 	c.idle.big = hdrLen+len(body) > smallSize/2
 	if typ == recEnd && c.r == c.w {
