@@ -63,6 +63,7 @@ const (
 	maxSeq    = 1<<64 - 1
 
 	exporterLabel = "EXPORTER-sluice-records-v1"
+	keyLabel      = "sluice record key " // HKDF info: this, then the generation in decimal
 
 	tlsAlert   = 0x15 // TLS record types (RFC 8446 5.1)
 	tlsAppData = 0x17
@@ -102,6 +103,7 @@ func putBuf(bp *[]byte) {
 // direction is one direction's keys and record counter.
 type direction struct {
 	secret []byte
+	shift  uint // a new key generation every 1<<shift records: rekeyLog (tests lower it)
 	gen    uint64
 	aead   cipher.AEAD
 	iv     [12]byte
@@ -110,23 +112,33 @@ type direction struct {
 }
 
 func newDirection(secret []byte) (*direction, error) {
-	d := &direction{secret: secret}
+	d := &direction{secret: secret, shift: rekeyLog}
 	return d, d.rekey(0)
 }
 
-func (d *direction) rekey(gen uint64) error {
-	km, err := hkdf.Expand(sha256.New, d.secret, "sluice record key "+strconv.FormatUint(gen, 10), 16+12)
+// recordKey derives generation gen's key and IV from a direction's secret
+// (docs/channel.md, "Keys").
+func recordKey(secret []byte, gen uint64) (key, iv []byte, err error) {
+	km, err := hkdf.Expand(sha256.New, secret, keyLabel+strconv.FormatUint(gen, 10), 16+12)
 	if err != nil {
-		return fmt.Errorf("derive record key: %w", err)
+		return nil, nil, fmt.Errorf("derive record key: %w", err)
 	}
-	block, err := aes.NewCipher(km[:16])
+	return km[:16], km[16:], nil
+}
+
+func (d *direction) rekey(gen uint64) error {
+	key, iv, err := recordKey(d.secret, gen)
+	if err != nil {
+		return err
+	}
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return fmt.Errorf("derive record key: %w", err)
 	}
 	if d.aead, err = cipher.NewGCM(block); err != nil {
 		return fmt.Errorf("derive record key: %w", err)
 	}
-	copy(d.iv[:], km[16:])
+	copy(d.iv[:], iv)
 	d.gen = gen
 	return nil
 }
@@ -138,7 +150,7 @@ func (d *direction) nonce() ([]byte, error) {
 	if d.seq == maxSeq {
 		return nil, fmt.Errorf("channel direction used up its %d records: %w", uint64(maxSeq), ErrBadRecord)
 	}
-	if g := d.seq >> rekeyLog; g != d.gen {
+	if g := d.seq >> d.shift; g != d.gen {
 		if err := d.rekey(g); err != nil {
 			return nil, err
 		}
@@ -219,6 +231,12 @@ func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export channel keys: %w", err)
 	}
+	return newConn(raw, km, client)
+}
+
+// newConn builds the record layer from the 64 exported bytes km: the
+// client-to-server secret, then the server-to-client one.
+func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 	toServer, err := newDirection(km[:32])
 	if err != nil {
 		return nil, err
