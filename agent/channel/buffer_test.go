@@ -246,3 +246,22 @@ func TestSequenceNumbersRunOut(t *testing.T) {
 		t.Fatalf("read of the record before the last: %q, %v", b, err)
 	}
 }
+
+// TestBadRecordEndsReading: after a record fails, the reader gives its
+// buffer back and fails ever after, even when a genuine record follows
+// whose sequence number would now match.
+func TestBadRecordEndsReading(t *testing.T) {
+	c, s := conns(t)
+	stream := sealed(t, c, data(100, 1), data(100, 2), endRecord)
+	stream[hdrLen] ^= 1 // the first record's ciphertext
+	queue(t, c, s, stream)
+	for i := range 3 {
+		typ, p, err := s.next()
+		if !errors.Is(err, ErrBadRecord) {
+			t.Fatalf("read %d after a bad record: type %d, %d bytes, %v; want ErrBadRecord", i+1, typ, len(p), err)
+		}
+		if s.buf != nil {
+			t.Fatalf("read %d: the reader holds its buffer after a bad record", i+1)
+		}
+	}
+}

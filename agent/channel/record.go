@@ -181,6 +181,7 @@ type Conn struct {
 	r, w   int
 	plain  []byte // opened data not yet returned by Read
 	ended  bool   // the peer's end record was read
+	err    error  // the record that ended reading, returned ever after
 	closed atomic.Bool
 
 	// OnControl, if set, receives the control bytes that arrive among data
@@ -506,6 +507,9 @@ func (c *Conn) ReadControl() (byte, error) {
 // next returns the next record, opened in place; its payload is valid until
 // the next call.
 func (c *Conn) next() (byte, []byte, error) {
+	if c.err != nil {
+		return 0, nil, c.err
+	}
 	for {
 		need := hdrLen // bytes of the record at c.r needed to go on
 		if c.buf != nil && c.w-c.r >= hdrLen {
@@ -515,11 +519,11 @@ func (c *Conn) next() (byte, []byte, error) {
 				// A TLS 1.3 peer that refuses our credential does so after our
 				// handshake is done, with an alert (sealed, so it looks like
 				// application data). Our own records never start this way.
-				return 0, nil, fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied)
+				return 0, nil, c.fail(fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied))
 			}
 			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
 			if l < tagLen || l > MaxRecord+tagLen {
-				return 0, nil, fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord)
+				return 0, nil, c.fail(fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord))
 			}
 			need = hdrLen + l
 			if c.w-c.r >= need {
@@ -537,15 +541,15 @@ func (c *Conn) next() (byte, []byte, error) {
 func (c *Conn) open(h, body []byte) (byte, []byte, error) {
 	nonce, err := c.in.nonce()
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, c.fail(err)
 	}
 	p, err := c.in.aead.Open(body[:0], nonce, body, h)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
+		return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrBadRecord))
 	}
 	typ := h[0]
 	if typ == recEnd && len(p) != 0 {
-		return 0, nil, fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord)
+		return 0, nil, c.fail(fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord))
 	}
 	c.r += hdrLen + len(body)
 	c.idle.big = hdrLen+len(body) > smallSize/2
@@ -602,8 +606,7 @@ func (c *Conn) fill() error {
 	if len(room) == 0 {
 		// makeRoom prevents this: a read into nothing returns 0 bytes
 		// and no error, which is not the end of the stream.
-		c.release()
-		return fmt.Errorf("read channel: no room in the read buffer: %w", ErrBadRecord)
+		return c.fail(fmt.Errorf("read channel: no room in the read buffer: %w", ErrBadRecord))
 	}
 	nr, err := c.raw.Read(room)
 	c.w += nr
@@ -614,6 +617,14 @@ func (c *Conn) fill() error {
 		err = io.EOF
 	}
 	return c.readErr(err)
+}
+
+// fail ends reading for good after a record the stream cannot go on from:
+// what follows it would not be read in its place.
+func (c *Conn) fail(err error) error {
+	c.release()
+	c.err = err
+	return err
 }
 
 // release gives the read buffer back to the pool.
