@@ -12,6 +12,7 @@
 package credential
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -131,11 +132,18 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 	attrs := map[string]string{}
 	for _, e := range cert.Extensions {
 		if e.Id.Equal(AttributesOID) {
+			// Exactly the encoding Issue makes, each name once: what
+			// encoding/asn1 tolerates (other string types, more elements)
+			// or a map would hide (a name twice) is refused, not dropped.
 			var list []attribute
-			if rest, err := asn1.Unmarshal(e.Value, &list); err != nil || len(rest) > 0 {
+			rest, err := asn1.Unmarshal(e.Value, &list)
+			if canon, merr := asn1.Marshal(list); err != nil || len(rest) > 0 || merr != nil || !bytes.Equal(canon, e.Value) {
 				return nil, fmt.Errorf("parse credential attributes: %w", ErrMalformed)
 			}
 			for _, a := range list {
+				if _, dup := attrs[a.Name]; dup {
+					return nil, fmt.Errorf("parse credential attributes: %q twice: %w", a.Name, ErrMalformed)
+				}
 				attrs[a.Name] = a.Value
 			}
 		}
