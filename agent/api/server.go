@@ -117,7 +117,14 @@ func Handler(b Backend) http.Handler {
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		// One JSON value, nothing after it but white space.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("the body holds more than one JSON value")
+		}
+	}
+	if err != nil {
 		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("decode request: %v", err)})
 		return false
 	}
