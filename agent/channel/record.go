@@ -20,7 +20,8 @@ import (
 // After the TLS 1.3 handshake a channel leaves crypto/tls's record layer
 // (16 KiB records, one write(2) each) for its own, with large records sealed
 // in place. The keys come from the handshake's exporter (RFC 8446 7.5), so
-// they are bound to both authenticated identities and to this session.
+// they belong to this session, which both identities authenticated. The
+// format is specified in docs/channel.md.
 //
 // Pipeline, per direction (see the pipe package for the goroutines):
 //
@@ -37,7 +38,8 @@ import (
 // ciphertext and tag. The nonce is the direction's IV XOR the record's
 // sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
 // the next key generation, derived from its exported secret, well within
-// AES-GCM's limits.
+// AES-GCM's limits. A record that fails ends reading for good; a stream
+// ends cleanly only with its end record.
 
 // Record types.
 const (
