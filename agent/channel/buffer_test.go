@@ -264,4 +264,7 @@ func TestBadRecordEndsReading(t *testing.T) {
 			t.Fatalf("read %d: the reader holds its buffer after a bad record", i+1)
 		}
 	}
+	if s.Idle() {
+		t.Error("a channel whose record failed counts as idle (reusable)")
+	}
 }

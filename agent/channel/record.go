@@ -311,9 +311,10 @@ func (c *Conn) WriteControl(b byte) error { return c.writeRecord(recControl, []b
 func (c *Conn) CloseWrite() error { return c.writeRecord(recEnd, nil) }
 
 // Idle reports whether a channel between streams is still usable: nothing
-// unread and the peer has not closed it. Call it only while no one reads.
+// unread, no record failed and the peer has not closed it. Call it only
+// while no one reads.
 func (c *Conn) Idle() bool {
-	if c.buf != nil || c.closed.Load() {
+	if c.buf != nil || c.err != nil || c.closed.Load() {
 		return false
 	}
 	alive := false
