@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,5 +267,34 @@ func TestBadRecordEndsReading(t *testing.T) {
 	}
 	if s.Idle() {
 		t.Error("a channel whose record failed counts as idle (reusable)")
+	}
+}
+
+// TestReadDeadlineResumes: a read that times out in the middle of a record
+// loses nothing: once the deadline is moved, the next read opens the whole
+// record, as on any net.Conn. (The reader used to drop the part it had, and
+// the next record then failed.)
+func TestReadDeadlineResumes(t *testing.T) {
+	c, s := conns(t)
+	recs := sealed(t, c, data(3000, 1), data(10, 2))
+	for _, cut := range []int{0, 2, hdrLen + 100} {
+		if _, err := c.raw.Write(recs[:cut]); err != nil {
+			t.Fatal(err)
+		}
+		s.raw.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, _, err := s.next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read of %d bytes of a record before the deadline: %v, want a timeout", cut, err)
+		}
+		if _, err := c.raw.Write(recs[cut:]); err != nil {
+			t.Fatal(err)
+		}
+		s.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i, want := range []record{data(3000, 1), data(10, 2)} {
+			typ, p, err := s.next()
+			if err != nil || typ != want.typ || !bytes.Equal(p, want.p) {
+				t.Fatalf("cut at %d, record %d after the timeout: type %d, %d bytes, %v", cut, i+1, typ, len(p), err)
+			}
+		}
+		recs = sealed(t, c, data(3000, 1), data(10, 2))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -638,10 +639,19 @@ func (c *Conn) release() {
 	}
 }
 
+// readErr ends reading after a failed read (a TCP end without the end record
+// is a truncation), except for a passed deadline.
 func (c *Conn) readErr(err error) error {
-	c.release()
-	if err == io.EOF {
-		return fmt.Errorf("read channel: %w", ErrTruncated)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A read deadline passed: the stream is intact and a later read
+		// goes on where this one stopped, as on any net.Conn.
+		if c.r == c.w {
+			c.release()
+		}
+		return err
 	}
-	return err
+	if err == io.EOF {
+		err = fmt.Errorf("read channel: %w", ErrTruncated)
+	}
+	return c.fail(err)
 }
