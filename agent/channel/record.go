@@ -623,8 +623,8 @@ func (c *Conn) fill() error {
 	return c.readErr(err)
 }
 
-// fail ends reading for good after a record the stream cannot go on from:
-// what follows it would not be read in its place.
+// fail ends reading for good: after a bad record, or a read that failed,
+// what follows could not be read in its place.
 func (c *Conn) fail(err error) error {
 	c.release()
 	c.err = err
