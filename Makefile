@@ -11,7 +11,7 @@ GOFLAGS ?=
 CLANG         ?= clang-14
 CLANG_VERSION := 14.0.6
 
-.PHONY: all build deps app-deps demo test test-short vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
+.PHONY: all build deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
 
 all: build
 
@@ -49,6 +49,13 @@ test: deps app-deps vet
 
 test-short:
 	$(GO) test -count=1 -short ./...
+
+# Every fuzz target (func Fuzz* in any package, found by .ci/fuzz), one after
+# the other, FUZZTIME each, e.g. make fuzz FUZZTIME=10m; FUZZPARALLEL sets the
+# workers per target. Prints the CPU time each took. CI runs each briefly.
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./.ci/fuzz
 
 # Fault injection (testenv/chaos, docs/chaos.md): kill -9 and restart the
 # hub, each agent and PostgreSQL, the hub unreachable, uplinks down, packet

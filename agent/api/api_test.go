@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,8 +186,7 @@ func TestListenSocketRules(t *testing.T) {
 	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "another agent") {
 		t.Errorf("Listen on a live socket = %v, want a refusal", err)
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
+	ln.(*listener).UnixListener.Close() // the socket file stays, as after a crash
 	// A stale socket file left by a dead agent is replaced.
 	ln2, err := Listen(sock)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,8 @@ import (
 // After the TLS 1.3 handshake a channel leaves crypto/tls's record layer
 // (16 KiB records, one write(2) each) for its own, with large records sealed
 // in place. The keys come from the handshake's exporter (RFC 8446 7.5), so
-// they are bound to both authenticated identities and to this session.
+// they belong to this session, which both identities authenticated. The
+// format is specified in docs/channel.md.
 //
 // Pipeline, per direction (see the pipe package for the goroutines):
 //
@@ -37,7 +39,8 @@ import (
 // ciphertext and tag. The nonce is the direction's IV XOR the record's
 // sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
 // the next key generation, derived from its exported secret, well within
-// AES-GCM's limits.
+// AES-GCM's limits. A record that fails ends reading for good; a stream
+// ends cleanly only with its end record.
 
 // Record types.
 const (
@@ -60,8 +63,10 @@ const (
 	// large buffers until its reads are small again.
 	smallSize = 16 << 10
 	rekeyLog  = 20 // a new key generation every 2^20 records
+	maxSeq    = 1<<64 - 1
 
 	exporterLabel = "EXPORTER-sluice-records-v1"
+	keyLabel      = "sluice record key " // HKDF info: this, then the generation in decimal
 
 	tlsAlert   = 0x15 // TLS record types (RFC 8446 5.1)
 	tlsAppData = 0x17
@@ -101,6 +106,7 @@ func putBuf(bp *[]byte) {
 // direction is one direction's keys and record counter.
 type direction struct {
 	secret []byte
+	shift  uint // a new key generation every 1<<shift records: rekeyLog (tests lower it)
 	gen    uint64
 	aead   cipher.AEAD
 	iv     [12]byte
@@ -109,31 +115,45 @@ type direction struct {
 }
 
 func newDirection(secret []byte) (*direction, error) {
-	d := &direction{secret: secret}
+	d := &direction{secret: secret, shift: rekeyLog}
 	return d, d.rekey(0)
 }
 
-func (d *direction) rekey(gen uint64) error {
-	km, err := hkdf.Expand(sha256.New, d.secret, "sluice record key "+strconv.FormatUint(gen, 10), 16+12)
+// recordKey derives generation gen's key and IV from a direction's secret
+// (docs/channel.md, "Keys").
+func recordKey(secret []byte, gen uint64) (key, iv []byte, err error) {
+	km, err := hkdf.Expand(sha256.New, secret, keyLabel+strconv.FormatUint(gen, 10), 16+12)
 	if err != nil {
-		return fmt.Errorf("derive record key: %w", err)
+		return nil, nil, fmt.Errorf("derive record key: %w", err)
 	}
-	block, err := aes.NewCipher(km[:16])
+	return km[:16], km[16:], nil
+}
+
+func (d *direction) rekey(gen uint64) error {
+	key, iv, err := recordKey(d.secret, gen)
+	if err != nil {
+		return err
+	}
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return fmt.Errorf("derive record key: %w", err)
 	}
 	if d.aead, err = cipher.NewGCM(block); err != nil {
 		return fmt.Errorf("derive record key: %w", err)
 	}
-	copy(d.iv[:], km[16:])
+	copy(d.iv[:], iv)
 	d.gen = gen
 	return nil
 }
 
 // nonce returns the next record's nonce, moving to the next key generation
-// when it is due.
+// when it is due. The last sequence number is never used: past it the
+// nonces would start again under generation 0's key.
 func (d *direction) nonce() ([]byte, error) {
-	if g := d.seq >> rekeyLog; g != d.gen {
+	if d.seq == maxSeq {
+		return nil, fmt.Errorf("channel direction used up its %d records: %w", uint64(maxSeq), ErrBadRecord)
+	}
+	if g := d.seq >> d.shift; g != d.gen {
 		if err := d.rekey(g); err != nil {
 			return nil, err
 		}
@@ -164,6 +184,7 @@ type Conn struct {
 	r, w   int
 	plain  []byte // opened data not yet returned by Read
 	ended  bool   // the peer's end record was read
+	err    error  // the record that ended reading, returned ever after
 	closed atomic.Bool
 
 	// OnControl, if set, receives the control bytes that arrive among data
@@ -214,6 +235,12 @@ func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export channel keys: %w", err)
 	}
+	return newConn(raw, km, client)
+}
+
+// newConn builds the record layer from the 64 exported bytes km: the
+// client-to-server secret, then the server-to-client one.
+func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 	toServer, err := newDirection(km[:32])
 	if err != nil {
 		return nil, err
@@ -285,9 +312,10 @@ func (c *Conn) WriteControl(b byte) error { return c.writeRecord(recControl, []b
 func (c *Conn) CloseWrite() error { return c.writeRecord(recEnd, nil) }
 
 // Idle reports whether a channel between streams is still usable: nothing
-// unread and the peer has not closed it. Call it only while no one reads.
+// unread, no record failed and the peer has not closed it. Call it only
+// while no one reads.
 func (c *Conn) Idle() bool {
-	if c.buf != nil || c.closed.Load() {
+	if c.buf != nil || c.err != nil || c.closed.Load() {
 		return false
 	}
 	alive := false
@@ -483,7 +511,11 @@ func (c *Conn) ReadControl() (byte, error) {
 // next returns the next record, opened in place; its payload is valid until
 // the next call.
 func (c *Conn) next() (byte, []byte, error) {
+	if c.err != nil {
+		return 0, nil, c.err
+	}
 	for {
+		need := hdrLen // bytes of the record at c.r needed to go on
 		if c.buf != nil && c.w-c.r >= hdrLen {
 			buf := *c.buf
 			h := buf[c.r : c.r+hdrLen]
@@ -491,44 +523,69 @@ func (c *Conn) next() (byte, []byte, error) {
 				// A TLS 1.3 peer that refuses our credential does so after our
 				// handshake is done, with an alert (sealed, so it looks like
 				// application data). Our own records never start this way.
-				return 0, nil, fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied)
+				return 0, nil, c.fail(fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied))
 			}
 			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
 			if l < tagLen || l > MaxRecord+tagLen {
-				return 0, nil, fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord)
+				return 0, nil, c.fail(fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord))
 			}
-			if c.w-c.r >= hdrLen+l {
-				nonce, err := c.in.nonce()
-				if err != nil {
-					return 0, nil, err
-				}
-				body := buf[c.r+hdrLen : c.r+hdrLen+l]
-				p, err := c.in.aead.Open(body[:0], nonce, body, h)
-				if err != nil {
-					return 0, nil, fmt.Errorf("read channel: %w", ErrBadRecord)
-				}
-				typ := h[0]
-				c.r += hdrLen + l
-				c.idle.big = hdrLen+l > smallSize/2
-				if typ == recEnd && c.r == c.w {
-					c.release() // nothing more should come
-				}
-				return typ, p, nil
-			}
-			if hdrLen+l > len(buf) {
-				// A large record in a small buffer: move to a large one.
-				nb := getBuf(true)
-				c.w = copy(*nb, buf[c.r:c.w])
-				putBuf(c.buf)
-				c.buf, c.r, c.idle.big = nb, 0, true
-			} else if c.r+hdrLen+l > len(buf) {
-				c.w = copy(buf, buf[c.r:c.w])
-				c.r = 0
+			need = hdrLen + l
+			if c.w-c.r >= need {
+				return c.open(h, buf[c.r+hdrLen:c.r+need])
 			}
 		}
+		c.makeRoom(need)
 		if err := c.fill(); err != nil {
 			return 0, nil, err
 		}
+	}
+}
+
+// open authenticates and decrypts the whole record at c.r in place.
+func (c *Conn) open(h, body []byte) (byte, []byte, error) {
+	nonce, err := c.in.nonce()
+	if err != nil {
+		return 0, nil, c.fail(err)
+	}
+	p, err := c.in.aead.Open(body[:0], nonce, body, h)
+	if err != nil {
+		return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrBadRecord))
+	}
+	typ := h[0]
+	if typ == recEnd && len(p) != 0 {
+		return 0, nil, c.fail(fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord))
+	}
+	c.r += hdrLen + len(body)
+	c.idle.big = hdrLen+len(body) > smallSize/2
+	if typ == recEnd && c.r == c.w {
+		c.release() // nothing more should come
+	}
+	return typ, p, nil
+}
+
+// makeRoom makes room to read more of the record at c.r, of which need bytes
+// are needed (its header while that is incomplete). A record that would run
+// past the end of the buffer is moved to its front, whatever part of it has
+// arrived, even 1 to 3 bytes of a header. A small buffer is exchanged for a
+// large one only when it is full of a record too large for it: the buffer
+// grows as bytes arrive, never on the word of a header alone, which is not
+// authenticated before its record is whole.
+func (c *Conn) makeRoom(need int) {
+	if c.buf == nil {
+		return
+	}
+	buf := *c.buf
+	switch {
+	case c.r+need <= len(buf):
+		// There is room where the record is.
+	case c.r > 0:
+		c.w = copy(buf, buf[c.r:c.w])
+		c.r = 0
+	case c.w == len(buf):
+		nb := getBuf(true)
+		c.w = copy(*nb, buf[:c.w])
+		putBuf(c.buf)
+		c.buf, c.idle.big = nb, true
 	}
 }
 
@@ -549,7 +606,13 @@ func (c *Conn) fill() error {
 		c.buf, c.r, c.w = bp, 0, nr
 		return nil
 	}
-	nr, err := c.raw.Read((*c.buf)[c.w:])
+	room := (*c.buf)[c.w:]
+	if len(room) == 0 {
+		// makeRoom prevents this: a read into nothing returns 0 bytes
+		// and no error, which is not the end of the stream.
+		return c.fail(fmt.Errorf("read channel: no room in the read buffer: %w", ErrBadRecord))
+	}
+	nr, err := c.raw.Read(room)
 	c.w += nr
 	if nr > 0 {
 		return nil
@@ -560,6 +623,14 @@ func (c *Conn) fill() error {
 	return c.readErr(err)
 }
 
+// fail ends reading for good: after a bad record, or a read that failed,
+// what follows could not be read in its place.
+func (c *Conn) fail(err error) error {
+	c.release()
+	c.err = err
+	return err
+}
+
 // release gives the read buffer back to the pool.
 func (c *Conn) release() {
 	if c.buf != nil {
@@ -568,10 +639,19 @@ func (c *Conn) release() {
 	}
 }
 
+// readErr ends reading after a failed read (a TCP end without the end record
+// is a truncation), except for a passed deadline.
 func (c *Conn) readErr(err error) error {
-	c.release()
-	if err == io.EOF {
-		return fmt.Errorf("read channel: %w", ErrTruncated)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A read deadline passed: the stream is intact and a later read
+		// goes on where this one stopped, as on any net.Conn.
+		if c.r == c.w {
+			c.release()
+		}
+		return err
 	}
-	return err
+	if err == io.EOF {
+		err = fmt.Errorf("read channel: %w", ErrTruncated)
+	}
+	return c.fail(err)
 }

@@ -16,6 +16,7 @@
 package credential
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -169,21 +170,30 @@ func Parse(cert *x509.Certificate) (*Credential, error) {
 	var gen int64
 	var relays []string
 	for _, e := range cert.Extensions {
+		// Each extension exactly in the encoding Issue makes: what
+		// encoding/asn1 tolerates (other string types, more elements) or a
+		// map would hide (a name twice) is refused, not dropped.
 		switch {
 		case e.Id.Equal(AttributesOID):
 			var list []attribute
-			if rest, err := asn1.Unmarshal(e.Value, &list); err != nil || len(rest) > 0 {
+			rest, err := asn1.Unmarshal(e.Value, &list)
+			if canon, merr := asn1.Marshal(list); err != nil || len(rest) > 0 || merr != nil || !bytes.Equal(canon, e.Value) {
 				return nil, fmt.Errorf("parse credential attributes: %w", ErrMalformed)
 			}
 			for _, a := range list {
+				if _, dup := attrs[a.Name]; dup {
+					return nil, fmt.Errorf("parse credential attributes: %q twice: %w", a.Name, ErrMalformed)
+				}
 				attrs[a.Name] = a.Value
 			}
 		case e.Id.Equal(GenerationOID):
-			if rest, err := asn1.Unmarshal(e.Value, &gen); err != nil || len(rest) > 0 || gen < 0 {
+			rest, err := asn1.Unmarshal(e.Value, &gen)
+			if canon, merr := asn1.Marshal(gen); err != nil || len(rest) > 0 || gen < 0 || merr != nil || !bytes.Equal(canon, e.Value) {
 				return nil, fmt.Errorf("parse credential generation: %w", ErrMalformed)
 			}
 		case e.Id.Equal(RelaysOID):
-			if rest, err := asn1.Unmarshal(e.Value, &relays); err != nil || len(rest) > 0 || slices.Contains(relays, "") {
+			rest, err := asn1.Unmarshal(e.Value, &relays)
+			if canon, merr := asn1.Marshal(relays); err != nil || len(rest) > 0 || slices.Contains(relays, "") || merr != nil || !bytes.Equal(canon, e.Value) {
 				return nil, fmt.Errorf("parse credential relays: %w", ErrMalformed)
 			}
 		}
