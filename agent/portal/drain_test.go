@@ -91,3 +91,32 @@ func TestDrainTimeoutResets(t *testing.T) {
 		t.Errorf("the app's connection ended with %q, %v; want a reset", got, err)
 	}
 }
+
+// TestDrainServesAnnouncedSessions: a data session the hub announces to a
+// draining outlet agent (the inlet dialed before the relay was released)
+// is served, not dropped for the inlet to wait out the hub's session
+// timeout.
+func TestDrainServesAnnouncedSessions(t *testing.T) {
+	s := newStandard(t, nil, "")
+	live := dial(t, s.inletAddr)
+	echo(t, live, "live")
+	done := make(chan error, 1)
+	go func() { done <- s.out.m.Drain(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // Drain has begun; the relay is still claimed
+	late := dial(t, s.inletAddr)
+	late.SetDeadline(time.Now().Add(3 * time.Second)) // well within the session timeout
+	if got, err := roundTrip(late, []byte("late")); err != nil || string(got) != "LATE" {
+		t.Errorf("a session announced during the drain: %q, %v; want it served", got, err)
+	}
+	if got, err := roundTrip(live, []byte("last")); err != nil || string(got) != "LAST" {
+		t.Errorf("the live connection: %q, %v", got, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Drain did not return")
+	}
+}

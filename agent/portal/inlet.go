@@ -102,7 +102,7 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed || m.draining {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrClosed)
 	}
 	if _, ok := m.inlets[spec.Name]; ok {
@@ -266,7 +266,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 	in.conns[c] = info
 	in.mu.Unlock()
 	go func() {
-		defer m.wg.Done()
+		defer m.leave()
 		defer in.lim.release()
 		in.stats.Active.Add(1)
 		defer in.stats.Active.Add(-1)

@@ -64,15 +64,18 @@ type Manager struct {
 
 	chans    channels        // open channels by peer, for ReviewPeer
 	incoming *incomingLimits // pending incoming sessions
-	// draining is done when Drain begins: warm channels waiting at the
+	// drainCtx is done when Drain begins: warm channels waiting at the
 	// outlet's end close (drain.go).
-	draining  context.Context
+	drainCtx  context.Context
 	drainDone context.CancelFunc
 
-	mu      sync.Mutex // guards the following
-	closed  bool       // Close or Drain began: no new work
-	inlets  map[string]*inlet
-	outlets map[string]*outlet
+	work work // connections served, for Drain (drain.go)
+
+	mu       sync.Mutex // guards the following
+	closed   bool       // Close began: no new work
+	draining bool       // Drain began: no new portal
+	inlets   map[string]*inlet
+	outlets  map[string]*outlet
 }
 
 // New makes a manager; Close stops every portal and connection.
@@ -95,9 +98,9 @@ func New(opts Options) *Manager {
 	opts.IncomingRate = cmp.Or(opts.IncomingRate, DefaultIncomingRate)
 	opts.IncomingBurst = cmp.Or(opts.IncomingBurst, DefaultIncomingBurst)
 	ctx, stop := context.WithCancel(context.Background())
-	draining, drainDone := context.WithCancel(ctx)
+	drainCtx, drainDone := context.WithCancel(ctx)
 	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
-		draining: draining, drainDone: drainDone, inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
+		drainCtx: drainCtx, drainDone: drainDone, inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
 }
 
 // Incoming returns the state of the limits on incoming data sessions.
@@ -117,7 +120,8 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// enter registers work that Close must wait for; it fails once Close began.
+// enter registers work that Close (and Drain) must wait for; it fails
+// once Close began. leave ends it.
 func (m *Manager) enter() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -125,7 +129,14 @@ func (m *Manager) enter() bool {
 		return false
 	}
 	m.wg.Add(1)
+	m.work.add()
 	return true
+}
+
+// leave ends work that enter registered.
+func (m *Manager) leave() {
+	m.work.done()
+	m.wg.Done()
 }
 
 // limiter bounds a portal's open connections.
@@ -160,7 +171,7 @@ func (m *Manager) AddOutlet(spec OutletSpec) (OutletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed || m.draining {
 		return OutletInfo{}, fmt.Errorf("create outlet %q: %w", spec.Name, ErrClosed)
 	}
 	if _, ok := m.outlets[spec.Name]; ok {

@@ -39,7 +39,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 	if !m.enter() {
 		return
 	}
-	defer m.wg.Done()
+	defer m.leave()
 	log := m.log.With(zap.String("from", from))
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
@@ -59,7 +59,7 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 		raw.Close()
 		return
 	}
-	defer m.wg.Done()
+	defer m.leave()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
 	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
@@ -131,7 +131,7 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
 	idle := func() bool { return true }
 	if !first { // a warm channel, not a live connection: it ends with Drain
-		idle = context.AfterFunc(m.draining, func() { ch.Abort() })
+		idle = context.AfterFunc(m.drainCtx, func() { ch.Abort() })
 	}
 	b, err := ch.ReadControl()
 	stop()
@@ -144,7 +144,7 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 		if first {
 			o.stats.Failed.Add(1)
 			log.Warn("outlet session failed", zap.Error(err))
-		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.draining.Err() == nil {
+		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.drainCtx.Err() == nil {
 			log.Info("warm channel ended with an error", zap.Error(err))
 		}
 		return false
