@@ -61,7 +61,7 @@ fuzz:
 # hub, each agent and PostgreSQL, the hub unreachable, uplinks down, packet
 # loss, conntrack flushed, while pgbench runs through the portal; SIGTERM
 # and SIGHUP; kill -9 mid-stream (truncation). CHAOS=long (the default,
-# ~20 minutes, 20 truncation trials each) or short (CI, ~4 minutes).
+# ~6 minutes, 20 truncation trials each) or short (CI, ~3 minutes).
 CHAOS ?= long
 chaos: deps
 	SLUICE_CHAOS=$(CHAOS) $(GO) test -count=1 -v -timeout 90m -run TestChaos ./testenv/chaos/
