@@ -167,6 +167,9 @@ func sigterm(ctx context.Context, r *rig, name string) {
 	if _, err := r.waitWorking(ctx); err != nil {
 		t.Fatal(err)
 	}
+	for _, l := range r.quiesce(ctx) {
+		t.Errorf("after the restart: %s", l)
+	}
 }
 
 // waitQuery waits until PostgreSQL runs a query containing text.
@@ -238,6 +241,9 @@ func truncationTrials(ctx context.Context, r *rig, trials int, victim string, do
 			t.Fatal(err)
 		}
 		tl.restartToWorking = append(tl.restartToWorking, time.Since(restarted))
+	}
+	for _, l := range r.quiesce(ctx) {
+		t.Errorf("after the trials: %s", l)
 	}
 	return tl
 }

@@ -125,8 +125,8 @@ type faultResult struct {
 // it, and reports what pgbench saw, whether new connections worked while
 // it held, how long until they worked again, that a new pgbench run then
 // completes without an error, that no plaintext crossed a link outside
-// the companies, and (long form) that the processes that lived through
-// it are back to their descriptors, goroutines and pins at rest.
+// the companies, and that the processes that lived through it are back to
+// their descriptors, goroutines and pins at rest.
 func testFaults(ctx context.Context, r *rig, cfg chaosConfig) {
 	t := r.t
 	var rows []string
@@ -140,9 +140,7 @@ func testFaults(ctx context.Context, r *rig, cfg chaosConfig) {
 			res = runFault(ctx, r, cfg, f)
 		})
 		leaks := "none"
-		if !cfg.long {
-			leaks = "(long form)"
-		} else if len(res.leaks) > 0 {
+		if len(res.leaks) > 0 {
 			leaks = strings.Join(res.leaks, "; ")
 		}
 		held := "-"
@@ -204,11 +202,9 @@ func runFault(ctx context.Context, r *rig, cfg chaosConfig, f fault) faultResult
 	if res.plaintext > 0 {
 		t.Errorf("%d frames of plaintext outside the companies during the fault", res.plaintext)
 	}
-	if cfg.long {
-		res.leaks = r.quiesce(ctx)
-		for _, l := range res.leaks {
-			t.Errorf("after the fault: %s", l)
-		}
+	res.leaks = r.quiesce(ctx)
+	for _, l := range res.leaks {
+		t.Errorf("after the fault: %s", l)
 	}
 	t.Logf("%s: pgbench during: %s; new connections while it held: %d of %d; working again %v after the fault, %v after the repair; pgbench after: %s",
 		f.name, res.during.summary(), res.probeOK, res.probes, res.sinceFault.Round(10*time.Millisecond), res.sinceRepair.Round(10*time.Millisecond), res.after.summary())
