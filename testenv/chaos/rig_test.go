@@ -418,10 +418,15 @@ func (r *rig) settled(ctx context.Context) (bool, string) {
 }
 
 // quiesce waits (past the warm channels' life) until the story is at rest
-// and every process that has a baseline is back to it, descriptors and
-// goroutines, and the pins are the ones the data path started with; a
+// and no process that has a baseline holds more descriptors or goroutines
+// than then, and the pins are the ones the data path started with; a
 // process without a baseline (it started since) gets one. It returns what
 // did not come back.
+//
+// A baseline is the lowest of a few samples, and is lowered when a process
+// is seen with fewer: at rest, an agent still renews its credential now and
+// then (an exchange with the authority holds a connection and a few
+// goroutines at the hub for a moment), so a sample may catch one.
 func (r *rig) quiesce(ctx context.Context) []string {
 	deadline := time.Now().Add(45 * time.Second)
 	var why []string
@@ -440,20 +445,24 @@ func (r *rig) quiesce(ctx context.Context) []string {
 			}
 			stats[name] = st
 			base, known := r.baselines[name]
-			if ok && known && base.PID == st.PID && (st.FDs-st.Pipes != base.FDs-base.Pipes || st.Goroutines != base.Goroutines) {
+			if !ok || !known || base.PID != st.PID {
+				continue
+			}
+			if st.FDs-st.Pipes > base.FDs-base.Pipes || st.Goroutines > base.Goroutines {
 				why = append(why, fmt.Sprintf("%s: %d descriptors (besides pipes) and %d goroutines, %d and %d at rest before",
 					name, st.FDs-st.Pipes, st.Goroutines, base.FDs-base.Pipes, base.Goroutines))
+				continue
 			}
+			r.baselines[name] = lowest(base, st)
 		}
 		pins := r.pinned()
 		if r.pins != nil && !slices.Equal(pins, r.pins) {
 			why = append(why, fmt.Sprintf("pins %v, %v before", pins, r.pins))
 		}
 		if len(why) == 0 {
-			// At rest twice in a row: a process without a baseline gets this one.
 			for name, st := range stats {
 				if base, known := r.baselines[name]; !known || base.PID != st.PID {
-					r.baselines[name] = st
+					r.baselines[name] = r.restingStat(ctx, name, st)
 				}
 			}
 			if r.pins == nil {
@@ -466,6 +475,27 @@ func (r *rig) quiesce(ctx context.Context) []string {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// restingStat is the lowest of st and two more samples of name at rest.
+func (r *rig) restingStat(ctx context.Context, name string, st procStat) procStat {
+	for range 2 {
+		time.Sleep(300 * time.Millisecond)
+		if more, err := r.stat(ctx, name); err == nil && more.PID == st.PID {
+			st = lowest(st, more)
+		}
+	}
+	return st
+}
+
+// lowest keeps the lower descriptor (besides pipes) and goroutine counts
+// of a and b, samples of one process.
+func lowest(a, b procStat) procStat {
+	if b.FDs-b.Pipes < a.FDs-a.Pipes {
+		a.FDs, a.Pipes = b.FDs, b.Pipes
+	}
+	a.Goroutines = min(a.Goroutines, b.Goroutines)
+	return a
 }
 
 // pinned lists what the analysis agent's data path pinned.
