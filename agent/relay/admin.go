@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
 )
@@ -17,6 +20,7 @@ import (
 //	POST /v1/members/{node}/revoke
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
 //	GET  /v1/stats                       Stats: sessions, limits, refusals
+//	GET  /v1/backup                      a consistent copy of the database (hub.db)
 //
 // Errors are {"error": "..."} with 400, 404 (no such member), 409 (revoked)
 // or 500.
@@ -29,6 +33,7 @@ func (h *Hub) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		adminReply(w, h.Stats(), nil)
 	})
+	mux.HandleFunc("GET /v1/backup", h.serveBackup)
 	mux.HandleFunc("POST /v1/members/{node}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		m, err := h.Revoke(r.PathValue("node"))
 		adminReply(w, m, err)
@@ -45,6 +50,25 @@ func (h *Hub) AdminHandler() http.Handler {
 		adminReply(w, m, err)
 	})
 	return mux
+}
+
+// serveBackup streams a consistent copy of the authority's database, taken
+// in one read transaction while the hub goes on serving. A copy cut short
+// arrives short of its Content-Length, which the client reports.
+func (h *Hub) serveBackup(w http.ResponseWriter, r *http.Request) {
+	started := false
+	_, err := h.auth.Backup(func(size int64) io.Writer {
+		started = true
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		return w
+	})
+	if err != nil && !started {
+		adminReply(w, nil, err)
+	}
+	if err != nil {
+		h.log.Error("backup of the hub database failed", zap.Error(err))
+	}
 }
 
 // AttributesRequest replaces a member's attributes.

@@ -20,18 +20,26 @@ import (
 func hubCommand() *cobra.Command {
 	var (
 		projectDir, listen, admin, relayMode string
+		restore                              string
+		initDB                               bool
 		lifetime                             time.Duration
 		limits                               relay.Limits
 		logs                                 logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "hub --project DIR --listen ADDR",
+		Use:   "hub --project DIR (--listen ADDR | --init | --restore FILE)",
 		Short: "Run the hub: the project authority and the relay both sides dial out to",
 		Long: `Run the hub. It redeems enrollment tickets, issues short-lived credentials,
 keeps the relay names agents claim, and relays data sessions between inlets and
 outlets, with splice(2) or in the kernel with a sockmap sk_skb redirect
-(--relay). It never holds a key that can read them. Its database (members,
-used tickets) is hub.db in the project directory.
+(--relay). It never holds a key that can read them.
+
+Its database (members, used tickets, revocations) is hub.db in the project
+directory, made by 'agentctl project init'. The hub checks it before it serves
+('agent hub check') and refuses a missing, empty or damaged one, saying how to
+restore a backup ('agentctl hub backup' takes one while the hub runs; 'agent
+hub --restore FILE' puts it back while the hub is stopped). --init creates the
+database for a project made before project init did.
 
 Nothing a peer can drive before it authenticates is unbounded: control
 messages are at most 64 KiB, connections that have not authenticated are
@@ -41,6 +49,12 @@ Refusals are counted in the admin API's GET /v1/stats; docs/hub.md explains
 each limit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if initDB || restore != "" {
+				if projectDir == "" || listen != "" || (initDB && restore != "") {
+					return errors.New("--init and --restore FILE each take only --project, do their one thing and exit; then start the hub without them")
+				}
+				return hubDatabaseOp(cmd, projectDir, initDB, restore)
+			}
 			if projectDir == "" || listen == "" {
 				return errors.New("--project and --listen are required, e.g. agent hub --project ./project --listen 0.0.0.0:4443")
 			}
@@ -60,6 +74,9 @@ each limit.`,
 			defer log.Sync()
 			p, err := authority.Load(projectDir)
 			if err != nil {
+				return err
+			}
+			if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 				return err
 			}
 			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
@@ -103,9 +120,12 @@ each limit.`,
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. 0.0.0.0:4443 (required)")
 	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member`: revocations and attribute changes (default: hub.sock in the project directory)")
 	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
+	cmd.Flags().BoolVar(&initDB, "init", false, "create the project's empty database (hub.db) and exit, for a project made before `agentctl project init` created it; refuses if one exists")
+	cmd.Flags().StringVar(&restore, "restore", "", "replace the project's database with the backup in FILE (from `agentctl hub backup`), after checking it, and exit; the hub must be stopped; the old one is kept as hub.db.bak-TIMESTAMP")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
 	registerLimits(cmd, &limits)
 	logs.register(cmd)
+	cmd.AddCommand(hubCheckCommand())
 	return cmd
 }
 
