@@ -30,7 +30,9 @@ func runCommand() *cobra.Command {
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
 the local API that agentctl uses. An agent restarted on the same state directory
-needs no ticket; it restores its relays and portals.
+needs no ticket; it restores its relays and portals. A --ticket the state directory
+redeemed before is ignored (so a fixed command line works at every start); one agent
+runs on a state directory at a time.
 
 Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 (the default) the agent loads it if the kernel can run it and warns otherwise;
@@ -84,7 +86,7 @@ removes them.`,
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
-	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time; ignored once redeemed)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
