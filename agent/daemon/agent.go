@@ -72,6 +72,9 @@ type Agent struct {
 	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
 	plan   *plan        // what the maps hold; nil until first written
 
+	failMu sync.Mutex          // guards failed
+	failed map[string]*failure // saved inlets and outlets that did not start (restore.go)
+
 	mu           sync.Mutex // guards the following and serializes configuration changes
 	cfg          config
 	kern         kernel // nil when the data path is not running
@@ -204,6 +207,11 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
+		a.retryLoop(runCtx)
+	}()
+	a.loops.Add(1)
+	go func() {
+		defer a.loops.Done()
 		a.cgroupLoop(runCtx)
 	}()
 	return a, nil
@@ -267,53 +275,6 @@ func (a *Agent) install(g relay.Grant) error {
 	a.cred.Store(cred)
 	a.log.Info("credential installed", zap.Time("expires", cred.Expires()), zap.Any("attributes", cred.Attributes))
 	return identity.WriteFileAtomic(filepath.Join(a.dir, credentialFile), credential.EncodePEM(g.Credential), 0o600)
-}
-
-// restore re-creates the saved relays and portals.
-func (a *Agent) restore(ctx context.Context) error {
-	var cfg config
-	if _, err := readJSON(filepath.Join(a.dir, portalsFile), &cfg); err != nil {
-		return err
-	}
-	// The hub learns the saved outlets' policies before the relays are
-	// claimed, and the restored ones' after.
-	a.publishOutlets(ctx, cfg.Outlets)
-	var errs []error
-	for _, r := range cfg.Relays {
-		err := a.CreateRelay(ctx, r)
-		if errors.Is(err, relay.ErrNotConnected) {
-			a.client.ClaimLater(r)
-			a.mu.Lock()
-			a.cfg.Relays = append(a.cfg.Relays, r)
-			a.mu.Unlock()
-			a.log.Warn("relay will be claimed when the hub is reachable", zap.String("relay", r))
-			err = nil
-		}
-		errs = append(errs, err)
-	}
-	a.mu.Lock()
-	for _, o := range cfg.Outlets {
-		_, err := a.createOutletLocked(o)
-		errs = append(errs, err)
-	}
-	a.publishOutlets(ctx, a.cfg.Outlets)
-	a.mu.Unlock()
-	for _, in := range cfg.Inlets {
-		if (in.Transparent || in.AllowLocal != "") && a.kern == nil {
-			a.mu.Lock()
-			a.cfg.Inlets = append(a.cfg.Inlets, in)
-			a.mu.Unlock()
-			a.log.Warn("inlet with --allow-local kept but not running: the BPF data path is not running",
-				zap.String("inlet", in.Name), zap.String("reason", a.kernReason))
-			continue
-		}
-		_, err := a.CreateInlet(in)
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("restore saved portals from %s: %w", portalsFile, err)
-	}
-	return nil
 }
 
 func (a *Agent) saveLocked() error {
