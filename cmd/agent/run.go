@@ -39,7 +39,11 @@ Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 on makes start-up fail without it; off never loads it. Its programs and maps
 are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
 refusing connections to transparent inlets (fail closed); 'agent cleanup'
-removes them.`,
+removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
+that lives in the agent's own mount namespace (a container without
+-v /sys/fs/bpf:/sys/fs/bpf, or 'ip netns exec', which mounts /sys anew): then
+on refuses to start, auto logs an error, and 'agentctl datapath status' says
+"pins: ephemeral".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {
@@ -101,7 +105,7 @@ type datapathFlags struct {
 }
 
 func (d *datapathFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required) or off")
+	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required, with pins that outlive the agent) or off")
 	cmd.Flags().StringVar(&d.dir, "bpf-dir", loader.DefaultPinDir, "where the data path's maps and links are pinned")
 	cmd.Flags().StringVar(&d.accel, "accelerate", daemon.DatapathAuto, "socket acceleration of transparent inlets (sockops + sk_msg, the agent's writes go straight into the app's socket): auto (if the kernel can), on (required) or off")
 	cmd.Flags().StringArrayVar(&d.bridges, "bridge", nil, "bridge whose containers the data path serves (repeatable; default every bridge)")

@@ -33,6 +33,7 @@ func TestSeedScenario(t *testing.T) {
 	t.Run("NodeWithoutAttributeRefused", func(t *testing.T) { testNodeWithoutAttributeRefused(t, ctx, s) })
 	t.Run("TicketsRefused", func(t *testing.T) { testTicketsRefused(t, ctx, s) })
 	t.Run("RestartNeedsNoTicket", func(t *testing.T) { testRestart(t, ctx, s) })
+	t.Run("EphemeralPins", func(t *testing.T) { testEphemeralPins(t, ctx, s) })
 }
 
 // startScenario builds the seed topology in a new env and starts the story
