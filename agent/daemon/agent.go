@@ -202,7 +202,13 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	// Updates that came with the first credential (revoked nodes) wait in
-	// members; the loop applies them now and the later ones as they come.
+	// members: they are applied before Start returns, the later ones by
+	// the loop as they come.
+	select {
+	case <-a.kick:
+		a.reviewPending()
+	default:
+	}
 	go a.reviewLoop(runCtx)
 	a.loops.Add(1)
 	go func() {

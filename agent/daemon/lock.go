@@ -19,7 +19,7 @@ const lockFile = "agent.lock"
 // ErrStateDirBusy means another agent runs on the state directory. Two
 // agents on one state directory are one node twice: each would claim the
 // other's relay names at the hub and rewrite the other's saved portals.
-var ErrStateDirBusy = errors.New("another agent runs on this state directory")
+var ErrStateDirBusy = errors.New("state directory in use")
 
 // stateLock is the agent's hold on its state directory.
 type stateLock struct {
@@ -48,7 +48,7 @@ func lockStateDir(dir string) (*stateLock, error) {
 		}
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("start agent: %s is in use by another agent (pid %s); stop it, or give this one its own --state-dir: %w", dir, pid, ErrStateDirBusy)
+			return nil, fmt.Errorf("start agent: %s is in use by another agent (pid %s); stop it, or give this one its own --state-dir (%w)", dir, pid, ErrStateDirBusy)
 		}
 		return nil, fmt.Errorf("lock state directory %s: %w", dir, err)
 	}
