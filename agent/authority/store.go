@@ -142,7 +142,7 @@ func CheckDatabase(path string, opts CheckOptions) (DatabaseSummary, error) {
 
 // openDatabase opens the project's database read-write for the hub, after
 // the same checks as CheckDatabase (without Consistency), and records the
-// project's ID in it if it was made before IDs were recorded.
+// project's ID in it (and its meta bucket) if an older version made it.
 func openDatabase(p *Project) (*bolt.DB, error) {
 	path := DatabasePath(p.Dir)
 	fix := func(sentinel error, empty bool) string { return fixFor(p.Dir, sentinel, empty) }
@@ -160,10 +160,15 @@ func openDatabase(p *Project) (*bolt.DB, error) {
 		}()
 		err = opened.Update(func(tx *bolt.Tx) error {
 			sum, err := verify(tx, path, p.ID, fix)
-			if err == nil && sum.Project == "" {
-				err = tx.Bucket(bucketMeta).Put(keyProject, []byte(p.ID))
+			if err != nil || sum.Project != "" {
+				return err
 			}
-			return err
+			// Made by an older version: record whose it is.
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return fmt.Errorf("upgrade hub database %s: %w", path, err)
+			}
+			return meta.Put(keyProject, []byte(p.ID))
 		})
 		if ok = err == nil; ok {
 			db = opened
@@ -263,19 +268,21 @@ func verify(tx *bolt.Tx, path, project string, fix func(error, bool) string) (Da
 		return &DatabaseError{Path: path, Problem: "is damaged (" + fmt.Sprintf(format, args...) + ")",
 			Fix: fix(ErrDatabaseDamaged, false), Err: ErrDatabaseDamaged}
 	}
-	for _, name := range [][]byte{bucketTickets, bucketMembers, bucketMeta} {
+	for _, name := range [][]byte{bucketTickets, bucketMembers} {
 		if tx.Bucket(name) == nil {
 			return sum, bad("it has no %s bucket", name)
 		}
 	}
-	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyGeneration); v != nil {
-		if len(v) != 8 {
-			return sum, bad("its generation is %d bytes long, want 8", len(v))
+	// Databases made before generations have no meta bucket: generation 0.
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		if v := meta.Get(keyGeneration); v != nil {
+			if len(v) != 8 {
+				return sum, bad("its generation is %d bytes long, want 8", len(v))
+			}
+			sum.Generation = binary.BigEndian.Uint64(v)
 		}
-		sum.Generation = binary.BigEndian.Uint64(v)
+		sum.Project = string(meta.Get(keyProject))
 	}
-	sum.Project = string(meta.Get(keyProject))
 	if project != "" && sum.Project != "" && sum.Project != project {
 		return sum, &DatabaseError{Path: path, Problem: fmt.Sprintf("belongs to project %s, not to this project (%s)", sum.Project, project),
 			Fix: fix(ErrDatabaseDamaged, false), Err: ErrDatabaseDamaged}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sluicehq/sluice/agent/identity"
 )
 
 // populate enrolls n nodes with one ticket and revokes every third; it
@@ -259,5 +261,44 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 	}
 	if _, _, err := a.Issue(ids[0]); !errors.Is(err, ErrMemberRevoked) {
 		t.Errorf("a member revoked before the backup gets a credential after the restore: %v", err)
+	}
+}
+
+// TestOlderDatabaseOpens: a database made by an older hub (tickets and
+// members only: no meta bucket, no generation, no project ID) passes the
+// checks and is opened; the hub records whose it is.
+func TestOlderDatabaseOpens(t *testing.T) {
+	p := newProject(t)
+	path := DatabasePath(p.Dir)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := nodeKey(t)
+	err = db.Update(func(tx *bolt.Tx) error {
+		tickets, err1 := tx.CreateBucket(bucketTickets)
+		members, err2 := tx.CreateBucket(bucketMembers)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		m := Member{NodeID: identity.NodeID(pub), PublicKey: pub, Attributes: map[string]string{"a": "b"}}
+		return errors.Join(putJSON(members, m.NodeID, m), putJSON(tickets, "t1", ticketRecord{Used: 1, Nodes: []string{m.NodeID}}))
+	})
+	if err = errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := CheckDatabase(path, CheckOptions{ProjectID: p.ID, Consistency: true}); err != nil || sum.Members != 1 || sum.Project != "" {
+		t.Fatalf("check of an older database = %+v, %v", sum, err)
+	}
+	a := openAuthority(t, p, Options{})
+	if ms, err := a.Members(); err != nil || len(ms) != 1 {
+		t.Errorf("members of an older database: %v, %v", ms, err)
+	}
+	a.Close()
+	if sum, err := CheckDatabase(path, CheckOptions{ProjectID: p.ID}); err != nil || sum.Project != p.ID {
+		t.Errorf("after the hub opened it: %+v, %v; want the project recorded", sum, err)
 	}
 }
