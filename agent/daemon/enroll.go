@@ -62,6 +62,8 @@ func (a *Agent) loadEnrollment(ticket string) (string, error) {
 			zap.String("node", a.id.ID()), zap.String("ticket", t.ID))
 		return "", nil
 	}
+	// A new ticket names the hub to use from now on, as at enrollment.
+	a.enr.Hub, a.enr.AuthorityKey = t.Hub, t.AuthorityKey
 	a.ticketID = t.ID
 	return ticket, nil
 }
