@@ -96,7 +96,7 @@ type Client struct {
 	enc     *json.Encoder
 	waiting map[uint64]chan *message
 	nextID  uint64
-	claims  map[string]bool
+	claims  map[string]*claim // relay names wanted (client_claims.go)
 	since   time.Time
 	lastErr error
 	renewAt time.Time
@@ -137,7 +137,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *message{}, claims: map[string]bool{}, wake: make(chan struct{}, 1)}
+	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
 	c.dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
 	c.tlsConf = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -187,6 +187,7 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 	}
 	c.scheduleRenew(g)
 	go c.maintain(ctx)
+	go c.claimLoop(ctx)
 	return g, nil
 }
 
@@ -194,6 +195,7 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 // enrolled node) without waiting for the first connection.
 func (c *Client) StartOffline(ctx context.Context) {
 	go c.maintain(ctx)
+	go c.claimLoop(ctx)
 }
 
 // connectTimeout bounds a connection's setup: handshake, exchange with the
@@ -479,6 +481,8 @@ func (c *Client) read(conn *tls.Conn, dec *frameReader) {
 			}
 		case opGrant:
 			c.pushedGrant(m.Credential)
+		case opReleased:
+			c.released(m.Relay, m.Error)
 		case opIncoming:
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})
@@ -508,6 +512,7 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 		return
 	}
 	c.conn, c.enc, c.lastErr = nil, nil, err
+	c.unheldLocked(err)
 	for id, ch := range c.waiting {
 		close(ch)
 		delete(c.waiting, id)

@@ -33,6 +33,7 @@ func TestSeedScenario(t *testing.T) {
 	t.Run("NodeWithoutAttributeRefused", func(t *testing.T) { testNodeWithoutAttributeRefused(t, ctx, s) })
 	t.Run("TicketsRefused", func(t *testing.T) { testTicketsRefused(t, ctx, s) })
 	t.Run("RestartNeedsNoTicket", func(t *testing.T) { testRestart(t, ctx, s) })
+	t.Run("EphemeralPins", func(t *testing.T) { testEphemeralPins(t, ctx, s) })
 }
 
 // startScenario builds the seed topology in a new env and starts the story
@@ -309,5 +310,28 @@ func testRestart(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	}
 	if out, err := s.RunApp(ctx, marker(t)); err != nil || !strings.Contains(out, "successful") {
 		t.Errorf("app after restart: %v\n%s", err, out)
+	}
+
+	// The command line that first started it, ticket and all (a systemd
+	// unit's): the agent ignores the ticket it redeemed.
+	used, err := os.ReadFile(filepath.Join(s.Env.Dir(), "analysis.ticket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Analysis.RestartWithTicket(ctx, strings.TrimSpace(string(used))); err != nil {
+		t.Fatalf("restart with the ticket it enrolled with: %v", err)
+	}
+	if !strings.Contains(s.Analysis.Proc.Output(), "--ticket ignored") {
+		t.Errorf("the agent does not say that it ignored its ticket:\n%s", s.Analysis.Proc.OutputTail(2000))
+	}
+	if out, err := s.RunApp(ctx, marker(t)); err != nil || !strings.Contains(out, "successful") {
+		t.Errorf("app after restart with the ticket: %v\n%s", err, out)
+	}
+
+	// A second agent on the same state directory refuses at once.
+	out, err := s.Seed.AnalysisHost.Run(ctx, filepath.Join(bin, "agent"), "run", "--state-dir", s.Analysis.StateDir,
+		"--api", filepath.Join(t.TempDir(), "second.sock"), "--datapath", "off")
+	if err == nil || !strings.Contains(string(out), "is in use by another agent (pid ") {
+		t.Errorf("a second agent on the state directory: %v\n%s", err, out)
 	}
 }
