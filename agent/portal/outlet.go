@@ -90,6 +90,9 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
+	// Every way out ends the channel: one left open would look warm to the
+	// inlet, which would send it a connection no one answers.
+	defer ch.Close()
 	o, err := m.outletFor(tc.ConnectionState().ServerName)
 	if err != nil {
 		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(err))
@@ -131,6 +134,11 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
 	b, err := ch.ReadControl()
 	stop()
+	if err == nil && o.ctx.Err() != nil {
+		// Removed while the request came: no status, so that the inlet
+		// takes its connection elsewhere.
+		err = errors.New("read open request: the outlet was removed")
+	}
 	if err == nil && b != ctlOpen {
 		err = fmt.Errorf("read open request: control byte %#x: %w", b, channel.ErrBadRecord)
 	}
@@ -172,6 +180,10 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
 	target, err := m.dial(o.ctx, o.spec.To)
+	if err != nil && o.ctx.Err() != nil {
+		ch.Abort() // the outlet was removed: no status, nothing reached the target
+		return false
+	}
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
