@@ -420,7 +420,10 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	ch.OnControl = outletStatus
 	in.channels.Add(1)
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
-	s.untrack = m.chans.track(peer.NodeID, in.allow, s.abort)
+	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
+	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),
+		func() bool { return s.app.Load() != nil }, s.abort)
+	s.untrack = func() { untrack(); unwatch() }
 	return s, nil
 }
 

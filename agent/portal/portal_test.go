@@ -57,6 +57,9 @@ func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string
 	t.Helper()
 	a := h.Enroll(t, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
+	if opts.MemberStateCurrent == nil {
+		opts.MemberStateCurrent = func() bool { return !a.Client.Status().Stale }
+	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	if opts.Logger == nil {
 		opts.Logger = zap.New(core)
@@ -642,5 +645,26 @@ func TestWarmChannels(t *testing.T) {
 	}
 	if in := info(); in.Channels != 2 || in.Counters.Failed != 0 || in.Counters.Refused != 0 {
 		t.Errorf("%d channels opened, counters %+v; want a new channel and nothing failed", in.Channels, in.Counters)
+	}
+}
+
+// TestOutletBoundsWarmWait: the outlet does not wait for ever for the next
+// open request on a warm channel: past its wait it closes the channel, and
+// the inlet's next connection goes through a new one, whole.
+func TestOutletBoundsWarmWait(t *testing.T) {
+	t.Cleanup(portal.SetWarmWaitForTest(200 * time.Millisecond)) // first: it runs after the agents have stopped
+	s := newStandard(t, nil, "")
+	s.warmUp(t)
+	if !testhub.WaitFor(wait, func() bool {
+		return strings.Contains(s.out.logText(), "warm channel closed: no open request in time")
+	}) {
+		t.Fatalf("the outlet still waits on the warm channel:\n%s", s.out.logText())
+	}
+	got, err := roundTrip(dial(t, s.inletAddr), []byte("after the wait"))
+	if err != nil || string(got) != "AFTER THE WAIT" {
+		t.Fatalf("the next connection: %q, %v", got, err)
+	}
+	if in := s.inletInfo(t); in.Channels != 2 || in.Counters.Failed != 0 {
+		t.Errorf("%d channels opened, counters %+v; want a new channel, nothing failed", in.Channels, in.Counters)
 	}
 }
