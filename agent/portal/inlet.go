@@ -281,7 +281,11 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		return
 	}
 	s.app.Store(app)
-	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(s.ch), &in.stats.Bytes)
+	var stream pipe.Pump = s.ch
+	if s.first != nil {
+		stream, s.first = s.first, nil
+	}
+	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
 	s.app.Store(nil)
 	if res.Err == nil && in.ctx.Err() == nil {
 		in.pool.put(s)
@@ -355,7 +359,7 @@ func peerClosed(err error) bool {
 }
 
 // openCold opens a new channel and sends the open request; the outlet's
-// status comes among the data (outletStatus).
+// status comes among the data (verdictPump).
 func (m *Manager) openCold(in *inlet) (*session, error) {
 	s, err := m.openChannel(in)
 	if err != nil {
@@ -366,6 +370,7 @@ func (m *Manager) openCold(in *inlet) (*session, error) {
 		s.close()
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
+	s.first = newVerdictPump(s.ch)
 	return s, nil
 }
 

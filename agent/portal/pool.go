@@ -45,6 +45,7 @@ type session struct {
 	// refuses a connection on a channel whose inlet credential expired.
 	reuseUntil time.Time
 	app        atomic.Pointer[net.TCPConn] // the connection it carries now
+	first      *verdictPump                // a new channel, until its first connection runs
 	untrack    func()                      // ends its tracking and its expiry watch
 	expire     *time.Timer                 // while warm
 }
