@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 )
 
 // The authority at work. It never needs the relay's trust:
@@ -99,6 +100,9 @@ func NewService(a *Authority) *Service {
 		// the node key; the request says what it wants of it.
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: nodeKeyOnly,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return alpn.Require(cs, ExchangeALPN)
+		},
 	}}
 }
 

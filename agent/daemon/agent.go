@@ -181,6 +181,9 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
 		Local:    a.admitLocal,
+		// Connections that outlive their channel's credential go on only
+		// while the member state is current (docs/members.md).
+		MemberStateCurrent: func() bool { return !a.client.Status().Stale },
 	})
 	if err := a.startDatapath(opts); err != nil {
 		a.Close()

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,8 +30,11 @@ import (
 //	        the outlet's first record is its status (control), checked
 //	        before the app sees data.
 //
-// The app's first bytes are sealed and sent without waiting for the status,
-// so the status costs no round trip.
+// On a new channel the app's first bytes are sealed and sent without
+// waiting for the status, so the status costs no round trip. On a warm
+// channel the inlet waits for the status before it reads a byte of the
+// app's (openWarm): the outlet may have closed the channel meanwhile, and
+// the connection then moves to a new channel with nothing lost or repeated.
 
 // Control bytes of a portal channel (channel.Conn.WriteControl).
 const (
@@ -277,7 +281,11 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		return
 	}
 	s.app.Store(app)
-	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(s.ch), &in.stats.Bytes)
+	var stream pipe.Pump = s.ch
+	if s.first != nil {
+		stream, s.first = s.first, nil
+	}
+	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
 	s.app.Store(nil)
 	if res.Err == nil && in.ctx.Err() == nil {
 		in.pool.put(s)
@@ -297,20 +305,62 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 }
 
 // session returns a channel to the outlet that has been asked to open its
-// target: a warm one if the pool has one that still works and whose peer
-// the inlet's policy still allows as the project knows it now, else a new
-// one (whose handshake decides).
+// target: a warm one if the pool has one that still works, whose peer the
+// inlet's policy still allows as the project knows it now, and whose outlet
+// connected to its target; else a new one (whose handshake decides).
 func (m *Manager) session(in *inlet) (*session, error) {
-	if s := in.pool.take(); s != nil {
-		err := channel.Authorize(m.opts.Verifier, in.allow, s.peer)
-		if err == nil {
-			err = s.ch.WriteControl(ctlOpen)
+	for s := in.pool.take(); s != nil; s = in.pool.take() {
+		if err := channel.Authorize(m.opts.Verifier, in.allow, s.peer); err != nil {
+			s.close()
+			break // a new channel's handshake decides
 		}
+		err := m.openWarm(s)
 		if err == nil {
 			return s, nil
 		}
-		s.close() // no byte of the app's is lost
+		s.close()
+		if !errors.Is(err, errChannelGone) {
+			return nil, fmt.Errorf("warm channel to %s: %w", in.target(), err)
+		}
+		// No byte of the app's was read: try the next channel.
 	}
+	return m.openCold(in)
+}
+
+// errChannelGone means the outlet's agent closed a warm channel before it
+// answered the open request: nothing reached the target, and the
+// connection can go through another channel.
+var errChannelGone = errors.New("the outlet's agent closed the warm channel")
+
+// openWarm asks the outlet of a warm channel to open its target and waits
+// for its status, before any byte of the app's is read. A channel the
+// outlet's agent closed (the open cannot be written, or the channel ends
+// before the status) gives errChannelGone.
+func (m *Manager) openWarm(s *session) error {
+	if err := s.ch.WriteControl(ctlOpen); err != nil {
+		return fmt.Errorf("send open request: %w: %w", err, errChannelGone)
+	}
+	s.ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+	b, err := s.ch.ReadControl()
+	s.ch.Raw().SetReadDeadline(time.Time{})
+	if err != nil {
+		if peerClosed(err) {
+			return fmt.Errorf("read open status: %w: %w", err, errChannelGone)
+		}
+		return fmt.Errorf("read open status: %w", err)
+	}
+	return outletStatus(b)
+}
+
+// peerClosed reports whether a channel read failed because the far end
+// closed or reset it.
+func peerClosed(err error) bool {
+	return errors.Is(err, channel.ErrTruncated) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// openCold opens a new channel and sends the open request; the outlet's
+// status comes among the data (verdictPump).
+func (m *Manager) openCold(in *inlet) (*session, error) {
 	s, err := m.openChannel(in)
 	if err != nil {
 		return nil, err
@@ -320,6 +370,7 @@ func (m *Manager) session(in *inlet) (*session, error) {
 		s.close()
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
+	s.first = newVerdictPump(s.ch)
 	return s, nil
 }
 
@@ -354,7 +405,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
+	own := m.opts.Keys.Get()                    // the credential the handshake presents, or a newer one
 	expect := cmp.Or(in.spec.OutletNode, owner) // the operator's pin, else the hub's word
 	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, expect, in.allow))
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -374,7 +425,10 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	ch.OnControl = outletStatus
 	in.channels.Add(1)
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
-	s.untrack = m.chans.track(peer.NodeID, in.allow, s.abort)
+	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
+	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),
+		func() bool { return s.app.Load() != nil }, s.abort)
+	s.untrack = func() { untrack(); unwatch() }
 	return s, nil
 }
 

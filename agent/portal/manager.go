@@ -41,6 +41,12 @@ type Options struct {
 	// why not, and the connection is reset and counted refused. Without it
 	// such inlets cannot be created.
 	Local func(inlet string, c *net.TCPConn, serve func(workload uint32)) error
+	// MemberStateCurrent reports whether the agent's member state is
+	// current (the authority's heartbeat heard within its limit, every
+	// word up to it). A connection whose channel's credential expires
+	// while it flows goes on only while it is (expiry.go). Nil: never,
+	// such connections are reset at the expiry.
+	MemberStateCurrent func() bool
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions

@@ -26,7 +26,11 @@ import (
 //
 // A warm channel stays subject to revocation and policy changes (it is
 // tracked like a busy one), to the inlet's removal, and is checked for a
-// close by the peer before it is used.
+// close by the peer before it is used; its connection waits for the
+// outlet's status before the app's first byte is read (openWarm), so a
+// channel the outlet closed meanwhile costs the app nothing. It is kept
+// idleTTL at most, never past its reuseUntil; the outlet waits for it a
+// little longer (warmWait).
 const (
 	maxIdle = 8                // warm channels kept per inlet
 	idleTTL = 30 * time.Second // a warm channel unused this long is closed
@@ -41,8 +45,9 @@ type session struct {
 	// refuses a connection on a channel whose inlet credential expired.
 	reuseUntil time.Time
 	app        atomic.Pointer[net.TCPConn] // the connection it carries now
-	untrack    func()
-	expire     *time.Timer // while warm
+	first      *verdictPump                // a new channel, until its first connection runs
+	untrack    func()                      // ends its tracking and its expiry watch
+	expire     *time.Timer                 // while warm
 }
 
 // reuseUntil is when a channel opened with own (the inlet's credential)
@@ -104,16 +109,19 @@ func (p *pool) take() *session {
 	}
 }
 
-// put keeps s warm, or closes it if the pool is full or closed.
+// put keeps s warm, or closes it if the pool is full or closed, or s may
+// carry no new connection. It stays warm for idleTTL at most, and not past
+// its reuseUntil.
 func (p *pool) put(s *session) {
+	ttl := min(idleTTL, time.Until(s.reuseUntil))
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= maxIdle {
+	if p.closed || len(p.idle) >= maxIdle || ttl <= 0 {
 		p.mu.Unlock()
 		s.close()
 		return
 	}
 	p.idle = append(p.idle, s)
-	s.expire = time.AfterFunc(idleTTL, func() { p.drop(s) })
+	s.expire = time.AfterFunc(ttl, func() { p.drop(s) })
 	p.mu.Unlock()
 }
 

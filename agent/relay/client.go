@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 )
 
 // Grant is a fresh credential from the authority and the authority's
@@ -148,6 +149,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		// system roots: see verifyHub.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, controlALPN); err != nil {
+				return err
+			}
 			return verifyHub(cs.PeerCertificates, opts.AuthorityKey, host)
 		},
 	}
@@ -263,6 +267,33 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	return g, nil
 }
 
+// exchangeConfig is the TLS configuration of an exchange with the
+// authority: the agent presents certs (its node key); the authority
+// presents its own certificate, whose key must be pinned, and must
+// negotiate the exchange's ALPN.
+func exchangeConfig(certs []tls.Certificate, pinned ed25519.PublicKey) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		ServerName:         "sluice-authority",
+		NextProtos:         []string{authority.ExchangeALPN},
+		Certificates:       certs,
+		InsecureSkipVerify: true, // VerifyConnection instead
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, authority.ExchangeALPN); err != nil {
+				return err
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("verify authority: no certificate: %w", ErrHubUntrusted)
+			}
+			a := cs.PeerCertificates[0]
+			if k, ok := a.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pinned) || a.CheckSignatureFrom(a) != nil {
+				return fmt.Errorf("verify authority: not the project's authority: %w", ErrHubUntrusted)
+			}
+			return nil
+		},
+	}
+}
+
 // exchange asks the authority, end to end through the data session of
 // token, for a credential (op: enroll, hello or renew), and takes the member
 // state that comes with it.
@@ -275,26 +306,7 @@ func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, 
 	if dl, ok := ctx.Deadline(); ok {
 		raw.SetDeadline(dl)
 	}
-	pinned := c.opts.AuthorityKey
-	tc := tls.Client(raw, &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		ServerName:   "sluice-authority",
-		NextProtos:   []string{authority.ExchangeALPN},
-		Certificates: c.tlsConf.Certificates, // the node key
-		// The authority presents its own certificate: its key must be the
-		// one the ticket pinned.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("verify authority: no certificate: %w", ErrHubUntrusted)
-			}
-			a := cs.PeerCertificates[0]
-			if k, ok := a.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pinned) || a.CheckSignatureFrom(a) != nil {
-				return fmt.Errorf("verify authority: not the project's authority: %w", ErrHubUntrusted)
-			}
-			return nil
-		},
-	})
+	tc := tls.Client(raw, exchangeConfig(c.tlsConf.Certificates, c.opts.AuthorityKey))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return Grant{}, fmt.Errorf("reach the authority: %w", err)
 	}

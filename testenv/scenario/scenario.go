@@ -118,8 +118,8 @@ type Scenario struct {
 	// RelayDir the relay's project directory.
 	Authority *testenv.Process
 	RelayDir  string
-	Bank     *Agent
-	Analysis *Agent
+	Bank      *Agent
+	Analysis  *Agent
 
 	agents  []*Agent // every agent started, for Close
 	hubArgs []string // extra arguments of the hub (RestartHub)
