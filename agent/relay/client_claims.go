@@ -217,4 +217,3 @@ func (c *Client) claimLoop(ctx context.Context) {
 		}
 	}
 }
-
