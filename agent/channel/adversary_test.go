@@ -284,3 +284,40 @@ func TestNoKeyNonceReuse(t *testing.T) {
 		t.Fatal("the audit saw no record")
 	}
 }
+
+// TestInjectedAlert: someone on the path puts a TLS alert where a
+// direction's first record of a stream should be, and cuts. On a fresh
+// channel (sequence number 0) the reader reports a TLS alert, on a warm one
+// a bad record; never a policy refusal, which only an authenticated record
+// can carry. Both applications see a reset.
+func TestInjectedAlert(t *testing.T) {
+	alert := append([]byte{tlsAppData, 3, 3, 0, 19}, make([]byte, 19)...)
+	request, answer := []byte("request"), []byte("answer")
+	for _, d := range []dir{toServer, toClient} {
+		for _, warm := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/warm=%v", d, warm), func(t *testing.T) {
+				m := newMITM(t)
+				want := ErrPeerAlert
+				if warm {
+					checkClean(t, m.stream(request, answer), request, answer)
+					want = ErrBadRecord
+				}
+				m.setTamper(d, func(_ uint64, _ []byte, emit func([]byte)) bool {
+					emit(alert)
+					return true
+				})
+				r := m.stream(request, answer)
+				reader := r.outletRes.Err
+				if d == toClient {
+					reader = r.inletRes.Err
+				}
+				if !errors.Is(reader, want) || errors.Is(reader, ErrDenied) {
+					t.Errorf("the reading agent's pipe ended with %v, want %v (and never %v)", reader, want, ErrDenied)
+				}
+				if !errors.Is(r.errA, syscall.ECONNRESET) || len(r.gotA) != 0 {
+					t.Errorf("the inlet's application read %q and then %v, want a reset and nothing", r.gotA, r.errA)
+				}
+			})
+		}
+	}
+}

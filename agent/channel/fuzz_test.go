@@ -129,8 +129,8 @@ func (fd *feeder) feed(t *testing.T, b []byte) result {
 // FuzzOpen feeds arbitrary bytes as the peer's records. Nothing the fuzzer
 // writes can be authenticated without the key, so the reader must refuse the
 // stream: a bad record, a truncated stream, or (a first record that looks
-// like TLS) a refusal; never a record, never a panic, and no buffer held
-// after the failure.
+// like TLS) a TLS alert, never a policy refusal; never a record, never a
+// panic, and no buffer held after the failure.
 func FuzzOpen(f *testing.F) {
 	fd := newFeeder(f)
 	l := MaxRecord + tagLen
@@ -155,8 +155,10 @@ func FuzzOpen(f *testing.F) {
 		case len(r.recs) > 0:
 			t.Fatalf("%d bytes of no one's making opened as %d records, first of type %d", len(b), len(r.recs), r.recs[0].typ)
 		case errors.Is(r.err, ErrDenied):
+			t.Fatalf("unauthenticated bytes taken as a policy refusal: %v", r.err)
+		case errors.Is(r.err, ErrPeerAlert):
 			if b[0] != tlsAlert && b[0] != tlsAppData {
-				t.Fatalf("refusal without a TLS record: %v", r.err)
+				t.Fatalf("TLS alert reported without a TLS record: %v", r.err)
 			}
 		case !errors.Is(r.err, ErrBadRecord) && !errors.Is(r.err, ErrTruncated):
 			t.Fatalf("stream of %d bytes ended with %v, want a bad record or a truncation", len(b), r.err)
@@ -196,7 +198,7 @@ func FuzzTamper(f *testing.F) {
 				t.Fatalf("genuine stream of %d records (%d more bytes after it): %d records, then %v", len(recs), len(tampered)-len(orig), len(r.recs), r.err)
 			}
 		} else if !errors.Is(r.err, ErrBadRecord) && !errors.Is(r.err, ErrTruncated) &&
-			!(errors.Is(r.err, ErrDenied) && (tampered[0] == tlsAlert || tampered[0] == tlsAppData)) {
+			!(errors.Is(r.err, ErrPeerAlert) && (tampered[0] == tlsAlert || tampered[0] == tlsAppData)) {
 			t.Fatalf("rewritten stream (op %d): %d records, then %v; want a bad record or a truncation", op%10, len(r.recs), r.err)
 		}
 		for i, got := range r.recs {

@@ -79,6 +79,13 @@ var (
 	ErrTruncated = errors.New("channel ended without its end record")
 	// ErrBadRecord means a record failed authentication or is malformed.
 	ErrBadRecord = errors.New("bad channel record")
+	// ErrPeerAlert means the first bytes from the peer were a TLS record,
+	// not a channel record: a TLS alert after the handshake, such as the
+	// one a TLS 1.3 server sends when it rejects the client's certificate
+	// after the client's handshake has finished. It is not authenticated:
+	// anyone on the path can send those bytes, so it is never taken as the
+	// peer's refusal, only as a failed channel.
+	ErrPeerAlert = errors.New("the peer closed with a TLS alert before any authenticated record")
 )
 
 var (
@@ -520,10 +527,11 @@ func (c *Conn) next() (byte, []byte, error) {
 			buf := *c.buf
 			h := buf[c.r : c.r+hdrLen]
 			if c.in.seq == 0 && (h[0] == tlsAlert || h[0] == tlsAppData) {
-				// A TLS 1.3 peer that refuses our credential does so after our
-				// handshake is done, with an alert (sealed, so it looks like
-				// application data). Our own records never start this way.
-				return 0, nil, c.fail(fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied))
+				// A TLS 1.3 server that rejects our certificate does so after
+				// our handshake is done, with an alert (sealed, so it looks
+				// like application data); our own records never start this
+				// way. Nothing authenticates it: report it for what it is.
+				return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrPeerAlert))
 			}
 			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
 			if l < tagLen || l > MaxRecord+tagLen {

@@ -214,12 +214,18 @@ func TestRekey(t *testing.T) {
 	}
 }
 
-func TestAlertIsRefusal(t *testing.T) {
-	c, s := conns(t)
-	c.in.seq = 0 // as if the control record had not come: first record
-	s.Raw().Write([]byte{tlsAppData, 3, 3, 0, 19})
-	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrDenied) {
-		t.Errorf("read of a TLS record: %v, want ErrDenied", err)
+// TestAlertIsNotRefusal: a TLS record where the peer's first channel record
+// should be is reported as a TLS alert, which nothing authenticates, never
+// as a policy refusal.
+func TestAlertIsNotRefusal(t *testing.T) {
+	for _, typ := range []byte{tlsAppData, tlsAlert} {
+		c, s := conns(t)
+		c.in.seq = 0 // as if the control record had not come: first record
+		s.Raw().Write([]byte{typ, 3, 3, 0, 19})
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, ErrPeerAlert) || errors.Is(err, ErrDenied) {
+			t.Errorf("read of a TLS record of type %#x: %v, want ErrPeerAlert and not ErrDenied", typ, err)
+		}
 	}
 }
 
