@@ -319,7 +319,7 @@ func (m *mitm) stream(request, answer []byte) streamResult {
 // keeps every (key, nonce) pair used, failing on a repeat.
 type audit struct {
 	t  *testing.T
-	mu *sync.Mutex // guards seen, shared by audits
+	mu *sync.Mutex // guards seen, shared by audits, and the fields below
 
 	shift uint
 	// seen maps key||nonce to where it was first used.
@@ -328,17 +328,40 @@ type audit struct {
 	km    []byte
 	count [2]uint64
 	gens  [2]uint64 // highest generation seen per direction
+	// secret is, per direction, the secret of generation gens (the
+	// ratchet's state); nil before the first record.
+	secret [2][]byte
 }
 
 func (a *audit) check(d dir, seq uint64, rec []byte) {
-	secret := a.km[:32]
-	if d == toClient {
-		secret = a.km[32:]
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	gen := seq >> a.shift
-	// Keys: HKDF-Expand(SHA-256, secret, "sluice record key " || gen in
-	// decimal, 28): the first 16 bytes the AES-128 key, the last 12 the IV.
-	km, err := hkdf.Expand(sha256.New, secret, "sluice record key "+strconv.FormatUint(gen, 10), 28)
+	if a.secret[d] == nil {
+		// Generation 0's secret is the direction's half of the exporter's
+		// 64 bytes.
+		a.secret[d] = a.km[:32]
+		if d == toClient {
+			a.secret[d] = a.km[32:]
+		}
+	}
+	if gen < a.gens[d] {
+		a.t.Errorf("%s %s record %d is of generation %d, after generation %d", a.name, d, seq, gen, a.gens[d])
+		return
+	}
+	// The ratchet: secret(g+1) = HKDF-Expand(SHA-256, secret(g),
+	// "sluice record next secret", 32).
+	for ; a.gens[d] < gen; a.gens[d]++ {
+		next, err := hkdf.Expand(sha256.New, a.secret[d], "sluice record next secret", 32)
+		if err != nil {
+			a.t.Error(err)
+			return
+		}
+		a.secret[d] = next
+	}
+	// Keys: HKDF-Expand(SHA-256, secret(g), "sluice record key", 28): the
+	// first 16 bytes the AES-128 key, the last 12 the IV.
+	km, err := hkdf.Expand(sha256.New, a.secret[d], "sluice record key", 28)
 	if err != nil {
 		a.t.Error(err)
 		return
@@ -358,8 +381,6 @@ func (a *audit) check(d dir, seq uint64, rec []byte) {
 		a.t.Errorf("%s %s record %d (type %d, %d bytes) does not open with the specified key and nonce of generation %d",
 			a.name, d, seq, rec[0], len(rec), gen)
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	id := string(key) + string(nonce)
 	where := a.name + " " + d.String() + " record " + strconv.FormatUint(seq, 10)
 	if first, ok := a.seen[id]; ok {
@@ -367,5 +388,4 @@ func (a *audit) check(d dir, seq uint64, rec []byte) {
 	}
 	a.seen[id] = where
 	a.count[d]++
-	a.gens[d] = max(a.gens[d], gen)
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,8 +37,9 @@ import (
 // big endian), authenticated as additional data; then the AES-128-GCM
 // ciphertext and tag. The nonce is the direction's IV XOR the record's
 // sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
-// the next key generation, derived from its exported secret, well within
-// AES-GCM's limits. A record that fails ends reading for good; a stream
+// the next key generation, well within AES-GCM's limits: a ratchet from its
+// exported secret, each generation's secret erased once it gave its key and
+// the next one's secret. A record that fails ends reading for good; a stream
 // ends cleanly only with its end record.
 
 // Record types.
@@ -65,8 +65,9 @@ const (
 	rekeyLog  = 20 // a new key generation every 2^20 records
 	maxSeq    = 1<<64 - 1
 
-	exporterLabel = "EXPORTER-sluice-records-v1"
-	keyLabel      = "sluice record key " // HKDF info: this, then the generation in decimal
+	exporterLabel = "EXPORTER-sluice-records-v2"
+	keyLabel      = "sluice record key"         // HKDF info: a generation's key and IV
+	nextLabel     = "sluice record next secret" // HKDF info: the next generation's secret
 
 	tlsAlert   = 0x15 // TLS record types (RFC 8446 5.1)
 	tlsAppData = 0x17
@@ -110,10 +111,13 @@ func putBuf(bp *[]byte) {
 	}
 }
 
-// direction is one direction's keys and record counter.
+// direction is one direction's keys and record counter. Its keys come from
+// a ratchet: each generation's secret gives that generation's key and IV
+// and the next generation's secret, and is erased once it has, so that the
+// state held at generation g opens nothing of earlier generations.
 type direction struct {
-	secret []byte
-	shift  uint // a new key generation every 1<<shift records: rekeyLog (tests lower it)
+	next   [32]byte // generation gen+1's secret: gen's and earlier ones are erased
+	shift  uint     // a new key generation every 1<<shift records: rekeyLog (tests lower it)
 	gen    uint64
 	aead   cipher.AEAD
 	iv     [12]byte
@@ -121,26 +125,37 @@ type direction struct {
 	nonceb [12]byte // the last nonce: one per direction, not one per record
 }
 
+// newDirection starts a direction at generation 0 from its exported
+// secret, which the caller erases.
 func newDirection(secret []byte) (*direction, error) {
-	d := &direction{secret: secret, shift: rekeyLog}
-	return d, d.rekey(0)
+	d := &direction{shift: rekeyLog}
+	copy(d.next[:], secret)
+	return d, d.ratchet()
 }
 
-// recordKey derives generation gen's key and IV from a direction's secret
-// (docs/channel.md, "Keys").
-func recordKey(secret []byte, gen uint64) (key, iv []byte, err error) {
-	km, err := hkdf.Expand(sha256.New, secret, keyLabel+strconv.FormatUint(gen, 10), 16+12)
+// generation derives, from generation g's secret, g's key and IV and
+// generation g+1's secret (docs/channel.md, "Keys").
+func generation(secret []byte) (key, iv, next []byte, err error) {
+	km, err := hkdf.Expand(sha256.New, secret, keyLabel, 16+12)
 	if err != nil {
-		return nil, nil, fmt.Errorf("derive record key: %w", err)
+		return nil, nil, nil, fmt.Errorf("derive record key: %w", err)
 	}
-	return km[:16], km[16:], nil
+	if next, err = hkdf.Expand(sha256.New, secret, nextLabel, 32); err != nil {
+		return nil, nil, nil, fmt.Errorf("derive record key: %w", err)
+	}
+	return km[:16], km[16:], next, nil
 }
 
-func (d *direction) rekey(gen uint64) error {
-	key, iv, err := recordKey(d.secret, gen)
+// ratchet installs the keys of the generation whose secret d.next holds,
+// keeps the following generation's secret in its place and erases the
+// rest. The caller sets d.gen.
+func (d *direction) ratchet() error {
+	key, iv, next, err := generation(d.next[:])
 	if err != nil {
 		return err
 	}
+	defer clear(key)
+	defer clear(next)
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return fmt.Errorf("derive record key: %w", err)
@@ -149,7 +164,20 @@ func (d *direction) rekey(gen uint64) error {
 		return fmt.Errorf("derive record key: %w", err)
 	}
 	copy(d.iv[:], iv)
-	d.gen = gen
+	copy(d.next[:], next)
+	return nil
+}
+
+// rekey moves on to generation g, the next one: the ratchet turns one
+// generation at a time, as the sequence number runs.
+func (d *direction) rekey(g uint64) error {
+	if g != d.gen+1 {
+		return fmt.Errorf("derive record key: generation %d after %d: %w", g, d.gen, ErrBadRecord)
+	}
+	if err := d.ratchet(); err != nil {
+		return err
+	}
+	d.gen = g
 	return nil
 }
 
@@ -161,6 +189,8 @@ func (d *direction) nonce() ([]byte, error) {
 		return nil, fmt.Errorf("channel direction used up its %d records: %w", uint64(maxSeq), ErrBadRecord)
 	}
 	if g := d.seq >> d.shift; g != d.gen {
+		// The ratchet turns: from now on this direction cannot seal
+		// or open a record of an earlier generation.
 		if err := d.rekey(g); err != nil {
 			return nil, err
 		}
@@ -242,11 +272,13 @@ func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export channel keys: %w", err)
 	}
+	defer clear(km)
 	return newConn(raw, km, client)
 }
 
 // newConn builds the record layer from the 64 exported bytes km: the
-// client-to-server secret, then the server-to-client one.
+// client-to-server secret, then the server-to-client one. It keeps copies:
+// the caller erases km.
 func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 	toServer, err := newDirection(km[:32])
 	if err != nil {
