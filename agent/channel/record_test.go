@@ -17,7 +17,7 @@ import (
 )
 
 // pair returns two TCP connections joined on loopback.
-func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func pair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -43,7 +43,7 @@ func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return d, a
 }
 
-func selfSigned(t *testing.T) tls.Certificate {
+func selfSigned(t testing.TB) tls.Certificate {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -61,7 +61,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 // conns runs a mutual TLS 1.3 handshake over Boundary and returns both ends'
 // record layers. The server writes a control record right after its
 // handshake, which the client's crypto/tls must leave unread.
-func conns(t *testing.T) (client, server *Conn) {
+func conns(t testing.TB) (client, server *Conn) {
 	t.Helper()
 	craw, sraw := pair(t)
 	cert := selfSigned(t)
