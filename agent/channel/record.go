@@ -33,16 +33,19 @@ import (
 // One copy in and one copy out per direction, as through a socket; the
 // crypto works in the same buffer.
 //
-// Record: a 4-byte header, type (1 byte) and ciphertext length (3 bytes,
-// big endian), authenticated as additional data; then the AES-128-GCM
-// ciphertext and tag. The nonce is the direction's IV XOR the record's
+// Record: a 4-byte header, the constant 0x80 and the ciphertext length
+// (3 bytes, big endian), authenticated as additional data; then the
+// AES-128-GCM ciphertext and tag of the content, its type (one byte) and
+// padding (zeros). The type travels inside, as in TLS 1.3, and the end
+// record is padded to the size of a control record or of a one-byte data
+// record, so that the hub reads neither off the header. The nonce is the direction's IV XOR the record's
 // sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
 // the next key generation, well within AES-GCM's limits: a ratchet from its
 // exported secret, each generation's secret erased once it gave its key and
 // the next one's secret. A record that fails ends reading for good; a stream
 // ends cleanly only with its end record.
 
-// Record types.
+// Record types, sealed inside each record.
 const (
 	recData    byte = 1 // application bytes
 	recEnd     byte = 2 // the sender's clean end of stream (its close_notify)
@@ -50,13 +53,19 @@ const (
 )
 
 const (
-	hdrLen = 4
-	tagLen = 16
-	// MaxRecord is the largest plaintext of one record.
+	recSealed byte = 0x80 // the header's first byte: the same for every record
+	hdrLen         = 4
+	tagLen         = 16
+	// MaxRecord is the largest content of one record.
 	MaxRecord = 128 << 10
+	// maxInner is the largest plaintext of one record: content, type and
+	// padding.
+	maxInner = MaxRecord + 1
+	// overhead is what a record adds to its content, without padding.
+	overhead = hdrLen + 1 + tagLen
 	// bufSize holds two whole records, so that reading never waits for
 	// room.
-	bufSize = 2 * (hdrLen + MaxRecord + tagLen)
+	bufSize = 2 * (hdrLen + maxInner + tagLen)
 	// smallSize is the buffer a direction starts with after being idle:
 	// thousands of connections waking at once for a few bytes each must
 	// not take a large buffer each. A direction that fills it moves to
@@ -302,26 +311,33 @@ func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 // Raw returns the TCP connection under the channel.
 func (c *Conn) Raw() *net.TCPConn { return c.raw }
 
-// seal seals buf[hdrLen:hdrLen+n] in place as a record of type typ and
-// returns the whole record.
+// seal seals the content buf[hdrLen:hdrLen+n] in place as a record of type
+// typ and returns the whole record. buf has room for the type after the
+// content and the tag (and an end record for its byte of padding).
 func (c *Conn) seal(typ byte, buf []byte, n int) ([]byte, error) {
 	nonce, err := c.out.nonce()
 	if err != nil {
 		return nil, err
 	}
+	buf[hdrLen+n] = typ
+	n++
+	if typ == recEnd {
+		// Padded to the size of a control record (and of a one-byte data
+		// record): content, type and padding, 2 bytes.
+		buf[hdrLen+n] = 0
+		n++
+	}
 	l := n + tagLen
-	buf[0], buf[1], buf[2], buf[3] = typ, byte(l>>16), byte(l>>8), byte(l)
+	buf[0], buf[1], buf[2], buf[3] = recSealed, byte(l>>16), byte(l>>8), byte(l)
 	sealed := c.out.aead.Seal(buf[hdrLen:hdrLen], nonce, buf[hdrLen:hdrLen+n], buf[:hdrLen])
 	return buf[:hdrLen+len(sealed)], nil
 }
 
 // writeRecord seals p (at most MaxRecord bytes) and writes it.
 func (c *Conn) writeRecord(typ byte, p []byte) error {
-	bp := getBuf(hdrLen+len(p)+tagLen > smallSize)
+	bp := getBuf(overhead+1+len(p) > smallSize) // +1: an end record's padding
 	defer putBuf(bp)
-	buf := *bp
-	n := copy(buf[hdrLen:min(len(buf)-tagLen, hdrLen+MaxRecord)], p)
-	rec, err := c.seal(typ, buf, n)
+	rec, err := c.seal(typ, *bp, copy(plainRoom(*bp), p))
 	if err != nil {
 		return err
 	}
@@ -392,7 +408,7 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 			return err // nil at EOF
 		}
 		// A read that filled its buffer means more is coming.
-		room := min(len(*bp)-hdrLen-tagLen, MaxRecord)
+		room := len(plainRoom(*bp))
 		r.big = nr == room || (r.big && nr > smallSize/2)
 		rec, err := c.seal(recData, *bp, nr)
 		if err == nil {
@@ -406,8 +422,9 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 	}
 }
 
-// plainRoom is where a record's plaintext goes in a buffer.
-func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-tagLen, hdrLen+MaxRecord)] }
+// plainRoom is where a data record's content goes in a buffer: the type
+// and the tag follow it.
+func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-1-tagLen, hdrLen+MaxRecord)] }
 
 // whole is the whole buffer.
 func whole(b []byte) []byte { return b }
@@ -565,8 +582,11 @@ func (c *Conn) next() (byte, []byte, error) {
 				// way. Nothing authenticates it: report it for what it is.
 				return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrPeerAlert))
 			}
+			if h[0] != recSealed {
+				return 0, nil, c.fail(fmt.Errorf("read channel: record header starts with %#x: %w", h[0], ErrBadRecord))
+			}
 			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
-			if l < tagLen || l > MaxRecord+tagLen {
+			if l < 1+tagLen || l > maxInner+tagLen {
 				return 0, nil, c.fail(fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord))
 			}
 			need = hdrLen + l
@@ -591,7 +611,19 @@ func (c *Conn) open(h, body []byte) (byte, []byte, error) {
 	if err != nil {
 		return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrBadRecord))
 	}
-	typ := h[0]
+	// The type is the last byte that is not padding (zeros).
+	i := len(p) - 1
+	for i >= 0 && p[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		return 0, nil, c.fail(fmt.Errorf("read channel: record without a type: %w", ErrBadRecord))
+	}
+	typ := p[i]
+	p = p[:i]
+	if typ != recData && typ != recEnd && typ != recControl {
+		return 0, nil, c.fail(fmt.Errorf("read channel: record of type %d: %w", typ, ErrBadRecord))
+	}
 	if typ == recEnd && len(p) != 0 {
 		return 0, nil, c.fail(fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord))
 	}

@@ -95,10 +95,10 @@ var specRecords = []struct {
 	p   []byte
 	rec string
 }{
-	{0, recData, []byte("hello"), "0100001525458e1bcc9c793ffae7d03f24b0c134e6414d7b79"},
-	{1, recControl, []byte{0x10}, "03000011c683f9db606a02802917f60b8c08e82553"},
-	{2, recEnd, nil, "020000106b2bc2f7f71e775293917ab98344bb57"},
-	{1 << 20, recData, []byte("hello"), "010000150d11a4b77c0e6012e1697c0db30c00433dd04bed9e"},
+	{0, recData, []byte("hello"), "8000001625458e1bcc8847913cdcecb8e104c66c450b1eef0e60"},
+	{1, recControl, []byte{0x10}, "80000012c60ba0d3416530909cb7bdbd9ccc00d406ba"},
+	{2, recEnd, nil, "800000125d36865f65d7fff816cb493d819194a820ef"},
+	{1 << 20, recData, []byte("hello"), "800000160d11a4b77c0cc8e524b16073da8b4e33134d5e916585"},
 }
 
 func TestSpecRecordsSealed(t *testing.T) {
@@ -109,7 +109,7 @@ func TestSpecRecordsSealed(t *testing.T) {
 	c := &Conn{out: out}
 	for _, v := range specRecords {
 		out.seq = v.seq
-		buf := make([]byte, hdrLen+len(v.p)+tagLen)
+		buf := make([]byte, overhead+1+len(v.p))
 		copy(buf[hdrLen:], v.p)
 		rec, err := c.seal(v.typ, buf, len(v.p))
 		if err != nil || hex.EncodeToString(rec) != v.rec {
