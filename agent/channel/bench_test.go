@@ -3,7 +3,9 @@ package channel
 import (
 	"fmt"
 	"io"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // What the record layer costs per record, for bulk (128 KiB) and small
@@ -36,6 +38,7 @@ func BenchmarkSealOpen(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer reportCPU(b, cpuTime())
 			for range b.N {
 				rec, err := c.seal(recData, *bp, size)
 				if err != nil {
@@ -67,6 +70,7 @@ func BenchmarkStream(b *testing.B) {
 			}()
 			b.SetBytes(int64(size))
 			b.ResetTimer()
+			defer reportCPU(b, cpuTime())
 			for range b.N {
 				if _, err := c.Write(msg); err != nil {
 					b.Fatal(err)
@@ -80,4 +84,16 @@ func BenchmarkStream(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process's CPU time per operation since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 }
