@@ -38,12 +38,13 @@ import (
 // AES-128-GCM ciphertext and tag of the content, its type (one byte) and
 // padding (zeros). The type travels inside, as in TLS 1.3, and the end
 // record is padded to the size of a control record or of a one-byte data
-// record, so that the hub reads neither off the header. The nonce is the direction's IV XOR the record's
-// sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
-// the next key generation, well within AES-GCM's limits: a ratchet from its
-// exported secret, each generation's secret erased once it gave its key and
-// the next one's secret. A record that fails ends reading for good; a stream
-// ends cleanly only with its end record.
+// record, so that the hub reads neither off the header. The nonce is the
+// direction's IV XOR the record's sequence number (as in TLS 1.3). Every
+// 2^20 records the direction moves to the next key generation, well within
+// AES-GCM's limits: a ratchet from its exported secret, each generation's
+// secret erased once it gave its key and the next one's secret. A record
+// that fails ends reading for good; a stream ends cleanly only with its end
+// record.
 
 // Record types, sealed inside each record.
 const (
@@ -163,7 +164,7 @@ func (d *direction) ratchet() error {
 	if err != nil {
 		return err
 	}
-	defer clear(key)
+	defer clear(key[:cap(key)]) // the IV after it too: copied below
 	defer clear(next)
 	block, err := aes.NewCipher(key)
 	if err != nil {
