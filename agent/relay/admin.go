@@ -35,8 +35,9 @@ func AuthorityAdminHandler(s *authority.Service) http.Handler { return adminHand
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
 //	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
 //
-// Errors are {"error": "..."} with 400, 404 (no such member, or no stats
-// here), 409 (revoked, or a relay without the authority) or 500.
+// Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
+// or no such request), 409 (revoked, or a relay without the authority) or
+// 500.
 func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +64,9 @@ func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
 		m, err := members.SetAttributes(r.PathValue("node"), req.Attributes)
 		adminReply(w, m, err)
 	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		adminReply(w, nil, fmt.Errorf("no admin request %s %s: %w", r.Method, r.URL.Path, errNoRequest))
+	})
 	return mux
 }
 
@@ -71,14 +75,17 @@ type AttributesRequest struct {
 	Attributes map[string]string `json:"attributes"`
 }
 
-var errBadRequest = errors.New("bad request")
+var (
+	errBadRequest = errors.New("bad request")
+	errNoRequest  = errors.New("no such request")
+)
 
 func adminReply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	code := http.StatusOK
 	if err != nil {
 		switch {
-		case errors.Is(err, authority.ErrNotMember):
+		case errors.Is(err, authority.ErrNotMember), errors.Is(err, errNoRequest):
 			code = http.StatusNotFound
 		case errors.Is(err, authority.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
 			code = http.StatusConflict
