@@ -112,8 +112,11 @@ func FuzzAdminAPI(f *testing.F) {
 		if op%4 == 1 {
 			want = http.StatusNotFound // never the member: see above
 		}
-		if (op%4 == 1 || op%4 == 2) && strings.Contains(node, "/") {
-			want = http.StatusNotFound // no such request: a node's name is one path segment
+		if (op%4 == 1 || op%4 == 2) && strings.Contains(node, "/") && w.Code == http.StatusNotFound &&
+			strings.Contains(reply.Error, "no such request") {
+			// The mux may route an escaped slash in a path segment or not.
+			want = http.StatusNotFound
+			wantAttrs = before.Attributes
 		}
 		if w.Code != want || (w.Code != http.StatusOK && reply.Error == "") {
 			t.Fatalf("%s %s %q: %d %s, want %d", method, path, body, w.Code, w.Body.Bytes(), want)
