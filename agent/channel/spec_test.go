@@ -3,6 +3,7 @@ package channel
 import (
 	"bytes"
 	"encoding/hex"
+	"os"
 	"testing"
 )
 
@@ -132,6 +133,30 @@ func TestSpecRecordsOpened(t *testing.T) {
 		typ, p, err := s.next()
 		if err != nil || typ != v.typ || !bytes.Equal(p, v.p) {
 			t.Errorf("record %d opened as type %d %q (%v), want type %d %q", v.seq, typ, p, err, v.typ, v.p)
+		}
+	}
+}
+
+// TestSpecVectorsInDocument: the vectors above are the ones
+// docs/channel.md publishes.
+func TestSpecVectorsInDocument(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/channel.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, v := range specKeys {
+		want = append(want, v.key, v.iv)
+		if v.gen > 0 {
+			want = append(want, v.secret)
+		}
+	}
+	for _, v := range specRecords {
+		want = append(want, v.rec)
+	}
+	for _, w := range want {
+		if !bytes.Contains(doc, []byte("`"+w+"`")) {
+			t.Errorf("docs/channel.md does not publish the vector %s", w)
 		}
 	}
 }
