@@ -39,6 +39,10 @@ const (
 	OpRenew  = "renew"  // a fresh credential
 )
 
+// ErrUnsupported means an exchange request names no operation the
+// authority knows: the agent's mistake, not the authority's failure.
+var ErrUnsupported = errors.New("unsupported exchange request")
+
 // maxExchangeRequest bounds what the service reads of a request.
 const maxExchangeRequest = 64 << 10
 
@@ -252,7 +256,7 @@ func (s *Service) answer(pub ed25519.PublicKey, req *ExchangeRequest) (*Exchange
 		}
 	case OpHello, OpRenew:
 	default:
-		err := fmt.Errorf("unknown operation %q", req.Op)
+		err := fmt.Errorf("exchange: operation %q (want %s, %s or %s): %w", req.Op, OpEnroll, OpHello, OpRenew, ErrUnsupported)
 		return refusal(err), err
 	}
 	der, m, err := s.auth.Issue(node)
@@ -282,6 +286,7 @@ var codes = []struct {
 	{"relay_not_allowed", ErrRelayNotAllowed},
 	{"not_member", ErrNotMember},
 	{"revoked", ErrMemberRevoked},
+	{"unsupported", ErrUnsupported},
 }
 
 // Code is the wire code of one of the authority's refusals, or "internal"

@@ -16,7 +16,7 @@ import (
 )
 
 // ALPN is the application protocol of agent-to-agent channels.
-const ALPN = "sluice-portal/1"
+const ALPN = "sluice-portal/2"
 
 // Sentinel errors of channel authorization.
 var (

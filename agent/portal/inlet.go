@@ -271,12 +271,14 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
 	s, err := m.session(in)
 	if err != nil {
+		err = explainRemote(err)
 		if refusedByPolicy(err) {
 			in.stats.Refused.Add(1)
+			log.Warn("inlet connection refused", zap.Error(err))
 		} else {
 			in.stats.Failed.Add(1)
+			log.Warn("inlet connection failed", zap.Error(err))
 		}
-		log.Warn("inlet connection refused", zap.Error(err))
 		pipe.TCP(app).Abort()
 		return
 	}
@@ -297,7 +299,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		switch {
 		case refusedByPolicy(err):
 			in.stats.Refused.Add(1)
-		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet):
+		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet), isRemoteAlert(err):
 			in.stats.Failed.Add(1)
 		}
 		log.Info("inlet connection ended with an error", zap.Error(err))
@@ -451,13 +453,19 @@ func (m *Manager) dial(ctx context.Context, addr string) (*net.TCPConn, error) {
 	return c.(*net.TCPConn), nil
 }
 
-// refusal explains a failed first write on a fresh channel: the outlet may
-// have refused our credential with an alert and closed (TLS 1.3 clients
-// finish their handshake before the server has checked them). It returns
-// the refusal if that is what is waiting to be read, else werr.
+// refusal explains a failed first write on a fresh channel by what the
+// outlet's side sent before it closed: an authenticated status (a policy
+// refusal among them), or a TLS alert, which is not authenticated
+// (explainRemote). Otherwise it returns werr.
 func refusal(ch *channel.Conn, werr error) error {
 	ch.Raw().SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := ch.ReadControl(); errors.Is(err, channel.ErrDenied) {
+	b, err := ch.ReadControl()
+	switch {
+	case err == nil:
+		if serr := outletStatus(b); serr != nil {
+			return serr
+		}
+	case errors.Is(err, channel.ErrPeerAlert):
 		return err
 	}
 	return werr
@@ -466,26 +474,39 @@ func refusal(ch *channel.Conn, werr error) error {
 // refusedByPolicy reports whether a channel or a connection on it was
 // refused because of who the peer is (counted as refused, not failed): its
 // attributes, its identity, or a credential the project has since replaced
-// or revoked.
+// or revoked. Only an authenticated word counts: this agent's own checks of
+// the outlet's credential, the outlet's status record, the hub's dial_denied
+// on its control connection. A TLS alert never does (explainRemote).
 func refusedByPolicy(err error) bool {
+	if isRemoteAlert(err) {
+		return false
+	}
 	return errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) ||
 		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked)
 }
 
-// explainRemote turns the outlet's TLS alert into the reason an operator needs.
+// explainRemote says what a TLS alert from the outlet's side may mean. The
+// outlet's agent sends one only when its handshake rejects this agent's
+// credential (not signed by the authority it trusts, expired, of another
+// project); its policy refusals come in an authenticated status record.
+// Nothing authenticates the alert: anyone on the path, the relay included,
+// can send the same bytes, so it is counted as a failure, never a refusal.
 func explainRemote(err error) error {
-	if isRemoteBadCert(err) {
-		return fmt.Errorf("the outlet refused this agent's credential (its policy does not allow our attributes, or it does not trust our authority): %v: %w", err, channel.ErrDenied)
+	if isRemoteAlert(err) {
+		return fmt.Errorf("the outlet's side answered with a TLS alert, which is not authenticated: "+
+			"the outlet's agent may have rejected this agent's credential (not trusted, expired, or of another project), "+
+			"or someone on the path injected it: %w", err)
 	}
 	return err
 }
 
-// isRemoteBadCert reports an alert sent by the outlet: crypto/tls returns it
-// as a *net.OpError with Op "remote error". The outlet sends alerts only when
-// it refuses our credential; other failures come as status bytes.
-func isRemoteBadCert(err error) bool {
+// isRemoteAlert reports a TLS alert from the outlet's side: during the
+// handshake crypto/tls returns it as a *net.OpError with Op "remote error";
+// after it (a TLS 1.3 server checks the client's certificate once the
+// client's handshake is done) the channel reports channel.ErrPeerAlert.
+func isRemoteAlert(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "remote error"
+	return errors.Is(err, channel.ErrPeerAlert) || errors.As(err, &op) && op.Op == "remote error"
 }
 
 // outletStatus checks the outlet's status, the first record it sends.

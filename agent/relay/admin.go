@@ -47,8 +47,9 @@ func AuthorityAdminHandler(s *authority.Service, log *zap.Logger) http.Handler {
 //	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
 //	GET  /v1/backup                      a consistent copy of the database (hub.db; the authority's)
 //
-// Errors are {"error": "..."} with 400, 404 (no such member, or no stats
-// here), 409 (revoked, or a relay without the authority) or 500.
+// Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
+// or no such request), 409 (revoked, or a relay without the authority) or
+// 500.
 func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authority, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -77,6 +78,9 @@ func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authori
 		}
 		m, err := members.SetAttributes(r.PathValue("node"), req.Attributes)
 		adminReply(w, m, err)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		adminReply(w, nil, fmt.Errorf("no admin request %s %s: %w", r.Method, r.URL.Path, errNoRequest))
 	})
 	return mux
 }
@@ -111,14 +115,17 @@ type AttributesRequest struct {
 	Attributes map[string]string `json:"attributes"`
 }
 
-var errBadRequest = errors.New("bad request")
+var (
+	errBadRequest = errors.New("bad request")
+	errNoRequest  = errors.New("no such request")
+)
 
 func adminReply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	code := http.StatusOK
 	if err != nil {
 		switch {
-		case errors.Is(err, authority.ErrNotMember):
+		case errors.Is(err, authority.ErrNotMember), errors.Is(err, errNoRequest):
 			code = http.StatusNotFound
 		case errors.Is(err, authority.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
 			code = http.StatusConflict
