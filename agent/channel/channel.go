@@ -26,7 +26,7 @@ var (
 	ErrWrongPeer = errors.New("peer is not the node that owns the relay")
 	// ErrNoOutlet means the server has no outlet by the requested name.
 	ErrNoOutlet = errors.New("no such outlet")
-	// ErrProtocol means the peer did not negotiate ALPN (sluice-portal/1):
+	// ErrProtocol means the peer did not negotiate the channel's ALPN:
 	// it is not an agent's end of a channel.
 	ErrProtocol = alpn.ErrMismatch
 )

@@ -270,9 +270,9 @@ func TestGoodPair(t *testing.T) {
 }
 
 // TestBadInletCredential: the outlet refuses the inlet's credential with
-// the exact reason, the inlet hears a refusal (channel.ErrDenied: the
-// outlet's alert, which comes after the inlet's side of a TLS 1.3
-// handshake), and no application byte reaches the outlet.
+// the exact reason, the inlet hears the outlet's alert (ErrPeerAlert: it
+// comes after the inlet's side of a TLS 1.3 handshake, unauthenticated, so
+// never a refusal), and no application byte reaches the outlet.
 func TestBadInletCredential(t *testing.T) {
 	for _, c := range badCredentials() {
 		t.Run(c.name, func(t *testing.T) {
@@ -289,11 +289,11 @@ func TestBadInletCredential(t *testing.T) {
 			if len(o.got) != 0 {
 				t.Errorf("the outlet received %q", o.got)
 			}
-			if c.setup == nil && !errors.Is(o.inlet, channel.ErrDenied) {
+			if c.setup == nil && !errors.Is(o.inlet, channel.ErrPeerAlert) {
 				// Refused in the handshake. A revoked or stale inlet is
 				// refused after it (Admit), in a status record that is the
-				// portal's (agent/portal TestBadPeerCredential).
-				t.Errorf("the inlet reported %v, want %v", o.inlet, channel.ErrDenied)
+				// portal's (agent/portal TestBadInletCredential).
+				t.Errorf("the inlet reported %v, want %v", o.inlet, channel.ErrPeerAlert)
 			}
 		})
 	}
@@ -325,7 +325,7 @@ func TestBadOutletCredential(t *testing.T) {
 	}
 }
 
-// TestALPNRequired: an end that does not negotiate sluice-portal/1 is
+// TestALPNRequired: an end that does not negotiate the channel's ALPN is
 // refused by the other, whichever it is.
 func TestALPNRequired(t *testing.T) {
 	a := newAuthority(t)
@@ -336,8 +336,8 @@ func TestALPNRequired(t *testing.T) {
 		if !errors.Is(o.outlet, channel.ErrProtocol) {
 			t.Errorf("the outlet reported %v, want %v", o.outlet, channel.ErrProtocol)
 		}
-		if !errors.Is(o.inlet, channel.ErrDenied) || len(o.got) != 0 {
-			t.Errorf("the inlet reported %v, the outlet received %q; want a refusal and nothing", o.inlet, o.got)
+		if !errors.Is(o.inlet, channel.ErrPeerAlert) || len(o.got) != 0 {
+			t.Errorf("the inlet reported %v, the outlet received %q; want the outlet's alert and nothing", o.inlet, o.got)
 		}
 	})
 	t.Run("outlet selects none", func(t *testing.T) {

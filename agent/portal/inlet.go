@@ -482,7 +482,10 @@ func refusedByPolicy(err error) bool {
 		return false
 	}
 	return errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) ||
-		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked)
+		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked) ||
+		// This agent's own check of the peer's credential refused it.
+		errors.Is(err, credential.ErrUntrusted) || errors.Is(err, credential.ErrExpired) ||
+		errors.Is(err, credential.ErrWrongProject) || errors.Is(err, credential.ErrMalformed)
 }
 
 // explainRemote says what a TLS alert from the outlet's side may mean. The
