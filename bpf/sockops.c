@@ -3,8 +3,9 @@
  * to an app go straight into the app socket's receive queue, skipping TCP/IP
  * on both sides of the veth.
  *
- *   sockops (cgroup): an app socket that connected to a service address
- *       joins socks, keyed by its own view and its netns cookie.
+ *   sockops (cgroup): an app socket that connected to a service address,
+ *       through this agent's steer program (its SYN is in flows), joins
+ *       socks, keyed by its own view and its netns cookie.
  *   the agent, at accept, before it writes a byte: its socket joins socks,
  *       and peers maps its key to the app socket's key.
  *   sk_msg (on socks): a send whose key has a peer is redirected into the
@@ -15,6 +16,13 @@
  * still in flight on the normal path. The app's writes always take the
  * normal path (it may write before the agent has accepted). Spliced sockets
  * (the hub's) never join: a socket in a sockmap loses splice(2).
+ *
+ * The program sits on the cgroup root, so it sees the sockets of every
+ * namespace, those of another agent's containers too (two agents on one
+ * kernel, such as tests running side by side). It leaves them alone: a
+ * socket in this agent's sockhash could not join the other agent's (the
+ * kernel refuses a socket already bound to other sk_msg programs, EBUSY),
+ * and that agent could accelerate nothing.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_endian.h>
@@ -22,6 +30,7 @@
 
 #include "sluice.h"
 #include "services.h"
+#include "flows.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -82,12 +91,17 @@ int track(struct bpf_sock_ops *ops)
 	k.remote_ip = ops->remote_ip4;
 	k.local_port = lport(ops->local_port);
 	k.remote_port = rport(ops->remote_port);
-	if (bpf_sock_hash_update(ops, &socks, &k, BPF_ANY))
-		return 1;
 	f.saddr = k.local_ip;
 	f.daddr = k.remote_ip;
 	f.sport = k.local_port;
 	f.dport = k.remote_port;
+	/* Not steered by this agent (its SYN reached steer before this
+	 * SYN-ACK came back, and the agent takes the record only at accept,
+	 * after the app's ACK): someone else's socket. */
+	if (!bpf_map_lookup_elem(&flows, &f))
+		return 1;
+	if (bpf_sock_hash_update(ops, &socks, &k, BPF_ANY))
+		return 1;
 	have = bpf_map_lookup_elem(&apps, &f);
 	if (have && *have != k.netns)
 		bpf_map_update_elem(&apps, &f, &zero, BPF_ANY);

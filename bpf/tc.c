@@ -39,6 +39,7 @@
 
 #include "sluice.h"
 #include "services.h"
+#include "flows.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -81,14 +82,6 @@ struct {
 	__type(value, struct portal_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MAX_FLOWS);
-	__type(key, struct flow_key);
-	__type(value, struct flow_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} flows SEC(".maps");
 
 /* Slot 0: where the agent's transparent listener is bound. When the agent
  * dies its socket goes, the lookup fails, and connections are refused:

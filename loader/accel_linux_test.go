@@ -3,6 +3,7 @@ package loader_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -172,5 +173,38 @@ func BenchmarkAgentToApp(b *testing.B) {
 			}
 			b.StopTimer()
 		})
+	}
+}
+
+// TestAccelBesideAnotherAgent: two agents on one kernel serve the same
+// service address. Their sockops programs both see every socket of the
+// machine (they sit on the cgroup root), yet each accelerates its own app's
+// connections and leaves the other's alone. (The program attached first
+// used to put every app socket into its own sockhash, which keeps it out of
+// any other sockhash with other programs (EBUSY): the agent attached second
+// accelerated nothing.)
+func TestAccelBesideAnotherAgent(t *testing.T) {
+	host1, app1, ln1, s1 := accelHost(t)
+	host2, app2, ln2, s2 := accelHost(t)
+	for _, a := range []struct {
+		name       string
+		host       *testenv.NS
+		app        *testenv.Container
+		ln         *net.TCPListener
+		own, other *maps.Sockets
+	}{{"the agent attached second", host2, app2, ln2, s2, s1}, {"the agent attached first", host1, app1, ln1, s1, s2}} {
+		p := steeredPair(t, a.host, a.app, a.ln, a.own) // fails unless its own agent saw the app socket
+		if _, err := a.other.AppNetns(p.agent.RemoteAddr().(*net.TCPAddr).AddrPort(), svc); !errors.Is(err, maps.ErrNotPairable) {
+			t.Errorf("%s: the other agent recorded its app's socket (%v)", a.name, err)
+		}
+		want := bytes.Repeat([]byte("x"), 64<<10)
+		go p.agent.Write(want)
+		p.app.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.ReadFull(p.app, make([]byte, len(want))); err != nil {
+			t.Fatalf("%s: app read: %v", a.name, err)
+		}
+		if acked := bytesAcked(t, p.agent); acked > 1<<10 {
+			t.Errorf("%s: its writes crossed TCP (%d bytes acked): not accelerated", a.name, acked)
+		}
 	}
 }

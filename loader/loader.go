@@ -43,6 +43,9 @@ var (
 	ErrIncompatible = errors.New("pinned BPF objects do not match this agent")
 	// ErrNotAttached means the device has no program of ours.
 	ErrNotAttached = errors.New("no data path program attached to this device")
+	// ErrEphemeralPins means the pins would not outlive the agent (PinLife),
+	// and Options.RequirePersistentPins asked for pins that do.
+	ErrEphemeralPins = errors.New("the BPF pins would not outlive the agent")
 	// ErrRelayNotSupported means the kernel cannot run the hub's sockmap
 	// relay (OpenRelay); the hub splices instead. It wraps
 	// ebpf.ErrNotSupported.
@@ -60,7 +63,26 @@ type Options struct {
 	NoTCX bool
 	// VerifierLog keeps the verifier's full log in load errors.
 	VerifierLog bool
+	// RequirePersistentPins makes Open fail with ErrEphemeralPins where
+	// the pins would go with the agent (PinLife says "ephemeral"): the
+	// kernel would then stop refusing connections once it stopped.
+	RequirePersistentPins bool
 }
+
+// What PinLife says of pins.
+const (
+	PinsPersistent = "persistent" // they outlive the agent
+	PinsEphemeral  = "ephemeral"  // they go with the agent's mount namespace
+	PinsUnknown    = "unknown"    // the agent cannot tell (taken as persistent)
+)
+
+// Pins says whether the data path's pins outlive the agent, and why.
+type Pins struct {
+	State  string `json:"state"` // PinsPersistent, PinsEphemeral or PinsUnknown
+	Reason string `json:"reason"`
+}
+
+func (p Pins) String() string { return p.State + " (" + p.Reason + ")" }
 
 func (o *Options) defaults() {
 	if o.PinDir == "" {

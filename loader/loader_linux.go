@@ -15,6 +15,7 @@ import (
 // attached to zero or more devices.
 type Datapath struct {
 	opts Options
+	pins Pins     // whether the pins outlive the agent
 	lock *os.File // flock on PinDir
 	objs TcObjects
 
@@ -28,17 +29,25 @@ type Datapath struct {
 // adopts the links a previous agent pinned, updating their program in place.
 func Open(opts Options) (*Datapath, error) {
 	opts.defaults()
-	if err := ensureBPFFS(opts.PinDir); err != nil {
+	mounted, err := ensureBPFFS(opts.PinDir)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(opts.PinDir, linksDir), 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}
+	pins := PinLife(opts.PinDir, mounted)
+	if opts.RequirePersistentPins && pins.State == PinsEphemeral {
+		if mounted {
+			unix.Unmount(bpffsRoot, unix.MNT_DETACH) // ours, and empty
+		}
+		return nil, ephemeralError(opts.PinDir, pins)
+	}
 	lock, err := lockDir(opts.PinDir)
 	if err != nil {
 		return nil, err
 	}
-	d := &Datapath{opts: opts, lock: lock, links: map[int]*attached{}}
+	d := &Datapath{opts: opts, pins: pins, lock: lock, links: map[int]*attached{}}
 	if err := d.load(); err != nil {
 		lock.Close()
 		return nil, err
@@ -86,6 +95,18 @@ func (d *Datapath) Maps() *TcMaps { return &d.objs.TcMaps }
 // PinDir is where the maps and links are pinned.
 func (d *Datapath) PinDir() string { return d.opts.PinDir }
 
+// Pins says whether the pins outlive the agent (PinLife).
+func (d *Datapath) Pins() Pins { return d.pins }
+
+// ephemeralError says why pins in pinDir would not outlive the agent, and
+// how to give it the host's bpffs.
+func ephemeralError(pinDir string, p Pins) error {
+	return fmt.Errorf("pins in %s would not outlive the agent: %s; connections to transparent inlets would then hang instead of being refused "+
+		"once it stopped. Give the agent the host's bpffs: on the host, `mount -t bpf bpf /sys/fs/bpf` if it is not mounted; in a container, "+
+		"-v /sys/fs/bpf:/sys/fs/bpf; under `ip netns exec` (which mounts /sys anew), --bpf-dir on a bpffs mounted before it, "+
+		"or enter only the network namespace (`nsenter --net=/run/netns/NAME`): %w", pinDir, p.Reason, ErrEphemeralPins)
+}
+
 func programID(p *ebpf.Program) uint32 {
 	info, err := p.Info()
 	if err != nil {
@@ -116,23 +137,23 @@ func (d *Datapath) Close() error {
 const bpffsRoot = "/sys/fs/bpf"
 
 // ensureBPFFS checks that pinDir will be on bpffs, mounting bpffs on
-// /sys/fs/bpf if the system has not.
-func ensureBPFFS(pinDir string) error {
+// /sys/fs/bpf if the system has not; mounted says whether it did.
+func ensureBPFFS(pinDir string) (mounted bool, err error) {
 	dir := filepath.Clean(pinDir)
 	for {
 		var st unix.Statfs_t
 		err := unix.Statfs(dir, &st)
 		if err == nil && st.Type == unix.BPF_FS_MAGIC {
-			return nil
+			return false, nil
 		}
 		if err == nil && dir == bpffsRoot {
 			if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
-				return fmt.Errorf("mount bpffs on %s: %w", bpffsRoot, err)
+				return false, fmt.Errorf("mount bpffs on %s: %w", bpffsRoot, err)
 			}
-			return nil
+			return true, nil
 		}
 		if err == nil || dir == "/" {
-			return fmt.Errorf("pin directory %s: %s is not on bpffs", pinDir, dir)
+			return false, fmt.Errorf("pin directory %s: %s is not on bpffs", pinDir, dir)
 		}
 		dir = filepath.Dir(dir)
 	}

@@ -21,6 +21,12 @@ type SockopsFlowKey struct {
 	Dport uint16
 }
 
+type SockopsFlowValue struct {
+	_        structs.HostLayout
+	Workload uint32
+	Ifindex  uint32
+}
+
 type SockopsServiceKey struct {
 	_    structs.HostLayout
 	Addr uint32
@@ -49,6 +55,7 @@ type SockopsSockKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SockopsMapApps      = "apps"
+	SockopsMapFlows     = "flows"
 	SockopsMapPeers     = "peers"
 	SockopsMapServices  = "services"
 	SockopsMapSocks     = "socks"
@@ -107,6 +114,7 @@ type SockopsProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
 	Apps     *ebpf.MapSpec `ebpf:"apps"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
 	Peers    *ebpf.MapSpec `ebpf:"peers"`
 	Services *ebpf.MapSpec `ebpf:"services"`
 	Socks    *ebpf.MapSpec `ebpf:"socks"`
@@ -139,6 +147,7 @@ func (o *SockopsObjects) Close() error {
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
 	Apps     *ebpf.Map `ebpf:"apps"`
+	Flows    *ebpf.Map `ebpf:"flows"`
 	Peers    *ebpf.Map `ebpf:"peers"`
 	Services *ebpf.Map `ebpf:"services"`
 	Socks    *ebpf.Map `ebpf:"socks"`
@@ -147,6 +156,7 @@ type SockopsMaps struct {
 func (m *SockopsMaps) Close() error {
 	return _SockopsClose(
 		m.Apps,
+		m.Flows,
 		m.Peers,
 		m.Services,
 		m.Socks,

@@ -289,8 +289,9 @@ func TestRelayOverflow(t *testing.T) {
 			reported <- k
 		}
 	}()
+	buf := make([]byte, 256<<20) // before the deadline: with -race, making it takes a while
 	s.left.SetWriteDeadline(time.Now().Add(time.Second))
-	n, err := s.left.Write(make([]byte, 256<<20))
+	n, err := s.left.Write(buf)
 	if !errors.Is(err, os.ErrDeadlineExceeded) && err != nil {
 		t.Fatal(err)
 	}

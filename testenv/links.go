@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"strings"
@@ -21,17 +22,33 @@ func checkIfName(name string) error {
 }
 
 // Bridge creates the bridge name in ns with the address cidr (such as
-// "10.10.0.1/24"; "" for none) and sets it up.
+// "10.10.0.1/24"; "" for none) and sets it up. Its MAC address is random
+// and set explicitly, as container runtimes do: a bridge whose MAC was never
+// set takes the lowest of its ports' MACs, so a container joining with a
+// lower one would move the gateway's MAC under the containers that learned
+// it, and the host would drop their frames to the old MAC as not its own
+// until their neighbour entries expire, seconds later
+// (https://github.com/containernetworking/cni/issues/285).
 func (e *Env) Bridge(ns *NS, name, cidr string) error {
 	if err := checkIfName(name); err != nil {
 		return fmt.Errorf("create bridge: %w", err)
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = name
+	la.HardwareAddr = randomMAC()
 	if err := ns.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
 		return fmt.Errorf("create bridge %s in %s: %w", name, ns.name, err)
 	}
 	return ns.configure(name, cidr)
+}
+
+// randomMAC returns a random unicast, locally administered MAC address, as
+// the kernel picks for a new bridge.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac) // never fails (crypto/rand)
+	mac[0] = mac[0]&^0x01 | 0x02
+	return mac
 }
 
 // Veth creates a veth pair: aName in a with address aCIDR, bName in b with

@@ -30,10 +30,10 @@ func (f *fakeBackend) Relays() []daemon.RelayInfo {
 }
 func (f *fakeBackend) CreateRelay(context.Context, string) error { return f.err }
 func (f *fakeBackend) DeleteRelay(context.Context, string) error { return f.err }
-func (f *fakeBackend) Inlets() []portal.InletInfo {
-	var out []portal.InletInfo
+func (f *fakeBackend) Inlets() []daemon.InletInfo {
+	var out []daemon.InletInfo
 	for _, s := range f.inlets {
-		out = append(out, portal.InletInfo{InletSpec: s})
+		out = append(out, daemon.InletInfo{InletInfo: portal.InletInfo{InletSpec: s}, State: daemon.StateRunning})
 	}
 	return out
 }
@@ -45,7 +45,7 @@ func (f *fakeBackend) CreateInlet(s portal.InletSpec) (portal.InletInfo, error) 
 	return portal.InletInfo{InletSpec: s, Listening: s.From}, nil
 }
 func (f *fakeBackend) DeleteInlet(string) error     { return f.err }
-func (f *fakeBackend) Outlets() []portal.OutletInfo { return nil }
+func (f *fakeBackend) Outlets() []daemon.OutletInfo { return nil }
 func (f *fakeBackend) CreateOutlet(s portal.OutletSpec) (portal.OutletInfo, error) {
 	return portal.OutletInfo{OutletSpec: s}, f.err
 }

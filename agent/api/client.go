@@ -108,8 +108,8 @@ func (c *Client) DeleteRelay(ctx context.Context, name string) error {
 }
 
 // Inlets lists the inlets.
-func (c *Client) Inlets(ctx context.Context) ([]portal.InletInfo, error) {
-	var out []portal.InletInfo
+func (c *Client) Inlets(ctx context.Context) ([]daemon.InletInfo, error) {
+	var out []daemon.InletInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/tcp-inlets", nil, &out)
 }
 
@@ -125,8 +125,8 @@ func (c *Client) DeleteInlet(ctx context.Context, name string) error {
 }
 
 // Outlets lists the outlets.
-func (c *Client) Outlets(ctx context.Context) ([]portal.OutletInfo, error) {
-	var out []portal.OutletInfo
+func (c *Client) Outlets(ctx context.Context) ([]daemon.OutletInfo, error) {
+	var out []daemon.OutletInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/tcp-outlets", nil, &out)
 }
 

@@ -41,10 +41,10 @@ type Backend interface {
 	Relays() []daemon.RelayInfo
 	CreateRelay(ctx context.Context, name string) error
 	DeleteRelay(ctx context.Context, name string) error
-	Inlets() []portal.InletInfo
+	Inlets() []daemon.InletInfo
 	CreateInlet(spec portal.InletSpec) (portal.InletInfo, error)
 	DeleteInlet(name string) error
-	Outlets() []portal.OutletInfo
+	Outlets() []daemon.OutletInfo
 	CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error)
 	DeleteOutlet(name string) error
 	Workloads() []daemon.WorkloadInfo

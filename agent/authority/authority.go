@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -64,19 +63,13 @@ type Authority struct {
 	now      func() time.Time
 }
 
-// Open opens (creating if needed) the authority database of a project.
+// Open opens the project's authority database, which must exist (made by
+// Init or CreateDatabase) and pass the checks of CheckDatabase; otherwise
+// it returns a *DatabaseError that says what to do.
 func Open(p *Project, opts Options) (*Authority, error) {
-	path := filepath.Join(p.Dir, DatabaseFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := openDatabase(p)
 	if err != nil {
-		return nil, fmt.Errorf("open authority database %s (is another hub running on this project?): %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		return errors.Join(ensureBucket(tx, bucketTickets), ensureBucket(tx, bucketMembers), ensureBucket(tx, bucketMeta))
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open authority database: %w", err)
+		return nil, err
 	}
 	a := &Authority{project: p, db: db, lifetime: opts.CredentialLifetime, now: opts.Now}
 	if a.lifetime <= 0 {
@@ -86,11 +79,6 @@ func Open(p *Project, opts Options) (*Authority, error) {
 		a.now = time.Now
 	}
 	return a, nil
-}
-
-func ensureBucket(tx *bolt.Tx, name []byte) error {
-	_, err := tx.CreateBucketIfNotExists(name)
-	return err
 }
 
 // Close closes the database.

@@ -61,7 +61,8 @@ type projectFile struct {
 }
 
 // Init creates a project in dir: authority key and certificate, hub key and a
-// certificate for the host of hubAddress, and the project ID.
+// certificate for the host of hubAddress, the project ID, and the hub's
+// database (CreateDatabase).
 func Init(dir, hubAddress string) (*Project, error) {
 	host, err := checkHubAddress(hubAddress)
 	if err != nil {
@@ -104,10 +105,16 @@ func Init(dir, hubAddress string) (*Project, error) {
 		identity.WriteKey(filepath.Join(dir, HubKey), p.HubKey),
 		identity.WriteFileAtomic(filepath.Join(dir, AuthorityCert), credential.EncodePEM(caDER), 0o644),
 		identity.WriteFileAtomic(filepath.Join(dir, HubCert), credential.EncodePEM(hubDER, caDER), 0o644),
-		// project.json last: its presence marks a complete project.
-		identity.WriteFileAtomic(filepath.Join(dir, ProjectFile), append(meta, '\n'), 0o644),
 	}
 	if err := errors.Join(steps...); err != nil {
+		return nil, fmt.Errorf("init project: %w", err)
+	}
+	// The hub's database is made here, once: the hub never creates it.
+	if err := CreateDatabase(p); err != nil {
+		return nil, fmt.Errorf("init project: %w", err)
+	}
+	// project.json last: its presence marks a complete project.
+	if err := identity.WriteFileAtomic(filepath.Join(dir, ProjectFile), append(meta, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("init project: %w", err)
 	}
 	return p, nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 )
 
 // The authority at work. It never needs the relay's trust:
@@ -37,6 +38,10 @@ const (
 	OpHello  = "hello"  // an existing member: get a credential
 	OpRenew  = "renew"  // a fresh credential
 )
+
+// ErrUnsupported means an exchange request names no operation the
+// authority knows: the agent's mistake, not the authority's failure.
+var ErrUnsupported = errors.New("unsupported exchange request")
 
 // maxExchangeRequest bounds what the service reads of a request.
 const maxExchangeRequest = 64 << 10
@@ -99,6 +104,9 @@ func NewService(a *Authority) *Service {
 		// the node key; the request says what it wants of it.
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: nodeKeyOnly,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return alpn.Require(cs, ExchangeALPN)
+		},
 	}}
 }
 
@@ -248,7 +256,7 @@ func (s *Service) answer(pub ed25519.PublicKey, req *ExchangeRequest) (*Exchange
 		}
 	case OpHello, OpRenew:
 	default:
-		err := fmt.Errorf("unknown operation %q", req.Op)
+		err := fmt.Errorf("exchange: operation %q (want %s, %s or %s): %w", req.Op, OpEnroll, OpHello, OpRenew, ErrUnsupported)
 		return refusal(err), err
 	}
 	der, m, err := s.auth.Issue(node)
@@ -278,6 +286,7 @@ var codes = []struct {
 	{"relay_not_allowed", ErrRelayNotAllowed},
 	{"not_member", ErrNotMember},
 	{"revoked", ErrMemberRevoked},
+	{"unsupported", ErrUnsupported},
 }
 
 // Code is the wire code of one of the authority's refusals, or "internal"

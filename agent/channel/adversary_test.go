@@ -25,8 +25,8 @@ type attack struct {
 func onData(f func(i uint64, rec []byte, emit func([]byte)) bool) func(*testing.T, *mitm, *mitm, dir) tamper {
 	return func(*testing.T, *mitm, *mitm, dir) tamper {
 		done := false
-		return func(i uint64, rec []byte, emit func([]byte)) bool {
-			if rec[0] != recData || done {
+		return func(i uint64, typ byte, rec []byte, emit func([]byte)) bool {
+			if typ != recData || done {
 				emit(rec)
 				return false
 			}
@@ -39,8 +39,8 @@ func onData(f func(i uint64, rec []byte, emit func([]byte)) bool) func(*testing.
 // onEnd applies f to the end record and passes the others.
 func onEnd(f func(t *testing.T, m, other *mitm, d dir, i uint64, rec []byte, emit func([]byte)) bool) func(*testing.T, *mitm, *mitm, dir) tamper {
 	return func(t *testing.T, m, other *mitm, d dir) tamper {
-		return func(i uint64, rec []byte, emit func([]byte)) bool {
-			if rec[0] != recEnd {
+		return func(i uint64, typ byte, rec []byte, emit func([]byte)) bool {
+			if typ != recEnd {
 				emit(rec)
 				return false
 			}
@@ -70,9 +70,9 @@ var attacks = []attack{
 	{name: "reorder two records", want: ErrBadRecord,
 		tamper: func(*testing.T, *mitm, *mitm, dir) tamper {
 			var held []byte
-			return func(_ uint64, rec []byte, emit func([]byte)) bool {
+			return func(_ uint64, typ byte, rec []byte, emit func([]byte)) bool {
 				switch {
-				case rec[0] == recData && held == nil:
+				case typ == recData && held == nil:
 					held = rec
 				case held != nil:
 					emit(rec)
@@ -89,11 +89,11 @@ var attacks = []attack{
 	{name: "replay a data record before the end record", want: ErrBadRecord,
 		tamper: func(*testing.T, *mitm, *mitm, dir) tamper {
 			var first []byte
-			return func(_ uint64, rec []byte, emit func([]byte)) bool {
-				if rec[0] == recData && first == nil {
+			return func(_ uint64, typ byte, rec []byte, emit func([]byte)) bool {
+				if typ == recData && first == nil {
 					first = rec
 				}
-				if rec[0] == recEnd {
+				if typ == recEnd {
 					emit(first)
 				}
 				emit(rec)
@@ -104,13 +104,22 @@ var attacks = []attack{
 		tamper: onData(flip(func([]byte) int { return hdrLen }, 0x01))},
 	{name: "flip a tag bit", want: ErrBadRecord,
 		tamper: onData(flip(func(rec []byte) int { return len(rec) - 1 }, 0x80))},
-	{name: "flip a type bit (data to control)", want: ErrBadRecord,
+	{name: "flip a bit of the header's first byte", want: ErrBadRecord,
 		tamper: onData(flip(func([]byte) int { return 0 }, 0x02))},
+	{name: "flip a bit of the sealed type (data to control)", want: ErrBadRecord,
+		tamper: onData(flip(func(rec []byte) int { return len(rec) - tagLen - 1 }, recData^recControl))},
+	{name: "give a data record the header of an end record", want: ErrBadRecord,
+		tamper: onData(func(_ uint64, rec []byte, emit func([]byte)) bool {
+			l := 2 + tagLen
+			rec[1], rec[2], rec[3] = byte(l>>16), byte(l>>8), byte(l)
+			emit(rec)
+			return false
+		})},
 	{name: "flip a length bit", want: ErrBadRecord,
 		tamper: onData(flip(func([]byte) int { return 3 }, 0x01))},
-	{name: "flip a type bit of the end record (end to data)", want: ErrBadRecord,
+	{name: "flip a bit of the end record's sealed type (end to data)", want: ErrBadRecord,
 		tamper: onEnd(func(_ *testing.T, _, _ *mitm, _ dir, _ uint64, rec []byte, emit func([]byte)) bool {
-			rec[0] ^= recEnd ^ recData
+			rec[len(rec)-tagLen-2] ^= recEnd ^ recData
 			emit(rec)
 			return false
 		})},
@@ -220,8 +229,8 @@ func TestReplayAcrossWarmStreams(t *testing.T) {
 			t.Run(fmt.Sprintf("type %d/%s", typ, d), func(t *testing.T) {
 				m := newMITM(t)
 				var old []byte
-				m.setTamper(d, func(_ uint64, rec []byte, emit func([]byte)) bool {
-					if rec[0] == typ && old == nil {
+				m.setTamper(d, func(_ uint64, rtyp byte, rec []byte, emit func([]byte)) bool {
+					if rtyp == typ && old == nil {
 						old = rec
 					}
 					emit(rec)
@@ -231,8 +240,8 @@ func TestReplayAcrossWarmStreams(t *testing.T) {
 				if old == nil {
 					t.Fatalf("the first stream had no record of type %d", typ)
 				}
-				m.setTamper(d, func(_ uint64, rec []byte, emit func([]byte)) bool {
-					if rec[0] == typ {
+				m.setTamper(d, func(_ uint64, rtyp byte, rec []byte, emit func([]byte)) bool {
+					if rtyp == typ {
 						emit(old)
 					} else {
 						emit(rec)
@@ -282,5 +291,42 @@ func TestNoKeyNonceReuse(t *testing.T) {
 	}
 	if len(seen) == 0 {
 		t.Fatal("the audit saw no record")
+	}
+}
+
+// TestInjectedAlert: someone on the path puts a TLS alert where a
+// direction's first record of a stream should be, and cuts. On a fresh
+// channel (sequence number 0) the reader reports a TLS alert, on a warm one
+// a bad record; never a policy refusal, which only an authenticated record
+// can carry. Both applications see a reset.
+func TestInjectedAlert(t *testing.T) {
+	alert := append([]byte{tlsAppData, 3, 3, 0, 19}, make([]byte, 19)...)
+	request, answer := []byte("request"), []byte("answer")
+	for _, d := range []dir{toServer, toClient} {
+		for _, warm := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/warm=%v", d, warm), func(t *testing.T) {
+				m := newMITM(t)
+				want := ErrPeerAlert
+				if warm {
+					checkClean(t, m.stream(request, answer), request, answer)
+					want = ErrBadRecord
+				}
+				m.setTamper(d, func(_ uint64, _ byte, _ []byte, emit func([]byte)) bool {
+					emit(alert)
+					return true
+				})
+				r := m.stream(request, answer)
+				reader := r.outletRes.Err
+				if d == toClient {
+					reader = r.inletRes.Err
+				}
+				if !errors.Is(reader, want) || errors.Is(reader, ErrDenied) {
+					t.Errorf("the reading agent's pipe ended with %v, want %v (and never %v)", reader, want, ErrDenied)
+				}
+				if !errors.Is(r.errA, syscall.ECONNRESET) || len(r.gotA) != 0 {
+					t.Errorf("the inlet's application read %q and then %v, want a reset and nothing", r.gotA, r.errA)
+				}
+			})
+		}
 	}
 }

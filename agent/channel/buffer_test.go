@@ -21,7 +21,7 @@ func sealed(t *testing.T, c *Conn, recs ...record) []byte {
 	t.Helper()
 	var out []byte
 	for _, r := range recs {
-		buf := make([]byte, hdrLen+len(r.p)+tagLen)
+		buf := make([]byte, overhead+1+len(r.p))
 		copy(buf[hdrLen:], r.p)
 		rec, err := c.seal(r.typ, buf, len(r.p))
 		if err != nil {
@@ -85,12 +85,12 @@ func TestGapAtBufferEnd(t *testing.T) {
 					size = bufSize
 					recs = append(recs, data(MaxRecord, 1)) // moves the reader to a large buffer
 				}
-				filled := hdrLen + MaxRecord + tagLen
+				filled := hdrLen + maxInner + tagLen
 				if !large {
 					filled = 0
 				}
 				// This record ends gap bytes before the end of the buffer.
-				recs = append(recs, data(size-filled-gap-hdrLen-tagLen, 2), data(100, 3), endRecord)
+				recs = append(recs, data(size-filled-gap-overhead, 2), data(100, 3), endRecord)
 				queue(t, c, s, sealed(t, c, recs...))
 				for i, want := range recs {
 					typ, p, err := s.next()
@@ -165,8 +165,8 @@ func TestHeaderAloneKeepsSmallBuffer(t *testing.T) {
 		{3 * smallSize, 1},
 	} {
 		c, s := conns(t)
-		l := MaxRecord + tagLen
-		hdr := []byte{recData, byte(l >> 16), byte(l >> 8), byte(l)}
+		l := maxInner + tagLen
+		hdr := []byte{recSealed, byte(l >> 16), byte(l >> 8), byte(l)}
 		queue(t, c, s, append(hdr, make([]byte, tc.body)...))
 		c.raw.CloseWrite()
 		var err error
@@ -183,7 +183,7 @@ func TestHeaderAloneKeepsSmallBuffer(t *testing.T) {
 // TestMakeRoom checks each case of makeRoom: there is room to read after it,
 // nothing pending is lost, and only a full small buffer grows.
 func TestMakeRoom(t *testing.T) {
-	big := hdrLen + MaxRecord + tagLen
+	big := hdrLen + maxInner + tagLen
 	for _, tc := range []struct {
 		name         string
 		size, r, w   int // the buffer before
@@ -230,18 +230,20 @@ func TestEndRecordIsEmpty(t *testing.T) {
 	}
 }
 
-// TestSequenceNumbersRunOut: the last sequence number is never used, so a
-// nonce never comes back under generation 0's key.
+// TestSequenceNumbersRunOut: the last sequence number is never used, so the
+// counter never wraps to 0 and a nonce never comes back. (Both ends skip to
+// the last generation without turning the ratchet 2^44 times: their keys are
+// generation 0's, the same at both.)
 func TestSequenceNumbersRunOut(t *testing.T) {
 	c, s := conns(t)
-	c.out.seq = maxSeq - 1
+	c.out.seq, c.out.gen = maxSeq-1, (maxSeq-1)>>rekeyLog
 	if _, err := c.Write([]byte("last")); err != nil {
 		t.Fatalf("write of the record before the last: %v", err)
 	}
 	if _, err := c.Write([]byte("one too many")); !errors.Is(err, ErrBadRecord) {
 		t.Errorf("write past the last record: %v, want ErrBadRecord", err)
 	}
-	s.in.seq = maxSeq - 1
+	s.in.seq, s.in.gen = maxSeq-1, (maxSeq-1)>>rekeyLog
 	b := make([]byte, 4)
 	if _, err := io.ReadFull(s, b); err != nil || string(b) != "last" {
 		t.Fatalf("read of the record before the last: %q, %v", b, err)

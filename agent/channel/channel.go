@@ -11,11 +11,12 @@ import (
 	"sync/atomic"
 
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/policy"
 )
 
 // ALPN is the application protocol of agent-to-agent channels.
-const ALPN = "sluice-portal/1"
+const ALPN = "sluice-portal/2"
 
 // Sentinel errors of channel authorization.
 var (
@@ -25,6 +26,9 @@ var (
 	ErrWrongPeer = errors.New("peer is not the node that owns the relay")
 	// ErrNoOutlet means the server has no outlet by the requested name.
 	ErrNoOutlet = errors.New("no such outlet")
+	// ErrProtocol means the peer did not negotiate the channel's ALPN:
+	// it is not an agent's end of a channel.
+	ErrProtocol = alpn.ErrMismatch
 )
 
 // Keys holds the agent's current credential; swapping it affects new
@@ -48,9 +52,9 @@ func (k *Keys) certificate() (*tls.Certificate, error) {
 }
 
 // Client returns the TLS configuration of an inlet: it presents the agent's
-// credential, asks for outlet serverName, and accepts the peer only if its
-// credential is valid, it is node expectNode (when not empty), and allow
-// permits its attributes. onPeer, if set, receives the verified peer.
+// credential, asks for outlet serverName, and accepts the peer only if it
+// negotiated ALPN, its credential is valid, it is node expectNode (when not
+// empty), and allow permits its attributes.
 func Client(keys *Keys, v *credential.Verifier, serverName, expectNode string, allow *policy.Policy) *tls.Config {
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
@@ -62,6 +66,9 @@ func Client(keys *Keys, v *credential.Verifier, serverName, expectNode string, a
 			return keys.certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, ALPN); err != nil {
+				return err
+			}
 			peer, err := v.Verify(rawOf(cs))
 			if err != nil {
 				return err
@@ -75,8 +82,8 @@ func Client(keys *Keys, v *credential.Verifier, serverName, expectNode string, a
 }
 
 // Server returns the TLS configuration of an agent's outlets. The handshake
-// authenticates the inlet's agent (its credential is the project's and it
-// holds its key) and nothing more: the outlet authorizes it afterwards
+// authenticates the inlet's agent (it negotiated ALPN, its credential is the
+// project's and it holds its key) and nothing more: the outlet authorizes it afterwards
 // (Admit), so that whether a policy admits a node is told only to a peer
 // that proved it is that node, in an authenticated record.
 func Server(keys *Keys, v *credential.Verifier) *tls.Config {
@@ -89,6 +96,9 @@ func Server(keys *Keys, v *credential.Verifier) *tls.Config {
 			return keys.certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, ALPN); err != nil {
+				return err
+			}
 			_, err := v.Authenticate(rawOf(cs))
 			return err
 		},

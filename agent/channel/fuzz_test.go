@@ -129,23 +129,24 @@ func (fd *feeder) feed(t *testing.T, b []byte) result {
 // FuzzOpen feeds arbitrary bytes as the peer's records. Nothing the fuzzer
 // writes can be authenticated without the key, so the reader must refuse the
 // stream: a bad record, a truncated stream, or (a first record that looks
-// like TLS) a refusal; never a record, never a panic, and no buffer held
-// after the failure.
+// like TLS) a TLS alert, never a policy refusal; never a record, never a
+// panic, and no buffer held after the failure.
 func FuzzOpen(f *testing.F) {
 	fd := newFeeder(f)
-	l := MaxRecord + tagLen
+	l := maxInner + tagLen
 	for _, seed := range [][]byte{
 		{},
-		{recData},
-		{recData, 0, 0, tagLen},
-		append([]byte{recData, 0, 0, tagLen}, make([]byte, tagLen)...),
-		append([]byte{recEnd, 0, 0, tagLen}, make([]byte, tagLen)...),
-		{recData, byte(l >> 16), byte(l >> 8), byte(l)},
-		{recData, byte((l + 1) >> 16), byte((l + 1) >> 8), byte(l + 1)},
-		{recControl, 0, 0, tagLen - 1},
+		{recSealed},
+		{recSealed, 0, 0, tagLen + 1},
+		append([]byte{recSealed, 0, 0, tagLen + 1}, make([]byte, tagLen+1)...),
+		append([]byte{recSealed, 0, 0, tagLen + 2}, make([]byte, tagLen+2)...),
+		append([]byte{recData, 0, 0, tagLen + 1}, make([]byte, tagLen+1)...), // the first format's header
+		{recSealed, byte(l >> 16), byte(l >> 8), byte(l)},
+		{recSealed, byte((l + 1) >> 16), byte((l + 1) >> 8), byte(l + 1)},
+		{recSealed, 0, 0, tagLen},
 		{tlsAlert, 3, 3, 0, 19},
 		{tlsAppData, 3, 3, 0, 19},
-		append([]byte{recData, 0, 0x40, 0x10}, make([]byte, 0x4010)...),
+		append([]byte{recSealed, 0, 0x40, 0x10}, make([]byte, 0x4010)...),
 	} {
 		f.Add(seed)
 	}
@@ -155,8 +156,10 @@ func FuzzOpen(f *testing.F) {
 		case len(r.recs) > 0:
 			t.Fatalf("%d bytes of no one's making opened as %d records, first of type %d", len(b), len(r.recs), r.recs[0].typ)
 		case errors.Is(r.err, ErrDenied):
+			t.Fatalf("unauthenticated bytes taken as a policy refusal: %v", r.err)
+		case errors.Is(r.err, ErrPeerAlert):
 			if b[0] != tlsAlert && b[0] != tlsAppData {
-				t.Fatalf("refusal without a TLS record: %v", r.err)
+				t.Fatalf("TLS alert reported without a TLS record: %v", r.err)
 			}
 		case !errors.Is(r.err, ErrBadRecord) && !errors.Is(r.err, ErrTruncated):
 			t.Fatalf("stream of %d bytes ended with %v, want a bad record or a truncation", len(b), r.err)
@@ -196,7 +199,7 @@ func FuzzTamper(f *testing.F) {
 				t.Fatalf("genuine stream of %d records (%d more bytes after it): %d records, then %v", len(recs), len(tampered)-len(orig), len(r.recs), r.err)
 			}
 		} else if !errors.Is(r.err, ErrBadRecord) && !errors.Is(r.err, ErrTruncated) &&
-			!(errors.Is(r.err, ErrDenied) && (tampered[0] == tlsAlert || tampered[0] == tlsAppData)) {
+			!(errors.Is(r.err, ErrPeerAlert) && (tampered[0] == tlsAlert || tampered[0] == tlsAppData)) {
 			t.Fatalf("rewritten stream (op %d): %d records, then %v; want a bad record or a truncation", op%10, len(r.recs), r.err)
 		}
 		for i, got := range r.recs {
@@ -223,14 +226,8 @@ func genuine(t *testing.T, secret, plan []byte) ([]byte, []sealedRecord) {
 	var out []byte
 	var recs []sealedRecord
 	add := func(typ byte, p []byte) {
-		nonce, err := d.nonce()
-		if err != nil {
-			t.Fatal(err)
-		}
 		start := len(out)
-		l := len(p) + tagLen
-		out = append(out, typ, byte(l>>16), byte(l>>8), byte(l))
-		out = d.aead.Seal(out, nonce, p, out[start:start+hdrLen])
+		out = append(out, sealRecord(t, d, typ, p)...)
 		recs = append(recs, sealedRecord{record{typ, p}, start, len(out)})
 	}
 	for i := 0; i+1 < len(plan) && len(recs) < 12; i += 2 {
@@ -290,19 +287,7 @@ func rewrite(t *testing.T, km, orig []byte, recs []sealedRecord, op byte, pos ui
 	case 8: // replay a record before the end record
 		return cat(orig[:recs[n-1].start], rec(k), rec(n-1))
 	case 9: // a record of the other direction, same position
-		d, err := newDirection(km[32:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.seq = uint64(k)
-		forged := make([]byte, hdrLen, hdrLen+len(recs[k].p)+tagLen)
-		l := len(recs[k].p) + tagLen
-		forged[0], forged[1], forged[2], forged[3] = recs[k].typ, byte(l>>16), byte(l>>8), byte(l)
-		nonce, err := d.nonce()
-		if err != nil {
-			t.Fatal(err)
-		}
-		forged = d.aead.Seal(forged, nonce, recs[k].p, forged[:hdrLen])
+		forged := forge(t, km[32:], uint64(k), recs[k].typ, recs[k].p)
 		return cat(orig[:recs[k].start], forged, orig[recs[k].end:])
 	}
 	return bytes.Clone(orig)

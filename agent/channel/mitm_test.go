@@ -45,11 +45,14 @@ func (d dir) String() string { return [...]string{"client→server", "server→c
 
 // tamper sees the i-th record (header and body, 0-based, counted from the
 // first after the handshake) of a direction and emits what the proxy sends
-// instead; cut ends the direction with a FIN after what was emitted.
-type tamper func(i uint64, rec []byte, emit func([]byte)) (cut bool)
+// instead; cut ends the direction with a FIN after what was emitted. typ is
+// the record's type, which the proxy learns by opening the record with the
+// channel's keys (an attacker without them sees only sizes: the type is
+// sealed inside).
+type tamper func(i uint64, typ byte, rec []byte, emit func([]byte)) (cut bool)
 
 // pass forwards a record as it is.
-func pass(_ uint64, rec []byte, emit func([]byte)) bool { emit(rec); return false }
+func pass(_ uint64, _ byte, rec []byte, emit func([]byte)) bool { emit(rec); return false }
 
 type mitm struct {
 	t              *testing.T
@@ -57,9 +60,9 @@ type mitm struct {
 	km             []byte // the exported secrets: client→server, then server→client
 
 	records atomic.Bool // the handshake is over: parse records
-	mu      sync.Mutex  // guards tamper and audit
+	mu      sync.Mutex  // guards tamper
 	tamper  [2]tamper
-	audit   *audit // when set, every record is opened with the specification's keys
+	audit   *audit // opens every record with the specification's keys; set before the first record
 	wg      sync.WaitGroup
 }
 
@@ -116,6 +119,7 @@ func newMITM(t *testing.T) *mitm {
 		t.Fatal(err)
 	}
 	m.km = km
+	m.audit = &audit{t: t, mu: new(sync.Mutex), shift: rekeyLog, name: "channel", km: km}
 	if m.client, err = NewConn(craw, ctc, true); err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +198,8 @@ func (m *mitm) forward(d dir, src, dst *net.TCPConn) {
 				m.mu.Lock()
 				f, a := m.tamper[d], m.audit
 				m.mu.Unlock()
-				if a != nil {
-					a.check(d, i, rec)
-				}
-				if !cut && f(i, rec, emit) {
+				typ := a.check(d, i, rec)
+				if !cut && f(i, typ, rec, emit) {
 					cut = true
 					dst.CloseWrite()
 				}
@@ -230,7 +232,7 @@ func (m *mitm) secret(d dir) []byte {
 }
 
 // forge seals a record of type typ as the sender of direction d with the
-// given secret would at sequence number seq.
+// given secret would at sequence number seq (of generation 0).
 func forge(t *testing.T, secret []byte, seq uint64, typ byte, payload []byte) []byte {
 	t.Helper()
 	d, err := newDirection(secret)
@@ -238,14 +240,20 @@ func forge(t *testing.T, secret []byte, seq uint64, typ byte, payload []byte) []
 		t.Fatal(err)
 	}
 	d.seq = seq
-	nonce, err := d.nonce()
+	return sealRecord(t, d, typ, payload)
+}
+
+// sealRecord seals d's next record as a Conn whose sending direction d is
+// would.
+func sealRecord(t testing.TB, d *direction, typ byte, payload []byte) []byte {
+	t.Helper()
+	buf := make([]byte, overhead+1+len(payload))
+	copy(buf[hdrLen:], payload)
+	rec, err := (&Conn{out: d}).seal(typ, buf, len(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := make([]byte, hdrLen, hdrLen+len(payload)+tagLen)
-	l := len(payload) + tagLen
-	rec[0], rec[1], rec[2], rec[3] = typ, byte(l>>16), byte(l>>8), byte(l)
-	return d.aead.Seal(rec, nonce, payload, rec[:hdrLen])
+	return rec
 }
 
 // streamResult is what one stream did at both applications and both ends.
@@ -316,32 +324,56 @@ func (m *mitm) stream(request, answer []byte) streamResult {
 
 // audit opens every record the proxy sees with keys and nonces derived as
 // docs/channel.md specifies, independently of the code under test, and
-// keeps every (key, nonce) pair used, failing on a repeat.
+// returns its type. When seen is set it keeps every (key, nonce) pair used
+// there, failing on a repeat.
 type audit struct {
 	t  *testing.T
-	mu *sync.Mutex // guards seen, shared by audits
+	mu *sync.Mutex // guards seen, shared by audits, and the fields below
 
 	shift uint
-	// seen maps key||nonce to where it was first used.
+	// seen maps key||nonce to where it was first used; nil: not kept.
 	seen  map[string]string
 	name  string // the channel, in messages
 	km    []byte
 	count [2]uint64
 	gens  [2]uint64 // highest generation seen per direction
+	// secret is, per direction, the secret of generation gens (the
+	// ratchet's state); nil before the first record.
+	secret [2][]byte
 }
 
-func (a *audit) check(d dir, seq uint64, rec []byte) {
-	secret := a.km[:32]
-	if d == toClient {
-		secret = a.km[32:]
-	}
+func (a *audit) check(d dir, seq uint64, rec []byte) byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	gen := seq >> a.shift
-	// Keys: HKDF-Expand(SHA-256, secret, "sluice record key " || gen in
-	// decimal, 28): the first 16 bytes the AES-128 key, the last 12 the IV.
-	km, err := hkdf.Expand(sha256.New, secret, "sluice record key "+strconv.FormatUint(gen, 10), 28)
+	if a.secret[d] == nil {
+		// Generation 0's secret is the direction's half of the exporter's
+		// 64 bytes.
+		a.secret[d] = a.km[:32]
+		if d == toClient {
+			a.secret[d] = a.km[32:]
+		}
+	}
+	if gen < a.gens[d] {
+		a.t.Errorf("%s %s record %d is of generation %d, after generation %d", a.name, d, seq, gen, a.gens[d])
+		return 0
+	}
+	// The ratchet: secret(g+1) = HKDF-Expand(SHA-256, secret(g),
+	// "sluice record next secret", 32).
+	for ; a.gens[d] < gen; a.gens[d]++ {
+		next, err := hkdf.Expand(sha256.New, a.secret[d], "sluice record next secret", 32)
+		if err != nil {
+			a.t.Error(err)
+			return 0
+		}
+		a.secret[d] = next
+	}
+	// Keys: HKDF-Expand(SHA-256, secret(g), "sluice record key", 28): the
+	// first 16 bytes the AES-128 key, the last 12 the IV.
+	km, err := hkdf.Expand(sha256.New, a.secret[d], "sluice record key", 28)
 	if err != nil {
 		a.t.Error(err)
-		return
+		return 0
 	}
 	key, iv := km[:16], km[16:]
 	// Nonce: the IV XOR the sequence number, 64-bit big endian, aligned
@@ -354,18 +386,26 @@ func (a *audit) check(d dir, seq uint64, rec []byte) {
 	}
 	block, _ := aes.NewCipher(key)
 	gcm, _ := cipher.NewGCM(block)
-	if _, err := gcm.Open(nil, nonce, rec[hdrLen:], rec[:hdrLen]); err != nil {
-		a.t.Errorf("%s %s record %d (type %d, %d bytes) does not open with the specified key and nonce of generation %d",
-			a.name, d, seq, rec[0], len(rec), gen)
+	// Header: 0x80, then the length; the additional data.
+	inner, err := gcm.Open(nil, nonce, rec[4:], rec[:4])
+	if err != nil || rec[0] != 0x80 {
+		a.t.Errorf("%s %s record %d (%d bytes) does not open with the specified key and nonce of generation %d",
+			a.name, d, seq, len(rec), gen)
+		return 0
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	id := string(key) + string(nonce)
-	where := a.name + " " + d.String() + " record " + strconv.FormatUint(seq, 10)
-	if first, ok := a.seen[id]; ok {
-		a.t.Errorf("(key, nonce) of %s was already used by %s", where, first)
+	// The type is the last byte of the plaintext that is not zero.
+	typ := byte(0)
+	for i := len(inner) - 1; i >= 0 && typ == 0; i-- {
+		typ = inner[i]
 	}
-	a.seen[id] = where
+	if a.seen != nil {
+		id := string(key) + string(nonce)
+		where := a.name + " " + d.String() + " record " + strconv.FormatUint(seq, 10)
+		if first, ok := a.seen[id]; ok {
+			a.t.Errorf("(key, nonce) of %s was already used by %s", where, first)
+		}
+		a.seen[id] = where
+	}
 	a.count[d]++
-	a.gens[d] = max(a.gens[d], gen)
+	return typ
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,15 +33,20 @@ import (
 // One copy in and one copy out per direction, as through a socket; the
 // crypto works in the same buffer.
 //
-// Record: a 4-byte header, type (1 byte) and ciphertext length (3 bytes,
-// big endian), authenticated as additional data; then the AES-128-GCM
-// ciphertext and tag. The nonce is the direction's IV XOR the record's
-// sequence number (as in TLS 1.3). Every 2^20 records the direction moves to
-// the next key generation, derived from its exported secret, well within
-// AES-GCM's limits. A record that fails ends reading for good; a stream
-// ends cleanly only with its end record.
+// Record: a 4-byte header, the constant 0x80 and the ciphertext length
+// (3 bytes, big endian), authenticated as additional data; then the
+// AES-128-GCM ciphertext and tag of the content, its type (one byte) and
+// padding (zeros). The type travels inside, as in TLS 1.3, and the end
+// record is padded to the size of a control record or of a one-byte data
+// record, so that the hub reads neither off the header. The nonce is the
+// direction's IV XOR the record's sequence number (as in TLS 1.3). Every
+// 2^20 records the direction moves to the next key generation, well within
+// AES-GCM's limits: a ratchet from its exported secret, each generation's
+// secret erased once it gave its key and the next one's secret. A record
+// that fails ends reading for good; a stream ends cleanly only with its end
+// record.
 
-// Record types.
+// Record types, sealed inside each record.
 const (
 	recData    byte = 1 // application bytes
 	recEnd     byte = 2 // the sender's clean end of stream (its close_notify)
@@ -50,13 +54,19 @@ const (
 )
 
 const (
-	hdrLen = 4
-	tagLen = 16
-	// MaxRecord is the largest plaintext of one record.
+	recSealed byte = 0x80 // the header's first byte: the same for every record
+	hdrLen         = 4
+	tagLen         = 16
+	// MaxRecord is the largest content of one record.
 	MaxRecord = 128 << 10
+	// maxInner is the largest plaintext of one record: content, type and
+	// padding.
+	maxInner = MaxRecord + 1
+	// overhead is what a record adds to its content, without padding.
+	overhead = hdrLen + 1 + tagLen
 	// bufSize holds two whole records, so that reading never waits for
 	// room.
-	bufSize = 2 * (hdrLen + MaxRecord + tagLen)
+	bufSize = 2 * (hdrLen + maxInner + tagLen)
 	// smallSize is the buffer a direction starts with after being idle:
 	// thousands of connections waking at once for a few bytes each must
 	// not take a large buffer each. A direction that fills it moves to
@@ -65,8 +75,9 @@ const (
 	rekeyLog  = 20 // a new key generation every 2^20 records
 	maxSeq    = 1<<64 - 1
 
-	exporterLabel = "EXPORTER-sluice-records-v1"
-	keyLabel      = "sluice record key " // HKDF info: this, then the generation in decimal
+	exporterLabel = "EXPORTER-sluice-records-v2"
+	keyLabel      = "sluice record key"         // HKDF info: a generation's key and IV
+	nextLabel     = "sluice record next secret" // HKDF info: the next generation's secret
 
 	tlsAlert   = 0x15 // TLS record types (RFC 8446 5.1)
 	tlsAppData = 0x17
@@ -79,6 +90,13 @@ var (
 	ErrTruncated = errors.New("channel ended without its end record")
 	// ErrBadRecord means a record failed authentication or is malformed.
 	ErrBadRecord = errors.New("bad channel record")
+	// ErrPeerAlert means the first bytes from the peer were a TLS record,
+	// not a channel record: a TLS alert after the handshake, such as the
+	// one a TLS 1.3 server sends when it rejects the client's certificate
+	// after the client's handshake has finished. It is not authenticated:
+	// anyone on the path can send those bytes, so it is never taken as the
+	// peer's refusal, only as a failed channel.
+	ErrPeerAlert = errors.New("the peer closed with a TLS alert before any authenticated record")
 )
 
 var (
@@ -103,10 +121,13 @@ func putBuf(bp *[]byte) {
 	}
 }
 
-// direction is one direction's keys and record counter.
+// direction is one direction's keys and record counter. Its keys come from
+// a ratchet: each generation's secret gives that generation's key and IV
+// and the next generation's secret, and is erased once it has, so that the
+// state held at generation g opens nothing of earlier generations.
 type direction struct {
-	secret []byte
-	shift  uint // a new key generation every 1<<shift records: rekeyLog (tests lower it)
+	next   [32]byte // generation gen+1's secret: gen's and earlier ones are erased
+	shift  uint     // a new key generation every 1<<shift records: rekeyLog (tests lower it)
 	gen    uint64
 	aead   cipher.AEAD
 	iv     [12]byte
@@ -114,26 +135,37 @@ type direction struct {
 	nonceb [12]byte // the last nonce: one per direction, not one per record
 }
 
+// newDirection starts a direction at generation 0 from its exported
+// secret, which the caller erases.
 func newDirection(secret []byte) (*direction, error) {
-	d := &direction{secret: secret, shift: rekeyLog}
-	return d, d.rekey(0)
+	d := &direction{shift: rekeyLog}
+	copy(d.next[:], secret)
+	return d, d.ratchet()
 }
 
-// recordKey derives generation gen's key and IV from a direction's secret
-// (docs/channel.md, "Keys").
-func recordKey(secret []byte, gen uint64) (key, iv []byte, err error) {
-	km, err := hkdf.Expand(sha256.New, secret, keyLabel+strconv.FormatUint(gen, 10), 16+12)
+// generation derives, from generation g's secret, g's key and IV and
+// generation g+1's secret (docs/channel.md, "Keys").
+func generation(secret []byte) (key, iv, next []byte, err error) {
+	km, err := hkdf.Expand(sha256.New, secret, keyLabel, 16+12)
 	if err != nil {
-		return nil, nil, fmt.Errorf("derive record key: %w", err)
+		return nil, nil, nil, fmt.Errorf("derive record key: %w", err)
 	}
-	return km[:16], km[16:], nil
+	if next, err = hkdf.Expand(sha256.New, secret, nextLabel, 32); err != nil {
+		return nil, nil, nil, fmt.Errorf("derive record key: %w", err)
+	}
+	return km[:16], km[16:], next, nil
 }
 
-func (d *direction) rekey(gen uint64) error {
-	key, iv, err := recordKey(d.secret, gen)
+// ratchet installs the keys of the generation whose secret d.next holds,
+// keeps the following generation's secret in its place and erases the
+// rest. The caller sets d.gen.
+func (d *direction) ratchet() error {
+	key, iv, next, err := generation(d.next[:])
 	if err != nil {
 		return err
 	}
+	defer clear(key[:cap(key)]) // the IV after it too: copied below
+	defer clear(next)
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return fmt.Errorf("derive record key: %w", err)
@@ -142,7 +174,20 @@ func (d *direction) rekey(gen uint64) error {
 		return fmt.Errorf("derive record key: %w", err)
 	}
 	copy(d.iv[:], iv)
-	d.gen = gen
+	copy(d.next[:], next)
+	return nil
+}
+
+// rekey moves on to generation g, the next one: the ratchet turns one
+// generation at a time, as the sequence number runs.
+func (d *direction) rekey(g uint64) error {
+	if g != d.gen+1 {
+		return fmt.Errorf("derive record key: generation %d after %d: %w", g, d.gen, ErrBadRecord)
+	}
+	if err := d.ratchet(); err != nil {
+		return err
+	}
+	d.gen = g
 	return nil
 }
 
@@ -154,6 +199,8 @@ func (d *direction) nonce() ([]byte, error) {
 		return nil, fmt.Errorf("channel direction used up its %d records: %w", uint64(maxSeq), ErrBadRecord)
 	}
 	if g := d.seq >> d.shift; g != d.gen {
+		// The ratchet turns: from now on this direction cannot seal
+		// or open a record of an earlier generation.
 		if err := d.rekey(g); err != nil {
 			return nil, err
 		}
@@ -235,11 +282,13 @@ func NewConn(raw *net.TCPConn, tc *tls.Conn, client bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export channel keys: %w", err)
 	}
+	defer clear(km)
 	return newConn(raw, km, client)
 }
 
 // newConn builds the record layer from the 64 exported bytes km: the
-// client-to-server secret, then the server-to-client one.
+// client-to-server secret, then the server-to-client one. It keeps copies:
+// the caller erases km.
 func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 	toServer, err := newDirection(km[:32])
 	if err != nil {
@@ -263,26 +312,33 @@ func newConn(raw *net.TCPConn, km []byte, client bool) (*Conn, error) {
 // Raw returns the TCP connection under the channel.
 func (c *Conn) Raw() *net.TCPConn { return c.raw }
 
-// seal seals buf[hdrLen:hdrLen+n] in place as a record of type typ and
-// returns the whole record.
+// seal seals the content buf[hdrLen:hdrLen+n] in place as a record of type
+// typ and returns the whole record. buf has room for the type after the
+// content and the tag (and an end record for its byte of padding).
 func (c *Conn) seal(typ byte, buf []byte, n int) ([]byte, error) {
 	nonce, err := c.out.nonce()
 	if err != nil {
 		return nil, err
 	}
+	buf[hdrLen+n] = typ
+	n++
+	if typ == recEnd {
+		// Padded to the size of a control record (and of a one-byte data
+		// record): content, type and padding, 2 bytes.
+		buf[hdrLen+n] = 0
+		n++
+	}
 	l := n + tagLen
-	buf[0], buf[1], buf[2], buf[3] = typ, byte(l>>16), byte(l>>8), byte(l)
+	buf[0], buf[1], buf[2], buf[3] = recSealed, byte(l>>16), byte(l>>8), byte(l)
 	sealed := c.out.aead.Seal(buf[hdrLen:hdrLen], nonce, buf[hdrLen:hdrLen+n], buf[:hdrLen])
 	return buf[:hdrLen+len(sealed)], nil
 }
 
 // writeRecord seals p (at most MaxRecord bytes) and writes it.
 func (c *Conn) writeRecord(typ byte, p []byte) error {
-	bp := getBuf(hdrLen+len(p)+tagLen > smallSize)
+	bp := getBuf(overhead+1+len(p) > smallSize) // +1: an end record's padding
 	defer putBuf(bp)
-	buf := *bp
-	n := copy(buf[hdrLen:min(len(buf)-tagLen, hdrLen+MaxRecord)], p)
-	rec, err := c.seal(typ, buf, n)
+	rec, err := c.seal(typ, *bp, copy(plainRoom(*bp), p))
 	if err != nil {
 		return err
 	}
@@ -353,7 +409,7 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 			return err // nil at EOF
 		}
 		// A read that filled its buffer means more is coming.
-		room := min(len(*bp)-hdrLen-tagLen, MaxRecord)
+		room := len(plainRoom(*bp))
 		r.big = nr == room || (r.big && nr > smallSize/2)
 		rec, err := c.seal(recData, *bp, nr)
 		if err == nil {
@@ -367,8 +423,9 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 	}
 }
 
-// plainRoom is where a record's plaintext goes in a buffer.
-func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-tagLen, hdrLen+MaxRecord)] }
+// plainRoom is where a data record's content goes in a buffer: the type
+// and the tag follow it.
+func plainRoom(b []byte) []byte { return b[hdrLen:min(len(b)-1-tagLen, hdrLen+MaxRecord)] }
 
 // whole is the whole buffer.
 func whole(b []byte) []byte { return b }
@@ -520,13 +577,17 @@ func (c *Conn) next() (byte, []byte, error) {
 			buf := *c.buf
 			h := buf[c.r : c.r+hdrLen]
 			if c.in.seq == 0 && (h[0] == tlsAlert || h[0] == tlsAppData) {
-				// A TLS 1.3 peer that refuses our credential does so after our
-				// handshake is done, with an alert (sealed, so it looks like
-				// application data). Our own records never start this way.
-				return 0, nil, c.fail(fmt.Errorf("read channel: the peer answered the handshake with a TLS alert: %w", ErrDenied))
+				// A TLS 1.3 server that rejects our certificate does so after
+				// our handshake is done, with an alert (sealed, so it looks
+				// like application data); our own records never start this
+				// way. Nothing authenticates it: report it for what it is.
+				return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrPeerAlert))
+			}
+			if h[0] != recSealed {
+				return 0, nil, c.fail(fmt.Errorf("read channel: record header starts with %#x: %w", h[0], ErrBadRecord))
 			}
 			l := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
-			if l < tagLen || l > MaxRecord+tagLen {
+			if l < 1+tagLen || l > maxInner+tagLen {
 				return 0, nil, c.fail(fmt.Errorf("read channel: record of %d bytes: %w", l, ErrBadRecord))
 			}
 			need = hdrLen + l
@@ -551,7 +612,19 @@ func (c *Conn) open(h, body []byte) (byte, []byte, error) {
 	if err != nil {
 		return 0, nil, c.fail(fmt.Errorf("read channel: %w", ErrBadRecord))
 	}
-	typ := h[0]
+	// The type is the last byte that is not padding (zeros).
+	i := len(p) - 1
+	for i >= 0 && p[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		return 0, nil, c.fail(fmt.Errorf("read channel: record without a type: %w", ErrBadRecord))
+	}
+	typ := p[i]
+	p = p[:i]
+	if typ != recData && typ != recEnd && typ != recControl {
+		return 0, nil, c.fail(fmt.Errorf("read channel: record of type %d: %w", typ, ErrBadRecord))
+	}
 	if typ == recEnd && len(p) != 0 {
 		return 0, nil, c.fail(fmt.Errorf("read channel: end record with %d bytes: %w", len(p), ErrBadRecord))
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // pair returns two TCP connections joined on loopback.
-func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func pair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -43,7 +43,7 @@ func pair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return d, a
 }
 
-func selfSigned(t *testing.T) tls.Certificate {
+func selfSigned(t testing.TB) tls.Certificate {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -61,7 +61,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 // conns runs a mutual TLS 1.3 handshake over Boundary and returns both ends'
 // record layers. The server writes a control record right after its
 // handshake, which the client's crypto/tls must leave unread.
-func conns(t *testing.T) (client, server *Conn) {
+func conns(t testing.TB) (client, server *Conn) {
 	t.Helper()
 	craw, sraw := pair(t)
 	cert := selfSigned(t)
@@ -214,12 +214,18 @@ func TestRekey(t *testing.T) {
 	}
 }
 
-func TestAlertIsRefusal(t *testing.T) {
-	c, s := conns(t)
-	c.in.seq = 0 // as if the control record had not come: first record
-	s.Raw().Write([]byte{tlsAppData, 3, 3, 0, 19})
-	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrDenied) {
-		t.Errorf("read of a TLS record: %v, want ErrDenied", err)
+// TestAlertIsNotRefusal: a TLS record where the peer's first channel record
+// should be is reported as a TLS alert, which nothing authenticates, never
+// as a policy refusal.
+func TestAlertIsNotRefusal(t *testing.T) {
+	for _, typ := range []byte{tlsAppData, tlsAlert} {
+		c, s := conns(t)
+		c.in.seq = 0 // as if the control record had not come: first record
+		s.Raw().Write([]byte{typ, 3, 3, 0, 19})
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, ErrPeerAlert) || errors.Is(err, ErrDenied) {
+			t.Errorf("read of a TLS record of type %#x: %v, want ErrPeerAlert and not ErrDenied", typ, err)
+		}
 	}
 }
 

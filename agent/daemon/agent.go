@@ -51,16 +51,21 @@ type Options struct {
 
 // Agent is a running agent.
 type Agent struct {
-	dir    string
-	log    *zap.Logger
-	id     *identity.Identity
-	enr    enrollment
-	keys   channel.Keys
-	client *relay.Client
-	ports  *portal.Manager
-	direct *net.TCPListener // nil without --direct-listen
-	cancel context.CancelFunc
-	cred   atomic.Pointer[credential.Credential]
+	dir  string
+	log  *zap.Logger
+	id   *identity.Identity
+	lock *stateLock // held for the agent's life
+	enr  enrollment
+	// enrolled: the state directory held an enrollment at start;
+	// ticketID: the ticket this start redeems (or found spent), if any.
+	enrolled bool
+	ticketID string
+	keys     channel.Keys
+	client   *relay.Client
+	ports    *portal.Manager
+	direct   *net.TCPListener // nil without --direct-listen
+	cancel   context.CancelFunc
+	cred     atomic.Pointer[credential.Credential]
 
 	members credential.Members // the authority's word on each node, as the hub sent it
 	dirtyMu sync.Mutex         // guards dirty
@@ -69,6 +74,9 @@ type Agent struct {
 
 	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
 	plan   *plan        // what the maps hold; nil until first written
+
+	failMu sync.Mutex          // guards failed
+	failed map[string]*failure // saved inlets and outlets that did not start (restore.go)
 
 	mu           sync.Mutex // guards the following and serializes configuration changes
 	cfg          config
@@ -93,11 +101,20 @@ type Agent struct {
 
 // Start loads or creates the identity, enrolls with the ticket (or says hello
 // as an existing member), and restores the saved portals.
-func Start(ctx context.Context, opts Options) (*Agent, error) {
+func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	a := &Agent{dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
+	lock, err := lockStateDir(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+	a := &Agent{lock: lock, dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
 		suspects: map[string]map[int]bool{}, unbound: map[string]string{},
 		kick: make(chan struct{}, 1), resolveCgroup: cgroupVeths, sys: hostSystem}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
@@ -108,26 +125,29 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	if created {
 		a.log.Info("created node identity", zap.String("node", id.ID()), zap.String("state_dir", opts.StateDir))
 	}
-	if err := a.loadEnrollment(opts.Ticket); err != nil {
+	ticket, err := a.loadEnrollment(opts.Ticket)
+	if err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.client, err = relay.NewClient(relay.ClientOptions{
-		Hub:          a.enr.Hub,
-		Identity:     id,
-		AuthorityKey: a.enr.AuthorityKey,
-		Ticket:       opts.Ticket,
-		Logger:       a.log.Named("hub"),
-		OnIncoming:   func(in relay.Incoming) { a.ports.HandleIncoming(in.Token, in.From) },
-		OnMember:     a.onMember,
-		OnGrant: func(g relay.Grant) {
-			if err := a.install(g); err != nil {
-				a.log.Error("installing renewed credential failed", zap.Error(err))
-			}
-		},
-	})
-	if err != nil {
+	newClient := func(ticket string) (*relay.Client, error) {
+		return relay.NewClient(relay.ClientOptions{
+			Hub:          a.enr.Hub,
+			Identity:     id,
+			AuthorityKey: a.enr.AuthorityKey,
+			Ticket:       ticket,
+			Logger:       a.log.Named("hub"),
+			OnIncoming:   func(in relay.Incoming) { a.ports.HandleIncoming(in.Token, in.From) },
+			OnMember:     a.onMember,
+			OnGrant: func(g relay.Grant) {
+				if err := a.install(g); err != nil {
+					a.log.Error("installing renewed credential failed", zap.Error(err))
+				}
+			},
+		})
+	}
+	if a.client, err = newClient(ticket); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -136,10 +156,13 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	startCtx, stop := context.WithCancel(runCtx)
 	defer context.AfterFunc(ctx, stop)()
 	g, err := a.client.Start(startCtx)
+	if a.ticketSpent(ticket, err) {
+		g, err = a.startAsMember(startCtx, err, newClient)
+	}
 	switch {
 	case err == nil:
 		err = a.firstGrant(g)
-	case a.mayStartOffline(ctx, opts.Ticket, err):
+	case a.mayStartOffline(ctx, ticket, err):
 		g, err = a.savedGrant(err)
 		if err == nil {
 			a.client.StartOffline(runCtx)
@@ -162,6 +185,9 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		MaxConns: opts.MaxConns,
 		WarmIdle: opts.WarmIdle,
 		Local:    a.admitLocal,
+		// Connections that outlive their channel's credential go on only
+		// while the member state is current (docs/members.md).
+		MemberStateCurrent: func() bool { return !a.client.Status().Stale },
 	})
 	if err := a.startDatapath(opts); err != nil {
 		a.Close()
@@ -183,8 +209,19 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	// Updates that came with the first credential (revoked nodes) wait in
-	// members; the loop applies them now and the later ones as they come.
+	// members: they are applied before Start returns, the later ones by
+	// the loop as they come.
+	select {
+	case <-a.kick:
+		a.reviewPending()
+	default:
+	}
 	go a.reviewLoop(runCtx)
+	a.loops.Add(1)
+	go func() {
+		defer a.loops.Done()
+		a.retryLoop(runCtx)
+	}()
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
@@ -193,36 +230,17 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// loadEnrollment reads what the agent knows of its project, or takes it from
-// the ticket.
-func (a *Agent) loadEnrollment(ticket string) error {
-	path := filepath.Join(a.dir, enrollmentFile)
-	found, err := readJSON(path, &a.enr)
-	if err != nil {
-		return err
-	}
-	if ticket == "" {
-		if !found {
-			return fmt.Errorf("start agent: %s holds no enrollment; pass --ticket (from `agentctl ticket create`): %w", a.dir, ErrNotEnrolled)
-		}
-		return nil
-	}
-	t, err := authority.ParseTicket(ticket)
-	if err != nil {
-		return err
-	}
-	if found && t.Project != a.enr.Project {
-		return fmt.Errorf("start agent: %s is enrolled in project %s, the ticket is for project %s; use another --state-dir", a.dir, a.enr.Project, t.Project)
-	}
-	a.enr = enrollment{Hub: t.Hub, Project: t.Project, AuthorityKey: t.AuthorityKey, Node: a.id.ID()}
-	return nil
-}
-
 // mayStartOffline reports whether an enrolled agent that could not reach the
 // hub should start anyway: not when enrolling, not when the hub refused it.
+// A ticket an enrolled agent meant to redeem waits for its next start.
 func (a *Agent) mayStartOffline(ctx context.Context, ticket string, err error) bool {
 	var refused *relay.HubError
-	return ticket == "" && ctx.Err() == nil && !errors.As(err, &refused) && !errors.Is(err, relay.ErrHubUntrusted)
+	ok := a.enrolled && ctx.Err() == nil && !errors.As(err, &refused) && !errors.Is(err, relay.ErrHubUntrusted)
+	if ok && ticket != "" {
+		a.log.Warn("hub unreachable: --ticket not redeemed; it will be at the next start with the hub reachable", zap.String("ticket", a.ticketID))
+		a.ticketID = ""
+	}
+	return ok
 }
 
 // savedGrant rebuilds the last grant from the state directory, so that an
@@ -247,6 +265,7 @@ func (a *Agent) firstGrant(g relay.Grant) error {
 	if g.Project != a.enr.Project {
 		return fmt.Errorf("start agent: hub serves project %s, want %s", g.Project, a.enr.Project)
 	}
+	a.rememberTicket()
 	if err := writeJSON(filepath.Join(a.dir, enrollmentFile), a.enr); err != nil {
 		return err
 	}
@@ -271,53 +290,6 @@ func (a *Agent) install(g relay.Grant) error {
 	return identity.WriteFileAtomic(filepath.Join(a.dir, credentialFile), credential.EncodePEM(g.Credential), 0o600)
 }
 
-// restore re-creates the saved relays and portals.
-func (a *Agent) restore(ctx context.Context) error {
-	var cfg config
-	if _, err := readJSON(filepath.Join(a.dir, portalsFile), &cfg); err != nil {
-		return err
-	}
-	// The hub learns the saved outlets' policies before the relays are
-	// claimed, and the restored ones' after.
-	a.publishOutlets(ctx, cfg.Outlets)
-	var errs []error
-	for _, r := range cfg.Relays {
-		err := a.CreateRelay(ctx, r)
-		if errors.Is(err, relay.ErrNotConnected) {
-			a.client.ClaimLater(r)
-			a.mu.Lock()
-			a.cfg.Relays = append(a.cfg.Relays, r)
-			a.mu.Unlock()
-			a.log.Warn("relay will be claimed when the hub is reachable", zap.String("relay", r))
-			err = nil
-		}
-		errs = append(errs, err)
-	}
-	a.mu.Lock()
-	for _, o := range cfg.Outlets {
-		_, err := a.createOutletLocked(o)
-		errs = append(errs, err)
-	}
-	a.publishOutlets(ctx, a.cfg.Outlets)
-	a.mu.Unlock()
-	for _, in := range cfg.Inlets {
-		if (in.Transparent || in.AllowLocal != "") && a.kern == nil {
-			a.mu.Lock()
-			a.cfg.Inlets = append(a.cfg.Inlets, in)
-			a.mu.Unlock()
-			a.log.Warn("inlet with --allow-local kept but not running: the BPF data path is not running",
-				zap.String("inlet", in.Name), zap.String("reason", a.kernReason))
-			continue
-		}
-		_, err := a.CreateInlet(in)
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("restore saved portals from %s: %w", portalsFile, err)
-	}
-	return nil
-}
-
 func (a *Agent) saveLocked() error {
 	return writeJSON(filepath.Join(a.dir, portalsFile), a.cfg)
 }
@@ -340,6 +312,7 @@ func (a *Agent) Close() error {
 		a.direct.Close()
 	}
 	a.loops.Wait()
+	a.lock.Close()
 	return err
 }
 

@@ -36,10 +36,13 @@ var ErrNoDatapath = errors.New("the BPF data path is not running on this agent")
 
 // DatapathStatus is what `agentctl datapath status` shows.
 type DatapathStatus struct {
-	Enabled  bool   `json:"enabled"`
-	Reason   string `json:"reason,omitempty"` // why not enabled
-	PinDir   string `json:"pin_dir,omitempty"`
-	Listener string `json:"listener,omitempty"` // the transparent listener
+	Enabled bool   `json:"enabled"`
+	Reason  string `json:"reason,omitempty"` // why not enabled
+	PinDir  string `json:"pin_dir,omitempty"`
+	// Pins says whether the pins outlive the agent (fail closed holds only
+	// if they do), and why.
+	Pins     *loader.Pins `json:"pins,omitempty"`
+	Listener string       `json:"listener,omitempty"` // the transparent listener
 	// Acceleration is "on", or "off" and why; Accelerated counts the
 	// connections whose agent-to-app bytes skipped TCP.
 	Acceleration string              `json:"acceleration,omitempty"`
@@ -79,9 +82,12 @@ type kernelOptions struct {
 	PinDir     string // loader.DefaultPinDir
 	Bridges    []string
 	Accelerate string // DatapathAuto, DatapathOn or DatapathOff
-	Log        *zap.Logger
-	Serve      func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
-	Refresh    func()                                // devices changed
+	// RequirePersistentPins refuses pins that would not outlive the agent
+	// (--datapath on).
+	RequirePersistentPins bool
+	Log                   *zap.Logger
+	Serve                 func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
+	Refresh               func()                                // devices changed
 }
 
 // startDatapath opens the BPF data path as opts.Datapath asks.
@@ -95,7 +101,7 @@ func (a *Agent) startDatapath(opts Options) error {
 		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
 	}
 	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Accelerate: opts.Accelerate, Log: a.log.Named("datapath"),
-		Serve: a.serveTransparent, Refresh: a.refresh})
+		RequirePersistentPins: opts.Datapath == DatapathOn, Serve: a.serveTransparent, Refresh: a.refresh})
 	if err != nil {
 		if opts.Datapath == DatapathOn {
 			return fmt.Errorf("start data path: %w", err)

@@ -47,10 +47,11 @@ func openKernel(o kernelOptions) (kernel, error) {
 	if err := loader.Missing(loader.Probe()); err != nil {
 		return nil, err
 	}
-	dp, err := loader.Open(loader.Options{PinDir: o.PinDir})
+	dp, err := loader.Open(loader.Options{PinDir: o.PinDir, RequirePersistentPins: o.RequirePersistentPins})
 	if err != nil {
 		return nil, err
 	}
+	logPins(o.Log, dp)
 	k := &bpfKernel{dp: dp, maps: maps.New(dp.Maps()), log: o.Log, adopted: map[netip.AddrPort]uint32{}}
 	have, err := k.maps.Services.List()
 	if err != nil {
@@ -91,6 +92,19 @@ func openKernel(o kernelOptions) (kernel, error) {
 		k.acceptLoop(o.Serve)
 	}()
 	return k, nil
+}
+
+// logPins says, loudly, when the pins will not outlive the agent: fail
+// closed does not hold then (--datapath on refuses to start so).
+func logPins(log *zap.Logger, dp *loader.Datapath) {
+	switch p := dp.Pins(); p.State {
+	case loader.PinsEphemeral:
+		log.Error("the data path's pins will not outlive the agent: once it stops, connections to transparent inlets hang instead of being refused "+
+			"(fail closed does not hold); give the agent the host's bpffs (docs/datapath.md), or run it with --datapath on to refuse to start like this",
+			zap.String("pin_dir", dp.PinDir()), zap.String("why", p.Reason))
+	case loader.PinsUnknown:
+		log.Warn("cannot tell whether the data path's pins outlive the agent", zap.String("pin_dir", dp.PinDir()), zap.String("why", p.Reason))
+	}
 }
 
 // listen opens the transparent listener and publishes its address.
@@ -170,6 +184,8 @@ func (k *bpfKernel) pinned() map[netip.AddrPort]uint32 { return k.adopted }
 
 func (k *bpfKernel) status(st *DatapathStatus) {
 	st.PinDir = k.dp.PinDir()
+	pins := k.dp.Pins()
+	st.Pins = &pins
 	st.Listener = k.ln.Addr().String()
 	st.Acceleration = k.accelIs
 	if k.accel != nil {

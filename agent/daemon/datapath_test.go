@@ -243,11 +243,15 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 	if ws := b.Workloads(); len(ws) != 1 || ws[0].Name != "analytics" || ws[0].Number != 1 {
 		t.Errorf("workloads after restart: %+v", ws)
 	}
-	if len(b.Inlets()) != 0 {
-		t.Errorf("transparent inlet running without the data path: %+v", b.Inlets())
+	if ins := b.Inlets(); len(ins) != 1 || ins[0].State != StateFailed || !ins[0].NextRetry.IsZero() ||
+		!strings.Contains(ins[0].Error, "needs the BPF data path") {
+		t.Errorf("transparent inlet without the data path: %+v; want it kept, failed, not retried, saying why", ins)
 	}
 	if err := b.DeleteInlet("pg"); err != nil {
 		t.Errorf("deleting the saved transparent inlet: %v", err)
+	}
+	if ins := b.Inlets(); len(ins) != 0 {
+		t.Errorf("inlets after deleting it: %+v", ins)
 	}
 	if err := b.DeleteInlet("pg"); !errors.Is(err, portal.ErrNotFound) {
 		t.Errorf("deleting it twice: %v, want ErrNotFound", err)

@@ -64,20 +64,25 @@ func (a *Agent) reviewLoop(ctx context.Context) {
 			return
 		case <-a.kick:
 		}
-		a.dirtyMu.Lock()
-		nodes := a.dirty
-		a.dirty = nil
-		a.dirtyMu.Unlock()
-		for _, n := range nodes {
-			st, _ := a.members.Current(n)
-			a.review(n, st)
-		}
-		a.mu.Lock()
-		err := a.syncLocked()
-		a.mu.Unlock()
-		if err != nil {
-			a.log.Error("updating the data path after a member update failed", zap.Error(err))
-		}
+		a.reviewPending()
+	}
+}
+
+// reviewPending applies the member updates recorded since the last review.
+func (a *Agent) reviewPending() {
+	a.dirtyMu.Lock()
+	nodes := a.dirty
+	a.dirty = nil
+	a.dirtyMu.Unlock()
+	for _, n := range nodes {
+		st, _ := a.members.Current(n)
+		a.review(n, st)
+	}
+	a.mu.Lock()
+	err := a.syncLocked()
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("updating the data path after a member update failed", zap.Error(err))
 	}
 }
 

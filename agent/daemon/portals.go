@@ -32,6 +32,17 @@ func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
 	if slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == spec.Name }) {
 		return portal.InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, portal.ErrExists)
 	}
+	info, err := a.startInletLocked(spec)
+	if err != nil {
+		return info, err
+	}
+	a.cfg.Inlets = append(a.cfg.Inlets, spec)
+	return info, errors.Join(a.saveLocked(), a.syncLocked())
+}
+
+// startInletLocked starts an inlet (and gives it its portal number in the
+// data path), without saving it.
+func (a *Agent) startInletLocked(spec portal.InletSpec) (portal.InletInfo, error) {
 	if !spec.Transparent && spec.AllowLocal != "" && a.kern == nil {
 		if err := spec.Check(); err != nil {
 			return portal.InletInfo{}, fmt.Errorf("create inlet: %w", err)
@@ -52,8 +63,7 @@ func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
 		a.ports.RemoveInlet(spec.Name)
 		return portal.InletInfo{}, err
 	}
-	a.cfg.Inlets = append(a.cfg.Inlets, spec)
-	return info, errors.Join(a.saveLocked(), a.syncLocked())
+	return info, nil
 }
 
 // transparentLocked gives a new transparent inlet its portal number, if the
@@ -81,6 +91,7 @@ func (a *Agent) DeleteInlet(name string) error {
 		return err
 	}
 	a.cfg.Inlets = slices.DeleteFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
+	a.forgetFailure("inlet", name)
 	delete(a.portalNums, name)
 	return errors.Join(a.saveLocked(), a.syncLocked())
 }
@@ -116,49 +127,92 @@ func (a *Agent) createOutletLocked(spec portal.OutletSpec) (portal.OutletInfo, e
 func (a *Agent) DeleteOutlet(name string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.ports.RemoveOutlet(name); err != nil {
+	saved := slices.ContainsFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	// A saved outlet that failed to start does not run.
+	if err := a.ports.RemoveOutlet(name); err != nil && !(saved && errors.Is(err, portal.ErrNotFound)) {
 		return err
 	}
 	a.cfg.Outlets = slices.DeleteFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	a.forgetFailure("outlet", name)
 	a.publishOutlets(context.Background(), a.cfg.Outlets)
 	return a.saveLocked()
 }
 
-// Inlets lists the inlets.
-func (a *Agent) Inlets() []portal.InletInfo { return a.ports.Inlets() }
+// InletInfo is an inlet as the agent holds it: running, with its counters,
+// or configured and failed (see restore.go).
+type InletInfo struct {
+	portal.InletInfo
+	State     string    `json:"state"`           // StateRunning or StateFailed
+	Error     string    `json:"error,omitempty"` // why it failed
+	NextRetry time.Time `json:"next_retry,omitzero"`
+}
 
-// Outlets lists the outlets.
-func (a *Agent) Outlets() []portal.OutletInfo { return a.ports.Outlets() }
+// OutletInfo is an outlet as the agent holds it, like InletInfo.
+type OutletInfo struct {
+	portal.OutletInfo
+	State     string    `json:"state"`
+	Error     string    `json:"error,omitempty"`
+	NextRetry time.Time `json:"next_retry,omitzero"`
+}
 
-// RelayInfo describes a relay name this agent claimed.
+// Inlets lists the running inlets, then the failed ones.
+func (a *Agent) Inlets() []InletInfo {
+	var out []InletInfo
+	for _, in := range a.ports.Inlets() {
+		out = append(out, InletInfo{InletInfo: in, State: StateRunning})
+	}
+	for _, f := range a.failures() {
+		if f.inlet != nil {
+			out = append(out, InletInfo{InletInfo: portal.InletInfo{InletSpec: *f.inlet}, State: StateFailed, Error: f.err.Error(), NextRetry: f.next})
+		}
+	}
+	return out
+}
+
+// Outlets lists the running outlets, then the failed ones.
+func (a *Agent) Outlets() []OutletInfo {
+	var out []OutletInfo
+	for _, o := range a.ports.Outlets() {
+		out = append(out, OutletInfo{OutletInfo: o, State: StateRunning})
+	}
+	for _, f := range a.failures() {
+		if f.outlet != nil {
+			out = append(out, OutletInfo{OutletInfo: portal.OutletInfo{OutletSpec: *f.outlet}, State: StateFailed, Error: f.err.Error(), NextRetry: f.next})
+		}
+	}
+	return out
+}
+
+// RelayInfo describes a relay name this agent claims.
 type RelayInfo struct {
 	Name    string `json:"name"`
 	Claimed bool   `json:"claimed"` // held at the hub right now
+	// Error says why it is not held; NextRetry is when the agent tries
+	// again (zero while the hub is unreachable: it claims on reconnection).
+	Error     string    `json:"error,omitempty"`
+	NextRetry time.Time `json:"next_retry,omitzero"`
 }
 
-// Relays lists the relay names this agent claims.
+// Relays lists the relay names this agent claims, held or not.
 func (a *Agent) Relays() []RelayInfo {
-	a.mu.Lock()
-	names := slices.Clone(a.cfg.Relays)
-	a.mu.Unlock()
-	st := a.client.Status()
-	out := make([]RelayInfo, 0, len(names))
-	for _, n := range names {
-		out = append(out, RelayInfo{Name: n, Claimed: st.Connected && slices.Contains(st.Relays, n)})
+	cs := a.client.Claims()
+	out := make([]RelayInfo, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, RelayInfo{Name: c.Name, Claimed: c.Held, Error: c.Error, NextRetry: c.NextRetry})
 	}
 	return out
 }
 
 // Status is what `agentctl status` shows.
 type Status struct {
-	Node       string              `json:"node"`
-	Project    string              `json:"project"`
-	Attributes map[string]string   `json:"attributes"`
-	Credential CredentialStatus    `json:"credential"`
-	Hub        relay.Status        `json:"hub"`
-	Relays     []RelayInfo         `json:"relays"`
-	Inlets     []portal.InletInfo  `json:"inlets"`
-	Outlets    []portal.OutletInfo `json:"outlets"`
+	Node       string            `json:"node"`
+	Project    string            `json:"project"`
+	Attributes map[string]string `json:"attributes"`
+	Credential CredentialStatus  `json:"credential"`
+	Hub        relay.Status      `json:"hub"`
+	Relays     []RelayInfo       `json:"relays"`
+	Inlets     []InletInfo       `json:"inlets"`
+	Outlets    []OutletInfo      `json:"outlets"`
 }
 
 // CredentialStatus describes the current credential.

@@ -36,6 +36,9 @@ type enrollment struct {
 	Project      string            `json:"project"`
 	AuthorityKey ed25519.PublicKey `json:"authority_key"`
 	Node         string            `json:"node"`
+	// Tickets are the IDs of the tickets this state directory redeemed
+	// (or found used up or expired once enrolled): --ticket ignores them.
+	Tickets []string `json:"tickets,omitempty"`
 }
 
 // config is the operator's configuration, restored on restart.

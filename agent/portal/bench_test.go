@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -19,6 +21,8 @@ import (
 //
 // against the same client and server connected directly ("raw"). Read them
 // as ratios (benchstat); the harness in bench/ measures the real topology.
+// cpu-ns/op is the CPU time of the whole process (app, agents, hub, server)
+// per operation, which waiting for a busy machine's CPUs does not inflate.
 //
 //	go test -run '^$' -bench . -count 5 ./agent/portal/
 
@@ -105,6 +109,7 @@ func BenchmarkThroughput(b *testing.B) {
 			buf[0] = 's'
 			b.SetBytes(int64(len(buf)))
 			b.ResetTimer()
+			start := cpuTime()
 			for range b.N {
 				if _, err := c.Write(buf); err != nil {
 					b.Fatal(err)
@@ -116,6 +121,7 @@ func BenchmarkThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+			reportCPU(b, start)
 			if got := binary.BigEndian.Uint64(n[:]); got != uint64(b.N*len(buf)-1) {
 				b.Fatalf("server got %d bytes, want %d", got, b.N*len(buf)-1)
 			}
@@ -133,6 +139,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
+			start := cpuTime()
 			for range b.N {
 				if _, err := c.Write(msg); err != nil {
 					b.Fatal(err)
@@ -141,6 +148,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, start)
 		})
 	}
 }
@@ -163,6 +171,18 @@ func BenchmarkSetup(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process's CPU time per operation since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 }
 
 func pathName(raw bool) string {

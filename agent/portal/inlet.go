@@ -30,8 +30,11 @@ import (
 //	        the outlet's first record is its status (control), checked
 //	        before the app sees data.
 //
-// The app's first bytes are sealed and sent without waiting for the status,
-// so the status costs no round trip.
+// On a new channel the app's first bytes are sealed and sent without
+// waiting for the status, so the status costs no round trip. On a warm
+// channel the inlet waits for the status before it reads a byte of the
+// app's (openWarm): the outlet may have closed the channel meanwhile, and
+// the connection then moves to a new channel with nothing lost or repeated.
 
 // Control bytes of a portal channel (channel.Conn.WriteControl).
 const (
@@ -281,17 +284,23 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
 	s, err := m.session(in)
 	if err != nil {
+		err = explainRemote(err)
 		if refusedByPolicy(err) {
 			in.stats.Refused.Add(1)
+			log.Warn("inlet connection refused", zap.Error(err))
 		} else {
 			in.stats.Failed.Add(1)
+			log.Warn("inlet connection failed", zap.Error(err))
 		}
-		log.Warn("inlet connection refused", zap.Error(err))
 		pipe.TCP(app).Abort()
 		return
 	}
 	s.app.Store(app)
-	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(s.ch), &in.stats.Bytes)
+	var stream pipe.Pump = s.ch
+	if s.first != nil {
+		stream, s.first = s.first, nil
+	}
+	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
 	s.app.Store(nil)
 	if res.Err == nil && in.ctx.Err() == nil {
 		in.pool.put(s)
@@ -303,7 +312,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		switch {
 		case refusedByPolicy(err):
 			in.stats.Refused.Add(1)
-		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet):
+		case errors.Is(err, ErrTargetUnreachable), errors.Is(err, channel.ErrNoOutlet), isRemoteAlert(err):
 			in.stats.Failed.Add(1)
 		}
 		log.Info("inlet connection ended with an error", zap.Error(err))
@@ -311,20 +320,62 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 }
 
 // session returns a channel to the outlet that has been asked to open its
-// target: a warm one if the pool has one that still works and whose peer
-// the inlet's policy still allows as the project knows it now, else a new
-// one (whose handshake decides).
+// target: a warm one if the pool has one that still works, whose peer the
+// inlet's policy still allows as the project knows it now, and whose outlet
+// connected to its target; else a new one (whose handshake decides).
 func (m *Manager) session(in *inlet) (*session, error) {
-	if s := in.pool.take(); s != nil {
-		err := channel.Authorize(m.opts.Verifier, in.allow, s.peer)
-		if err == nil {
-			err = s.ch.WriteControl(ctlOpen)
+	for s := in.pool.take(); s != nil; s = in.pool.take() {
+		if err := channel.Authorize(m.opts.Verifier, in.allow, s.peer); err != nil {
+			s.close()
+			break // a new channel's handshake decides
 		}
+		err := m.openWarm(s)
 		if err == nil {
 			return s, nil
 		}
-		s.close() // no byte of the app's is lost
+		s.close()
+		if !errors.Is(err, errChannelGone) {
+			return nil, fmt.Errorf("warm channel to %s: %w", in.target(), err)
+		}
+		// No byte of the app's was read: try the next channel.
 	}
+	return m.openCold(in)
+}
+
+// errChannelGone means the outlet's agent closed a warm channel before it
+// answered the open request: nothing reached the target, and the
+// connection can go through another channel.
+var errChannelGone = errors.New("the outlet's agent closed the warm channel")
+
+// openWarm asks the outlet of a warm channel to open its target and waits
+// for its status, before any byte of the app's is read. A channel the
+// outlet's agent closed (the open cannot be written, or the channel ends
+// before the status) gives errChannelGone.
+func (m *Manager) openWarm(s *session) error {
+	if err := s.ch.WriteControl(ctlOpen); err != nil {
+		return fmt.Errorf("send open request: %w: %w", err, errChannelGone)
+	}
+	s.ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+	b, err := s.ch.ReadControl()
+	s.ch.Raw().SetReadDeadline(time.Time{})
+	if err != nil {
+		if peerClosed(err) {
+			return fmt.Errorf("read open status: %w: %w", err, errChannelGone)
+		}
+		return fmt.Errorf("read open status: %w", err)
+	}
+	return outletStatus(b)
+}
+
+// peerClosed reports whether a channel read failed because the far end
+// closed or reset it.
+func peerClosed(err error) bool {
+	return errors.Is(err, channel.ErrTruncated) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// openCold opens a new channel and sends the open request; the outlet's
+// status comes among the data (verdictPump).
+func (m *Manager) openCold(in *inlet) (*session, error) {
 	s, err := m.openChannel(in)
 	if err != nil {
 		return nil, err
@@ -334,6 +385,7 @@ func (m *Manager) session(in *inlet) (*session, error) {
 		s.close()
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
+	s.first = newVerdictPump(s.ch)
 	return s, nil
 }
 
@@ -388,7 +440,10 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	ch.OnControl = outletStatus
 	in.channels.Add(1)
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
-	s.untrack = m.chans.track(peer.NodeID, in.allow, s.abort)
+	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
+	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),
+		func() bool { return s.app.Load() != nil }, s.abort)
+	s.untrack = func() { untrack(); unwatch() }
 	return s, nil
 }
 
@@ -422,13 +477,19 @@ func (m *Manager) dialWith(ctx context.Context, addr string, control func(string
 	return c.(*net.TCPConn), nil
 }
 
-// refusal explains a failed first write on a fresh channel: the outlet may
-// have refused our credential with an alert and closed (TLS 1.3 clients
-// finish their handshake before the server has checked them). It returns
-// the refusal if that is what is waiting to be read, else werr.
+// refusal explains a failed first write on a fresh channel by what the
+// outlet's side sent before it closed: an authenticated status (a policy
+// refusal among them), or a TLS alert, which is not authenticated
+// (explainRemote). Otherwise it returns werr.
 func refusal(ch *channel.Conn, werr error) error {
 	ch.Raw().SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := ch.ReadControl(); errors.Is(err, channel.ErrDenied) {
+	b, err := ch.ReadControl()
+	switch {
+	case err == nil:
+		if serr := outletStatus(b); serr != nil {
+			return serr
+		}
+	case errors.Is(err, channel.ErrPeerAlert):
 		return err
 	}
 	return werr
@@ -437,26 +498,42 @@ func refusal(ch *channel.Conn, werr error) error {
 // refusedByPolicy reports whether a channel or a connection on it was
 // refused because of who the peer is (counted as refused, not failed): its
 // attributes, its identity, or a credential the project has since replaced
-// or revoked.
+// or revoked. Only an authenticated word counts: this agent's own checks of
+// the outlet's credential, the outlet's status record, the hub's dial_denied
+// on its control connection. A TLS alert never does (explainRemote).
 func refusedByPolicy(err error) bool {
+	if isRemoteAlert(err) {
+		return false
+	}
 	return errors.Is(err, channel.ErrDenied) || errors.Is(err, channel.ErrWrongPeer) ||
-		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked)
+		errors.Is(err, credential.ErrStale) || errors.Is(err, credential.ErrRevoked) ||
+		// This agent's own check of the peer's credential refused it.
+		errors.Is(err, credential.ErrUntrusted) || errors.Is(err, credential.ErrExpired) ||
+		errors.Is(err, credential.ErrWrongProject) || errors.Is(err, credential.ErrMalformed)
 }
 
-// explainRemote turns the outlet's TLS alert into the reason an operator needs.
+// explainRemote says what a TLS alert from the outlet's side may mean. The
+// outlet's agent sends one only when its handshake rejects this agent's
+// credential (not signed by the authority it trusts, expired, of another
+// project); its policy refusals come in an authenticated status record.
+// Nothing authenticates the alert: anyone on the path, the relay included,
+// can send the same bytes, so it is counted as a failure, never a refusal.
 func explainRemote(err error) error {
-	if isRemoteBadCert(err) {
-		return fmt.Errorf("the outlet refused this agent's credential (its policy does not allow our attributes, or it does not trust our authority): %v: %w", err, channel.ErrDenied)
+	if isRemoteAlert(err) {
+		return fmt.Errorf("the outlet's side answered with a TLS alert, which is not authenticated: "+
+			"the outlet's agent may have rejected this agent's credential (not trusted, expired, or of another project), "+
+			"or someone on the path injected it: %w", err)
 	}
 	return err
 }
 
-// isRemoteBadCert reports an alert sent by the outlet: crypto/tls returns it
-// as a *net.OpError with Op "remote error". The outlet sends alerts only when
-// it refuses our credential; other failures come as status bytes.
-func isRemoteBadCert(err error) bool {
+// isRemoteAlert reports a TLS alert from the outlet's side: during the
+// handshake crypto/tls returns it as a *net.OpError with Op "remote error";
+// after it (a TLS 1.3 server checks the client's certificate once the
+// client's handshake is done) the channel reports channel.ErrPeerAlert.
+func isRemoteAlert(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "remote error"
+	return errors.Is(err, channel.ErrPeerAlert) || errors.As(err, &op) && op.Op == "remote error"
 }
 
 // outletStatus checks the outlet's status, the first record it sends.

@@ -35,7 +35,8 @@ type Options struct {
 	MaxConns         int           // 4096: open connections per portal; more are refused with a reset
 	HandshakeTimeout time.Duration // 10s
 	// WarmIdle is how long a channel whose connection ended cleanly stays
-	// open to carry its inlet's next one (pool.go); negative: never.
+	// open to carry its inlet's next one (pool.go), at most DefaultWarmIdle
+	// (an outlet waits a little longer, warmWait); negative: never.
 	WarmIdle    time.Duration // DefaultWarmIdle (30s)
 	DialTimeout time.Duration // 5s: outlet to target
 	// Local decides, for a connection accepted by an explicit inlet with
@@ -44,6 +45,12 @@ type Options struct {
 	// why not, and the connection is reset and counted refused. Without it
 	// such inlets cannot be created.
 	Local func(inlet string, c *net.TCPConn, serve func(workload uint32)) error
+	// MemberStateCurrent reports whether the agent's member state is
+	// current (the authority's heartbeat heard within its limit, every
+	// word up to it). A connection whose channel's credential expires
+	// while it flows goes on only while it is (expiry.go). Nil: never,
+	// such connections are reset at the expiry.
+	MemberStateCurrent func() bool
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions
@@ -86,7 +93,7 @@ func New(opts Options) *Manager {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = 4096
 	}
-	opts.WarmIdle = cmp.Or(opts.WarmIdle, DefaultWarmIdle)
+	opts.WarmIdle = min(cmp.Or(opts.WarmIdle, DefaultWarmIdle), DefaultWarmIdle)
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}

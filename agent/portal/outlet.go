@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +72,7 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 // it is. handshaken is called once the handshake succeeded: the session is
 // no longer pending.
 func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger, handshaken func()) {
+	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
 	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -90,6 +93,9 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
+	// Every way out ends the channel: one left open would look warm to the
+	// inlet, which would send it a connection no one answers.
+	defer ch.Close()
 	o, err := m.outletFor(tc.ConnectionState().ServerName)
 	if err != nil {
 		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(err))
@@ -98,12 +104,15 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 	}
 	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
 	log = log.With(zap.String("outlet", o.spec.Name))
+	expires := channelExpiry(own, peer)
+	var busy atomic.Bool
+	defer m.watchExpiry(expires, log, busy.Load, func() { ch.Abort() })()
 	// The channel carries one connection after another: the inlet keeps it
 	// warm between them. The first open comes with the handshake. Each is
 	// authorized anew, with the project's current word on the peer; the
 	// first also requires the credential to be the node's current one.
 	for first := true; ; first = false {
-		if !m.awaitOpen(o, ch, first, log) {
+		if !m.awaitOpen(o, ch, first, expires, log) {
 			return
 		}
 		authorize := channel.Authorize
@@ -116,18 +125,34 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 			closeWithStatus(ch, statusDenied)
 			return
 		}
-		if !m.serveOutlet(o, ch, log) {
+		busy.Store(true)
+		ok := m.serveOutlet(o, ch, log)
+		busy.Store(false)
+		if !ok {
 			return
 		}
 	}
 }
 
+// warmWait is how long the outlet waits for the next open request on a
+// channel between connections: a little longer than an inlet keeps a
+// channel warm (DefaultWarmIdle at most), after which the inlet no longer
+// uses it. A variable for tests only.
+var warmWait = DefaultWarmIdle + 5*time.Second
+
 // awaitOpen waits for the inlet's next open request: at once after the
-// handshake, for as long as the inlet keeps the channel warm afterwards.
-func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Logger) bool {
+// handshake, and between connections for as long as the inlet may keep the
+// channel warm (warmWait), but never past expires, when a credential of
+// the channel expires and no open request could be granted.
+func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, expires time.Time, log *zap.Logger) bool {
+	deadline := time.Now().Add(warmWait)
 	if first {
-		ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+		deadline = time.Now().Add(m.opts.HandshakeTimeout)
 	}
+	if !first && expires.Before(deadline) {
+		deadline = expires
+	}
+	ch.Raw().SetReadDeadline(deadline)
 	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
 	idle := func() bool { return true }
 	if !first { // a warm channel, not a live connection: it ends with Drain
@@ -136,21 +161,32 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, log *zap.Lo
 	b, err := ch.ReadControl()
 	stop()
 	idle()
+	if err == nil && o.ctx.Err() != nil {
+		// Removed while the request came: no status, so that the inlet
+		// takes its connection elsewhere.
+		err = errors.New("read open request: the outlet was removed")
+	}
 	if err == nil && b != ctlOpen {
 		err = fmt.Errorf("read open request: control byte %#x: %w", b, channel.ErrBadRecord)
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+		ch.Raw().SetReadDeadline(time.Time{})
+		return true
+	case first:
 		ch.Abort()
-		if first {
-			o.stats.Failed.Add(1)
-			log.Warn("outlet session failed", zap.Error(err))
-		} else if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.drainCtx.Err() == nil {
+		o.stats.Failed.Add(1)
+		log.Warn("outlet session failed", zap.Error(err))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The inlet no longer uses the channel: end it cleanly (deferred Close).
+		log.Debug("warm channel closed: no open request in time", zap.Time("deadline", deadline))
+	default:
+		ch.Abort()
+		if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.drainCtx.Err() == nil {
 			log.Info("warm channel ended with an error", zap.Error(err))
 		}
-		return false
 	}
-	ch.Raw().SetReadDeadline(time.Time{})
-	return true
+	return false
 }
 
 // peerCredential is the credential the channel's handshake verified. Both
@@ -177,6 +213,10 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
 	target, err := m.dialTarget(o.ctx, o.spec.To)
+	if err != nil && o.ctx.Err() != nil {
+		ch.Abort() // the outlet was removed: no status, nothing reached the target
+		return false
+	}
 	if err != nil {
 		o.stats.Failed.Add(1)
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))

@@ -26,11 +26,15 @@ import (
 //
 // A warm channel stays subject to revocation and policy changes (it is
 // tracked like a busy one), to the inlet's removal, and is checked for a
-// close by the peer before it is used.
+// close by the peer before it is used; its connection waits for the
+// outlet's status before the app's first byte is read (openWarm), so a
+// channel the outlet closed meanwhile costs the app nothing. It is kept
+// Options.WarmIdle at most (DefaultWarmIdle, the longest allowed), never
+// past its reuseUntil; the outlet waits for it a little longer (warmWait).
 const (
 	maxIdle = 8 // warm channels kept per inlet
-	// DefaultWarmIdle is Options.WarmIdle's default: a warm channel unused
-	// this long is closed.
+	// DefaultWarmIdle is Options.WarmIdle's default and its most: a warm
+	// channel unused this long is closed.
 	DefaultWarmIdle = 30 * time.Second
 )
 
@@ -43,8 +47,9 @@ type session struct {
 	// refuses a connection on a channel whose inlet credential expired.
 	reuseUntil time.Time
 	app        atomic.Pointer[net.TCPConn] // the connection it carries now
-	untrack    func()
-	expire     *time.Timer // while warm
+	first      *verdictPump                // a new channel, until its first connection runs
+	untrack    func()                      // ends its tracking and its expiry watch
+	expire     *time.Timer                 // while warm
 }
 
 // reuseUntil is when a channel opened with own (the inlet's credential)
@@ -108,16 +113,19 @@ func (p *pool) take() *session {
 	}
 }
 
-// put keeps s warm, or closes it if the pool is full or closed.
+// put keeps s warm, or closes it if the pool is full or closed, or s may
+// carry no new connection. It stays warm for p.ttl at most, and not past
+// its reuseUntil.
 func (p *pool) put(s *session) {
+	ttl := min(p.ttl, time.Until(s.reuseUntil)) // p.ttl < 0: warm channels off
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= maxIdle || p.ttl < 0 {
+	if p.closed || len(p.idle) >= maxIdle || ttl <= 0 {
 		p.mu.Unlock()
 		s.close()
 		return
 	}
 	p.idle = append(p.idle, s)
-	s.expire = time.AfterFunc(p.ttl, func() { p.drop(s) })
+	s.expire = time.AfterFunc(ttl, func() { p.drop(s) })
 	p.mu.Unlock()
 }
 

@@ -57,6 +57,9 @@ func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string
 	t.Helper()
 	a := h.Enroll(t, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
+	if opts.MemberStateCurrent == nil {
+		opts.MemberStateCurrent = func() bool { return !a.Client.Status().Stale }
+	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	if opts.Logger == nil {
 		opts.Logger = zap.New(core)
@@ -629,26 +632,39 @@ func TestWarmChannels(t *testing.T) {
 		t.Fatalf("after 3 connections one after another: %d channels opened, %d warm, %d accepted; want 1, 1, 3",
 			in.Channels, in.Warm, in.Counters.Accepted)
 	}
-	// The outlet's agent restarts its portals: the warm channel dies.
+	// The outlet's agent restarts its portals: the warm channel dies. The
+	// inlet may take it before its end arrives; the connection must then
+	// go through a new channel all the same, every byte of it.
 	if err := s.out.m.RemoveOutlet("web"); err != nil {
 		t.Fatal(err)
 	}
 	s.out.outlet(t, portal.OutletSpec{Name: "web", To: s.tg.addr, Allow: "web-inlet"})
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		c := dial(t, s.inletAddr)
-		got, err := roundTrip(c, []byte("after the restart"))
-		if err == nil && string(got) == "AFTER THE RESTART" {
-			break
-		}
-		// The warm channel's end may not have reached the inlet yet when
-		// it is taken: then the open fails and a new channel is used, or
-		// (a race this test tolerates) the outlet's reset arrives first.
-		if time.Now().After(deadline) {
-			t.Fatalf("after the outlet's restart: %q, %v", got, err)
-		}
+	got, err := roundTrip(dial(t, s.inletAddr), []byte("after the restart"))
+	if err != nil || string(got) != "AFTER THE RESTART" {
+		t.Fatalf("the first connection after the outlet's restart: %q, %v; want the whole answer\n%s", got, err, s.in.logText())
 	}
-	if in := info(); in.Channels < 2 {
-		t.Errorf("%d channels opened, want a new one after the outlet's restart", in.Channels)
+	if in := info(); in.Channels != 2 || in.Counters.Failed != 0 || in.Counters.Refused != 0 {
+		t.Errorf("%d channels opened, counters %+v; want a new channel and nothing failed", in.Channels, in.Counters)
+	}
+}
+
+// TestOutletBoundsWarmWait: the outlet does not wait for ever for the next
+// open request on a warm channel: past its wait it closes the channel, and
+// the inlet's next connection goes through a new one, whole.
+func TestOutletBoundsWarmWait(t *testing.T) {
+	t.Cleanup(portal.SetWarmWaitForTest(200 * time.Millisecond)) // first: it runs after the agents have stopped
+	s := newStandard(t, nil, "")
+	s.warmUp(t)
+	if !testhub.WaitFor(wait, func() bool {
+		return strings.Contains(s.out.logText(), "warm channel closed: no open request in time")
+	}) {
+		t.Fatalf("the outlet still waits on the warm channel:\n%s", s.out.logText())
+	}
+	got, err := roundTrip(dial(t, s.inletAddr), []byte("after the wait"))
+	if err != nil || string(got) != "AFTER THE WAIT" {
+		t.Fatalf("the next connection: %q, %v", got, err)
+	}
+	if in := s.inletInfo(t); in.Channels != 2 || in.Counters.Failed != 0 {
+		t.Errorf("%d channels opened, counters %+v; want a new channel, nothing failed", in.Channels, in.Counters)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
 )
@@ -22,11 +25,19 @@ type MemberAdmin interface {
 // socket on the hub's machine (only whoever may open it may revoke). A hub
 // that runs as a relay only answers the member requests with 409: they
 // belong to the authority's own socket (AuthorityAdminHandler).
-func (h *Hub) AdminHandler() http.Handler { return adminHandler(h, h.Stats) }
+func (h *Hub) AdminHandler() http.Handler {
+	var db *authority.Authority
+	if h.local != nil {
+		db = h.local.Authority()
+	}
+	return adminHandler(h, h.Stats, db, h.log)
+}
 
 // AuthorityAdminHandler serves the member requests of the admin API for an
 // authority that runs apart from the relay (agent authority).
-func AuthorityAdminHandler(s *authority.Service) http.Handler { return adminHandler(s, nil) }
+func AuthorityAdminHandler(s *authority.Service, log *zap.Logger) http.Handler {
+	return adminHandler(s, nil, s.Authority(), log)
+}
 
 // adminHandler serves:
 //
@@ -34,10 +45,12 @@ func AuthorityAdminHandler(s *authority.Service) http.Handler { return adminHand
 //	POST /v1/members/{node}/revoke
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
 //	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
+//	GET  /v1/backup                      a consistent copy of the database (hub.db; the authority's)
 //
-// Errors are {"error": "..."} with 400, 404 (no such member, or no stats
-// here), 409 (revoked, or a relay without the authority) or 500.
-func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
+// Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
+// or no such request), 409 (revoked, or a relay without the authority) or
+// 500.
+func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authority, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		ms, err := members.Members()
@@ -47,6 +60,9 @@ func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
 		mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 			adminReply(w, stats(), nil)
 		})
+	}
+	if db != nil {
+		mux.HandleFunc("GET /v1/backup", serveBackup(db, log))
 	}
 	mux.HandleFunc("POST /v1/members/{node}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		m, err := members.Revoke(r.PathValue("node"))
@@ -63,7 +79,35 @@ func adminHandler(members MemberAdmin, stats func() Stats) http.Handler {
 		m, err := members.SetAttributes(r.PathValue("node"), req.Attributes)
 		adminReply(w, m, err)
 	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		adminReply(w, nil, fmt.Errorf("no admin request %s %s: %w", r.Method, r.URL.Path, errNoRequest))
+	})
 	return mux
+}
+
+// serveBackup streams a consistent copy of the authority's database, taken
+// in one read transaction while the hub goes on serving. A copy cut short
+// arrives short of its Content-Length, which the client reports.
+func serveBackup(db *authority.Authority, log *zap.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		backup(db, log, w)
+	}
+}
+
+func backup(db *authority.Authority, log *zap.Logger, w http.ResponseWriter) {
+	started := false
+	_, err := db.Backup(func(size int64) io.Writer {
+		started = true
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		return w
+	})
+	if err != nil && !started {
+		adminReply(w, nil, err)
+	}
+	if err != nil {
+		log.Error("backup of the hub database failed", zap.Error(err))
+	}
 }
 
 // AttributesRequest replaces a member's attributes.
@@ -71,14 +115,17 @@ type AttributesRequest struct {
 	Attributes map[string]string `json:"attributes"`
 }
 
-var errBadRequest = errors.New("bad request")
+var (
+	errBadRequest = errors.New("bad request")
+	errNoRequest  = errors.New("no such request")
+)
 
 func adminReply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	code := http.StatusOK
 	if err != nil {
 		switch {
-		case errors.Is(err, authority.ErrNotMember):
+		case errors.Is(err, authority.ErrNotMember), errors.Is(err, errNoRequest):
 			code = http.StatusNotFound
 		case errors.Is(err, authority.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
 			code = http.StatusConflict

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 )
 
 // The hub's side of the authority. Agents reach the authority by dialing
@@ -200,6 +201,9 @@ func RunAuthorityLink(ctx context.Context, opts AuthorityLinkOptions) error {
 		Certificates:       []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
 		InsecureSkipVerify: true, // verifyHub instead
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, controlALPN); err != nil {
+				return err
+			}
 			return verifyHub(cs.PeerCertificates, pinned, host)
 		},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 )
 
 // Grant is a fresh credential from the authority and the authority's
@@ -96,7 +97,7 @@ type Client struct {
 	enc     *json.Encoder
 	waiting map[uint64]chan *message
 	nextID  uint64
-	claims  map[string]bool
+	claims  map[string]*claim // relay names wanted (client_claims.go)
 	since   time.Time
 	lastErr error
 	renewAt time.Time
@@ -139,7 +140,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *message{}, claims: map[string]bool{}, wake: make(chan struct{}, 1)}
+	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
 	c.dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
 	c.tlsConf = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -150,6 +151,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		// system roots: see verifyHub.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, controlALPN); err != nil {
+				return err
+			}
 			return verifyHub(cs.PeerCertificates, opts.AuthorityKey, host)
 		},
 	}
@@ -189,6 +193,7 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 	}
 	c.scheduleRenew(g)
 	go c.maintain(ctx)
+	go c.claimLoop(ctx)
 	return g, nil
 }
 
@@ -196,6 +201,7 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 // enrolled node) without waiting for the first connection.
 func (c *Client) StartOffline(ctx context.Context) {
 	go c.maintain(ctx)
+	go c.claimLoop(ctx)
 }
 
 // connectTimeout bounds a connection's setup: handshake, exchange with the
@@ -263,6 +269,33 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	return g, nil
 }
 
+// exchangeConfig is the TLS configuration of an exchange with the
+// authority: the agent presents certs (its node key); the authority
+// presents its own certificate, whose key must be pinned, and must
+// negotiate the exchange's ALPN.
+func exchangeConfig(certs []tls.Certificate, pinned ed25519.PublicKey) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		ServerName:         "sluice-authority",
+		NextProtos:         []string{authority.ExchangeALPN},
+		Certificates:       certs,
+		InsecureSkipVerify: true, // VerifyConnection instead
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := alpn.Require(cs, authority.ExchangeALPN); err != nil {
+				return err
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("verify authority: no certificate: %w", ErrHubUntrusted)
+			}
+			a := cs.PeerCertificates[0]
+			if k, ok := a.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pinned) || a.CheckSignatureFrom(a) != nil {
+				return fmt.Errorf("verify authority: not the project's authority: %w", ErrHubUntrusted)
+			}
+			return nil
+		},
+	}
+}
+
 // exchange asks the authority, end to end through the data session of
 // token, for a credential (op: enroll, hello or renew), and takes the member
 // state that comes with it.
@@ -275,26 +308,7 @@ func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, 
 	if dl, ok := ctx.Deadline(); ok {
 		raw.SetDeadline(dl)
 	}
-	pinned := c.opts.AuthorityKey
-	tc := tls.Client(raw, &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		ServerName:   "sluice-authority",
-		NextProtos:   []string{authority.ExchangeALPN},
-		Certificates: c.tlsConf.Certificates, // the node key
-		// The authority presents its own certificate: its key must be the
-		// one the ticket pinned.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("verify authority: no certificate: %w", ErrHubUntrusted)
-			}
-			a := cs.PeerCertificates[0]
-			if k, ok := a.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pinned) || a.CheckSignatureFrom(a) != nil {
-				return fmt.Errorf("verify authority: not the project's authority: %w", ErrHubUntrusted)
-			}
-			return nil
-		},
-	})
+	tc := tls.Client(raw, exchangeConfig(c.tlsConf.Certificates, c.opts.AuthorityKey))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return Grant{}, fmt.Errorf("reach the authority: %w", err)
 	}
@@ -481,6 +495,8 @@ func (c *Client) read(conn *tls.Conn, dec *frameReader) {
 			}
 		case opGrant:
 			c.pushedGrant(m.Credential)
+		case opReleased:
+			c.released(m.Relay, m.Error)
 		case opGoAway: // the hub closes the link next: reconnect now
 			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", c.opts.Hub))
 			c.lost(conn, ErrHubGoingAway)
@@ -514,6 +530,7 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 		return
 	}
 	c.conn, c.enc, c.lastErr = nil, nil, err
+	c.unheldLocked(err)
 	for id, ch := range c.waiting {
 		close(ch)
 		delete(c.waiting, id)

@@ -26,37 +26,6 @@ func wrap(err error, format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
-// Claim makes this agent the owner of a relay name at the hub, now and after
-// every reconnection.
-func (c *Client) Claim(ctx context.Context, name string) error {
-	if _, err := c.request(ctx, &message{Op: opClaim, Relay: name}); err != nil {
-		return wrap(err, "claim relay %q", name)
-	}
-	c.mu.Lock()
-	c.claims[name] = true
-	c.mu.Unlock()
-	return nil
-}
-
-// ClaimLater records a relay name to claim on the next connection, for an
-// agent that starts while the hub is unreachable.
-func (c *Client) ClaimLater(name string) {
-	c.mu.Lock()
-	c.claims[name] = true
-	c.mu.Unlock()
-}
-
-// Release gives up a relay name.
-func (c *Client) Release(ctx context.Context, name string) error {
-	c.mu.Lock()
-	delete(c.claims, name)
-	c.mu.Unlock()
-	if _, err := c.request(ctx, &message{Op: opRelease, Relay: name}); err != nil {
-		return wrap(err, "release relay %q", name)
-	}
-	return nil
-}
-
 // Dial asks the hub for a data session to the owner of relay. It returns the
 // token to present on a data connection and the owner's node ID.
 func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
@@ -278,17 +247,7 @@ func (c *Client) reconnect(ctx context.Context) error {
 	if err := c.republish(ctx); err != nil {
 		c.log.Warn("publishing outlet policies failed", zap.Error(err))
 	}
-	c.mu.Lock()
-	names := make([]string, 0, len(c.claims))
-	for n := range c.claims {
-		names = append(names, n)
-	}
-	c.mu.Unlock()
-	for _, n := range names {
-		if err := c.Claim(ctx, n); err != nil {
-			c.log.Warn("re-claiming relay failed", zap.String("relay", n), zap.Error(err))
-		}
-	}
+	c.reclaimAll(ctx)
 	return nil
 }
 

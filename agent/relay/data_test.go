@@ -102,13 +102,20 @@ func TestDataBulk(t *testing.T) {
 
 // TestDataOverflowResets: with the sockmap, an outlet that does not read
 // lets the inlet's bytes pile up in the hub's kernel (redirects have no
-// backpressure) until the bound, when the hub resets the session.
+// backpressure) until the bound, when the hub resets the session. The hub
+// learns of the overflow after the fact (bpf/relay.c reports it, user space
+// resets), so the inlet keeps writing until its writes fail.
 func TestDataOverflowResets(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Sockmap: openSockmap(t, relay.SockmapOptions{BacklogMax: 4 << 20})}})
 	inlet, _ := session(t, h)
-	_, err := inlet.Write(make([]byte, 256<<20))
+	inlet.SetWriteDeadline(time.Now().Add(wait))
+	chunk := make([]byte, 1<<20)
+	var err error
+	for sent := 0; err == nil && sent < 1<<32; sent += len(chunk) {
+		_, err = inlet.Write(chunk)
+	}
 	if !pipe.IsReset(err) && !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("the inlet's write to an outlet that does not read ended with %v, want a reset", err)
+		t.Fatalf("the inlet's writes to an outlet that does not read ended with %v, want a reset", err)
 	}
 	if st := h.Relay().Stats(); !testhub.WaitFor(wait, func() bool { return h.Relay().Stats().Redirected > 4<<20 }) {
 		t.Errorf("hub stats %+v: want the session's redirected bytes counted", st)

@@ -7,3 +7,7 @@ import "github.com/sluicehq/sluice/agent/authority"
 func (h *Hub) InjectForTest(op string, st *authority.Statement, cred []byte) {
 	h.broadcast(&message{Op: op, Statement: st, Credential: cred})
 }
+
+// ExchangeConfigForTest is the TLS configuration of an agent's exchange
+// with the authority.
+var ExchangeConfigForTest = exchangeConfig

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/pipe"
 )
 
@@ -117,6 +118,9 @@ func NewHub(p *authority.Project, opts HubOptions) *Hub {
 		// it may do is what the credential it presents says.
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: requireEd25519,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return alpn.Require(cs, controlALPN)
+		},
 	}
 	return h
 }

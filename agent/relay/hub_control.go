@@ -301,7 +301,7 @@ func (h *Hub) serve(s *session, m *message) *message {
 		reply.Generation, reply.Words, reply.Heartbeat = h.roster.since(m.Generation)
 		return reply
 	case opClaim:
-		return h.claim(s, m.Relay, reply)
+		return h.claim(s, m.Relay, m.IfFree, reply)
 	case opRelease:
 		h.mu.Lock()
 		if h.relays[m.Relay] == s {
@@ -327,7 +327,7 @@ func (h *Hub) serve(s *session, m *message) *message {
 	}
 }
 
-func (h *Hub) claim(s *session, name string, reply *message) *message {
+func (h *Hub) claim(s *session, name string, ifFree bool, reply *message) *message {
 	relays, err := h.mayClaim(s)
 	if err != nil {
 		return refuse(reply, fmt.Errorf("claim relay %q: %w", name, err))
@@ -338,8 +338,12 @@ func (h *Hub) claim(s *session, name string, reply *message) *message {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if cur := h.relays[name]; cur != nil && cur != s && cur.nodeID != s.nodeID {
+	cur := h.relays[name]
+	if cur != nil && cur != s && cur.nodeID != s.nodeID {
 		return refuse(reply, fmt.Errorf("claim relay %q: held by node %s: %w", name, cur.nodeID, ErrRelayTaken))
+	}
+	if err := takeOver(cur, s, name, ifFree); err != nil {
+		return refuse(reply, err)
 	}
 	h.relays[name] = s
 	return reply

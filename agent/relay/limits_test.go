@@ -199,12 +199,18 @@ func unauthenticated(h *testhub.Hub, n int) bool {
 // capped per source and in all, with room kept for the sources members
 // authenticated from; past a cap the hub resets new ones at once.
 func TestUnauthenticatedCaps(t *testing.T) {
-	limits := relay.Limits{Unauthenticated: 6, PerSource: 3, Reserved: 2}
+	// The reserved room holds a member's new connection: its control
+	// connection and its exchange with the authority, both unauthenticated
+	// until it presents its credential, and a data connection.
+	limits := relay.Limits{Unauthenticated: 7, PerSource: 3, Reserved: 3}
 	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Limits: limits, HelloTimeout: time.Minute, Logger: zaptest.NewLogger(t)}})
 	// Members connect from 127.0.0.1, which the hub then keeps room for.
 	out, in := h.Enroll(t, nil, "svc"), h.Enroll(t, nil)
 	sessions := answer(out)
 	claim(t, out, "svc")
+	if !unauthenticated(h, 0) {
+		t.Fatalf("hub counts %d unauthenticated connections after the enrollments, want 0", h.Relay().Stats().Unauthenticated)
+	}
 
 	for range 3 {
 		silent(t, "127.0.0.2", h.Addr)

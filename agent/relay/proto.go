@@ -67,6 +67,13 @@ const (
 // never one an agent can claim (authority.CheckRelayName refuses it).
 const authorityRelay = ".authority"
 
+// Relay names held by one node (hub_claims.go, client_claims.go).
+const (
+	// opReleased, hub → agent: the hub gave Relay to another connection
+	// of the same node (Error says which); the agent no longer holds it.
+	opReleased = "released"
+)
+
 // Shutdown of the hub (hub_drain.go).
 const (
 	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
@@ -101,6 +108,10 @@ type message struct {
 	// expressions, which replace what it published before. The hub refuses
 	// a dial to the agent's relays that none of them allows (docs/hub.md).
 	Policies []string `json:"policies,omitempty"`
+	// IfFree, in opClaim: claim Relay only if no other connection of this
+	// node holds it (a name the agent yielded). Older hubs ignore it.
+	IfFree bool `json:"if_free,omitempty"`
+
 	// cause, hub-side only and never sent, is the error behind a refusal
 	// with code "internal", for the hub's log.
 	cause error

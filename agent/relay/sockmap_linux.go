@@ -143,18 +143,22 @@ func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
 		p.abort()
 		return
 	}
-	if err := sendAcks(p.outlet, p.inlet); err != nil {
-		h.log.Debug("data session ended before its ack", zap.String("relay", p.relay), zap.Error(err))
-		pair.Unpair()
-		p.abort()
-		return
-	}
+	// The overflow callback is in place before the acks let bytes flow:
+	// the program reports a direction once, and a report that finds no
+	// callback is lost (the session would then grow without bound).
 	k := &kernelSession{p: p, pair: pair, aborted: make(chan struct{})}
 	sm.onOverflow(pair, func() {
 		h.log.Warn("data session reset: a side reads more slowly than the other sends, and the kernel gives sockmap redirects no backpressure",
 			zap.String("relay", p.relay), zap.Uint64("backlog_max", sm.backlogMax))
 		k.abort()
 	})
+	if err := sendAcks(p.outlet, p.inlet); err != nil {
+		h.log.Debug("data session ended before its ack", zap.String("relay", p.relay), zap.Error(err))
+		sm.onOverflow(pair, nil)
+		pair.Unpair()
+		k.abort()
+		return
+	}
 	clean := h.runKernel(ctx, k)
 	sm.onOverflow(pair, nil)
 	var kernel int64

@@ -28,7 +28,10 @@ every word on the members. It listens on no port: it dials out to the relay
 (agent hub --role relay) at the project's hub address, or --hub, and answers the
 agents through it end to end; the relay sees only ciphertext and signed
 statements it cannot forge. ` + "`agentctl member`" + ` talks to its admin socket
-(authority.sock in the project directory unless --admin).`,
+(authority.sock in the project directory unless --admin), and so does
+` + "`agentctl hub backup`" + `. Its database is checked before it starts, as
+` + "`agent hub`" + ` checks it; ` + "`agent hub --init`" + ` and ` + "`agent hub --restore FILE`" + `, run
+where the project directory is, create or restore it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if projectDir == "" {
@@ -55,6 +58,9 @@ statements it cannot forge. ` + "`agentctl member`" + ` talks to its admin socke
 			if hub == "" {
 				hub = p.HubAddress
 			}
+			if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
+				return err
+			}
 			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
 			if err != nil {
 				return err
@@ -64,7 +70,7 @@ statements it cannot forge. ` + "`agentctl member`" + ` talks to its admin socke
 			if admin == "" {
 				admin = api.AuthorityAdminSocket(projectDir)
 			}
-			stopAdmin, err := serveAdmin(admin, relay.AuthorityAdminHandler(svc))
+			stopAdmin, err := serveAdmin(admin, relay.AuthorityAdminHandler(svc, log))
 			if err != nil {
 				return err
 			}

@@ -20,13 +20,14 @@ import (
 func hubCommand() *cobra.Command {
 	var (
 		projectDir, listen, admin, relayMode, role string
+		restore, debugSocket                       string
+		initDB                                     bool
 		lifetime, shutdownTimeout                  time.Duration
-		debugSocket                                string
 		limits                                     relay.Limits
 		logs                                       logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "hub --project DIR --listen ADDR",
+		Use:   "hub --project DIR (--listen ADDR | --init | --restore FILE)",
 		Short: "Run the hub: the relay both sides dial out to, and the project authority",
 		Long: `Run the hub. As a relay it keeps the relay names agents claim and relays data
 sessions between inlets and outlets, with splice(2) or in the kernel with a
@@ -34,13 +35,20 @@ sockmap sk_skb redirect (--relay); it never holds a key that can read them.
 
 With --role both (the default) it also runs the project authority: it redeems
 enrollment tickets, issues short-lived credentials and signs the member state,
-with its database (members, used tickets) in hub.db in the project directory.
+with its database (members, used tickets, revocations) in hub.db in the
+project directory, made by 'agentctl project init'. The hub checks it before it
+serves ('agent hub check') and refuses a missing, empty or damaged one, saying
+how to restore a backup ('agentctl hub backup' takes one while the hub runs;
+'agent hub --restore FILE' puts it back while the hub is stopped). --init
+creates the database for a project made before project init did.
+
 With --role relay it holds no key that can sign a credential, a member update
-or a revocation: the authority runs elsewhere (agent authority) and connects to
-it, agents enroll and renew with the authority end to end through it, and it
-passes the authority's signed words on. A relay's project directory needs only
-project.json, authority.pem, hub.key and hub.pem (agentctl project export-relay).
-` + "`" + `agentctl member` + "`" + ` then talks to the authority's socket, not to the relay's.
+or a revocation, and no database: the authority runs elsewhere (agent
+authority) and connects to it, agents enroll and renew with the authority end
+to end through it, and it passes the authority's signed words on. A relay's
+project directory needs only project.json, authority.pem, hub.key and hub.pem
+(agentctl project export-relay). ` + "`" + `agentctl member` + "`" + ` and ` + "`" + `agentctl hub backup` + "`" + ` then
+talk to the authority's socket, not to the relay's.
 
 Nothing a peer can drive before it authenticates is unbounded: control
 messages are at most 64 KiB, connections that have not authenticated are
@@ -56,6 +64,12 @@ resets them; a second signal resets them at once. SIGHUP reopens --log-file
 and never stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if initDB || restore != "" {
+				if projectDir == "" || listen != "" || (initDB && restore != "") {
+					return errors.New("--init and --restore FILE each take only --project, do their one thing and exit; then start the hub without them")
+				}
+				return hubDatabaseOp(cmd, projectDir, initDB, restore)
+			}
 			if projectDir == "" || listen == "" {
 				return errors.New("--project and --listen are required, e.g. agent hub --project ./project --listen 0.0.0.0:4443")
 			}
@@ -92,6 +106,9 @@ and never stops it.`,
 				}
 			} else {
 				if p, err = authority.Load(projectDir); err != nil {
+					return err
+				}
+				if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 					return err
 				}
 				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
@@ -142,11 +159,14 @@ and never stops it.`,
 	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (revocations and attribute changes, with --role both) and the relay's statistics (default: hub.sock in the project directory)")
 	cmd.Flags().StringVar(&role, "role", "both", "both: relay and project authority in this process; relay: a relay only, holding no signing key (the authority runs as `agent authority` and connects to it)")
 	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
+	cmd.Flags().BoolVar(&initDB, "init", false, "create the project's empty database (hub.db) and exit, for a project made before `agentctl project init` created it; refuses if one exists (where the authority runs)")
+	cmd.Flags().StringVar(&restore, "restore", "", "replace the project's database with the backup in FILE (from `agentctl hub backup`), after checking it, and exit; the hub (or agent authority) must be stopped; the old one is kept as hub.db.bak-TIMESTAMP")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it (--role both)")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long the data sessions relayed may go on before they are reset; the hub refuses new connections and tells agents it goes away meanwhile")
 	registerDebug(cmd, &debugSocket)
 	registerLimits(cmd, &limits)
 	logs.register(cmd)
+	cmd.AddCommand(hubCheckCommand())
 	return cmd
 }
 

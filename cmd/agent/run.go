@@ -35,14 +35,20 @@ func runCommand() *cobra.Command {
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
 the local API that agentctl uses. An agent restarted on the same state directory
-needs no ticket; it restores its relays and portals.
+needs no ticket; it restores its relays and portals. A --ticket the state directory
+redeemed before is ignored (so a fixed command line works at every start); one agent
+runs on a state directory at a time.
 
 Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 (the default) the agent loads it if the kernel can run it and warns otherwise;
 on makes start-up fail without it; off never loads it. Its programs and maps
 are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
 refusing connections to transparent inlets (fail closed); 'agent cleanup'
-removes them.
+removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
+that lives in the agent's own mount namespace (a container without
+-v /sys/fs/bpf:/sys/fs/bpf, or 'ip netns exec', which mounts /sys anew): then
+on refuses to start, auto logs an error, and 'agentctl datapath status' says
+"pins: ephemeral".
 
 SIGTERM or SIGINT stops it gracefully: it takes no new connections (the
 kernel refuses them for transparent inlets), releases its relays at the hub,
@@ -61,8 +67,8 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			if err := dp.check(); err != nil {
 				return err
 			}
-			if warmIdle < 0 {
-				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) or more", warmIdle)
+			if warmIdle < 0 || warmIdle > portal.DefaultWarmIdle {
+				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
 			}
 			if warmIdle == 0 {
 				warmIdle = -1 // the portals' "never"
@@ -133,11 +139,11 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
-	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time; ignored once redeemed)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
-	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake; 0 turns warm channels off")
+	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake, at most 30s; 0 turns warm channels off")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
 	registerDebug(cmd, &debugSocket)
 	dp.register(cmd)
@@ -151,7 +157,7 @@ type datapathFlags struct {
 }
 
 func (d *datapathFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required) or off")
+	cmd.Flags().StringVar(&d.mode, "datapath", daemon.DatapathAuto, "BPF data path for transparent inlets: auto (if the kernel can), on (required, with pins that outlive the agent) or off")
 	cmd.Flags().StringVar(&d.dir, "bpf-dir", loader.DefaultPinDir, "where the data path's maps and links are pinned")
 	cmd.Flags().StringVar(&d.accel, "accelerate", daemon.DatapathAuto, "socket acceleration of transparent inlets (sockops + sk_msg, the agent's writes go straight into the app's socket): auto (if the kernel can), on (required) or off")
 	cmd.Flags().StringArrayVar(&d.bridges, "bridge", nil, "bridge whose containers the data path serves (repeatable; default every bridge)")

@@ -150,6 +150,9 @@ func printDatapath(w io.Writer, st daemon.DatapathStatus) {
 		return
 	}
 	fmt.Fprintf(w, "data path: on, pins in %s, transparent listener %s\n", st.PinDir, st.Listener)
+	if st.Pins != nil {
+		fmt.Fprintf(w, "pins: %s\n", st.Pins)
+	}
 	if st.Acceleration == "on" {
 		fmt.Fprintf(w, "socket acceleration: on, %d connections accelerated\n", st.Accelerated)
 	} else if st.Acceleration != "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -40,15 +39,7 @@ their permission.`,
 	var socket, project string
 	cmd.PersistentFlags().StringVar(&project, "project", "", "project directory of the running hub or authority: its admin socket is authority.sock there (agent authority), else hub.sock (agent hub)")
 	cmd.PersistentFlags().StringVar(&socket, "hub-admin", os.Getenv("SLUICE_HUB_ADMIN"), "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
-	admin := func() (*api.HubAdmin, error) {
-		switch {
-		case socket != "":
-			return api.NewHubAdmin(socket), nil
-		case project != "":
-			return api.NewHubAdmin(api.MemberAdminSocket(project)), nil
-		}
-		return nil, errors.New("--project is required (the hub's project directory), or --hub-admin SOCKET")
-	}
+	admin := func() (*api.HubAdmin, error) { return hubAdmin(socket, project) }
 
 	var format string
 	list := &cobra.Command{

@@ -53,13 +53,7 @@ func relayCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.emit(format, rs, func(w io.Writer) {
-				table(w, "NAME\tCLAIMED", func(tw io.Writer) {
-					for _, r := range rs {
-						fmt.Fprintf(tw, "%s\t%v\n", r.Name, r.Claimed)
-					}
-				})
-			})
+			return e.emit(format, rs, func(w io.Writer) { printRelays(w, rs) })
 		},
 	}
 	outputFlag(list, &format)
@@ -197,26 +191,56 @@ otherwise. Example:
 	return cmd
 }
 
-func printInlets(w io.Writer, ins []portal.InletInfo) {
-	table(w, "NAME\tLISTENING\tVIA\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT", func(tw io.Writer) {
+// stateOf is an item's STATE column: running, or failed with why and when
+// the agent tries again.
+func stateOf(state, why string, next time.Time) string {
+	if state != daemon.StateFailed {
+		return state
+	}
+	if next.IsZero() {
+		return "failed: " + why
+	}
+	return fmt.Sprintf("failed (next try in %s): %s", time.Until(next).Round(time.Second), why)
+}
+
+func printInlets(w io.Writer, ins []daemon.InletInfo) {
+	table(w, "NAME\tLISTENING\tVIA\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT\tSTATE", func(tw io.Writer) {
 		for _, in := range ins {
 			c := in.Counters
 			via := in.Via
 			if in.Direct != "" {
 				via = "direct " + in.Direct
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", in.Name, in.Listening, via, in.Allow,
-				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut)
+			listening := in.Listening
+			if listening == "" {
+				listening = in.From
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\n", in.Name, listening, via, in.Allow,
+				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut, stateOf(in.State, in.Error, in.NextRetry))
 		}
 	})
 }
 
-func printOutlets(w io.Writer, os []portal.OutletInfo) {
-	table(w, "NAME\tTO\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT", func(tw io.Writer) {
+func printOutlets(w io.Writer, os []daemon.OutletInfo) {
+	table(w, "NAME\tTO\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT\tSTATE", func(tw io.Writer) {
 		for _, o := range os {
 			c := o.Counters
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\n", o.Name, o.To, o.Allow,
-				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\n", o.Name, o.To, o.Allow,
+				c.Active, c.Accepted, c.Refused, c.Failed, c.BytesIn, c.BytesOut, stateOf(o.State, o.Error, o.NextRetry))
+		}
+	})
+}
+
+// printRelays prints the relay names and whether the hub gave them to this
+// agent (why not, and when it tries again).
+func printRelays(w io.Writer, rs []daemon.RelayInfo) {
+	table(w, "RELAY\tCLAIMED\tWHY NOT", func(tw io.Writer) {
+		for _, r := range rs {
+			why := r.Error
+			if !r.Claimed && !r.NextRetry.IsZero() {
+				why = fmt.Sprintf("(next try in %s) %s", time.Until(r.NextRetry).Round(time.Second), r.Error)
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%s\n", r.Name, r.Claimed, why)
 		}
 	})
 }
@@ -256,11 +280,7 @@ func printStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintf(w, "Credential:  expires %s (in %s), generation %d\nHub:         %s, %s\nMembers:     heard up to generation %d\n\n",
 		st.Credential.Expires.Format(time.RFC3339), st.Credential.ExpiresIn, st.Credential.Generation, st.Hub.Hub, link,
 		st.Hub.MemberGeneration)
-	table(w, "RELAY\tCLAIMED", func(tw io.Writer) {
-		for _, r := range st.Relays {
-			fmt.Fprintf(tw, "%s\t%v\n", r.Name, r.Claimed)
-		}
-	})
+	printRelays(w, st.Relays)
 	fmt.Fprintln(w)
 	printInlets(w, st.Inlets)
 	fmt.Fprintln(w)

@@ -18,7 +18,8 @@ func projectCommand(e *env) *cobra.Command {
 		Short: "Create a project: authority key, hub certificate and project ID",
 		Long: `Create a project in DIR: the authority's signing key and certificate, the hub's
 key and a certificate for the host of --hub-address (the address agents dial),
-and the project ID. Keep DIR private: whoever reads authority.key can enroll nodes.`,
+the project ID, and the hub's empty database (hub.db). Keep DIR private: whoever
+reads authority.key can enroll nodes. Back hub.db up with 'agentctl hub backup'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || hub == "" {

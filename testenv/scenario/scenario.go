@@ -408,6 +408,16 @@ func (a *Agent) Restart(ctx context.Context) error {
 	return a.start(ctx, "")
 }
 
+// RestartWithTicket stops the agent and starts it again on the same state
+// directory with ticket, as a fixed command line (a systemd unit) does with
+// the ticket the agent enrolled with.
+func (a *Agent) RestartWithTicket(ctx context.Context, ticket string) error {
+	if err := a.Proc.Stop(); err != nil {
+		return fmt.Errorf("stop %s agent: %w", a.Name, err)
+	}
+	return a.start(ctx, ticket)
+}
+
 // Cleanup stops the agent and, if it ran with the data path, removes its
 // programs, links and pins with `agent cleanup --bpf-dir`.
 func (a *Agent) Cleanup(ctx context.Context) error {

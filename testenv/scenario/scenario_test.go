@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +36,7 @@ func TestSeedScenario(t *testing.T) {
 	t.Run("NodeWithoutAttributeRefused", func(t *testing.T) { testNodeWithoutAttributeRefused(t, ctx, s) })
 	t.Run("TicketsRefused", func(t *testing.T) { testTicketsRefused(t, ctx, s) })
 	t.Run("RestartNeedsNoTicket", func(t *testing.T) { testRestart(t, ctx, s) })
+	t.Run("EphemeralPins", func(t *testing.T) { testEphemeralPins(t, ctx, s) })
 }
 
 // startScenario builds the seed topology in a new env and starts the story
@@ -132,13 +136,34 @@ func testAppThroughPortal(t *testing.T, ctx context.Context, s *scenario.Scenari
 	}
 }
 
-// unreachable asserts that dialing addr from ns fails.
+// unreachable asserts that a firewall drops a connection from ns to addr:
+// the dial times out. A reset (nothing listening, no firewall) or an ICMP
+// error would mean the SYN got through, or was answered, and fails.
 func unreachable(t *testing.T, ctx context.Context, ns *testenv.NS, addr string) {
 	t.Helper()
 	c, err := ns.DialTCP(ctx, addr, time.Second)
 	if err == nil {
 		c.Close()
-		t.Errorf("from %s, %s answered", ns.Name(), addr)
+	}
+	if err := dropped(err); err != nil {
+		t.Errorf("from %s, %s: %v", ns.Name(), addr, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the scenario's time ran out: %v", ctx.Err())
+	}
+}
+
+// dropped returns nil if err is a dial's own timeout, what a dropped SYN
+// gives, and says what happened instead otherwise.
+func dropped(err error) error {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return errors.New("it answered; want the connection dropped")
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil
+	default:
+		return fmt.Errorf("the dial ended with %w; want it dropped (a connect timeout)", err)
 	}
 }
 
@@ -309,5 +334,62 @@ func testRestart(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	}
 	if out, err := s.RunApp(ctx, marker(t)); err != nil || !strings.Contains(out, "successful") {
 		t.Errorf("app after restart: %v\n%s", err, out)
+	}
+
+	// The command line that first started it, ticket and all (a systemd
+	// unit's): the agent ignores the ticket it redeemed.
+	used, err := os.ReadFile(filepath.Join(s.Env.Dir(), "analysis.ticket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Analysis.RestartWithTicket(ctx, strings.TrimSpace(string(used))); err != nil {
+		t.Fatalf("restart with the ticket it enrolled with: %v", err)
+	}
+	if !strings.Contains(s.Analysis.Proc.Output(), "--ticket ignored") {
+		t.Errorf("the agent does not say that it ignored its ticket:\n%s", s.Analysis.Proc.OutputTail(2000))
+	}
+	if out, err := s.RunApp(ctx, marker(t)); err != nil || !strings.Contains(out, "successful") {
+		t.Errorf("app after restart with the ticket: %v\n%s", err, out)
+	}
+
+	// A second agent on the same state directory refuses at once.
+	out, err := s.Seed.AnalysisHost.Run(ctx, filepath.Join(bin, "agent"), "run", "--state-dir", s.Analysis.StateDir,
+		"--api", filepath.Join(t.TempDir(), "second.sock"), "--datapath", "off")
+	if err == nil || !strings.Contains(string(out), "is in use by another agent (pid ") {
+		t.Errorf("a second agent on the state directory: %v\n%s", err, out)
+	}
+}
+
+// TestDroppedIsATimeout: unreachable's check takes only a connect timeout
+// as a drop: not a reset from a port where nothing listens, nor an answer.
+func TestDroppedIsATimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ln.Addr().String()
+	defer ln.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := closed.Addr().String()
+	closed.Close()
+
+	_, err = net.Dial("tcp", refusing)
+	if err == nil || dropped(err) == nil {
+		t.Errorf("a refused dial (%v) counts as dropped", err)
+	}
+	c, err := net.Dial("tcp", open)
+	if err == nil {
+		c.Close()
+	}
+	if dropped(err) == nil {
+		t.Errorf("an answered dial (%v) counts as dropped", err)
+	}
+	// A dial that times out, as one whose SYN a firewall drops does.
+	_, err = (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", open)
+	if err := dropped(err); err != nil {
+		t.Errorf("a dial that timed out: %v", err)
 	}
 }

@@ -1,0 +1,67 @@
+package portal
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/agent/channel"
+)
+
+// A new channel's first connection sends the app's bytes before the
+// outlet's verdict has come back: its status, or the TLS alert with which
+// it refused this agent's credential after the handshake (TLS 1.3 clients
+// finish first). An outlet that refuses closes the channel, and the app's
+// bytes arriving after that make its kernel reset it: the direction that
+// writes to the channel may then fail first, with a reset that would hide
+// the refusal the direction that reads it is about to find. verdictPump
+// holds such a write error back until the reading direction has read the
+// verdict or ended (verdictWait at most), so that the pipe reports the
+// refusal.
+//
+//	app ──PumpFrom──> channel   write fails (reset) ──> wait for the reader
+//	app <──PumpTo──── channel   status / alert / end ──> verdict read
+
+// verdictWait bounds how long a failed write waits for the verdict.
+const verdictWait = time.Second
+
+// verdictPump is a new channel for its first connection.
+type verdictPump struct {
+	*channel.Conn
+	read chan struct{} // closed once the verdict was read, or reading ended
+	once sync.Once
+}
+
+// newVerdictPump wraps ch, whose outlet's status comes among its data.
+func newVerdictPump(ch *channel.Conn) *verdictPump {
+	v := &verdictPump{Conn: ch, read: make(chan struct{})}
+	ch.OnControl = func(b byte) error {
+		v.readDone()
+		return outletStatus(b)
+	}
+	return v
+}
+
+func (v *verdictPump) readDone() { v.once.Do(func() { close(v.read) }) }
+
+// PumpTo is channel.Conn's, and marks the end of reading.
+func (v *verdictPump) PumpTo(dst *net.TCPConn, n *atomic.Int64) error {
+	defer v.readDone()
+	return v.Conn.PumpTo(dst, n)
+}
+
+// PumpFrom is channel.Conn's; a failed write to the channel waits for the
+// verdict first.
+func (v *verdictPump) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
+	err := v.Conn.PumpFrom(src, n)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "write" {
+		select {
+		case <-v.read:
+		case <-time.After(verdictWait):
+		}
+	}
+	return err
+}
