@@ -11,7 +11,7 @@ GOFLAGS ?=
 CLANG         ?= clang-14
 CLANG_VERSION := 14.0.6
 
-.PHONY: all build deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build
+.PHONY: all build deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
 
 all: build
 
@@ -56,6 +56,22 @@ test-short:
 FUZZTIME ?= 30s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./.ci/fuzz
+
+# Fault injection (testenv/chaos, docs/chaos.md): kill -9 and restart the
+# hub, each agent and PostgreSQL, the hub unreachable, uplinks down, packet
+# loss, conntrack flushed, while pgbench runs through the portal; SIGTERM
+# and SIGHUP; kill -9 mid-stream (truncation). CHAOS=long (the default,
+# ~6 minutes, 20 truncation trials each) or short (CI, ~3 minutes).
+CHAOS ?= long
+chaos: deps
+	SLUICE_CHAOS=$(CHAOS) $(GO) test -count=1 -v -timeout 90m -run TestChaos ./testenv/chaos/
+
+# Soak: pgbench with 100 clients through the portal for SOAK (default 10m;
+# CI runs 1m), the hub's and both agents' RSS, descriptors and goroutines
+# every 10 s; fails if one grows without bound.
+SOAK ?= 10m
+soak: deps
+	SLUICE_SOAK=$(SOAK) $(GO) test -count=1 -v -timeout 0 -run TestSoak ./testenv/chaos/
 
 clean:
 	rm -rf $(BIN)

@@ -59,6 +59,24 @@ func (s *Seed) StartPostgres(password string) (*Process, error) {
 	if err := s.initdb(ctx, bin, root, data, password, uid, gid); err != nil {
 		return nil, err
 	}
+	return s.startPostgres(ctx, bin, root, data)
+}
+
+// RestartPostgres starts PostgreSQL again on the cluster StartPostgres
+// made, after it stopped or was killed (Container.KillAll: it recovers
+// from its WAL), and waits until it is ready.
+func (s *Seed) RestartPostgres() (*Process, error) {
+	bin, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Join(s.Env.Dir(), "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return s.startPostgres(ctx, bin, root, filepath.Join(root, "data"))
+}
+
+func (s *Seed) startPostgres(ctx context.Context, bin, root, data string) (*Process, error) {
 	ns := s.Postgres.NS
 	p, err := ns.Start("postgres", []string{filepath.Join(bin, "postgres"), "-D", data}, ProcOptions{User: PostgresUser, Dir: root})
 	if err != nil {
@@ -82,7 +100,8 @@ func (s *Seed) initdb(ctx context.Context, bin, root, data, password string, uid
 	if _, err := s.Postgres.NS.run(ctx, argv, ProcOptions{User: PostgresUser, Dir: root}); err != nil {
 		return fmt.Errorf("initdb: %w", err)
 	}
-	conf := fmt.Sprintf("\n# written by testenv\nlisten_addresses = '*'\nport = %s\nunix_socket_directories = '%s'\npassword_encryption = 'scram-sha-256'\n",
+	// Room for a soak's 100 clients and the probes beside them.
+	conf := fmt.Sprintf("\n# written by testenv\nlisten_addresses = '*'\nport = %s\nunix_socket_directories = '%s'\npassword_encryption = 'scram-sha-256'\nmax_connections = 200\n",
 		PostgresPort, data)
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {

@@ -44,6 +44,9 @@ type Options struct {
 	// MaxConns bounds the open connections of each portal (0: the portal
 	// package's default, 4096).
 	MaxConns int
+	// WarmIdle is how long a channel stays warm for an inlet's next
+	// connection (0: the portal package's default, 30s; negative: never).
+	WarmIdle time.Duration
 }
 
 // Agent is a running agent.
@@ -180,6 +183,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Current: a.members.Current},
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
+		WarmIdle: opts.WarmIdle,
 		Local:    a.admitLocal,
 		// Connections that outlive their channel's credential go on only
 		// while the member state is current (docs/members.md).

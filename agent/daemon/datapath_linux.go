@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/loader"
 	"github.com/sluicehq/sluice/maps"
 )
@@ -113,6 +114,12 @@ func (k *bpfKernel) listen() error {
 		return err
 	}
 	k.ln = ln
+	// The connections it accepts reset, never FIN, if the agent dies
+	// before their stream ended (pipe.Arm).
+	if err := pipe.Arm(ln); err != nil {
+		k.ln.Close()
+		return err
+	}
 	if err := k.maps.Listener.Set(k.ln.Addr().(*net.TCPAddr).AddrPort()); err != nil {
 		k.ln.Close()
 		return fmt.Errorf("publish transparent listener: %w", err)
@@ -205,6 +212,9 @@ func (k *bpfKernel) status(st *DatapathStatus) {
 func (k *bpfKernel) Close() error {
 	k.cancel()
 	err := k.ln.Close()
+	if errors.Is(err, net.ErrClosed) { // stopAccepting closed it
+		err = nil
+	}
 	k.wg.Wait()
 	if k.accel != nil {
 		err = errors.Join(err, k.accel.Close())

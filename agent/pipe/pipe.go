@@ -14,7 +14,9 @@
 //	src reset/error  → both sides aborted (RST)
 //	dst write error  → both sides aborted
 //
-// When both directions have ended cleanly both streams are closed.
+// When both directions have ended cleanly both streams are closed: a TCP
+// stream is disarmed first (reset.go), so that this close, and only this
+// one, ends it with a FIN.
 package pipe
 
 import (
@@ -52,6 +54,13 @@ func TCP(c *net.TCPConn) Stream { return tcpStream{c} }
 
 func (s tcpStream) Abort() error {
 	s.SetLinger(0) // close sends RST: https://man7.org/linux/man-pages/man7/socket.7.html (SO_LINGER)
+	return s.TCPConn.Close()
+}
+
+// Close is the clean end: it disarms the connection (Arm), so that the
+// bytes still queued are sent and a FIN follows them, and closes it.
+func (s tcpStream) Close() error {
+	s.SetLinger(-1)
 	return s.TCPConn.Close()
 }
 

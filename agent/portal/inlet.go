@@ -80,11 +80,20 @@ func (in *inlet) info() InletInfo {
 
 func (in *inlet) close() error {
 	in.stop()
+	return in.stopAccepting()
+}
+
+// stopAccepting closes the inlet's listener (the kernel then refuses new
+// connections) and its warm channels; live connections go on.
+func (in *inlet) stopAccepting() error {
 	in.pool.close()
 	if in.ln == nil {
 		return nil
 	}
-	return in.ln.Close()
+	if err := in.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // AddInlet creates an inlet. An explicit inlet starts listening on From; a
@@ -96,7 +105,7 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed || m.draining {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrClosed)
 	}
 	if _, ok := m.inlets[spec.Name]; ok {
@@ -104,7 +113,7 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	}
 	ctx, stop := context.WithCancel(m.ctx)
 	in := &inlet{spec: spec, allow: allow, ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns),
-		conns: map[*net.TCPConn]ConnInfo{}}
+		conns: map[*net.TCPConn]ConnInfo{}, pool: pool{ttl: m.opts.WarmIdle}}
 	if spec.Transparent {
 		in.svc, _ = ServiceAddr(spec.From) // checked above
 		if other := m.serviceLocked(in.svc); other != nil {
@@ -118,7 +127,10 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 		stop()
 		return InletInfo{}, fmt.Errorf("create inlet %q: --allow-local on an explicit inlet needs the agent's BPF data path: %w", spec.Name, ErrInvalid)
 	}
-	ln, err := net.Listen(listenNetwork(spec.From), spec.From)
+	// Armed (pipe.Arm): the connections it accepts reset, never FIN, if
+	// the agent dies before their stream ended.
+	lc := net.ListenConfig{Control: pipe.ArmControl}
+	ln, err := lc.Listen(context.Background(), listenNetwork(spec.From), spec.From)
 	if err != nil {
 		stop()
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, err)
@@ -241,6 +253,7 @@ func (m *Manager) acceptLoop(in *inlet) {
 // serve carries one accepted connection of in, in its own goroutine.
 func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 	in.stats.Accepted.Add(1)
+	pipe.Arm(c) // its listener armed it already, if it could
 	if !in.lim.acquire() {
 		in.stats.Failed.Add(1)
 		m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
@@ -256,7 +269,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 	in.conns[c] = info
 	in.mu.Unlock()
 	go func() {
-		defer m.wg.Done()
+		defer m.leave()
 		defer in.lim.release()
 		in.stats.Active.Add(1)
 		defer in.stats.Active.Add(-1)
@@ -445,7 +458,18 @@ func (m *Manager) dialDirect(ctx context.Context, addr string) (*net.TCPConn, er
 
 // dial opens a TCP connection within the manager's dial timeout.
 func (m *Manager) dial(ctx context.Context, addr string) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: m.opts.DialTimeout}
+	return m.dialWith(ctx, addr, nil)
+}
+
+// dialTarget opens an outlet's connection to its target, armed before it
+// connects (pipe.Arm): it resets, never FINs, if the agent dies before
+// the stream ended.
+func (m *Manager) dialTarget(ctx context.Context, addr string) (*net.TCPConn, error) {
+	return m.dialWith(ctx, addr, pipe.ArmControl)
+}
+
+func (m *Manager) dialWith(ctx context.Context, addr string, control func(string, string, syscall.RawConn) error) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: m.opts.DialTimeout, Control: control}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

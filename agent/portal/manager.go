@@ -34,7 +34,11 @@ type Options struct {
 	Logger           *zap.Logger   // zap.NewNop()
 	MaxConns         int           // 4096: open connections per portal; more are refused with a reset
 	HandshakeTimeout time.Duration // 10s
-	DialTimeout      time.Duration // 5s: outlet to target
+	// WarmIdle is how long a channel whose connection ended cleanly stays
+	// open to carry its inlet's next one (pool.go), at most DefaultWarmIdle
+	// (an outlet waits a little longer, warmWait); negative: never.
+	WarmIdle    time.Duration // DefaultWarmIdle (30s)
+	DialTimeout time.Duration // 5s: outlet to target
 	// Local decides, for a connection accepted by an explicit inlet with
 	// --allow-local, whether the inlet's local policy permits the workload
 	// it comes from; if so it calls serve with that workload, else returns
@@ -67,11 +71,18 @@ type Manager struct {
 
 	chans    channels        // open channels by peer, for ReviewPeer
 	incoming *incomingLimits // pending incoming sessions
+	// drainCtx is done when Drain begins: warm channels waiting at the
+	// outlet's end close (drain.go).
+	drainCtx  context.Context
+	drainDone context.CancelFunc
 
-	mu      sync.Mutex // guards the following
-	closed  bool
-	inlets  map[string]*inlet
-	outlets map[string]*outlet
+	work work // connections served, for Drain (drain.go)
+
+	mu       sync.Mutex // guards the following
+	closed   bool       // Close began: no new work
+	draining bool       // Drain began: no new portal
+	inlets   map[string]*inlet
+	outlets  map[string]*outlet
 }
 
 // New makes a manager; Close stops every portal and connection.
@@ -82,6 +93,7 @@ func New(opts Options) *Manager {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = 4096
 	}
+	opts.WarmIdle = min(cmp.Or(opts.WarmIdle, DefaultWarmIdle), DefaultWarmIdle)
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
@@ -93,8 +105,9 @@ func New(opts Options) *Manager {
 	opts.IncomingRate = cmp.Or(opts.IncomingRate, DefaultIncomingRate)
 	opts.IncomingBurst = cmp.Or(opts.IncomingBurst, DefaultIncomingBurst)
 	ctx, stop := context.WithCancel(context.Background())
+	drainCtx, drainDone := context.WithCancel(ctx)
 	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
-		inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
+		drainCtx: drainCtx, drainDone: drainDone, inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
 }
 
 // Incoming returns the state of the limits on incoming data sessions.
@@ -114,7 +127,8 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// enter registers work that Close must wait for; it fails once Close began.
+// enter registers work that Close (and Drain) must wait for; it fails
+// once Close began. leave ends it.
 func (m *Manager) enter() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -122,7 +136,14 @@ func (m *Manager) enter() bool {
 		return false
 	}
 	m.wg.Add(1)
+	m.work.add()
 	return true
+}
+
+// leave ends work that enter registered.
+func (m *Manager) leave() {
+	m.work.done()
+	m.wg.Done()
 }
 
 // limiter bounds a portal's open connections.
@@ -157,7 +178,7 @@ func (m *Manager) AddOutlet(spec OutletSpec) (OutletInfo, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed || m.draining {
 		return OutletInfo{}, fmt.Errorf("create outlet %q: %w", spec.Name, ErrClosed)
 	}
 	if _, ok := m.outlets[spec.Name]; ok {

@@ -41,7 +41,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 	if !m.enter() {
 		return
 	}
-	defer m.wg.Done()
+	defer m.leave()
 	log := m.log.With(zap.String("from", from))
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
@@ -61,7 +61,7 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 		raw.Close()
 		return
 	}
-	defer m.wg.Done()
+	defer m.leave()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
 	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
@@ -135,10 +135,10 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 }
 
 // warmWait is how long the outlet waits for the next open request on a
-// channel between connections: a little longer than the inlet keeps a
-// channel warm (idleTTL), after which the inlet no longer uses it. A
-// variable for tests only.
-var warmWait = idleTTL + 5*time.Second
+// channel between connections: a little longer than an inlet keeps a
+// channel warm (DefaultWarmIdle at most), after which the inlet no longer
+// uses it. A variable for tests only.
+var warmWait = DefaultWarmIdle + 5*time.Second
 
 // awaitOpen waits for the inlet's next open request: at once after the
 // handshake, and between connections for as long as the inlet may keep the
@@ -154,8 +154,13 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, expires tim
 	}
 	ch.Raw().SetReadDeadline(deadline)
 	stop := context.AfterFunc(o.ctx, func() { ch.Abort() })
+	idle := func() bool { return true }
+	if !first { // a warm channel, not a live connection: it ends with Drain
+		idle = context.AfterFunc(m.drainCtx, func() { ch.Abort() })
+	}
 	b, err := ch.ReadControl()
 	stop()
+	idle()
 	if err == nil && o.ctx.Err() != nil {
 		// Removed while the request came: no status, so that the inlet
 		// takes its connection elsewhere.
@@ -177,7 +182,7 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, expires tim
 		log.Debug("warm channel closed: no open request in time", zap.Time("deadline", deadline))
 	default:
 		ch.Abort()
-		if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil {
+		if !errors.Is(err, channel.ErrTruncated) && o.ctx.Err() == nil && m.drainCtx.Err() == nil {
 			log.Info("warm channel ended with an error", zap.Error(err))
 		}
 	}
@@ -207,7 +212,7 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	defer o.lim.release()
 	o.stats.Active.Add(1)
 	defer o.stats.Active.Add(-1)
-	target, err := m.dial(o.ctx, o.spec.To)
+	target, err := m.dialTarget(o.ctx, o.spec.To)
 	if err != nil && o.ctx.Err() != nil {
 		ch.Abort() // the outlet was removed: no status, nothing reached the target
 		return false

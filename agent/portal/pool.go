@@ -20,7 +20,7 @@ import (
 // connection to the hub and a TLS handshake. The outlet keeps serving the
 // channel as long as it lives.
 //
-//	serveInlet ──take──> pool (LIFO, at most maxIdle, each at most idleTTL)
+//	serveInlet ──take──> pool (LIFO, at most maxIdle, each at most Options.WarmIdle)
 //	     │                  ^
 //	     └─ no warm channel: openChannel (cold) ──> after a clean end: put
 //
@@ -29,11 +29,13 @@ import (
 // close by the peer before it is used; its connection waits for the
 // outlet's status before the app's first byte is read (openWarm), so a
 // channel the outlet closed meanwhile costs the app nothing. It is kept
-// idleTTL at most, never past its reuseUntil; the outlet waits for it a
-// little longer (warmWait).
+// Options.WarmIdle at most (DefaultWarmIdle, the longest allowed), never
+// past its reuseUntil; the outlet waits for it a little longer (warmWait).
 const (
-	maxIdle = 8                // warm channels kept per inlet
-	idleTTL = 30 * time.Second // a warm channel unused this long is closed
+	maxIdle = 8 // warm channels kept per inlet
+	// DefaultWarmIdle is Options.WarmIdle's default and its most: a warm
+	// channel unused this long is closed.
+	DefaultWarmIdle = 30 * time.Second
 )
 
 // session is one channel of an inlet, busy or warm.
@@ -85,6 +87,8 @@ func (s *session) close() {
 
 // pool holds an inlet's warm sessions.
 type pool struct {
+	ttl time.Duration // how long a session stays warm; < 0: none does
+
 	mu     sync.Mutex // guards the following
 	idle   []*session
 	closed bool
@@ -110,10 +114,10 @@ func (p *pool) take() *session {
 }
 
 // put keeps s warm, or closes it if the pool is full or closed, or s may
-// carry no new connection. It stays warm for idleTTL at most, and not past
+// carry no new connection. It stays warm for p.ttl at most, and not past
 // its reuseUntil.
 func (p *pool) put(s *session) {
-	ttl := min(idleTTL, time.Until(s.reuseUntil))
+	ttl := min(p.ttl, time.Until(s.reuseUntil)) // p.ttl < 0: warm channels off
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= maxIdle || ttl <= 0 {
 		p.mu.Unlock()

@@ -114,6 +114,8 @@ type Client struct {
 	// policies are the outlet policies to publish on every connection;
 	// nil: never published (PublishPolicies).
 	policies []string
+
+	end ending // set when the client stops for good (client_end.go)
 }
 
 // NewClient prepares a client; Start connects it.
@@ -495,6 +497,10 @@ func (c *Client) read(conn *tls.Conn, dec *frameReader) {
 			c.pushedGrant(m.Credential)
 		case opReleased:
 			c.released(m.Relay, m.Error)
+		case opGoAway: // the hub closes the link next: reconnect now
+			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", c.opts.Hub))
+			c.lost(conn, ErrHubGoingAway)
+			return
 		case opIncoming:
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})

@@ -155,9 +155,13 @@ func (c *Client) scheduleRenew(g Grant) {
 	c.mu.Unlock()
 }
 
-// maintain keeps the link: it pings, renews and reconnects until ctx is done.
+// maintain keeps the link: it pings, renews and reconnects until ctx is
+// done, or until the hub says this node is no longer a member (Done).
 func (c *Client) maintain(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	var (
+		retries retry
+		delay   = time.Duration(-1) // before the next attempt; < 0: not drawn yet
+	)
 	nextPing := time.Now().Add(c.opts.PingInterval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -167,27 +171,41 @@ func (c *Client) maintain(ctx context.Context) {
 		c.mu.Unlock()
 		wait := time.Until(nextPing)
 		if !connected {
-			wait = jitter(backoff)
+			if delay < 0 {
+				delay = retries.next()
+			}
+			wait = delay
 		} else if d := time.Until(renewAt); d < wait {
 			wait = d
 		}
 		timer.Reset(max(wait, 0))
+		start := time.Now()
 		select {
 		case <-ctx.Done():
 			c.closeConn()
 			return
 		case <-c.wake:
+			if !connected {
+				delay = max(delay-time.Since(start), 0) // a wake does not postpone the attempt
+			}
 			continue
 		case <-timer.C:
 		}
 		switch {
 		case !connected:
-			if err := c.reconnect(ctx); err != nil {
-				c.log.Warn("hub unreachable", zap.String("hub", c.opts.Hub), zap.Error(err), zap.Duration("retry_in", backoff))
-				backoff = min(backoff*2, 5*time.Second)
+			err := c.reconnect(ctx)
+			if noLongerMember(err) {
+				c.log.Error("the hub says this node is no longer a member; not reconnecting", zap.String("hub", c.opts.Hub), zap.Error(err))
+				c.end.finish(err)
+				return
+			}
+			if err != nil {
+				delay = retries.next()
+				c.log.Warn("hub unreachable", zap.String("hub", c.opts.Hub), zap.Error(err), zap.Duration("retry_in", delay))
 				continue
 			}
-			backoff = 100 * time.Millisecond
+			retries.reset()
+			delay = -1
 		case !time.Now().Before(renewAt):
 			g, err := c.Renew(ctx)
 			if err != nil {

@@ -70,6 +70,8 @@ type Hub struct {
 	private  []string    // texts no refusal may carry (see scrub)
 	logs     limitedLogs // log sampling of refusals members can flood
 
+	drain draining // a graceful shutdown (hub_drain.go)
+
 	mu        sync.Mutex // guards the following
 	relays    map[string]*session
 	pending   map[[tokenSize]byte]*pairing
@@ -138,12 +140,17 @@ func requireEd25519(raw [][]byte, _ [][]*x509.Certificate) error {
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every
-// connection and waits for them.
+// connection (with a reset) and waits for them. After Shutdown it returns
+// once the shutdown is over.
 func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 	// Also cancelled when accepting fails, so every connection ends with Serve.
 	ctx, cancel := context.WithCancel(ctx)
 	defer h.shutdown()
 	defer cancel()
+	if !h.drain.serve(ln, cancel) {
+		ln.Close()
+		return nil
+	}
 	if h.local != nil {
 		stop, err := h.serveLocalAuthority(ctx)
 		if err != nil {
@@ -157,6 +164,10 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
+				return nil
+			}
+			if h.drain.isStarted() {
+				<-ctx.Done() // Shutdown cancels it once the sessions it lets finish have ended
 				return nil
 			}
 			if !retryAccept(err) {
@@ -353,6 +364,16 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 	if p.local {
 		h.exchangeLocal(ctx, p.inlet)
 		return
+	}
+	defer h.drain.relay()()
+	// From here the two connections carry the session's stream: if the hub
+	// dies they reset, never FIN (pipe.Arm), until the session's clean end.
+	for _, dc := range []*net.TCPConn{p.inlet, p.outlet} {
+		if err := pipe.Arm(dc); err != nil {
+			h.log.Debug("data session reset: cannot arm it", zap.String("relay", p.relay), zap.Error(err))
+			p.abort()
+			return
+		}
 	}
 	if h.opts.Sockmap != nil {
 		h.log.Debug("relaying in the kernel", zap.String("relay", p.relay), zap.String("from", p.from))

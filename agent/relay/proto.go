@@ -74,6 +74,14 @@ const (
 	opReleased = "released"
 )
 
+// Shutdown of the hub (hub_drain.go).
+const (
+	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
+	// connection and reconnects at once, after a random wait (client_end.go),
+	// to the hub that takes its place. Its data sessions go on meanwhile.
+	opGoAway = "goaway"
+)
+
 // message is one frame of the control protocol.
 type message struct {
 	ID    uint64 `json:"id,omitempty"`

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/loader"
 	"github.com/sluicehq/sluice/maps"
 )
@@ -172,8 +173,8 @@ func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
 		h.log.Warn("sockmap entries left behind", zap.Error(err))
 	}
 	if clean {
-		p.inlet.Close()
-		p.outlet.Close()
+		pipe.TCP(p.inlet).Close() // disarmed: the clean end (pipe.Arm)
+		pipe.TCP(p.outlet).Close()
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/relay"
-	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func authorityCommand() *cobra.Command {
@@ -41,11 +40,17 @@ where the project directory is, create or restore it.`,
 			if lifetime < 10*time.Second {
 				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
 			}
-			log, err := cli.NewLogger(logs.level, logs.format)
+			log, logFile, err := logs.open()
 			if err != nil {
 				return err
 			}
+			if logFile != nil {
+				defer logFile.Close()
+			}
 			defer log.Sync()
+			hup := make(chan struct{})
+			defer close(hup)
+			go onHangup(lifecycleOf(cmd.Context()), logFile, log, hup)
 			p, err := authority.Load(projectDir)
 			if err != nil {
 				return err

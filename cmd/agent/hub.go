@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,15 +15,14 @@ import (
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/relay"
-	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func hubCommand() *cobra.Command {
 	var (
 		projectDir, listen, admin, relayMode, role string
-		restore                                    string
+		restore, debugSocket                       string
 		initDB                                     bool
-		lifetime                                   time.Duration
+		lifetime, shutdownTimeout                  time.Duration
 		limits                                     relay.Limits
 		logs                                       logFlags
 	)
@@ -55,7 +55,13 @@ messages are at most 64 KiB, connections that have not authenticated are
 capped in all and per source address (with room kept for addresses members
 used), and each member's dial requests and waiting data sessions are limited.
 Refusals are counted in the admin API's GET /v1/stats; docs/hub.md explains
-each limit.`,
+each limit.
+
+SIGTERM or SIGINT stops it gracefully: it refuses new connections, tells
+every agent it goes away (they reconnect at once, to the hub that replaces
+it), and relays the data sessions it has for up to --shutdown-timeout, then
+resets them; a second signal resets them at once. SIGHUP reopens --log-file
+and never stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if initDB || restore != "" {
@@ -79,9 +85,15 @@ each limit.`,
 			if err := checkLimits(limits); err != nil {
 				return err
 			}
-			log, err := cli.NewLogger(logs.level, logs.format)
+			if shutdownTimeout < 0 {
+				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+			}
+			log, logFile, err := logs.open()
 			if err != nil {
 				return err
+			}
+			if logFile != nil {
+				defer logFile.Close()
 			}
 			defer log.Sync()
 			var (
@@ -133,9 +145,13 @@ each limit.`,
 			}
 			defer stopAdmin()
 			log.Info("hub admin API listening", zap.String("socket", admin))
-			err = hub.Serve(cmd.Context(), ln)
-			log.Info("hub stopped")
-			return err
+			stopDebug, err := serveDebug(debugSocket)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stopDebug()
+			return serveHub(cmd.Context(), hub, ln, shutdownTimeout, logFile, log)
 		},
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
@@ -146,10 +162,39 @@ each limit.`,
 	cmd.Flags().BoolVar(&initDB, "init", false, "create the project's empty database (hub.db) and exit, for a project made before `agentctl project init` created it; refuses if one exists (where the authority runs)")
 	cmd.Flags().StringVar(&restore, "restore", "", "replace the project's database with the backup in FILE (from `agentctl hub backup`), after checking it, and exit; the hub (or agent authority) must be stopped; the old one is kept as hub.db.bak-TIMESTAMP")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it (--role both)")
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long the data sessions relayed may go on before they are reset; the hub refuses new connections and tells agents it goes away meanwhile")
+	registerDebug(cmd, &debugSocket)
 	registerLimits(cmd, &limits)
 	logs.register(cmd)
 	cmd.AddCommand(hubCheckCommand())
 	return cmd
+}
+
+// serveHub serves until the first SIGTERM or SIGINT (ctx), then shuts the
+// hub down gracefully for up to timeout, or at once at the second signal.
+func serveHub(ctx context.Context, hub *relay.Hub, ln net.Listener, timeout time.Duration, logFile *logFile, log *zap.Logger) error {
+	lc := lifecycleOf(ctx)
+	hup := make(chan struct{})
+	defer close(hup)
+	go onHangup(lc, logFile, log, hup)
+	served := make(chan error, 1)
+	go func() { served <- hub.Serve(lc.now, ln) }()
+	select {
+	case err := <-served:
+		log.Info("hub stopped")
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("hub stopping: refusing new connections, telling agents it goes away; data sessions may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
+		zap.Duration("shutdown_timeout", timeout))
+	sctx, cancel := context.WithTimeout(lc.now, timeout)
+	defer cancel()
+	if err := hub.Shutdown(sctx); err != nil {
+		log.Warn("data sessions still open at the shutdown timeout are reset", zap.Error(err))
+	}
+	err := <-served
+	log.Info("hub stopped")
+	return err
 }
 
 // relayModes are the values of agent hub --relay.

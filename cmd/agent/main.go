@@ -8,27 +8,18 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, release := watchSignals()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	release()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "agent: %v\n", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
-}
-
-type logFlags struct{ level, format string }
-
-func (l *logFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
-	cmd.Flags().StringVar(&l.format, "log-format", "console", "log format: console or json")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 	"github.com/sluicehq/sluice/loader"
 )
@@ -21,6 +23,9 @@ func runCommand() *cobra.Command {
 		stateDir, ticket, socket string
 		direct                   string
 		maxConns                 int
+		shutdownTimeout          time.Duration
+		warmIdle                 time.Duration
+		debugSocket              string
 		logs                     logFlags
 		dp                       datapathFlags
 	)
@@ -43,7 +48,14 @@ removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
 that lives in the agent's own mount namespace (a container without
 -v /sys/fs/bpf:/sys/fs/bpf, or 'ip netns exec', which mounts /sys anew): then
 on refuses to start, auto logs an error, and 'agentctl datapath status' says
-"pins: ephemeral".`,
+"pins: ephemeral".
+
+SIGTERM or SIGINT stops it gracefully: it takes no new connections (the
+kernel refuses them for transparent inlets), releases its relays at the hub,
+and lets the live connections go on for up to --shutdown-timeout, then resets
+them; a second signal resets them at once. SIGHUP reopens --log-file and never
+stops it. Exit status 77 means the hub says this node is no longer a member
+(revoked): restarting it cannot help.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {
@@ -55,9 +67,21 @@ on refuses to start, auto logs an error, and 'agentctl datapath status' says
 			if err := dp.check(); err != nil {
 				return err
 			}
-			log, err := cli.NewLogger(logs.level, logs.format)
+			if warmIdle < 0 || warmIdle > portal.DefaultWarmIdle {
+				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
+			}
+			if warmIdle == 0 {
+				warmIdle = -1 // the portals' "never"
+			}
+			if shutdownTimeout < 0 {
+				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+			}
+			log, logFile, err := logs.open()
 			if err != nil {
 				return err
+			}
+			if logFile != nil {
+				defer logFile.Close()
 			}
 			defer log.Sync()
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
@@ -73,7 +97,8 @@ on refuses to start, auto logs an error, and 'agentctl datapath status' says
 			defer os.Remove(socket)
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns})
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
+				WarmIdle: warmIdle})
 			if err != nil {
 				ln.Close()
 				return err
@@ -83,10 +108,34 @@ on refuses to start, auto logs an error, and 'agentctl datapath status' says
 				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
 			srv := &http.Server{Handler: api.Handler(a), ReadHeaderTimeout: 10 * time.Second}
 			go srv.Serve(ln)
-			<-ctx.Done()
-			log.Info("agent stopping")
+			stopDebug, err := serveDebug(debugSocket)
+			if err != nil {
+				srv.Close()
+				return errors.Join(err, a.Close())
+			}
+			defer stopDebug()
+			lc := lifecycleOf(ctx)
+			hup := make(chan struct{})
+			defer close(hup)
+			go onHangup(lc, logFile, log, hup)
+			var stopErr error
+			select {
+			case <-ctx.Done():
+				log.Info("agent stopping: no new connections; live ones may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
+					zap.Duration("shutdown_timeout", shutdownTimeout))
+				dctx, cancel := context.WithTimeout(lc.now, shutdownTimeout)
+				if err := a.Drain(dctx); err != nil {
+					log.Warn("connections still open at the shutdown timeout are reset", zap.Error(err))
+				}
+				cancel()
+			case <-a.Done():
+				stopErr = a.Err()
+				log.Error("agent stopping: the hub says this node is no longer a member; enroll it again with a new ticket", zap.Error(stopErr))
+			}
 			srv.Close()
-			return a.Close()
+			err = a.Close()
+			log.Info("agent stopped")
+			return errors.Join(stopErr, err)
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
@@ -94,6 +143,9 @@ on refuses to start, auto logs an error, and 'agentctl datapath status' says
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
+	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake, at most 30s; 0 turns warm channels off")
+	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
+	registerDebug(cmd, &debugSocket)
 	dp.register(cmd)
 	logs.register(cmd)
 	return cmd

@@ -41,6 +41,10 @@ const (
 	AllowLocal       = `app == "analytics"` // the inlet's policy on local workloads
 )
 
+// PostgresOutlet names the bank agent's outlet to PostgreSQL; the inlets
+// name it, so that the bank agent may have other outlets.
+const PostgresOutlet = "postgres"
+
 // The explicit inlet: on the analysis bridge's address (the app dials
 // sluice:15432), for the app workload only.
 const (
@@ -99,6 +103,8 @@ type Options struct {
 	// but not the authority's key (agentctl project export-relay), and the
 	// authority apart (agent authority), linked to it.
 	SplitAuthority bool
+	// HubArgs are extra `agent hub` arguments, such as --debug-socket PATH.
+	HubArgs []string
 	// AgentArgs are extra `agent run` arguments for the agent of that name
 	// ("bank", "analysis", or one started with StartAgent), such as
 	// --direct-listen ADDR.
@@ -220,7 +226,7 @@ func (s *Scenario) Start(ctx context.Context) error {
 	if _, err := s.Bank.Ctl(ctx, "relay", "create", BankRelay); err != nil {
 		return err
 	}
-	if _, err := s.Bank.Ctl(ctx, "tcp-outlet", "create", "--to", "postgres:5432", "--allow", "postgres-inlet"); err != nil {
+	if _, err := s.Bank.Ctl(ctx, "tcp-outlet", "create", "--name", PostgresOutlet, "--to", "postgres:5432", "--allow", "postgres-inlet"); err != nil {
 		return err
 	}
 	mode := s.opts.Mode
@@ -244,19 +250,19 @@ func (s *Scenario) Start(ctx context.Context) error {
 	switch {
 	case mode.explicit() && open:
 		s.step("analysis_corp: inlet on 0.0.0.0:15432 via relay \"postgres\" for postgres-outlet, open to anyone who reaches it")
-		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--allow", "postgres-outlet"); err != nil {
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--from", "0.0.0.0:"+InletPort, "--via", BankRelay, "--outlet", PostgresOutlet, "--allow", "postgres-outlet"); err != nil {
 			return err
 		}
 	case mode.explicit():
 		s.step("analysis_corp: inlet on " + ExplicitAddr + " via relay \"postgres\" for postgres-outlet, local workloads " + AllowLocal)
-		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--name", ExplicitInlet, "--from", ExplicitAddr, "--via", BankRelay,
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--name", ExplicitInlet, "--from", ExplicitAddr, "--via", BankRelay, "--outlet", PostgresOutlet,
 			"--allow", "postgres-outlet", "--allow-local", AllowLocal); err != nil {
 			return err
 		}
 	}
 	if mode.transparent() {
 		s.step("analysis_corp: transparent inlet " + ServiceAddr + " for " + AllowLocal)
-		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--transparent", "--name", TransparentInlet, "--from", ServiceAddr,
+		if _, err := s.Analysis.Ctl(ctx, "tcp-inlet", "create", "--transparent", "--name", TransparentInlet, "--from", ServiceAddr, "--outlet", PostgresOutlet,
 			"--via", BankRelay, "--allow", "postgres-outlet", "--allow-local", AllowLocal); err != nil {
 			return err
 		}
@@ -284,7 +290,7 @@ func (s *Scenario) StartHub(ctx context.Context) error {
 	if s.opts.SplitAuthority {
 		args = []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--role", "relay", "--project", s.RelayDir, "--listen", s.HubAddress()}
 	}
-	args = append(args, s.hubArgs...)
+	args = append(append(args, s.opts.HubArgs...), s.hubArgs...)
 	if s.opts.CredentialLifetime > 0 && !s.opts.SplitAuthority {
 		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
 	}
@@ -387,6 +393,11 @@ func (a *Agent) start(ctx context.Context, ticket string) error {
 	a.Proc = p
 	return waitFor(ctx, p, "agent ready")
 }
+
+// StartAgain starts the agent again on the same state directory, without a
+// ticket, after its process ended (a crash, Proc.Kill), and waits until it
+// is ready.
+func (a *Agent) StartAgain(ctx context.Context) error { return a.start(ctx, "") }
 
 // Restart stops the agent and starts it again on the same state directory,
 // without a ticket.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
@@ -26,6 +28,7 @@ type AgentOptions struct {
 	Ticket       string
 	AuthorityKey ed25519.PublicKey
 	PingInterval time.Duration
+	Logger       *zap.Logger // the client's; zap.NewNop()
 	MaxStale     time.Duration
 }
 
@@ -69,6 +72,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		AuthorityKey: opts.AuthorityKey,
 		Ticket:       opts.Ticket,
 		PingInterval: opts.PingInterval,
+		Logger:       opts.Logger,
 		MaxStale:     opts.MaxStale,
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,9 +56,26 @@ type processConfig struct {
 // process for Stats.
 type Process struct {
 	*Hub
-	Pid   int
-	admin string
-	out   *syncBuffer
+	Pid    int
+	admin  string
+	out    *syncBuffer
+	cmd    *exec.Cmd
+	killed atomic.Bool
+}
+
+// Kill kills the hub process with SIGKILL, as a crash would, and waits
+// for it to die.
+func (p *Process) Kill() {
+	p.killed.Store(true)
+	p.cmd.Process.Kill()
+	// Dead once a zombie: the cleanup reaps it.
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // StartProcess makes a project for a hub on an ephemeral port of 127.0.0.1
@@ -98,14 +116,14 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	proc := &Process{Hub: &Hub{Project: p, Addr: p.HubAddress}, Pid: cmd.Process.Pid, admin: filepath.Join(sockDir, "hub.sock"), out: out}
+	proc := &Process{Hub: &Hub{Project: p, Addr: p.HubAddress}, Pid: cmd.Process.Pid, admin: filepath.Join(sockDir, "hub.sock"), out: out, cmd: cmd}
 	t.Cleanup(func() {
 		stdin.Close()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
 		case err := <-done:
-			if err != nil {
+			if err != nil && !proc.killed.Load() {
 				t.Errorf("hub process: %v\n%s", err, out.String())
 			}
 		case <-time.After(StopTimeout):

@@ -14,6 +14,11 @@ import (
 // NewLogger builds the process logger: human-readable on stderr by default,
 // JSON with format "json".
 func NewLogger(level, format string) (*zap.Logger, error) {
+	return NewLoggerTo(level, format, zapcore.Lock(os.Stderr))
+}
+
+// NewLoggerTo is NewLogger writing to w.
+func NewLoggerTo(level, format string, w zapcore.WriteSyncer) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
@@ -29,7 +34,7 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want console or json", format)
 	}
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)), nil
+	return zap.New(zapcore.NewCore(enc, w, lvl)), nil
 }
 
 // ReadSecret returns v, or the trimmed contents of the file v names when v is

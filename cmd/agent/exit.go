@@ -1,0 +1,24 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/sluicehq/sluice/agent/authority"
+)
+
+// Exit codes (README, "Signals and exit codes").
+const (
+	exitFailure = 1
+	// exitNotMember: the hub says this node is no longer a member
+	// (revoked, or unknown to it); restarting cannot help (sysexits.h's
+	// EX_NOPERM; systemd: RestartPreventExitStatus=77).
+	exitNotMember = 77
+)
+
+// exitCode is the exit code for the error a command returned.
+func exitCode(err error) int {
+	if errors.Is(err, authority.ErrMemberRevoked) || errors.Is(err, authority.ErrNotMember) {
+		return exitNotMember
+	}
+	return exitFailure
+}
