@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,7 +102,7 @@ func NewService(a *Authority) *Service {
 		// Any Ed25519 certificate: the handshake proves the agent holds
 		// the node key; the request says what it wants of it.
 		ClientAuth:            tls.RequireAnyClientCert,
-		VerifyPeerCertificate: nodeKeyOnly,
+		VerifyPeerCertificate: identity.RequireNodeKey,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			return alpn.Require(cs, ExchangeALPN)
 		},
@@ -115,20 +114,6 @@ func (s *Service) Authority() *Authority { return s.auth }
 
 // Project is the project the service's authority serves.
 func (s *Service) Project() *Project { return s.auth.project }
-
-func nodeKeyOnly(raw [][]byte, _ [][]*x509.Certificate) error {
-	if len(raw) == 0 {
-		return errors.New("no client certificate")
-	}
-	c, err := x509.ParseCertificate(raw[0])
-	if err != nil {
-		return fmt.Errorf("parse client certificate: %w", err)
-	}
-	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
-		return errors.New("client key is not Ed25519")
-	}
-	return nil
-}
 
 // Subscribe calls f with every change from now on, in order, until the
 // returned func is called. f must not block for long: changes wait for it.

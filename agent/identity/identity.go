@@ -179,3 +179,20 @@ func (i *Identity) SelfSigned() (tls.Certificate, error) {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: i.key}, nil
 }
+
+// RequireNodeKey is a tls.Config.VerifyPeerCertificate that accepts any
+// certificate with an Ed25519 key: the handshake proves the peer holds a
+// node key, and what the key may do is for the caller to decide.
+func RequireNodeKey(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		return errors.New("no client certificate")
+	}
+	c, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return fmt.Errorf("parse client certificate: %w", err)
+	}
+	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
+		return errors.New("client key is not Ed25519")
+	}
+	return nil
+}

@@ -2,10 +2,8 @@ package relay
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/pipe"
 )
@@ -117,26 +116,12 @@ func NewHub(p *authority.Project, opts HubOptions) *Hub {
 		// Any certificate: the handshake proves the node holds the key; what
 		// it may do is what the credential it presents says.
 		ClientAuth:            tls.RequireAnyClientCert,
-		VerifyPeerCertificate: requireEd25519,
+		VerifyPeerCertificate: identity.RequireNodeKey,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			return alpn.Require(cs, controlALPN)
 		},
 	}
 	return h
-}
-
-func requireEd25519(raw [][]byte, _ [][]*x509.Certificate) error {
-	if len(raw) == 0 {
-		return errors.New("no client certificate")
-	}
-	c, err := x509.ParseCertificate(raw[0])
-	if err != nil {
-		return fmt.Errorf("parse client certificate: %w", err)
-	}
-	if _, ok := c.PublicKey.(ed25519.PublicKey); !ok {
-		return errors.New("client key is not Ed25519")
-	}
-	return nil
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every

@@ -40,17 +40,11 @@ where the project directory is, create or restore it.`,
 			if lifetime < 10*time.Second {
 				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
 			}
-			log, logFile, err := logs.open()
+			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if logFile != nil {
-				defer logFile.Close()
-			}
-			defer log.Sync()
-			hup := make(chan struct{})
-			defer close(hup)
-			go onHangup(lifecycleOf(cmd.Context()), logFile, log, hup)
+			defer stopLog()
 			p, err := authority.Load(projectDir)
 			if err != nil {
 				return err

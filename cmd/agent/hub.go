@@ -88,14 +88,11 @@ and never stops it.`,
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
-			log, logFile, err := logs.open()
+			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if logFile != nil {
-				defer logFile.Close()
-			}
-			defer log.Sync()
+			defer stopLog()
 			var (
 				p   *authority.Project
 				svc *authority.Service
@@ -151,7 +148,7 @@ and never stops it.`,
 				return err
 			}
 			defer stopDebug()
-			return serveHub(cmd.Context(), hub, ln, shutdownTimeout, logFile, log)
+			return serveHub(cmd.Context(), hub, ln, shutdownTimeout, log)
 		},
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
@@ -172,11 +169,8 @@ and never stops it.`,
 
 // serveHub serves until the first SIGTERM or SIGINT (ctx), then shuts the
 // hub down gracefully for up to timeout, or at once at the second signal.
-func serveHub(ctx context.Context, hub *relay.Hub, ln net.Listener, timeout time.Duration, logFile *logFile, log *zap.Logger) error {
+func serveHub(ctx context.Context, hub *relay.Hub, ln net.Listener, timeout time.Duration, log *zap.Logger) error {
 	lc := lifecycleOf(ctx)
-	hup := make(chan struct{})
-	defer close(hup)
-	go onHangup(lc, logFile, log, hup)
 	served := make(chan error, 1)
 	go func() { served <- hub.Serve(lc.now, ln) }()
 	select {

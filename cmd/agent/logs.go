@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -19,6 +20,24 @@ func (l *logFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&l.format, "log-format", "console", "log format: console or json")
 	cmd.Flags().StringVar(&l.file, "log-file", "", "append the log to this file instead of stderr; SIGHUP reopens it (for logrotate)")
+}
+
+// start builds the logger and answers SIGHUP (reopening the log file) for
+// the life of the command run from ctx; stop syncs and closes the log.
+func (l *logFlags) start(ctx context.Context) (log *zap.Logger, stop func(), err error) {
+	log, f, err := l.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	hup := make(chan struct{})
+	go onHangup(lifecycleOf(ctx), f, log, hup)
+	return log, func() {
+		close(hup)
+		log.Sync()
+		if f != nil {
+			f.Close()
+		}
+	}, nil
 }
 
 // open builds the logger; the file is nil without --log-file.

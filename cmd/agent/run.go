@@ -76,14 +76,11 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			if shutdownTimeout < 0 {
 				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
-			log, logFile, err := logs.open()
+			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if logFile != nil {
-				defer logFile.Close()
-			}
-			defer log.Sync()
+			defer stopLog()
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
 				return err
 			}
@@ -115,9 +112,6 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			}
 			defer stopDebug()
 			lc := lifecycleOf(ctx)
-			hup := make(chan struct{})
-			defer close(hup)
-			go onHangup(lc, logFile, log, hup)
 			var stopErr error
 			select {
 			case <-ctx.Done():
