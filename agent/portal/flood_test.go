@@ -179,3 +179,30 @@ func TestDialFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestBurstIsPaced: an honest burst over the hub's and the outlet's limits
+// is delayed, never reset. The hub allows the inlet's node 20 data sessions
+// a second, 5 at once, and 4 waiting for their connections; the outlet 3
+// pending from one node and 10 a second. 60 connections opened at once all
+// get their answer: the inlet waits and asks again when the hub says to
+// slow down (rate_limited), the outlet waits for room.
+func TestBurstIsPaced(t *testing.T) {
+	const n = 60
+	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Limits: relay.Limits{DialRate: 20, DialBurst: 5, PendingPerNode: 4}}})
+	tg := newTarget(t, bytes.ToUpper)
+	out := newNode(t, h, portal.Options{MaxPendingPerNode: 3, IncomingRate: 10, IncomingBurst: 5}, map[string]string{"web-outlet": "true"}, "web")
+	out.outlet(t, portal.OutletSpec{Name: "web", To: tg.addr, Allow: "web-inlet"})
+	in := newNode(t, h, portal.Options{}, map[string]string{"web-inlet": "true"})
+	inletAddr := in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: "web-outlet"})
+	if err := openAll(t, inletAddr, n); err != nil {
+		t.Fatalf("a burst of %d connections: %v", n, err)
+	}
+	st, inc := h.Relay().Stats(), out.m.Incoming()
+	t.Logf("hub refusals %+v; outlet incoming %+v", st.Refused, inc)
+	if st.Refused.DialRate+st.Refused.DialPendingNode == 0 {
+		t.Errorf("the hub refused no dial: the burst did not test pacing (refusals %+v)", st.Refused)
+	}
+	if inc.Dropped+inc.RateLimited != 0 {
+		t.Errorf("the outlet dropped pushes of an honest burst: %+v", inc)
+	}
+}

@@ -400,21 +400,24 @@ func (in *inlet) target() string {
 // openChannel asks the hub for a session to the relay (or dials the outlet
 // agent directly) and runs the TLS handshake with the outlet's agent.
 func (m *Manager) openChannel(in *inlet) (*session, error) {
-	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
-	defer cancel()
 	var (
-		raw   *net.TCPConn
+		token []byte
 		owner string
 		err   error
 	)
-	if in.spec.Direct != "" {
-		raw, err = m.dialDirect(ctx, in.spec.Direct)
-	} else {
-		var token []byte
-		if token, owner, err = m.opts.Hub.Dial(ctx, in.spec.Via); err != nil {
+	if in.spec.Direct == "" {
+		// The hub's word first: it may ask this node to wait (pace.go).
+		if token, owner, err = m.dialHub(in); err != nil {
 			return nil, err
 		}
 		in.peer.Store(&owner)
+	}
+	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+	defer cancel()
+	var raw *net.TCPConn
+	if in.spec.Direct != "" {
+		raw, err = m.dialDirect(ctx, in.spec.Direct)
+	} else {
 		raw, err = m.opts.Hub.OpenData(ctx, token)
 	}
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/internal/limit"
 	"github.com/sluicehq/sluice/agent/policy"
 )
 
@@ -54,11 +55,12 @@ type Options struct {
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions
-	// come at most IncomingRate a second (IncomingBurst at once).
+	// come at most IncomingRate a second (IncomingBurst at once). A push
+	// past a limit waits for room, up to 5 s, before it is dropped.
 	MaxPending        int     // DefaultMaxPending (256)
 	MaxPendingPerNode int     // DefaultMaxPendingPerNode (64)
-	IncomingRate      float64 // DefaultIncomingRate (100)
-	IncomingBurst     int     // DefaultIncomingBurst (200)
+	IncomingRate      float64 // DefaultIncomingRate (1000)
+	IncomingBurst     int     // DefaultIncomingBurst (2000)
 }
 
 // Manager owns an agent's inlets and outlets.
@@ -71,6 +73,7 @@ type Manager struct {
 
 	chans    channels        // open channels by peer, for ReviewPeer
 	incoming *incomingLimits // pending incoming sessions
+	pace     limit.Every     // the warning that the hub asks to slow down
 	// drainCtx is done when Drain begins: warm channels waiting at the
 	// outlet's end close (drain.go).
 	drainCtx  context.Context

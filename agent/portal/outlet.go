@@ -28,9 +28,11 @@ import (
 // HandleIncoming serves one data session the hub announced for a relay this
 // agent owns. from is the inlet agent's node ID, as the hub says; the channel
 // authenticates it independently. Past the limits on pending sessions
-// (incoming.go) it drops the session.
+// (incoming.go) it waits for room, then drops the session.
 func (m *Manager) HandleIncoming(token []byte, from string) {
-	release, err := m.incoming.acquire(from)
+	wctx, cancel := context.WithTimeout(m.ctx, incomingWait)
+	release, err := m.incoming.acquire(wctx, from)
+	cancel()
 	if err != nil {
 		if ok, n := m.incoming.warn.Allow(time.Now()); ok {
 			m.log.Warn("incoming data session dropped", zap.String("from", from), zap.Error(err), zap.Int64("more_not_logged", n))

@@ -39,7 +39,7 @@ type Limits struct {
 	// cannot starve members. Default 256.
 	Reserved int `json:"reserved,omitempty"`
 	// DialRate and DialBurst are each node's token bucket for dial
-	// requests: per second, and at once. Defaults 100 and 200.
+	// requests: per second, and at once. Defaults 1000 and 2000.
 	DialRate  float64 `json:"dial_rate,omitempty"`
 	DialBurst int     `json:"dial_burst,omitempty"`
 	// PendingPerNode bounds the data sessions a node asked for that have
@@ -55,8 +55,8 @@ const (
 	DefaultPerSource       = 64
 	DefaultPerMemberSource = 256
 	DefaultReserved        = 256
-	DefaultDialRate        = 100
-	DefaultDialBurst       = 200
+	DefaultDialRate        = 1000
+	DefaultDialBurst       = 2000
 	DefaultPendingPerNode  = 256
 	DefaultPending         = 4096
 )

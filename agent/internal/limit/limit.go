@@ -35,6 +35,19 @@ func (b *Bucket) Take(now time.Time) bool {
 	return true
 }
 
+// Wait is how long after now the bucket has a token again: 0 if it has
+// one now. A bucket that never refills waits an hour, which callers bound.
+func (b *Bucket) Wait(now time.Time) time.Duration {
+	b.refill(now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	if b.Rate <= 0 {
+		return time.Hour
+	}
+	return time.Duration((1 - b.tokens) / b.Rate * float64(time.Second))
+}
+
 // Full reports whether the bucket is back to its burst at now: a full bucket
 // is as good as a new one, and its owner may forget it.
 func (b *Bucket) Full(now time.Time) bool {

@@ -65,3 +65,22 @@ func TestEvery(t *testing.T) {
 		t.Fatalf("event after the interval: %v, %d; want allowed, 5 held back", ok, n)
 	}
 }
+
+func TestBucketWait(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := NewBucket(10, 1)
+	if d := b.Wait(now); d != 0 {
+		t.Fatalf("a full bucket waits %v", d)
+	}
+	b.Take(now)
+	if d := b.Wait(now); d != 100*time.Millisecond {
+		t.Fatalf("an empty bucket of 10/s waits %v, want 100ms", d)
+	}
+	if d := b.Wait(now.Add(60 * time.Millisecond)); d < 39*time.Millisecond || d > 41*time.Millisecond {
+		t.Fatalf("60ms later it waits %v, want 40ms", d)
+	}
+	var z Bucket
+	if d := z.Wait(now); d != time.Hour {
+		t.Fatalf("the zero bucket waits %v, want an hour", d)
+	}
+}

@@ -1,0 +1,57 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/relay"
+)
+
+// Pacing. The hub refuses a node's dial requests past its limits
+// (relay.ErrRateLimited: each node's token bucket, the cap on its sessions
+// waiting for their data connections). An inlet that gets that refusal asks
+// again after a pause drawn with full jitter from a window that doubles
+// from paceMin to paceMax, for at most hubPaceWait: a burst of new
+// connections (a pool opening a thousand at once) is delayed, not reset.
+// Past hubPaceWait the connection fails with the hub's refusal.
+const (
+	paceMin     = 10 * time.Millisecond
+	paceMax     = time.Second
+	hubPaceWait = 20 * time.Second
+)
+
+// dialHub asks the hub for a data session to in's relay, waiting and asking
+// again while the hub says to slow down.
+func (m *Manager) dialHub(in *inlet) (token []byte, owner string, err error) {
+	deadline := time.Now().Add(hubPaceWait)
+	window := paceMin
+	for {
+		ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+		token, owner, err = m.opts.Hub.Dial(ctx, in.spec.Via)
+		cancel()
+		if !errors.Is(err, relay.ErrRateLimited) {
+			return token, owner, err
+		}
+		pause := rand.N(window) + time.Millisecond
+		if time.Now().Add(pause).After(deadline) {
+			return nil, "", fmt.Errorf("%w (asked for %v)", err, hubPaceWait)
+		}
+		if ok, n := m.pace.Allow(time.Now()); ok {
+			m.log.Warn("hub asks this node to slow down: new connections wait",
+				zap.String("inlet", in.spec.Name), zap.Error(err), zap.Int64("more_not_logged", n))
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-in.ctx.Done():
+			t.Stop()
+			return nil, "", fmt.Errorf("dial relay %q: %w", in.spec.Via, in.ctx.Err())
+		case <-t.C:
+		}
+		window = min(2*window, paceMax)
+	}
+}
