@@ -1,3 +1,7 @@
+// Package api is the client of the agent's local HTTP API, served on a unix
+// socket (package api/server has the routes), and the one client that
+// agentctl uses to talk to it. It links only the standard library and
+// package api/apitype, whose types it returns: none of the agent.
 package api
 
 import (
@@ -13,8 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/daemon"
-	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/agent/api/apitype"
 )
 
 // DefaultSocket is where the agent serves its API unless told otherwise.
@@ -22,6 +25,9 @@ const DefaultSocket = "/run/sluice/agent.sock"
 
 // ErrNoAgent means nothing answers on the socket.
 var ErrNoAgent = errors.New("no agent is running there")
+
+// ErrorBody is the body of every error response.
+type ErrorBody = apitype.ErrorBody
 
 // Client talks to an agent's local API.
 type Client struct {
@@ -85,21 +91,21 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 }
 
 // Status returns the agent's status.
-func (c *Client) Status(ctx context.Context) (daemon.Status, error) {
-	var st daemon.Status
+func (c *Client) Status(ctx context.Context) (apitype.Status, error) {
+	var st apitype.Status
 	return st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 }
 
 // Relays lists the relays.
-func (c *Client) Relays(ctx context.Context) ([]daemon.RelayInfo, error) {
-	var out []daemon.RelayInfo
+func (c *Client) Relays(ctx context.Context) ([]apitype.RelayInfo, error) {
+	var out []apitype.RelayInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/relays", nil, &out)
 }
 
 // CreateRelay claims a relay name.
-func (c *Client) CreateRelay(ctx context.Context, name string) (daemon.RelayInfo, error) {
-	var out daemon.RelayInfo
-	return out, c.do(ctx, http.MethodPost, "/v1/relays", RelayRequest{Name: name}, &out)
+func (c *Client) CreateRelay(ctx context.Context, name string) (apitype.RelayInfo, error) {
+	var out apitype.RelayInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/relays", apitype.RelayRequest{Name: name}, &out)
 }
 
 // DeleteRelay releases a relay name.
@@ -108,14 +114,14 @@ func (c *Client) DeleteRelay(ctx context.Context, name string) error {
 }
 
 // Inlets lists the inlets.
-func (c *Client) Inlets(ctx context.Context) ([]daemon.InletInfo, error) {
-	var out []daemon.InletInfo
+func (c *Client) Inlets(ctx context.Context) ([]apitype.InletInfo, error) {
+	var out []apitype.InletInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/tcp-inlets", nil, &out)
 }
 
 // CreateInlet creates an inlet.
-func (c *Client) CreateInlet(ctx context.Context, spec portal.InletSpec) (portal.InletInfo, error) {
-	var out portal.InletInfo
+func (c *Client) CreateInlet(ctx context.Context, spec apitype.InletSpec) (apitype.Inlet, error) {
+	var out apitype.Inlet
 	return out, c.do(ctx, http.MethodPost, "/v1/tcp-inlets", spec, &out)
 }
 
@@ -125,14 +131,14 @@ func (c *Client) DeleteInlet(ctx context.Context, name string) error {
 }
 
 // Outlets lists the outlets.
-func (c *Client) Outlets(ctx context.Context) ([]daemon.OutletInfo, error) {
-	var out []daemon.OutletInfo
+func (c *Client) Outlets(ctx context.Context) ([]apitype.OutletInfo, error) {
+	var out []apitype.OutletInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/tcp-outlets", nil, &out)
 }
 
 // CreateOutlet creates an outlet.
-func (c *Client) CreateOutlet(ctx context.Context, spec portal.OutletSpec) (portal.OutletInfo, error) {
-	var out portal.OutletInfo
+func (c *Client) CreateOutlet(ctx context.Context, spec apitype.OutletSpec) (apitype.Outlet, error) {
+	var out apitype.Outlet
 	return out, c.do(ctx, http.MethodPost, "/v1/tcp-outlets", spec, &out)
 }
 
@@ -142,14 +148,14 @@ func (c *Client) DeleteOutlet(ctx context.Context, name string) error {
 }
 
 // Workloads lists the local workloads.
-func (c *Client) Workloads(ctx context.Context) ([]daemon.WorkloadInfo, error) {
-	var out []daemon.WorkloadInfo
+func (c *Client) Workloads(ctx context.Context) ([]apitype.WorkloadInfo, error) {
+	var out []apitype.WorkloadInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/workloads", nil, &out)
 }
 
 // CreateWorkload adds a local workload.
-func (c *Client) CreateWorkload(ctx context.Context, w daemon.Workload) (daemon.WorkloadInfo, error) {
-	var out daemon.WorkloadInfo
+func (c *Client) CreateWorkload(ctx context.Context, w apitype.Workload) (apitype.WorkloadInfo, error) {
+	var out apitype.WorkloadInfo
 	return out, c.do(ctx, http.MethodPost, "/v1/workloads", w, &out)
 }
 
@@ -159,7 +165,7 @@ func (c *Client) DeleteWorkload(ctx context.Context, name string) error {
 }
 
 // Datapath reports the BPF data path's state.
-func (c *Client) Datapath(ctx context.Context) (daemon.DatapathStatus, error) {
-	var out daemon.DatapathStatus
+func (c *Client) Datapath(ctx context.Context) (apitype.DatapathStatus, error) {
+	var out apitype.DatapathStatus
 	return out, c.do(ctx, http.MethodGet, "/v1/datapath", nil, &out)
 }

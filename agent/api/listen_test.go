@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -181,4 +182,35 @@ func TestListenReplacedSocketSurvivesClose(t *testing.T) {
 	if got := ln2.Addr().String(); got != sock {
 		t.Errorf("listener address %q, want %q", got, sock)
 	}
+}
+
+func TestListenSocketRules(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "run", "agent.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v; want 0600", st.Mode().Perm(), err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "another agent") {
+		t.Errorf("Listen on a live socket = %v, want a refusal", err)
+	}
+	ln.(*listener).UnixListener.Close() // the socket file stays, as after a crash
+	// A stale socket file left by a dead agent is replaced.
+	ln2, err := Listen(sock)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	ln2.Close()
 }

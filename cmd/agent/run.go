@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/api"
+	"github.com/sluicehq/sluice/agent/api/server"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
@@ -103,7 +104,7 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			st := a.Status()
 			log.Info("agent ready", zap.String("node", st.Node), zap.String("project", st.Project),
 				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
-			srv := &http.Server{Handler: api.Handler(a), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: server.Handler(a), ReadHeaderTimeout: 10 * time.Second}
 			go srv.Serve(ln)
 			stopDebug, err := serveDebug(debugSocket)
 			if err != nil {

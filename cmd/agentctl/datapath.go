@@ -8,13 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/api/apitype"
 )
 
 func workloadCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "workload", Short: "Name local containers and give them the attributes --allow-local policies see"}
 	var (
-		w     daemon.Workload
+		w     apitype.Workload
 		attrs []string
 	)
 	create := &cobra.Command{
@@ -84,7 +84,7 @@ address ('workload list' says why meanwhile).`,
 	return cmd
 }
 
-func selector(w daemon.Workload) string {
+func selector(w apitype.Workload) string {
 	switch {
 	case w.Interface != "":
 		return "interface " + w.Interface
@@ -95,7 +95,7 @@ func selector(w daemon.Workload) string {
 }
 
 // boundTo says where a workload named by address is bound, or why it is not.
-func boundTo(w daemon.WorkloadInfo) string {
+func boundTo(w apitype.WorkloadInfo) string {
 	switch {
 	case w.Address == "":
 		return "-"
@@ -144,7 +144,7 @@ packet came in on), and the packets and bytes allowed through.`,
 	return cmd
 }
 
-func printDatapath(w io.Writer, st daemon.DatapathStatus) {
+func printDatapath(w io.Writer, st apitype.DatapathStatus) {
 	if !st.Enabled {
 		fmt.Fprintf(w, "data path: off (%s)\n", st.Reason)
 		return

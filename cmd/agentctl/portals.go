@@ -10,8 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/agent/daemon"
-	"github.com/sluicehq/sluice/agent/portal"
+	"github.com/sluicehq/sluice/agent/api/apitype"
 )
 
 func table(w io.Writer, header string, rows func(tw io.Writer)) {
@@ -65,7 +64,7 @@ func relayCommand(e *env) *cobra.Command {
 
 func outletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Manage TCP outlets: where portal connections come out"}
-	var spec portal.OutletSpec
+	var spec apitype.OutletSpec
 	create := &cobra.Command{
 		Use:   "create --to HOST:PORT --allow EXPR [--name N]",
 		Short: "Create an outlet that connects to --to for peers --allow permits",
@@ -105,7 +104,7 @@ inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
 
 func inletCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
-	var spec portal.InletSpec
+	var spec apitype.InletSpec
 	create := &cobra.Command{
 		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--outlet-node ID] [--allow-local EXPR] [--transparent]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
@@ -194,7 +193,7 @@ otherwise. Example:
 // stateOf is an item's STATE column: running, or failed with why and when
 // the agent tries again.
 func stateOf(state, why string, next time.Time) string {
-	if state != daemon.StateFailed {
+	if state != apitype.StateFailed {
 		return state
 	}
 	if next.IsZero() {
@@ -203,7 +202,7 @@ func stateOf(state, why string, next time.Time) string {
 	return fmt.Sprintf("failed (next try in %s): %s", time.Until(next).Round(time.Second), why)
 }
 
-func printInlets(w io.Writer, ins []daemon.InletInfo) {
+func printInlets(w io.Writer, ins []apitype.InletInfo) {
 	table(w, "NAME\tLISTENING\tVIA\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT\tSTATE", func(tw io.Writer) {
 		for _, in := range ins {
 			c := in.Counters
@@ -221,7 +220,7 @@ func printInlets(w io.Writer, ins []daemon.InletInfo) {
 	})
 }
 
-func printOutlets(w io.Writer, os []daemon.OutletInfo) {
+func printOutlets(w io.Writer, os []apitype.OutletInfo) {
 	table(w, "NAME\tTO\tALLOW\tACTIVE\tACCEPTED\tREFUSED\tFAILED\tBYTES IN/OUT\tSTATE", func(tw io.Writer) {
 		for _, o := range os {
 			c := o.Counters
@@ -233,7 +232,7 @@ func printOutlets(w io.Writer, os []daemon.OutletInfo) {
 
 // printRelays prints the relay names and whether the hub gave them to this
 // agent (why not, and when it tries again).
-func printRelays(w io.Writer, rs []daemon.RelayInfo) {
+func printRelays(w io.Writer, rs []apitype.RelayInfo) {
 	table(w, "RELAY\tCLAIMED\tWHY NOT", func(tw io.Writer) {
 		for _, r := range rs {
 			why := r.Error
@@ -263,7 +262,7 @@ func statusCommand(e *env) *cobra.Command {
 	return cmd
 }
 
-func printStatus(w io.Writer, st daemon.Status) {
+func printStatus(w io.Writer, st apitype.Status) {
 	names := make([]string, 0, len(st.Attributes))
 	for k, v := range st.Attributes {
 		names = append(names, k+"="+v)

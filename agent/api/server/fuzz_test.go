@@ -1,4 +1,4 @@
-package api
+package server
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/sluicehq/sluice/agent/api/apitype"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 )
@@ -20,7 +21,7 @@ type recorder struct {
 }
 
 func (r *recorder) CreateRelay(_ context.Context, name string) error {
-	r.got = &RelayRequest{Name: name}
+	r.got = &apitype.RelayRequest{Name: name}
 	return nil
 }
 
@@ -75,7 +76,7 @@ func FuzzRequestBodies(f *testing.F) {
 		}
 		switch w.Code {
 		case http.StatusBadRequest:
-			var e ErrorBody
+			var e apitype.ErrorBody
 			if err := json.Unmarshal(out, &e); err != nil || e.Error == "" {
 				t.Fatalf("POST %s %q: 400 without an error message: %q", path, body, out)
 			}

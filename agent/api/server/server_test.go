@@ -1,15 +1,19 @@
-package api
+package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/sluicehq/sluice/agent/api"
+	"github.com/sluicehq/sluice/agent/api/apitype"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/loader"
@@ -71,17 +75,23 @@ func (f *fakeBackend) Datapath() daemon.DatapathStatus {
 			Counters: maps.PortalCounters{Steered: 2, Refused: 1}}}}
 }
 
-func serve(t *testing.T, b Backend) *Client {
+func serve(t *testing.T, b Backend) *api.Client {
+	t.Helper()
+	return api.NewClient(serveSocket(t, b))
+}
+
+// serveSocket serves b's API on a socket of its own and returns its path.
+func serveSocket(t *testing.T, b Backend) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := Listen(sock)
+	ln, err := api.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: Handler(b)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return NewClient(sock)
+	return sock
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -92,7 +102,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || st.Node != "n1" {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
-	spec := portal.InletSpec{Name: "i", From: "127.0.0.1:1", Via: "postgres", Allow: "postgres-outlet"}
+	spec := apitype.InletSpec{Name: "i", From: "127.0.0.1:1", Via: "postgres", Allow: "postgres-outlet"}
 	info, err := c.CreateInlet(ctx, spec)
 	if err != nil || info.Listening != spec.From {
 		t.Fatalf("CreateInlet = %+v, %v", info, err)
@@ -111,7 +121,7 @@ func TestWorkloadsAndDatapathRoundTrip(t *testing.T) {
 	b := &fakeBackend{}
 	c := serve(t, b)
 	ctx := context.Background()
-	w := daemon.Workload{Name: "app", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}
+	w := apitype.Workload{Name: "app", Address: "10.10.0.2", Attributes: map[string]string{"app": "analytics"}}
 	info, err := c.CreateWorkload(ctx, w)
 	if err != nil || info.Number != 1 || info.Attributes["app"] != "analytics" {
 		t.Fatalf("CreateWorkload = %+v, %v", info, err)
@@ -128,8 +138,8 @@ func TestWorkloadsAndDatapathRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := b.Datapath()
-	if !st.Enabled || st.Listener != want.Listener || len(st.Attachments) != 1 || st.Attachments[0] != want.Attachments[0] ||
-		len(st.Maps) != 1 || st.Maps[0] != want.Maps[0] || len(st.Portals) != 1 || st.Portals[0] != want.Portals[0] {
+	if !st.Enabled || st.Listener != want.Listener || len(st.Attachments) != 1 || !sameJSON(st.Attachments[0], want.Attachments[0]) ||
+		len(st.Maps) != 1 || !sameJSON(st.Maps[0], want.Maps[0]) || len(st.Portals) != 1 || !sameJSON(st.Portals[0], want.Portals[0]) {
 		t.Errorf("Datapath = %+v, want %+v", st, want)
 	}
 }
@@ -149,56 +159,51 @@ func TestErrorsReachTheClient(t *testing.T) {
 			t.Errorf("statusOf(%v) = %d, want %d", tc.err, got, tc.code)
 		}
 		c := serve(t, &fakeBackend{err: tc.err})
-		_, err := c.CreateInlet(context.Background(), portal.InletSpec{})
+		_, err := c.CreateInlet(context.Background(), apitype.InletSpec{})
 		if err == nil || err.Error() != tc.err.Error() {
 			t.Errorf("client error %v, want the agent's %q", err, tc.err)
 		}
 	}
 }
 
-func TestNoAgent(t *testing.T) {
-	c := NewClient(filepath.Join(t.TempDir(), "missing.sock"))
-	_, err := c.Status(context.Background())
-	if !errors.Is(err, ErrNoAgent) || !strings.Contains(err.Error(), "agent run") {
-		t.Errorf("Status with no agent = %v, want ErrNoAgent with a hint", err)
-	}
-}
-
-func TestListenSocketRules(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "run", "agent.sock")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := os.Stat(sock)
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Errorf("socket mode %v, %v; want 0600", st.Mode().Perm(), err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "another agent") {
-		t.Errorf("Listen on a live socket = %v, want a refusal", err)
-	}
-	ln.(*listener).UnixListener.Close() // the socket file stays, as after a crash
-	// A stale socket file left by a dead agent is replaced.
-	ln2, err := Listen(sock)
-	if err != nil {
-		t.Fatalf("Listen over a stale socket: %v", err)
-	}
-	ln2.Close()
-}
-
 func TestBadRequestBody(t *testing.T) {
-	c := serve(t, &fakeBackend{})
-	err := c.do(context.Background(), http.MethodPost, "/v1/tcp-inlets", map[string]any{"frm": "typo"}, nil)
+	err := post(t, serveSocket(t, &fakeBackend{}), "/v1/tcp-inlets", map[string]any{"frm": "typo"})
 	if err == nil || !strings.Contains(err.Error(), "unknown field") {
 		t.Errorf("unknown field: %v", err)
 	}
+}
+
+// sameJSON says whether a value the client decoded (apitype) and the one
+// the backend gave (daemon, loader, maps) have the same JSON.
+func sameJSON(got, want any) bool {
+	g, gerr := json.Marshal(got)
+	w, werr := json.Marshal(want)
+	return gerr == nil && werr == nil && bytes.Equal(g, w)
+}
+
+// post sends body as JSON to path on the agent at sock, as api.Client
+// does, and returns the error the agent answered with.
+func post(t *testing.T, sock, path string, body any) error {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Post("http://agent"+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var e apitype.ErrorBody
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatalf("%s answered %s without an error body: %v", path, resp.Status, err)
+	}
+	return errors.New(e.Error)
 }

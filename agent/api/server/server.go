@@ -1,21 +1,27 @@
-// Package api is the agent's local HTTP API, served on a unix socket, and the
-// one client that agentctl uses to talk to it.
+// Package server is the agent's side of its local HTTP API: the handler
+// that serves a Backend (*daemon.Agent) on the unix socket api.Listen
+// opens. Package api is the client; package api/apitype has the requests
+// and answers as clients see them.
 //
-//	GET    /v1/status
-//	GET    /v1/relays              POST /v1/relays       {"name": ...}
+//	GET    /v1/status              apitype.Status
+//	GET    /v1/relays              POST /v1/relays       apitype.RelayRequest
 //	DELETE /v1/relays/{name}
-//	GET    /v1/tcp-inlets          POST /v1/tcp-inlets   portal.InletSpec
+//	GET    /v1/tcp-inlets          POST /v1/tcp-inlets   apitype.InletSpec
 //	DELETE /v1/tcp-inlets/{name}
-//	GET    /v1/tcp-outlets         POST /v1/tcp-outlets  portal.OutletSpec
+//	GET    /v1/tcp-outlets         POST /v1/tcp-outlets  apitype.OutletSpec
 //	DELETE /v1/tcp-outlets/{name}
-//	GET    /v1/workloads           POST /v1/workloads    daemon.Workload
+//	GET    /v1/workloads           POST /v1/workloads    apitype.Workload
 //	DELETE /v1/workloads/{name}
-//	GET    /v1/datapath
+//	GET    /v1/datapath            apitype.DatapathStatus
 //
-// Errors are {"error": "..."} with 400 (bad input), 404, 409 (exists, or a
-// transparent inlet asked of an agent without the BPF data path),
-// 502 (the hub refused) or 500.
-package api
+// The handler encodes the daemon's own types (daemon.Status,
+// portal.InletInfo, ...); apitype's have the same JSON, and
+// TestWireTypesMatch keeps it so.
+//
+// Errors are {"error": "..."} (apitype.ErrorBody) with 400 (bad input),
+// 404, 409 (exists, or a transparent inlet asked of an agent without the
+// BPF data path), 502 (the hub refused) or 500.
+package server
 
 import (
 	"context"
@@ -23,13 +29,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sync"
-	"time"
 
+	"github.com/sluicehq/sluice/agent/api/apitype"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -53,23 +55,13 @@ type Backend interface {
 	Datapath() daemon.DatapathStatus
 }
 
-// RelayRequest creates a relay.
-type RelayRequest struct {
-	Name string `json:"name"`
-}
-
-// ErrorBody is the body of every error response.
-type ErrorBody struct {
-	Error string `json:"error"`
-}
-
 // Handler returns the API's HTTP handler.
 func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Status(), nil) })
 	mux.HandleFunc("GET /v1/relays", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Relays(), nil) })
 	mux.HandleFunc("POST /v1/relays", func(w http.ResponseWriter, r *http.Request) {
-		var req RelayRequest
+		var req apitype.RelayRequest
 		if decode(w, r, &req) {
 			reply(w, daemon.RelayInfo{Name: req.Name, Claimed: true}, b.CreateRelay(r.Context(), req.Name))
 		}
@@ -125,7 +117,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		}
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: fmt.Sprintf("decode request: %v", err)})
+		writeJSON(w, http.StatusBadRequest, apitype.ErrorBody{Error: fmt.Sprintf("decode request: %v", err)})
 		return false
 	}
 	return true
@@ -133,7 +125,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
-		writeJSON(w, statusOf(err), ErrorBody{Error: err.Error()})
+		writeJSON(w, statusOf(err), apitype.ErrorBody{Error: err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -160,73 +152,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
-}
-
-// Listen opens the unix socket at path, mode 0600, replacing a stale socket
-// left by a dead agent but refusing to steal a live one's. Nobody else can
-// connect to it at any moment, whatever the umask and however open path's
-// directory is: the socket is bound in a fresh directory of its own (0700),
-// made 0600 there, and only then renamed into place. Path's directory is
-// made 0700 if it does not exist. Closing the listener removes the socket.
-func Listen(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("listen on %s: another agent is serving this socket; pass another --api", path)
-	}
-	private, err := os.MkdirTemp(dir, "."+filepath.Base(path)+".")
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	defer os.RemoveAll(private)
-	// MkdirTemp's 0700 went through the umask, which may have taken the
-	// owner's bits too.
-	if err := os.Chmod(private, 0o700); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	bound := filepath.Join(private, "socket")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(false) // it will not be at bound
-	err = os.Chmod(bound, 0o600)
-	if err == nil {
-		err = os.Rename(bound, path) // replaces a stale socket atomically
-	}
-	var st os.FileInfo
-	if err == nil {
-		st, err = os.Lstat(path)
-	}
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	return &listener{UnixListener: ln, path: path, file: st}, nil
-}
-
-// listener is a unix listener renamed into place after its bind.
-type listener struct {
-	*net.UnixListener
-	path string
-	file os.FileInfo // the socket file as Listen left it
-	once sync.Once
-}
-
-// Addr returns the socket's address, where it was renamed to.
-func (l *listener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
-
-// Close stops listening and removes the socket file, unless it has been
-// replaced since.
-func (l *listener) Close() error {
-	err := l.UnixListener.Close()
-	l.once.Do(func() {
-		if st, serr := os.Lstat(l.path); serr == nil && os.SameFile(st, l.file) {
-			os.Remove(l.path)
-		}
-	})
-	return err
 }

@@ -1,0 +1,80 @@
+// Package apitype holds the requests and answers of the agent's local API
+// (package api's client, package api/server's handler), as the JSON on the
+// wire has them. It imports only the standard library, so that agentctl
+// links none of the agent: no daemon, no BPF, no netlink, no database.
+//
+// The agent builds its answers from its own types (daemon.Status,
+// portal.InletSpec, loader.Attachment, ...) and the server encodes those;
+// each type here has the same JSON, field for field, and
+// api/server's TestWireTypesMatch fails if the two ever differ.
+package apitype
+
+import "time"
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// RelayRequest creates a relay (POST /v1/relays).
+type RelayRequest struct {
+	Name string `json:"name"`
+}
+
+// Item states, as the API shows them (InletInfo.State, OutletInfo.State).
+const (
+	StateRunning = "running" // an inlet or outlet that works
+	StateFailed  = "failed"  // configured, not running: see Error and NextRetry
+)
+
+// Status is what `agentctl status` shows (GET /v1/status; daemon.Status).
+type Status struct {
+	Node       string            `json:"node"`
+	Project    string            `json:"project"`
+	Attributes map[string]string `json:"attributes"`
+	Credential CredentialStatus  `json:"credential"`
+	Hub        HubStatus         `json:"hub"`
+	Relays     []RelayInfo       `json:"relays"`
+	Inlets     []InletInfo       `json:"inlets"`
+	Outlets    []OutletInfo      `json:"outlets"`
+}
+
+// CredentialStatus describes the current credential.
+type CredentialStatus struct {
+	Expires   time.Time `json:"expires"`
+	ExpiresIn string    `json:"expires_in"`
+	Serial    string    `json:"serial"`
+	// Generation is the member-state generation the credential was issued
+	// at: peers refuse it once they have heard of a newer one.
+	Generation uint64 `json:"generation"`
+}
+
+// HubStatus is the agent's link to the hub (relay.Status).
+type HubStatus struct {
+	Hub       string    `json:"hub"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	Relays    []string  `json:"relays"`
+	// MemberGeneration is the project's member-state generation up to
+	// which this agent has heard every word of the authority.
+	MemberGeneration uint64 `json:"member_generation"`
+	// AuthorityHeard is the time of the authority's newest signed
+	// heartbeat, and AuthorityGeneration the generation it gave; the
+	// member state is Stale when that heartbeat is too old, or this agent
+	// has not every word up to its generation.
+	AuthorityHeard      time.Time `json:"authority_heard,omitzero"`
+	AuthorityGeneration uint64    `json:"authority_generation"`
+	Stale               bool      `json:"member_state_stale"`
+}
+
+// RelayInfo describes a relay name this agent claims (GET and POST
+// /v1/relays; daemon.RelayInfo).
+type RelayInfo struct {
+	Name    string `json:"name"`
+	Claimed bool   `json:"claimed"` // held at the hub right now
+	// Error says why it is not held; NextRetry is when the agent tries
+	// again (zero while the hub is unreachable: it claims on reconnection).
+	Error     string    `json:"error,omitempty"`
+	NextRetry time.Time `json:"next_retry,omitzero"`
+}
