@@ -27,7 +27,7 @@ type Accel struct {
 // services map, and attaches them: sockops to the root of the cgroup v2
 // hierarchy (a pinned link, updated in place if a previous agent left one)
 // and sk_msg to the socks map.
-func (d *Datapath) OpenAccel() (*Accel, error) {
+func (d *Datapath) OpenAccel() (_ *Accel, err error) {
 	root, err := cgroup2Root()
 	if err != nil {
 		return nil, fmt.Errorf("open socket acceleration: %w", err)
@@ -39,37 +39,32 @@ func (d *Datapath) OpenAccel() (*Accel, error) {
 	a := &Accel{}
 	if err := spec.LoadAndAssign(&a.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.opts.PinDir}}); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("open socket acceleration: %v: %w", err, ErrIncompatible)
+			return nil, fmt.Errorf("open socket acceleration: %w: %w", err, ErrIncompatible)
 		}
 		return nil, fmt.Errorf("open socket acceleration: %w", err)
 	}
+	defer closeOnError(&err, a) // the link, once there is one, and the objects
 	if err := link.RawAttachProgram(link.RawAttachProgramOptions{
 		Target: a.objs.Socks.FD(), Program: a.objs.Redirect, Attach: ebpf.AttachSkMsgVerdict,
 	}); err != nil {
-		a.objs.Close()
 		return nil, fmt.Errorf("attach sk_msg program to socks: %w", err)
 	}
 	pin := filepath.Join(d.opts.PinDir, linksDir, sockopsPin)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		a.cg = l
 		if err := l.Update(a.objs.Track); err != nil {
-			l.Close()
-			a.objs.Close()
 			return nil, fmt.Errorf("adopt %s: update program: %w", pin, err)
 		}
-		a.cg = l
 		return a, nil
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupSockOps, Program: a.objs.Track})
 	if err != nil {
-		a.objs.Close()
 		return nil, fmt.Errorf("attach sockops program to cgroup %s: %w", root, err)
 	}
+	a.cg = l
 	if err := l.Pin(pin); err != nil {
-		l.Close()
-		a.objs.Close()
 		return nil, fmt.Errorf("pin sockops link: %w", err)
 	}
-	a.cg = l
 	return a, nil
 }
 
@@ -92,7 +87,13 @@ func (d *Datapath) DisableAccel() error {
 func (a *Accel) Maps() *SockopsMaps { return &a.objs.SockopsMaps }
 
 // Close releases the handles; the pinned link and maps stay.
-func (a *Accel) Close() error { return errors.Join(a.cg.Close(), a.objs.Close()) }
+func (a *Accel) Close() error {
+	var err error
+	if a.cg != nil { // OpenAccel failed before it had the link
+		err = a.cg.Close()
+	}
+	return errors.Join(err, a.objs.Close())
+}
 
 // cgroup2Root is where the cgroup v2 hierarchy is mounted.
 func cgroup2Root() (string, error) {

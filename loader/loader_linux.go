@@ -27,7 +27,7 @@ type Datapath struct {
 // takes the pin directory's lock, reuses pinned maps (refusing with
 // ErrIncompatible if they do not match), installs the policy route, and
 // adopts the links a previous agent pinned, updating their program in place.
-func Open(opts Options) (*Datapath, error) {
+func Open(opts Options) (_ *Datapath, err error) {
 	opts.defaults()
 	mounted, err := ensureBPFFS(opts.PinDir)
 	if err != nil {
@@ -48,17 +48,14 @@ func Open(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	d := &Datapath{opts: opts, pins: pins, lock: lock, links: map[int]*attached{}}
+	defer closeOnError(&err, d) // the links adopted, the objects loaded, the lock
 	if err := d.load(); err != nil {
-		lock.Close()
 		return nil, err
 	}
 	if err := installRoute(opts); err != nil {
-		d.objs.Close()
-		lock.Close()
 		return nil, err
 	}
 	if err := d.adopt(); err != nil {
-		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -79,11 +76,11 @@ func (d *Datapath) load() error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ebpf.ErrMapIncompatible):
-		return fmt.Errorf("load data path: %v: %w (run `agent cleanup --bpf-dir %s`)", err, ErrIncompatible, d.opts.PinDir)
+		return fmt.Errorf("load data path: %w: %w (run `agent cleanup --bpf-dir %s`)", err, ErrIncompatible, d.opts.PinDir)
 	case errors.Is(err, ebpf.ErrNotSupported):
-		return fmt.Errorf("load data path: %v: %w", err, ErrNotSupported)
+		return fmt.Errorf("load data path: %w: %w", err, ErrNotSupported)
 	case errors.As(err, &ve) && d.opts.VerifierLog:
-		return fmt.Errorf("load data path: %+v", ve)
+		return fmt.Errorf("load data path: %+w", ve)
 	}
 	return fmt.Errorf("load data path: %w", err)
 }

@@ -30,9 +30,9 @@ type RelayOptions struct {
 // OpenRelay loads the relay program and maps and attaches the program to
 // the sockhash. A kernel without what it needs gives an error wrapping
 // ErrRelayNotSupported (and so ebpf.ErrNotSupported) that names it.
-func OpenRelay(opts RelayOptions) (*Relay, error) {
+func OpenRelay(opts RelayOptions) (_ *Relay, err error) {
 	if err := haveRelay(); err != nil {
-		return nil, fmt.Errorf("open sockmap relay: %v: %w", err, ErrRelayNotSupported)
+		return nil, fmt.Errorf("open sockmap relay: %w: %w", err, ErrRelayNotSupported)
 	}
 	spec, err := LoadRelay()
 	if err != nil {
@@ -46,12 +46,12 @@ func OpenRelay(opts RelayOptions) (*Relay, error) {
 	r := &Relay{}
 	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return nil, fmt.Errorf("load sockmap relay: %v: %w", err, ErrRelayNotSupported)
+			return nil, fmt.Errorf("load sockmap relay: %w: %w", err, ErrRelayNotSupported)
 		}
 		return nil, fmt.Errorf("load sockmap relay: %w", err)
 	}
+	defer closeOnError(&err, &r.objs)
 	if err := link.RawAttachProgram(r.attachment()); err != nil {
-		r.objs.Close()
 		return nil, fmt.Errorf("attach sk_skb program to relay_peers: %w", err)
 	}
 	return r, nil

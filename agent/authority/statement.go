@@ -78,13 +78,13 @@ func (s Statement) open(pub ed25519.PublicKey, project, kind string, v any) erro
 		Project string `json:"project"`
 	}
 	if err := json.Unmarshal(s.Body, &head); err != nil {
-		return fmt.Errorf("decode statement: %v: %w", err, ErrBadStatement)
+		return fmt.Errorf("decode statement: %w: %w", err, ErrBadStatement)
 	}
 	if head.Kind != kind || head.Project != project {
 		return fmt.Errorf("statement of kind %q for project %q, want %q for %q: %w", head.Kind, head.Project, kind, project, ErrBadStatement)
 	}
 	if err := json.Unmarshal(s.Body, v); err != nil {
-		return fmt.Errorf("decode statement: %v: %w", err, ErrBadStatement)
+		return fmt.Errorf("decode statement: %w: %w", err, ErrBadStatement)
 	}
 	return nil
 }

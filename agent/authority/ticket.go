@@ -154,7 +154,7 @@ func ParseTicket(s string) (*Ticket, error) {
 	}
 	var t Ticket
 	if err := json.Unmarshal(payload, &t); err != nil {
-		return nil, fmt.Errorf("parse ticket: %v: %w", err, ErrTicketMalformed)
+		return nil, fmt.Errorf("parse ticket: %w: %w", err, ErrTicketMalformed)
 	}
 	if len(t.AuthorityKey) != ed25519.PublicKeySize || t.ID == "" || t.Hub == "" || t.Usage < 1 {
 		return nil, fmt.Errorf("parse ticket: missing fields: %w", ErrTicketMalformed)

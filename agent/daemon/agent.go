@@ -249,11 +249,11 @@ func (a *Agent) savedGrant(cause error) (relay.Grant, error) {
 	creds, err1 := credential.ReadPEMFile(filepath.Join(a.dir, credentialFile))
 	roots, err2 := credential.ReadPEMFile(filepath.Join(a.dir, authorityFile))
 	if err := errors.Join(err1, err2); err != nil {
-		return relay.Grant{}, fmt.Errorf("%w (and no saved credential to start with: %v)", cause, err)
+		return relay.Grant{}, fmt.Errorf("%w (and no saved credential to start with: %w)", cause, err)
 	}
 	g := relay.Grant{Credential: creds[0].Raw, Authority: roots[0].Raw, Project: a.enr.Project, Node: a.id.ID()}
 	if err := a.install(g); err != nil {
-		return relay.Grant{}, fmt.Errorf("%w (and the saved credential is unusable: %v)", cause, err)
+		return relay.Grant{}, fmt.Errorf("%w (and the saved credential is unusable: %w)", cause, err)
 	}
 	a.log.Warn("hub unreachable; starting with the saved credential and retrying in the background",
 		zap.Error(cause), zap.Time("credential_expires", creds[0].NotAfter))

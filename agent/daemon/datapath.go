@@ -27,8 +27,9 @@ const (
 // cgroupRefresh is how often workloads named by cgroup are resolved again.
 const cgroupRefresh = 2 * time.Second
 
-// maxPortal is the highest portal number the kernel's counters map holds.
-const maxPortal = 1023
+// maxPortal is the highest portal number the kernel's counters map holds
+// (portal 0 is none).
+const maxPortal = loader.MaxPortals - 1
 
 // ErrNoDatapath means a transparent inlet was asked of an agent whose BPF
 // data path is not running.

@@ -73,7 +73,7 @@ func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authori
 		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			adminReply(w, nil, fmt.Errorf("decode request: %v: %w", err, errBadRequest))
+			adminReply(w, nil, fmt.Errorf("decode request: %w: %w", err, errBadRequest))
 			return
 		}
 		m, err := members.SetAttributes(r.PathValue("node"), req.Attributes)

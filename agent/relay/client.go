@@ -174,7 +174,7 @@ func verifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string)
 	roots.AddCert(ca)
 	_, err := chain[0].Verify(x509.VerifyOptions{DNSName: host, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	if err != nil {
-		return fmt.Errorf("verify hub: %v: %w", err, ErrHubUntrusted)
+		return fmt.Errorf("verify hub: %w: %w", err, ErrHubUntrusted)
 	}
 	return nil
 }

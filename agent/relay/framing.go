@@ -58,7 +58,7 @@ func (f *frameReader) Decode(v any) error {
 		return err
 	}
 	if err := json.Unmarshal(line, v); err != nil {
-		return fmt.Errorf("decode control message: %v: %w", err, ErrMalformed)
+		return fmt.Errorf("decode control message: %w: %w", err, ErrMalformed)
 	}
 	return nil
 }

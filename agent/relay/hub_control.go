@@ -248,7 +248,7 @@ func (h *Hub) present(s *session, m *message, reply *message) *message {
 		if errors.Is(err, credential.ErrRevoked) {
 			return refuse(reply, fmt.Errorf("present credential: %w", authority.ErrMemberRevoked))
 		}
-		return refuse(reply, fmt.Errorf("present credential: %v: %w", err, ErrCredentialRefused))
+		return refuse(reply, fmt.Errorf("present credential: %w: %w", err, ErrCredentialRefused))
 	}
 	if s.cred.Load() == nil {
 		h.mu.Lock()
@@ -408,7 +408,7 @@ func (h *Hub) dialAllowed(s, owner *session) error {
 		if errors.Is(err, credential.ErrRevoked) {
 			return authority.ErrMemberRevoked
 		}
-		return fmt.Errorf("%v: %w", err, ErrCredentialRefused)
+		return fmt.Errorf("%w: %w", err, ErrCredentialRefused)
 	}
 	return h.dials.allows(owner, attrs)
 }
