@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // DefaultCredentialLifetime is how long an issued credential is valid.
@@ -94,16 +95,16 @@ func (a *Authority) CredentialLifetime() time.Duration { return a.lifetime }
 // records (or extends) the membership of the node holding pub. The caller must
 // have verified that the node possesses the private key of pub.
 func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, error) {
-	t, err := ParseTicket(encoded)
+	t, err := wire.ParseTicket(encoded)
 	if err != nil {
 		return nil, fmt.Errorf("redeem ticket: %w", err)
 	}
 	if !bytes.Equal(t.AuthorityKey, a.project.AuthorityPublicKey()) || t.Project != a.project.ID {
-		return nil, fmt.Errorf("redeem ticket %s: %w", t.ID, ErrTicketForeign)
+		return nil, fmt.Errorf("redeem ticket %s: %w", t.ID, wire.ErrTicketForeign)
 	}
 	if now := a.now(); now.After(t.Expires) {
 		return nil, fmt.Errorf("redeem ticket %s: expired %s ago at %s; create a new one with `agentctl ticket create`: %w",
-			t.ID, now.Sub(t.Expires).Round(time.Second), t.Expires.Format(time.RFC3339), ErrTicketExpired)
+			t.ID, now.Sub(t.Expires).Round(time.Second), t.Expires.Format(time.RFC3339), wire.ErrTicketExpired)
 	}
 	nodeID := identity.NodeID(pub)
 	var m Member
@@ -114,7 +115,7 @@ func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, erro
 			return err
 		}
 		if rec.Used >= t.Usage {
-			return fmt.Errorf("redeem ticket %s: used %d of %d times: %w", t.ID, rec.Used, t.Usage, ErrTicketUsed)
+			return fmt.Errorf("redeem ticket %s: used %d of %d times: %w", t.ID, rec.Used, t.Usage, wire.ErrTicketUsed)
 		}
 		rec.Used++
 		rec.Nodes = append(rec.Nodes, nodeID)
@@ -123,7 +124,7 @@ func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, erro
 			return err
 		}
 		if found && m.Revoked {
-			return fmt.Errorf("redeem ticket %s for %s: %w", t.ID, nodeID, ErrMemberRevoked)
+			return fmt.Errorf("redeem ticket %s for %s: %w", t.ID, nodeID, wire.ErrMemberRevoked)
 		}
 		if !found {
 			m = Member{NodeID: nodeID, PublicKey: pub, Attributes: map[string]string{}, Enrolled: a.now().UTC()}
@@ -155,7 +156,7 @@ func (a *Authority) Member(nodeID string) (*Member, error) {
 	err := a.db.View(func(tx *bolt.Tx) error {
 		found, err := getJSONFound(tx.Bucket(bucketMembers), nodeID, &m)
 		if err == nil && !found {
-			err = fmt.Errorf("look up member %s: %w", nodeID, ErrNotMember)
+			err = fmt.Errorf("look up member %s: %w", nodeID, wire.ErrNotMember)
 		}
 		return err
 	})
@@ -227,7 +228,7 @@ func (a *Authority) Issue(nodeID string) (der []byte, m *Member, err error) {
 		return nil, nil, err
 	}
 	if m.Revoked {
-		return nil, nil, fmt.Errorf("issue credential for %s: %w", nodeID, ErrMemberRevoked)
+		return nil, nil, fmt.Errorf("issue credential for %s: %w", nodeID, wire.ErrMemberRevoked)
 	}
 	der, err = credential.Issue(a.project.Cert, a.project.Key, credential.Request{
 		PublicKey:  m.PublicKey,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 func newProject(t *testing.T) *Project {
@@ -85,7 +86,7 @@ func TestTicketRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ParseTicket(s + "\n")
+	got, err := wire.ParseTicket(s + "\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,13 +97,13 @@ func TestTicketRoundTrip(t *testing.T) {
 		t.Errorf("default expiry in %v, want about 10m", d)
 	}
 	// Flip one character of the payload: the signature must no longer match.
-	i := len(ticketPrefix) + 5
+	i := len(wire.TicketPrefix) + 5
 	bad := s[:i] + string(s[i]^1) + s[i+1:]
-	if _, err := ParseTicket(bad); !errors.Is(err, ErrTicketMalformed) {
-		t.Errorf("tampered ticket: %v, want ErrTicketMalformed", err)
+	if _, err := wire.ParseTicket(bad); !errors.Is(err, wire.ErrTicketMalformed) {
+		t.Errorf("tampered ticket: %v, want wire.ErrTicketMalformed", err)
 	}
-	if _, err := ParseTicket("hello"); !errors.Is(err, ErrTicketMalformed) {
-		t.Errorf("garbage: %v, want ErrTicketMalformed", err)
+	if _, err := wire.ParseTicket("hello"); !errors.Is(err, wire.ErrTicketMalformed) {
+		t.Errorf("garbage: %v, want wire.ErrTicketMalformed", err)
 	}
 }
 
@@ -137,8 +138,8 @@ func TestRedeem(t *testing.T) {
 	if m.NodeID != identity.NodeID(key) || m.Attributes["postgres-inlet"] != "true" || !m.MayClaim("pg") || m.MayClaim("other") {
 		t.Errorf("member %+v", m)
 	}
-	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, ErrTicketUsed) {
-		t.Errorf("reuse: %v, want ErrTicketUsed", err)
+	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, wire.ErrTicketUsed) {
+		t.Errorf("reuse: %v, want wire.ErrTicketUsed", err)
 	}
 	der, _, err := a.Issue(m.NodeID)
 	if err != nil {
@@ -154,8 +155,8 @@ func TestRedeem(t *testing.T) {
 	if d := time.Until(c.Expires()); d > DefaultCredentialLifetime || d < DefaultCredentialLifetime-time.Minute {
 		t.Errorf("credential expires in %v, want about %v", d, DefaultCredentialLifetime)
 	}
-	if _, _, err := a.Issue(identity.NodeID(nodeKey(t))); !errors.Is(err, ErrNotMember) {
-		t.Errorf("issue for stranger: %v, want ErrNotMember", err)
+	if _, _, err := a.Issue(identity.NodeID(nodeKey(t))); !errors.Is(err, wire.ErrNotMember) {
+		t.Errorf("issue for stranger: %v, want wire.ErrNotMember", err)
 	}
 }
 
@@ -171,8 +172,8 @@ func TestRedeemUsageCount(t *testing.T) {
 			t.Fatalf("redemption %d: %v", i+1, err)
 		}
 	}
-	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, ErrTicketUsed) {
-		t.Errorf("third redemption: %v, want ErrTicketUsed", err)
+	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, wire.ErrTicketUsed) {
+		t.Errorf("third redemption: %v, want wire.ErrTicketUsed", err)
 	}
 }
 
@@ -185,8 +186,8 @@ func TestRedeemExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = a.Redeem(s, nodeKey(t))
-	if !errors.Is(err, ErrTicketExpired) || !strings.Contains(err.Error(), "agentctl ticket create") {
-		t.Errorf("expired: %v, want ErrTicketExpired with a hint", err)
+	if !errors.Is(err, wire.ErrTicketExpired) || !strings.Contains(err.Error(), "agentctl ticket create") {
+		t.Errorf("expired: %v, want wire.ErrTicketExpired with a hint", err)
 	}
 }
 
@@ -197,8 +198,8 @@ func TestRedeemForeign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, ErrTicketForeign) {
-		t.Errorf("foreign ticket: %v, want ErrTicketForeign", err)
+	if _, err := a.Redeem(s, nodeKey(t)); !errors.Is(err, wire.ErrTicketForeign) {
+		t.Errorf("foreign ticket: %v, want wire.ErrTicketForeign", err)
 	}
 }
 
@@ -222,8 +223,8 @@ func TestMembersPersist(t *testing.T) {
 	if m.Attributes["x"] != "1" {
 		t.Errorf("member after reopen: %+v", m)
 	}
-	if _, err := b.Redeem(s, nodeKey(t)); !errors.Is(err, ErrTicketUsed) {
-		t.Errorf("reuse after reopen: %v, want ErrTicketUsed", err)
+	if _, err := b.Redeem(s, nodeKey(t)); !errors.Is(err, wire.ErrTicketUsed) {
+		t.Errorf("reuse after reopen: %v, want wire.ErrTicketUsed", err)
 	}
 	ms, err := b.Members()
 	if err != nil || len(ms) != 1 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // exchangeFixture is an authority with a member, a revoked member and
@@ -21,7 +22,7 @@ import (
 type exchangeFixture struct {
 	svc             *Service
 	member, revoked ed25519.PrivateKey
-	valid           map[string]*Ticket // by ID: genuine, unexpired
+	valid           map[string]*wire.Ticket // by ID: genuine, unexpired
 	uses            map[string]int
 	tickets         []string // encoded: the valid ones, the expired one, the foreign one
 }
@@ -36,8 +37,8 @@ func newExchangeFixture(f *testing.F) *exchangeFixture {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { a.Close() })
-	x := &exchangeFixture{svc: NewService(a), valid: map[string]*Ticket{}, uses: map[string]int{}}
-	ticket := func(p *Project, opts TicketOptions) (string, *Ticket) {
+	x := &exchangeFixture{svc: NewService(a), valid: map[string]*wire.Ticket{}, uses: map[string]int{}}
+	ticket := func(p *Project, opts TicketOptions) (string, *wire.Ticket) {
 		s, t, err := p.NewTicket(opts)
 		if err != nil {
 			f.Fatal(err)
@@ -122,14 +123,14 @@ func FuzzExchange(f *testing.F) {
 			key = x.revoked
 		}
 		pub := key.Public().(ed25519.PublicKey)
-		var req ExchangeRequest
+		var req wire.ExchangeRequest
 		if err := json.NewDecoder(io.LimitReader(bytes.NewReader(body), maxExchangeRequest)).Decode(&req); err != nil {
 			return // Exchange closes without an answer
 		}
 		// What the request may get.
-		var granted *Ticket // the valid ticket an enrollment redeems
-		if req.Op == OpEnroll {
-			if tk, err := ParseTicket(req.Ticket); err == nil && x.valid[tk.ID] != nil &&
+		var granted *wire.Ticket // the valid ticket an enrollment redeems
+		if req.Op == wire.OpEnroll {
+			if tk, err := wire.ParseTicket(req.Ticket); err == nil && x.valid[tk.ID] != nil &&
 				bytes.Equal(tk.AuthorityKey, x.svc.Project().AuthorityPublicKey()) && x.uses[tk.ID] < tk.Usage {
 				granted = tk
 			}
@@ -139,7 +140,7 @@ func FuzzExchange(f *testing.F) {
 		case 0:
 			mayGet = granted != nil
 		case 1:
-			mayGet = req.Op == OpHello || req.Op == OpRenew || granted != nil
+			mayGet = req.Op == wire.OpHello || req.Op == wire.OpRenew || granted != nil
 		}
 
 		reply, cause := x.svc.answer(pub, &req)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // ErrBadAttribute means an attribute's name or value is not valid.
@@ -20,7 +22,7 @@ func (a *Authority) update(nodeID string, change func(m *Member) error) (*Member
 			return err
 		}
 		if !found {
-			return fmt.Errorf("look up member %s: %w", nodeID, ErrNotMember)
+			return fmt.Errorf("look up member %s: %w", nodeID, wire.ErrNotMember)
 		}
 		if err := change(&m); err != nil {
 			return err
@@ -55,13 +57,13 @@ func (a *Authority) Revoke(nodeID string) (*Member, error) {
 // them; the hub tells connected agents at once.
 func (a *Authority) SetAttributes(nodeID string, attrs map[string]string) (*Member, error) {
 	for k, v := range attrs {
-		if err := CheckAttribute(k, v); err != nil {
+		if err := wire.CheckAttribute(k, v); err != nil {
 			return nil, fmt.Errorf("set attributes of %s: %w: %w", nodeID, err, ErrBadAttribute)
 		}
 	}
 	m, err := a.update(nodeID, func(m *Member) error {
 		if m.Revoked {
-			return fmt.Errorf("set attributes of %s: %w", nodeID, ErrMemberRevoked)
+			return fmt.Errorf("set attributes of %s: %w", nodeID, wire.ErrMemberRevoked)
 		}
 		m.Attributes = map[string]string{}
 		for k, v := range attrs {

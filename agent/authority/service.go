@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // The authority at work. It never needs the relay's trust:
@@ -28,16 +29,6 @@ import (
 // A relay reaches the service in-process (agent hub, both roles) or through
 // the authority's own link to it (agent authority, the relay elsewhere).
 
-// ExchangeALPN is the application protocol of the exchange.
-const ExchangeALPN = "sluice-authority/1"
-
-// Operations of the exchange.
-const (
-	OpEnroll = "enroll" // redeem a ticket, get a credential
-	OpHello  = "hello"  // an existing member: get a credential
-	OpRenew  = "renew"  // a fresh credential
-)
-
 // ErrUnsupported means an exchange request names no operation the
 // authority knows: the agent's mistake, not the authority's failure.
 var ErrUnsupported = errors.New("unsupported exchange request")
@@ -48,37 +39,12 @@ const maxExchangeRequest = 64 << 10
 // exchangeTimeout bounds one exchange, handshake included.
 const exchangeTimeout = 10 * time.Second
 
-// ExchangeRequest is what an agent asks the authority.
-type ExchangeRequest struct {
-	Op     string `json:"op"`
-	Ticket string `json:"ticket,omitempty"`
-	// Generation is the newest generation the agent has every word up to:
-	// the reply holds the words after it.
-	Generation uint64 `json:"generation,omitempty"`
-}
-
-// ExchangeReply is the authority's answer: a credential and the member
-// state, or a refusal (Error, with Code one of the wire codes of Code).
-type ExchangeReply struct {
-	Error string `json:"error,omitempty"`
-	Code  string `json:"code,omitempty"`
-
-	Credential []byte            `json:"credential,omitempty"` // DER
-	Authority  []byte            `json:"authority,omitempty"`  // DER of the authority's certificate
-	Project    string            `json:"project,omitempty"`
-	Node       string            `json:"node,omitempty"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-	Generation uint64            `json:"generation,omitempty"` // the project's
-	Words      []Statement       `json:"words,omitempty"`
-	Heartbeat  Statement         `json:"heartbeat"`
-}
-
 // Change is what relays pass on after a member change, in the order the
 // service made them: the signed word for everyone, and for the node's own
 // agents a fresh credential (nil when it gets none: revoked).
 type Change struct {
 	Node  string
-	Word  Statement
+	Word  wire.Statement
 	Grant []byte
 }
 
@@ -98,13 +64,13 @@ func NewService(a *Authority) *Service {
 		MinVersion: tls.VersionTLS13,
 		// The authority presents its own certificate: agents pin its key.
 		Certificates: []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
-		NextProtos:   []string{ExchangeALPN},
+		NextProtos:   []string{wire.ExchangeALPN},
 		// Any Ed25519 certificate: the handshake proves the agent holds
 		// the node key; the request says what it wants of it.
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: identity.RequireNodeKey,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return alpn.Require(cs, ExchangeALPN)
+			return alpn.Require(cs, wire.ExchangeALPN)
 		},
 	}}
 }
@@ -130,7 +96,7 @@ func (s *Service) Subscribe(f func(Change)) (cancel func()) {
 
 // notifyLocked tells the subscribers of a change to m.
 func (s *Service) notifyLocked(m *Member) error {
-	st, err := sign(s.auth.project.Key, WordOf(s.auth.project.ID, m))
+	st, err := wire.Sign(s.auth.project.Key, WordOf(s.auth.project.ID, m))
 	if err != nil {
 		return err
 	}
@@ -177,7 +143,7 @@ func (s *Service) Members() ([]Member, error) { return s.auth.Members() }
 // Words returns the project's generation and the signed words on every
 // member changed after since (all of them if since is ahead of the
 // authority, as after a database restored from a backup).
-func (s *Service) Words(since uint64) (uint64, []Statement, error) {
+func (s *Service) Words(since uint64) (uint64, []wire.Statement, error) {
 	gen, ms, err := s.auth.Snapshot()
 	if err != nil {
 		return 0, nil, err
@@ -185,12 +151,12 @@ func (s *Service) Words(since uint64) (uint64, []Statement, error) {
 	if since > gen {
 		since = 0
 	}
-	var out []Statement
+	var out []wire.Statement
 	for i := range ms {
 		if ms[i].Generation <= since {
 			continue
 		}
-		st, err := sign(s.auth.project.Key, WordOf(s.auth.project.ID, &ms[i]))
+		st, err := wire.Sign(s.auth.project.Key, WordOf(s.auth.project.ID, &ms[i]))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -200,12 +166,12 @@ func (s *Service) Words(since uint64) (uint64, []Statement, error) {
 }
 
 // Heartbeat signs the authority's generation at the time now.
-func (s *Service) Heartbeat() (Statement, error) {
+func (s *Service) Heartbeat() (wire.Statement, error) {
 	gen, err := s.auth.Generation()
 	if err != nil {
-		return Statement{}, err
+		return wire.Statement{}, err
 	}
-	return sign(s.auth.project.Key, Heartbeat{Kind: kindHeartbeat, Project: s.auth.project.ID, Generation: gen, Time: s.auth.now().UTC()})
+	return wire.Sign(s.auth.project.Key, wire.Heartbeat{Kind: wire.KindHeartbeat, Project: s.auth.project.ID, Generation: gen, Time: s.auth.now().UTC()})
 }
 
 // Exchange serves one agent's request end to end on conn (a relay's data
@@ -218,7 +184,7 @@ func (s *Service) Exchange(ctx context.Context, conn net.Conn) error {
 		return fmt.Errorf("exchange: handshake: %w", err)
 	}
 	pub := tc.ConnectionState().PeerCertificates[0].PublicKey.(ed25519.PublicKey)
-	var req ExchangeRequest
+	var req wire.ExchangeRequest
 	if err := json.NewDecoder(io.LimitReader(tc, maxExchangeRequest)).Decode(&req); err != nil {
 		return fmt.Errorf("exchange: read request: %w", err)
 	}
@@ -232,23 +198,23 @@ func (s *Service) Exchange(ctx context.Context, conn net.Conn) error {
 
 // answer answers a request of the node holding pub; the error is the cause
 // of a refusal, for the caller's log.
-func (s *Service) answer(pub ed25519.PublicKey, req *ExchangeRequest) (*ExchangeReply, error) {
+func (s *Service) answer(pub ed25519.PublicKey, req *wire.ExchangeRequest) (*wire.ExchangeReply, error) {
 	node := identity.NodeID(pub)
 	switch req.Op {
-	case OpEnroll:
+	case wire.OpEnroll:
 		if _, err := s.change(func() (*Member, error) { return s.auth.Redeem(req.Ticket, pub) }); err != nil {
 			return refusal(err), err
 		}
-	case OpHello, OpRenew:
+	case wire.OpHello, wire.OpRenew:
 	default:
-		err := fmt.Errorf("exchange: operation %q (want %s, %s or %s): %w", req.Op, OpEnroll, OpHello, OpRenew, ErrUnsupported)
+		err := fmt.Errorf("exchange: operation %q (want %s, %s or %s): %w", req.Op, wire.OpEnroll, wire.OpHello, wire.OpRenew, ErrUnsupported)
 		return refusal(err), err
 	}
 	der, m, err := s.auth.Issue(node)
 	if err != nil {
 		return refusal(err), err
 	}
-	reply := &ExchangeReply{Credential: der, Authority: s.auth.project.Cert.Raw, Project: s.auth.project.ID,
+	reply := &wire.ExchangeReply{Credential: der, Authority: s.auth.project.Cert.Raw, Project: s.auth.project.ID,
 		Node: node, Attributes: m.Attributes}
 	if reply.Generation, reply.Words, err = s.Words(req.Generation); err != nil {
 		return refusal(err), err
@@ -264,13 +230,13 @@ var codes = []struct {
 	code string
 	err  error
 }{
-	{"ticket_malformed", ErrTicketMalformed},
-	{"ticket_foreign", ErrTicketForeign},
-	{"ticket_expired", ErrTicketExpired},
-	{"ticket_used", ErrTicketUsed},
-	{"relay_not_allowed", ErrRelayNotAllowed},
-	{"not_member", ErrNotMember},
-	{"revoked", ErrMemberRevoked},
+	{"ticket_malformed", wire.ErrTicketMalformed},
+	{"ticket_foreign", wire.ErrTicketForeign},
+	{"ticket_expired", wire.ErrTicketExpired},
+	{"ticket_used", wire.ErrTicketUsed},
+	{"relay_not_allowed", wire.ErrRelayNotAllowed},
+	{"not_member", wire.ErrNotMember},
+	{"revoked", wire.ErrMemberRevoked},
 	{"unsupported", ErrUnsupported},
 }
 
@@ -287,10 +253,10 @@ func Code(err error) string {
 
 // refusal is the reply to a refused request: the text of a refusal the
 // agent caused, a fixed one for the authority's own failures.
-func refusal(err error) *ExchangeReply {
+func refusal(err error) *wire.ExchangeReply {
 	code := Code(err)
 	if code == "internal" {
-		return &ExchangeReply{Error: "the authority failed to answer; its operator has the cause in its log", Code: code}
+		return &wire.ExchangeReply{Error: "the authority failed to answer; its operator has the cause in its log", Code: code}
 	}
-	return &ExchangeReply{Error: err.Error(), Code: code}
+	return &wire.ExchangeReply{Error: err.Error(), Code: code}
 }

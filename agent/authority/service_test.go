@@ -11,12 +11,13 @@ import (
 
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // exchangeOver runs Service.Exchange on one end of a loopback TCP pair and a
 // TLS client with nextProtos on the other; the client says hello. It returns
 // the reply the client read, if any, and what Exchange returned.
-func exchangeOver(t *testing.T, s *Service, nextProtos []string) (*ExchangeReply, error) {
+func exchangeOver(t *testing.T, s *Service, nextProtos []string) (*wire.ExchangeReply, error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,10 +50,10 @@ func exchangeOver(t *testing.T, s *Service, nextProtos []string) (*ExchangeReply
 	// The client checks nothing: it stands for any TLS client.
 	tc := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, NextProtos: nextProtos,
 		Certificates: []tls.Certificate{cert}})
-	var reply *ExchangeReply
+	var reply *wire.ExchangeReply
 	if err := tc.Handshake(); err == nil {
-		if err := json.NewEncoder(tc).Encode(ExchangeRequest{Op: OpHello}); err == nil {
-			var r ExchangeReply
+		if err := json.NewEncoder(tc).Encode(wire.ExchangeRequest{Op: wire.OpHello}); err == nil {
+			var r wire.ExchangeReply
 			if json.NewDecoder(tc).Decode(&r) == nil {
 				reply = &r
 			}
@@ -73,8 +74,8 @@ func TestExchangeRequiresALPN(t *testing.T) {
 		t.Errorf("the client got an answer: %+v", reply)
 	}
 	// The same client with the protocol: a stranger's hello, answered.
-	reply, err = exchangeOver(t, s, []string{ExchangeALPN})
-	if !errors.Is(err, ErrNotMember) || reply == nil || reply.Code != "not_member" {
+	reply, err = exchangeOver(t, s, []string{wire.ExchangeALPN})
+	if !errors.Is(err, wire.ErrNotMember) || reply == nil || reply.Code != "not_member" {
 		t.Errorf("exchange with the protocol: %v, reply %+v; want a not_member answer", err, reply)
 	}
 }

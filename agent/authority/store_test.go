@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // populate enrolls n nodes with one ticket and revokes every third; it
@@ -256,10 +257,10 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 			t.Errorf("restored member %s is no longer revoked", m.NodeID)
 		}
 	}
-	if _, err := a.Redeem(used, nodeKey(t)); !errors.Is(err, ErrTicketUsed) {
+	if _, err := a.Redeem(used, nodeKey(t)); !errors.Is(err, wire.ErrTicketUsed) {
 		t.Errorf("a ticket used before the backup redeems again after the restore: %v", err)
 	}
-	if _, _, err := a.Issue(ids[0]); !errors.Is(err, ErrMemberRevoked) {
+	if _, _, err := a.Issue(ids[0]); !errors.Is(err, wire.ErrMemberRevoked) {
 		t.Errorf("a member revoked before the backup gets a credential after the restore: %v", err)
 	}
 }

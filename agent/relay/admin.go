@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // MemberAdmin is what the admin API changes: the authority, in the hub's
@@ -125,9 +126,9 @@ func adminReply(w http.ResponseWriter, v any, err error) {
 	code := http.StatusOK
 	if err != nil {
 		switch {
-		case errors.Is(err, authority.ErrNotMember), errors.Is(err, errNoRequest):
+		case errors.Is(err, wire.ErrNotMember), errors.Is(err, errNoRequest):
 			code = http.StatusNotFound
-		case errors.Is(err, authority.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
+		case errors.Is(err, wire.ErrMemberRevoked), errors.Is(err, ErrNotLocal):
 			code = http.StatusConflict
 		case errors.Is(err, errBadRequest), errors.Is(err, authority.ErrBadAttribute):
 			code = http.StatusBadRequest

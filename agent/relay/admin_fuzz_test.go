@@ -12,9 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // FuzzAdminAPI sends arbitrary requests to the hub's admin API (in
@@ -135,7 +135,7 @@ func FuzzAdminAPI(f *testing.F) {
 func validAttributes(attrs map[string]string) bool {
 	var errs []error
 	for k, v := range attrs {
-		errs = append(errs, authority.CheckAttribute(k, v))
+		errs = append(errs, wire.CheckAttribute(k, v))
 	}
 	return errors.Join(errs...) == nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Each TLS connection of the hub, its agents and its authority speaks one
@@ -163,7 +164,7 @@ func TestExchangeRequiresAuthorityALPN(t *testing.T) {
 		want   error
 	}{
 		{"none", nil, alpn.ErrMismatch},
-		{"the exchange's", []string{authority.ExchangeALPN}, nil},
+		{"the exchange's", []string{wire.ExchangeALPN}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr := serveTLS(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{own},

@@ -17,10 +17,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Grant is a fresh credential from the authority and the authority's
@@ -108,7 +108,7 @@ type Client struct {
 	// project, and its newest heartbeat.
 	authority *x509.Certificate
 	project   string
-	beat      authority.Heartbeat
+	beat      wire.Heartbeat
 	stale     bool // the member state was last reported stale
 
 	// policies are the outlet policies to publish on every connection;
@@ -183,9 +183,9 @@ func verifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string)
 // returns the grant; then it keeps the connection up in the background until
 // ctx is done. A refusal on the first connection is returned as is.
 func (c *Client) Start(ctx context.Context) (Grant, error) {
-	op := authority.OpHello
+	op := wire.OpHello
 	if c.opts.Ticket != "" {
-		op = authority.OpEnroll
+		op = wire.OpEnroll
 	}
 	g, err := c.connect(ctx, op)
 	if err != nil {
@@ -277,11 +277,11 @@ func exchangeConfig(certs []tls.Certificate, pinned ed25519.PublicKey) *tls.Conf
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		ServerName:         "sluice-authority",
-		NextProtos:         []string{authority.ExchangeALPN},
+		NextProtos:         []string{wire.ExchangeALPN},
 		Certificates:       certs,
 		InsecureSkipVerify: true, // VerifyConnection instead
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := alpn.Require(cs, authority.ExchangeALPN); err != nil {
+			if err := alpn.Require(cs, wire.ExchangeALPN); err != nil {
 				return err
 			}
 			if len(cs.PeerCertificates) == 0 {
@@ -312,11 +312,11 @@ func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, 
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return Grant{}, fmt.Errorf("reach the authority: %w", err)
 	}
-	req := authority.ExchangeRequest{Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}
+	req := wire.ExchangeRequest{Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}
 	if err := json.NewEncoder(tc).Encode(&req); err != nil {
 		return Grant{}, fmt.Errorf("ask the authority: %w", err)
 	}
-	var reply authority.ExchangeReply
+	var reply wire.ExchangeReply
 	if err := json.NewDecoder(io.LimitReader(tc, maxHubMessage)).Decode(&reply); err != nil {
 		return Grant{}, fmt.Errorf("read the authority's answer: %w", err)
 	}
@@ -362,7 +362,7 @@ func (c *Client) Synced() uint64 {
 
 // memberState checks and hands on the words and heartbeat of a reply: then
 // the client has every word up to gen, unless a word failed its check.
-func (c *Client) memberState(gen uint64, words []authority.Statement, hb *authority.Statement) {
+func (c *Client) memberState(gen uint64, words []wire.Statement, hb *wire.Statement) {
 	complete := true
 	for _, st := range words {
 		if !c.word(st) {
@@ -381,11 +381,11 @@ func (c *Client) memberState(gen uint64, words []authority.Statement, hb *author
 
 // word checks a word against the pinned authority key and hands it on; it
 // reports whether it was the authority's.
-func (c *Client) word(st authority.Statement) bool {
+func (c *Client) word(st wire.Statement) bool {
 	c.mu.Lock()
 	project := c.project
 	c.mu.Unlock()
-	w, err := authority.OpenWord(c.opts.AuthorityKey, project, st)
+	w, err := wire.OpenWord(c.opts.AuthorityKey, project, st)
 	if err != nil {
 		c.log.Warn("dropped a member word not signed by the project's authority", zap.Error(err))
 		return false
@@ -395,10 +395,10 @@ func (c *Client) word(st authority.Statement) bool {
 }
 
 // heartbeat checks and keeps the authority's newest heartbeat.
-func (c *Client) heartbeat(st authority.Statement) {
+func (c *Client) heartbeat(st wire.Statement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hb, err := authority.OpenHeartbeat(c.opts.AuthorityKey, c.project, st)
+	hb, err := wire.OpenHeartbeat(c.opts.AuthorityKey, c.project, st)
 	if err != nil {
 		c.log.Warn("dropped a heartbeat not signed by the project's authority", zap.Error(err))
 		return
@@ -431,10 +431,10 @@ func (c *Client) member(u MemberUpdate) {
 
 // advance notes that the word pushed in st arrived: the hub sends words in
 // generation order, so the client has every word up to its generation.
-func (c *Client) advance(st authority.Statement) {
+func (c *Client) advance(st wire.Statement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w, err := authority.OpenWord(c.opts.AuthorityKey, c.project, st); err == nil {
+	if w, err := wire.OpenWord(c.opts.AuthorityKey, c.project, st); err == nil {
 		c.synced = max(c.synced, w.Generation)
 	}
 }

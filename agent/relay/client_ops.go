@@ -13,8 +13,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // wrap adds context to local errors; a hub refusal already says what failed.
@@ -91,7 +91,7 @@ func (c *Client) Renew(ctx context.Context) (Grant, error) {
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential: reach the authority")
 	}
-	g, err := c.exchange(ctx, r.Token, authority.OpRenew)
+	g, err := c.exchange(ctx, r.Token, wire.OpRenew)
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
@@ -232,7 +232,7 @@ func (c *Client) maintain(ctx context.Context) {
 }
 
 func (c *Client) reconnect(ctx context.Context) error {
-	g, err := c.connect(ctx, authority.OpHello)
+	g, err := c.connect(ctx, wire.OpHello)
 	if err != nil {
 		c.mu.Lock()
 		c.lastErr = err

@@ -1,25 +1,12 @@
 package relay
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/internal/limit"
 	"github.com/sluicehq/sluice/agent/policy"
-)
-
-// Refusals of dial requests, as sentinels on the agent's side.
-var (
-	// ErrRateLimited means the hub refused a request because the node
-	// asks for more, or has more waiting, than the hub allows it.
-	ErrRateLimited = errors.New("too many requests from this node; slow down")
-	// ErrDialDenied means the relay's owner published its outlets'
-	// policies and none allows this node's attributes. It is a policy
-	// refusal: it matches channel.ErrDenied too.
-	ErrDialDenied = fmt.Errorf("no outlet of the relay's owner allows this node: %w", channel.ErrDenied)
 )
 
 // maxPublishedPolicies bounds the distinct outlet policies an agent

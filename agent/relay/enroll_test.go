@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // wait bounds every poll and blocking step; tests pass long before it.
@@ -84,7 +85,7 @@ func TestEnrollTicketUsed(t *testing.T) {
 		}
 	}
 	_, err := h.Connect(t, testhub.AgentOptions{Ticket: ticket})
-	checkRefused(t, err, authority.ErrTicketUsed, "used 2 of 2 times")
+	checkRefused(t, err, wire.ErrTicketUsed, "used 2 of 2 times")
 	if ms, _ := h.Auth.Members(); len(ms) != 2 {
 		t.Errorf("%d members, want 2", len(ms))
 	}
@@ -96,7 +97,7 @@ func TestEnrollTicketExpired(t *testing.T) {
 		Now: func() time.Time { return time.Now().Add(time.Hour) },
 	}})
 	_, err := h.Connect(t, testhub.AgentOptions{Ticket: h.Ticket(t, authority.TicketOptions{})})
-	checkRefused(t, err, authority.ErrTicketExpired, "expired")
+	checkRefused(t, err, wire.ErrTicketExpired, "expired")
 }
 
 func TestEnrollForeignProject(t *testing.T) {
@@ -123,7 +124,7 @@ func TestEnrollForeignProject(t *testing.T) {
 	})
 	t.Run("pinned to this hub", func(t *testing.T) {
 		_, err := h.Connect(t, testhub.AgentOptions{Ticket: ticket})
-		checkRefused(t, err, authority.ErrTicketForeign, parsed.ID)
+		checkRefused(t, err, wire.ErrTicketForeign, parsed.ID)
 	})
 	if ms, _ := h.Auth.Members(); len(ms) != 0 {
 		t.Errorf("%d members after foreign tickets, want 0", len(ms))
@@ -163,7 +164,7 @@ func TestEnrollTicketMalformed(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := h.Connect(t, testhub.AgentOptions{Ticket: c.ticket})
-			checkRefused(t, err, authority.ErrTicketMalformed, c.hint)
+			checkRefused(t, err, wire.ErrTicketMalformed, c.hint)
 		})
 	}
 	if ms, _ := h.Auth.Members(); len(ms) != 0 {
@@ -195,7 +196,7 @@ func TestHelloExistingMember(t *testing.T) {
 func TestHelloStranger(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{})
 	_, err := h.Connect(t, testhub.AgentOptions{})
-	checkRefused(t, err, authority.ErrNotMember, "not a member")
+	checkRefused(t, err, wire.ErrNotMember, "not a member")
 }
 
 func TestCredentialRenewal(t *testing.T) {

@@ -25,15 +25,6 @@ const (
 	frameStart      = 1 << 10 // first buffer of a frame reader
 )
 
-// Errors of the framing, as sentinels; the hub sends their wire codes.
-var (
-	// ErrMessageTooLarge means a control message is longer than the
-	// receiver's limit.
-	ErrMessageTooLarge = errors.New("control message too large")
-	// ErrMalformed means a control message is not one JSON object.
-	ErrMalformed = errors.New("malformed control message")
-)
-
 // frameReader reads newline-terminated JSON messages of at most max bytes.
 type frameReader struct {
 	r   io.Reader

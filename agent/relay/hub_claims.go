@@ -1,6 +1,8 @@
 package relay
 
-import "fmt"
+import (
+	"fmt"
+)
 
 // takeOver decides whether session s of a node may take relay name from
 // cur, another connection of the same node (nil: nobody holds it). It may,

@@ -17,9 +17,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // session is one control connection: an agent's, or the authority's link.
@@ -246,7 +246,7 @@ func (h *Hub) present(s *session, m *message, reply *message) *message {
 	}
 	if err != nil {
 		if errors.Is(err, credential.ErrRevoked) {
-			return refuse(reply, fmt.Errorf("present credential: %w", authority.ErrMemberRevoked))
+			return refuse(reply, fmt.Errorf("present credential: %w", wire.ErrMemberRevoked))
 		}
 		return refuse(reply, fmt.Errorf("present credential: %v: %w", err, ErrCredentialRefused))
 	}
@@ -334,7 +334,7 @@ func (h *Hub) claim(s *session, name string, ifFree bool, reply *message) *messa
 	}
 	if !slices.Contains(relays, name) {
 		return refuse(reply, fmt.Errorf("claim relay %q: this node's tickets allow %v; create a ticket with --relay %s: %w",
-			name, relays, name, authority.ErrRelayNotAllowed))
+			name, relays, name, wire.ErrRelayNotAllowed))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -389,7 +389,7 @@ func (h *Hub) mayClaim(s *session) ([]string, error) {
 	w, ok := h.roster.word(s.nodeID)
 	switch {
 	case ok && w.Revoked:
-		return nil, authority.ErrMemberRevoked
+		return nil, wire.ErrMemberRevoked
 	case ok && w.Generation >= cred.Generation:
 		return w.Relays, nil
 	}
@@ -406,7 +406,7 @@ func (h *Hub) dialAllowed(s, owner *session) error {
 	attrs, err := h.verifier().Attributes(s.cred.Load())
 	if err != nil {
 		if errors.Is(err, credential.ErrRevoked) {
-			return authority.ErrMemberRevoked
+			return wire.ErrMemberRevoked
 		}
 		return fmt.Errorf("%v: %w", err, ErrCredentialRefused)
 	}

@@ -10,10 +10,11 @@ import (
 
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // MemberUpdate is the authority's word on a node, as an agent's client
-// hands it on once it checked the authority's signature (authority.Word):
+// hands it on once it checked the authority's signature (wire.Word):
 // a newer Generation replaces an older one, and a credential issued before a
 // node's newest word is stale.
 type MemberUpdate struct {
@@ -23,7 +24,7 @@ type MemberUpdate struct {
 	Revoked    bool              `json:"revoked,omitempty"`
 }
 
-func updateOf(w authority.Word) MemberUpdate {
+func updateOf(w wire.Word) MemberUpdate {
 	return MemberUpdate{Node: w.Node, Generation: w.Generation, Attributes: w.Attributes, Revoked: w.Revoked}
 }
 
@@ -45,13 +46,13 @@ type roster struct {
 
 	mu        sync.Mutex // guards the following
 	words     map[string]rosterEntry
-	gen       uint64              // the newest generation heard
-	heartbeat authority.Statement // the newest heartbeat
+	gen       uint64         // the newest generation heard
+	heartbeat wire.Statement // the newest heartbeat
 }
 
 type rosterEntry struct {
-	st authority.Statement
-	w  authority.Word
+	st wire.Statement
+	w  wire.Word
 }
 
 func newRoster(p *authority.Project) *roster {
@@ -60,8 +61,8 @@ func newRoster(p *authority.Project) *roster {
 
 // apply checks a word and keeps it unless a word as new is known; it reports
 // whether it was new.
-func (r *roster) apply(st authority.Statement) (authority.Word, bool, error) {
-	w, err := authority.OpenWord(r.pub, r.project, st)
+func (r *roster) apply(st wire.Statement) (wire.Word, bool, error) {
+	w, err := wire.OpenWord(r.pub, r.project, st)
 	if err != nil {
 		return w, false, err
 	}
@@ -76,15 +77,15 @@ func (r *roster) apply(st authority.Statement) (authority.Word, bool, error) {
 }
 
 // beat checks and keeps a heartbeat if it is the newest.
-func (r *roster) beat(st authority.Statement) error {
-	hb, err := authority.OpenHeartbeat(r.pub, r.project, st)
+func (r *roster) beat(st wire.Statement) error {
+	hb, err := wire.OpenHeartbeat(r.pub, r.project, st)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.heartbeat.Body) > 0 {
-		if cur, err := authority.OpenHeartbeat(r.pub, r.project, r.heartbeat); err == nil && cur.Time.After(hb.Time) {
+		if cur, err := wire.OpenHeartbeat(r.pub, r.project, r.heartbeat); err == nil && cur.Time.After(hb.Time) {
 			return nil
 		}
 	}
@@ -95,19 +96,19 @@ func (r *roster) beat(st authority.Statement) error {
 
 // since returns the newest generation heard, the words after since (all of
 // them if since is ahead) and the newest heartbeat.
-func (r *roster) since(since uint64) (uint64, []authority.Statement, *authority.Statement) {
+func (r *roster) since(since uint64) (uint64, []wire.Statement, *wire.Statement) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if since > r.gen {
 		since = 0
 	}
-	var out []authority.Statement
+	var out []wire.Statement
 	for _, e := range r.words {
 		if e.w.Generation > since {
 			out = append(out, e.st)
 		}
 	}
-	var hb *authority.Statement
+	var hb *wire.Statement
 	if len(r.heartbeat.Body) > 0 {
 		h := r.heartbeat
 		hb = &h
@@ -131,7 +132,7 @@ func (r *roster) current(node string) (credential.State, bool) {
 }
 
 // word returns the newest word on node.
-func (r *roster) word(node string) (authority.Word, bool) {
+func (r *roster) word(node string) (wire.Word, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.words[node]
@@ -166,7 +167,7 @@ func (h *Hub) onChange(c authority.Change) {
 }
 
 // onHeartbeat passes the authority's heartbeat on to every member session.
-func (h *Hub) onHeartbeat(st authority.Statement) {
+func (h *Hub) onHeartbeat(st wire.Statement) {
 	h.memberMu.Lock()
 	defer h.memberMu.Unlock()
 	if err := h.roster.beat(st); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 func TestRevokeReachesEveryAgent(t *testing.T) {
@@ -55,8 +56,8 @@ func TestRevokeReachesEveryAgent(t *testing.T) {
 		t.Errorf("late agent was told %+v, %v; want %s revoked", u, err, analysis.Identity.ID())
 	}
 	// Revoked members get no credential again.
-	if _, err := hub.Connect(t, testhub.AgentOptions{Identity: analysis.Identity}); !errors.Is(err, authority.ErrMemberRevoked) {
-		t.Errorf("hello of a revoked member: %v, want %v", err, authority.ErrMemberRevoked)
+	if _, err := hub.Connect(t, testhub.AgentOptions{Identity: analysis.Identity}); !errors.Is(err, wire.ErrMemberRevoked) {
+		t.Errorf("hello of a revoked member: %v, want %v", err, wire.ErrMemberRevoked)
 	}
 }
 

@@ -27,7 +27,7 @@ package relay
 import (
 	"errors"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // dataMagic opens every data connection.
@@ -64,7 +64,7 @@ const (
 )
 
 // authorityRelay is the relay name an agent dials to reach the authority:
-// never one an agent can claim (authority.CheckRelayName refuses it).
+// never one an agent can claim (wire.CheckRelayName refuses it).
 const authorityRelay = ".authority"
 
 // Relay names held by one node (hub_claims.go, client_claims.go).
@@ -99,10 +99,10 @@ type message struct {
 	// newest the hub has, with Words holding its words after the one asked
 	// from (all of them if the agent is ahead). Statement: in opMember and
 	// opHeartbeat, the authority's signed statement.
-	Generation uint64                `json:"generation,omitempty"`
-	Words      []authority.Statement `json:"words,omitempty"`
-	Heartbeat  *authority.Statement  `json:"heartbeat,omitempty"`
-	Statement  *authority.Statement  `json:"statement,omitempty"`
+	Generation uint64           `json:"generation,omitempty"`
+	Words      []wire.Statement `json:"words,omitempty"`
+	Heartbeat  *wire.Statement  `json:"heartbeat,omitempty"`
+	Statement  *wire.Statement  `json:"statement,omitempty"`
 
 	// Outlet policies, in opPolicies: the agent's outlets' --allow
 	// expressions, which replace what it published before. The hub refuses
@@ -117,85 +117,63 @@ type message struct {
 	cause error
 }
 
-// Errors a hub reports, as sentinels on the agent's side.
+// Errors a hub reports, as sentinels on the agent's side. The ones a hub
+// sends as wire codes are agent/wire's (wire.CodeOf, wire.ErrorOf), under
+// the same names here.
 var (
 	// ErrNoRelay means no connected agent owns the relay name.
-	ErrNoRelay = errors.New("no agent has claimed this relay")
+	ErrNoRelay = wire.ErrNoRelay
 	// ErrRelayTaken means another node owns the relay name.
-	ErrRelayTaken = errors.New("relay name is claimed by another node")
+	ErrRelayTaken = wire.ErrRelayTaken
+	// ErrNoCredential means the session has not presented a valid
+	// credential yet, and asked for what only members may do.
+	ErrNoCredential = wire.ErrNoCredential
+	// ErrNoAuthority means the relay has no link to the project's
+	// authority now (agent authority is not connected to it).
+	ErrNoAuthority = wire.ErrNoAuthority
+	// ErrCredentialRefused means the relay refused a presented credential:
+	// not the project's, expired, stale or not the session's key.
+	ErrCredentialRefused = wire.ErrCredentialRefused
+	// ErrRefused is a hub refusal without a more specific sentinel.
+	ErrRefused = wire.ErrRefused
+	// ErrMessageTooLarge means a control message is longer than the
+	// receiver's limit.
+	ErrMessageTooLarge = wire.ErrMessageTooLarge
+	// ErrMalformed means a control message is not one JSON object.
+	ErrMalformed = wire.ErrMalformed
+	// ErrRateLimited means the hub refused a request because the node
+	// asks for more, or has more waiting, than the hub allows it.
+	ErrRateLimited = wire.ErrRateLimited
+	// ErrDialDenied means the relay's owner published its outlets'
+	// policies and none allows this node's attributes. It is a policy
+	// refusal: it matches channel.ErrDenied too.
+	ErrDialDenied = wire.ErrDialDenied
+	// ErrHubInternal means the hub failed to serve a request for a reason
+	// of its own, which its operator finds in its log.
+	ErrHubInternal = wire.ErrHubInternal
+	// ErrUnsupported means the hub does not know the request.
+	ErrUnsupported = wire.ErrUnsupported
+)
+
+// Errors of the agent's client, never sent by a hub.
+var (
 	// ErrHubUntrusted means the hub's certificate does not chain to the pinned authority.
 	ErrHubUntrusted = errors.New("hub certificate is not signed by the project authority")
 	// ErrNotConnected means the agent has no live control connection.
 	ErrNotConnected = errors.New("not connected to the hub")
-	// ErrNoCredential means the session has not presented a valid
-	// credential yet, and asked for what only members may do.
-	ErrNoCredential = errors.New("present a valid credential first")
-	// ErrNoAuthority means the relay has no link to the project's
-	// authority now (agent authority is not connected to it).
-	ErrNoAuthority = errors.New("the project's authority is not connected to this relay")
-	// ErrCredentialRefused means the relay refused a presented credential:
-	// not the project's, expired, stale or not the session's key.
-	ErrCredentialRefused = errors.New("credential refused")
-	// ErrRefused is a hub refusal without a more specific sentinel.
-	ErrRefused = errors.New("hub refused the request")
 	// ErrNoSession means the hub closed a data connection instead of
 	// acknowledging it.
 	ErrNoSession = errors.New("hub closed the data connection before the session started " +
 		"(its peer never came, the token was unknown or used, or the hub is older than this agent)")
 )
 
-var codes = []struct {
-	code string
-	err  error
-}{
-	{"ticket_malformed", authority.ErrTicketMalformed},
-	{"ticket_foreign", authority.ErrTicketForeign},
-	{"ticket_expired", authority.ErrTicketExpired},
-	{"ticket_used", authority.ErrTicketUsed},
-	{"relay_not_allowed", authority.ErrRelayNotAllowed},
-	{"not_member", authority.ErrNotMember},
-	{"revoked", authority.ErrMemberRevoked},
-	{"no_relay", ErrNoRelay},
-	{"no_credential", ErrNoCredential},
-	{"no_authority", ErrNoAuthority},
-	{"credential_refused", ErrCredentialRefused},
-	{"relay_taken", ErrRelayTaken},
-	// Limits and framing (docs/hub.md).
-	{"too_large", ErrMessageTooLarge},
-	{"malformed", ErrMalformed},
-	{"rate_limited", ErrRateLimited},
-	{"dial_denied", ErrDialDenied},
-	{"unsupported", ErrUnsupported},
-	{"refused", ErrRefused},
-	{codeInternal, ErrHubInternal},
-}
+// HubError is a refusal reported by the hub (wire.HubError): its text is
+// the hub's; errors.Is matches the sentinel named by the hub's code.
+type HubError = wire.HubError
 
 // codeOf is the wire code of err; an error the table does not know is the
 // hub's own failure (see refusal.go).
-func codeOf(err error) string {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return codeInternal
-}
+func codeOf(err error) string { return wire.CodeOf(err) }
 
-// HubError is a refusal reported by the hub. Its text is the hub's; errors.Is
-// matches the sentinel named by the hub's code.
-type HubError struct {
-	Msg      string
-	sentinel error
-}
-
-func (e *HubError) Error() string { return "hub refused: " + e.Msg }
-func (e *HubError) Unwrap() error { return e.sentinel }
-
-func errorOf(m *message) error {
-	for _, c := range codes {
-		if c.code == m.Code {
-			return &HubError{Msg: m.Error, sentinel: c.err}
-		}
-	}
-	return &HubError{Msg: m.Error, sentinel: ErrRefused}
-}
+// errorOf is the error of a refusal m.
+func errorOf(m *message) error { return wire.ErrorOf(m.Code, m.Error) }

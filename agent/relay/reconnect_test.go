@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // TestReconnectJitter: agents that lose the hub at the same moment must not
@@ -76,8 +76,8 @@ func TestRevokedAgentStops(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatalf("the revoked agent is still trying: %+v", a.Client.Status())
 	}
-	if err := a.Client.Err(); !errors.Is(err, authority.ErrMemberRevoked) {
-		t.Errorf("Err() = %v, want authority.ErrMemberRevoked", err)
+	if err := a.Client.Err(); !errors.Is(err, wire.ErrMemberRevoked) {
+		t.Errorf("Err() = %v, want wire.ErrMemberRevoked", err)
 	}
 	n := accepts.Load()
 	time.Sleep(time.Second) // the first retries would come within 300ms

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/limit"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // What the hub sends when it refuses: the wire code of the sentinel the
@@ -19,19 +20,11 @@ import (
 // and internalText, the hub's log gets the error. As a last guard, a text
 // that names the hub's project directory or database is never sent.
 
-var (
-	// ErrHubInternal means the hub failed to serve a request for a reason
-	// of its own, which its operator finds in its log.
-	ErrHubInternal = errors.New("the hub failed to serve the request")
-	// ErrUnsupported means the hub does not know the request.
-	ErrUnsupported = errors.New("the hub does not support this request")
-)
-
 // internalText is all a peer learns of the hub's own failures.
 const internalText = "the hub failed to serve this request; its operator can find why in the hub's log"
 
 // codeInternal is the wire code of the hub's own failures.
-const codeInternal = "internal"
+const codeInternal = wire.CodeInternal
 
 // privateTexts are strings no refusal may carry: the project directory and
 // the database path, as given and absolute.

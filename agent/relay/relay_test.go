@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // incoming is a data session an outlet agent was told about and opened.
@@ -86,7 +86,7 @@ func TestClaimRelayNotAllowed(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{})
 	a := h.Enroll(t, nil, "web")
 	err := a.Client.Claim(t.Context(), "db")
-	checkRefused(t, err, authority.ErrRelayNotAllowed, "--relay db")
+	checkRefused(t, err, wire.ErrRelayNotAllowed, "--relay db")
 	claim(t, a, "web")
 	if got := a.Client.Status().Relays; !slices.Equal(got, []string{"web"}) {
 		t.Errorf("client claims %v, want [web]", got)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // TestRevokedMemberRedeemsFreshTicket: a revoked node that presents a
@@ -36,7 +37,7 @@ func TestRevokedMemberRedeemsFreshTicket(t *testing.T) {
 			}
 			ticket := h.Ticket(t, authority.TicketOptions{Attributes: map[string]string{"postgres-inlet": "true"}, Relays: []string{"postgres"}})
 			_, err = h.Connect(t, testhub.AgentOptions{Identity: a.Identity, Ticket: ticket})
-			checkRefused(t, err, authority.ErrMemberRevoked, "revoked")
+			checkRefused(t, err, wire.ErrMemberRevoked, "revoked")
 
 			after, err := h.Auth.Member(node)
 			if err != nil {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // stopBound is how long Serve may take to return after its context is
@@ -96,7 +96,7 @@ func TestAcceptOutOfDescriptors(t *testing.T) {
 	}})
 	if _, err := h.Connect(t, testhub.AgentOptions{}); err == nil {
 		t.Fatal("a node that is not a member connected") // any answer proves the hub serves
-	} else if !errors.Is(err, authority.ErrNotMember) {
+	} else if !errors.Is(err, wire.ErrNotMember) {
 		t.Fatalf("connect after EMFILE: %v, want the hub's answer (not a member)", err)
 	}
 	if fl.fails.Load() >= 0 {

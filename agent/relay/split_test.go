@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // TestSplitRoles: a relay that holds no signing key (its project directory
@@ -157,17 +158,17 @@ func TestMaliciousRelay(t *testing.T) {
 
 	// The relay's own key: what it signs is not the authority's.
 	_, evil, _ := ed25519.GenerateKey(rand.Reader)
-	forge := func(v any) *authority.Statement {
+	forge := func(v any) *wire.Statement {
 		body, _ := json.Marshal(v)
-		st := authority.Statement{Body: body, Sig: ed25519.Sign(evil, append([]byte("sluice-authority-statement-v1\x00"), body...))}
+		st := wire.Statement{Body: body, Sig: ed25519.Sign(evil, append([]byte("sluice-authority-statement-v1\x00"), body...))}
 		return &st
 	}
 	project := h.Project.ID
 	relayHub := h.Relay()
-	relayHub.InjectForTest("member", forge(authority.Word{Kind: "member", Project: project, Node: node, Generation: 1 << 40, Revoked: true}), nil)
-	relayHub.InjectForTest("member", forge(authority.Word{Kind: "member", Project: project, Node: analysis.Identity.ID(),
+	relayHub.InjectForTest("member", forge(wire.Word{Kind: "member", Project: project, Node: node, Generation: 1 << 40, Revoked: true}), nil)
+	relayHub.InjectForTest("member", forge(wire.Word{Kind: "member", Project: project, Node: analysis.Identity.ID(),
 		Generation: 1 << 40, Attributes: map[string]string{"admin": "true"}}), nil)
-	relayHub.InjectForTest("heartbeat", forge(authority.Heartbeat{Kind: "heartbeat", Project: project, Generation: 1 << 40,
+	relayHub.InjectForTest("heartbeat", forge(wire.Heartbeat{Kind: "heartbeat", Project: project, Generation: 1 << 40,
 		Time: time.Now().Add(time.Hour)}), nil)
 	// A genuine word, replayed long after a newer one.
 	for i := range oldWords {
@@ -189,7 +190,7 @@ func TestMaliciousRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, _ := authority.OpenHeartbeat(h.Project.AuthorityPublicKey(), project, hb)
+	sealed, _ := wire.OpenHeartbeat(h.Project.AuthorityPublicKey(), project, hb)
 	relayHub.InjectForTest("heartbeat", &hb, nil)
 	if !testhub.WaitFor(wait, func() bool { return analysis.Client.Status().AuthorityHeard.Equal(sealed.Time) }) {
 		t.Fatalf("the genuine heartbeat never arrived: %+v", analysis.Client.Status())

@@ -1,4 +1,4 @@
-package authority
+package wire
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ func fuzzTickets(tb testing.TB) (map[string]*Ticket, ed25519.PublicKey) {
 			Attributes: map[string]string{"postgres-outlet": "true", "env": "prod ünïcode \"quoted\""},
 			Relays:     []string{"pg", "postgres"}, Expires: exp, Usage: 1000},
 	} {
-		s, err := t.sign(key)
+		s, err := t.Sign(key)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -46,12 +46,12 @@ func FuzzParseTicket(f *testing.F) {
 		f.Add(s[:len(s)-10])
 		i := strings.LastIndexByte(s, '.')
 		f.Add(s[:i] + "." + s[i+1:] + "A")
-		f.Add(s[:len(ticketPrefix)+4] + "\n" + s[len(ticketPrefix)+4:])
+		f.Add(s[:len(TicketPrefix)+4] + "\n" + s[len(TicketPrefix)+4:])
 	}
 	f.Add("")
-	f.Add(ticketPrefix)
-	f.Add(ticketPrefix + ".")
-	f.Add(ticketPrefix + "e30." + strings.Repeat("A", 86))
+	f.Add(TicketPrefix)
+	f.Add(TicketPrefix + ".")
+	f.Add(TicketPrefix + "e30." + strings.Repeat("A", 86))
 	f.Add("sluice-ticket-v1")
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := ParseTicket(s)
