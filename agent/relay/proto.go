@@ -26,52 +26,53 @@ package relay
 
 import (
 	"errors"
+	"time"
 
 	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // dataMagic opens every data connection.
-const dataMagic = "SLD2"
+const DataMagic = "SLD2"
 
 // dataMagicV1 is the data protocol before the ack, refused.
-const dataMagicV1 = "SLD1"
+const DataMagicV1 = "SLD1"
 
 // dataAck is the byte the hub writes to both data connections of a session
 // once it relays them.
-const dataAck = 0x06
+const DataAck = 0x06
 
 // tokenSize is the length of a data session token.
-const tokenSize = 32
+const TokenSize = 32
 
 // controlALPN is the ALPN protocol of control connections.
-const controlALPN = "sluice-control/1"
+const ControlALPN = "sluice-control/1"
 
 // Operations of the control protocol.
 const (
-	opPresent   = "present"   // agent → hub: the credential this session acts with
-	opMembers   = "members"   // agent → hub: the words after a generation
-	opClaim     = "claim"     // agent → hub: own a relay name
-	opRelease   = "release"   // agent → hub: give a relay name up
-	opDial      = "dial"      // agent → hub: open a data session to a relay (or to the authority)
-	opPing      = "ping"      // agent → hub: liveness
-	opPolicies  = "policies"  // agent → hub: the --allow expressions of its outlets (docs/hub.md)
-	opReply     = "reply"     // hub → agent: answer to a request with the same ID
-	opIncoming  = "incoming"  // hub → agent: a data session for a relay it owns
-	opMember    = "member"    // hub → agent, authority → hub: the authority's signed word on a member
-	opHeartbeat = "heartbeat" // hub → agent, authority → hub: the authority's signed heartbeat
-	opGrant     = "grant"     // hub → agent, authority → hub: a fresh credential, unasked: its member record changed
-	opAuthority = "authority" // authority → hub: this session is the project's authority
+	OpPresent   = "present"   // agent → hub: the credential this session acts with
+	OpMembers   = "members"   // agent → hub: the words after a generation
+	OpClaim     = "claim"     // agent → hub: own a relay name
+	OpRelease   = "release"   // agent → hub: give a relay name up
+	OpDial      = "dial"      // agent → hub: open a data session to a relay (or to the authority)
+	OpPing      = "ping"      // agent → hub: liveness
+	OpPolicies  = "policies"  // agent → hub: the --allow expressions of its outlets (docs/hub.md)
+	OpReply     = "reply"     // hub → agent: answer to a request with the same ID
+	OpIncoming  = "incoming"  // hub → agent: a data session for a relay it owns
+	OpMember    = "member"    // hub → agent, authority → hub: the authority's signed word on a member
+	OpHeartbeat = "heartbeat" // hub → agent, authority → hub: the authority's signed heartbeat
+	OpGrant     = "grant"     // hub → agent, authority → hub: a fresh credential, unasked: its member record changed
+	OpAuthority = "authority" // authority → hub: this session is the project's authority
 )
 
 // authorityRelay is the relay name an agent dials to reach the authority:
 // never one an agent can claim (wire.CheckRelayName refuses it).
-const authorityRelay = ".authority"
+const AuthorityRelay = ".authority"
 
 // Relay names held by one node (hub_claims.go, client_claims.go).
 const (
 	// opReleased, hub → agent: the hub gave Relay to another connection
 	// of the same node (Error says which); the agent no longer holds it.
-	opReleased = "released"
+	OpReleased = "released"
 )
 
 // Shutdown of the hub (hub_drain.go).
@@ -79,11 +80,18 @@ const (
 	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
 	// connection and reconnects at once, after a random wait (client_end.go),
 	// to the hub that takes its place. Its data sessions go on meanwhile.
-	opGoAway = "goaway"
+	OpGoAway = "goaway"
 )
 
+// DefaultHeartbeatInterval is how often the authority signs a heartbeat.
+const DefaultHeartbeatInterval = 15 * time.Second
+
+// MaxPublishedPolicies bounds the distinct outlet policies an agent
+// publishes; an agent with more publishes "true" (no filter).
+const MaxPublishedPolicies = 64
+
 // message is one frame of the control protocol.
-type message struct {
+type Message struct {
 	ID    uint64 `json:"id,omitempty"`
 	Op    string `json:"op"`
 	Error string `json:"error,omitempty"`
@@ -112,9 +120,9 @@ type message struct {
 	// node holds it (a name the agent yielded). Older hubs ignore it.
 	IfFree bool `json:"if_free,omitempty"`
 
-	// cause, hub-side only and never sent, is the error behind a refusal
+	// Cause, hub-side only and never sent, is the error behind a refusal
 	// with code "internal", for the hub's log.
-	cause error
+	Cause error `json:"-"`
 }
 
 // Errors a hub reports, as sentinels on the agent's side. The ones a hub
@@ -176,4 +184,4 @@ type HubError = wire.HubError
 func codeOf(err error) string { return wire.CodeOf(err) }
 
 // errorOf is the error of a refusal m.
-func errorOf(m *message) error { return wire.ErrorOf(m.Code, m.Error) }
+func errorOf(m *Message) error { return wire.ErrorOf(m.Code, m.Error) }
