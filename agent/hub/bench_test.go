@@ -19,7 +19,7 @@ import (
 // bulk sender by hundreds of MiB, and the default bound resets the
 // session (TestDataOverflowResets).
 //
-//	go test -run '^$' -bench BenchmarkHub -count 5 ./agent/relay/
+//	go test -run '^$' -bench BenchmarkHub -count 5 ./agent/hub/
 func BenchmarkHub(b *testing.B) {
 	for _, mode := range []string{"splice", "sockmap"} {
 		b.Run(mode, func(b *testing.B) {

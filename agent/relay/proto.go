@@ -1,4 +1,9 @@
-// Package relay is the hub's rendezvous service and the agent's client for it.
+// Package relay is the protocol agents and the hub speak on the hub's port,
+// and the agent's client for it (client*.go). The hub's server is
+// agent/hub, which uses the protocol's messages and framing from here;
+// what the protocol carries that is not framing (tickets, the authority's
+// statements, refusal codes) is agent/wire's. Nothing here opens a
+// database or serves a port.
 //
 // One TCP port carries two kinds of connection, told apart by their first bytes:
 //
@@ -7,7 +12,7 @@
 //     64 KiB from an agent (framing.go). A session starts limited: it may
 //     only open data sessions to the authority (the reserved relay name
 //     ".authority"), through which the agent enrolls or gets a fresh
-//     credential end to end (authority.Service.Exchange), and present that
+//     credential end to end (agent/hub/authority's Service.Exchange), and present that
 //     credential; then it may claim relay names, ask for data sessions, and
 //     receives the authority's signed words on members. The authority itself
 //     connects as a control session with its own key ("authority"), unless it
@@ -68,14 +73,14 @@ const (
 // never one an agent can claim (wire.CheckRelayName refuses it).
 const AuthorityRelay = ".authority"
 
-// Relay names held by one node (hub_claims.go, client_claims.go).
+// Relay names held by one node (agent/hub/hub_claims.go, client_claims.go).
 const (
 	// opReleased, hub → agent: the hub gave Relay to another connection
 	// of the same node (Error says which); the agent no longer holds it.
 	OpReleased = "released"
 )
 
-// Shutdown of the hub (hub_drain.go).
+// Shutdown of the hub (agent/hub/hub_drain.go).
 const (
 	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
 	// connection and reconnects at once, after a random wait (client_end.go),
@@ -178,10 +183,6 @@ var (
 // HubError is a refusal reported by the hub (wire.HubError): its text is
 // the hub's; errors.Is matches the sentinel named by the hub's code.
 type HubError = wire.HubError
-
-// codeOf is the wire code of err; an error the table does not know is the
-// hub's own failure (see refusal.go).
-func codeOf(err error) string { return wire.CodeOf(err) }
 
 // errorOf is the error of a refusal m.
 func errorOf(m *Message) error { return wire.ErrorOf(m.Code, m.Error) }

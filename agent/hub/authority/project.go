@@ -1,7 +1,14 @@
 // Package authority is the project's trust anchor. It runs inside the hub: it
 // holds the project's signing key, issues enrollment tickets, redeems them
 // against proof of possession of a node's key, and issues the short-lived
-// credentials that bind a node's key to its attributes.
+// credentials that bind a node's key to its attributes. Its records
+// (members, used tickets, the member-state generation) are in a
+// store.Store (agent/hub/authority/store): the project's hub.db, a bbolt
+// file (bolt.go, store.go, backup.go).
+//
+// It is not the relay (agent/hub), which never holds the authority's key,
+// and not what an agent reads of it (tickets and statements are
+// agent/wire's).
 package authority
 
 import (
