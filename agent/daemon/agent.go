@@ -15,12 +15,12 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Options configure an agent. StateDir is required.
@@ -347,7 +347,7 @@ func (a *Agent) listenDirect(ctx context.Context, addr string) error {
 
 // CreateRelay claims a relay name at the hub.
 func (a *Agent) CreateRelay(ctx context.Context, name string) error {
-	if err := authority.CheckRelayName(name); err != nil {
+	if err := wire.CheckRelayName(name); err != nil {
 		return fmt.Errorf("create relay: %w: %w", err, portal.ErrInvalid)
 	}
 	a.mu.Lock()

@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // A systemd unit or a DaemonSet starts the agent with the same command line
@@ -45,7 +45,7 @@ func (a *Agent) loadEnrollment(ticket string) (string, error) {
 		}
 		return "", nil
 	}
-	t, err := authority.ParseTicket(ticket)
+	t, err := wire.ParseTicket(ticket)
 	if err != nil {
 		return "", err
 	}
@@ -72,7 +72,7 @@ func (a *Agent) loadEnrollment(ticket string) (string, error) {
 // expired, a ticket that an enrolled agent passed: the agent then starts as
 // the member it is.
 func (a *Agent) ticketSpent(ticket string, err error) bool {
-	return a.enrolled && ticket != "" && (errors.Is(err, authority.ErrTicketUsed) || errors.Is(err, authority.ErrTicketExpired))
+	return a.enrolled && ticket != "" && (errors.Is(err, wire.ErrTicketUsed) || errors.Is(err, wire.ErrTicketExpired))
 }
 
 // startAsMember starts a client without the ticket, after ticketSpent.

@@ -58,5 +58,5 @@ func (a *Agent) Drain(ctx context.Context) error {
 func (a *Agent) Done() <-chan struct{} { return a.client.Done() }
 
 // Err is why Done is closed, or nil. It matches
-// authority.ErrMemberRevoked or authority.ErrNotMember.
+// wire.ErrMemberRevoked or wire.ErrNotMember.
 func (a *Agent) Err() error { return a.client.Err() }

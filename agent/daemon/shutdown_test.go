@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // TestDrainStopsTakingConnections: a draining agent releases its relays
@@ -61,7 +62,7 @@ func TestRevokedAgentIsDone(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the revoked agent goes on")
 	}
-	if err := a.Err(); !errors.Is(err, authority.ErrMemberRevoked) {
+	if err := a.Err(); !errors.Is(err, wire.ErrMemberRevoked) {
 		t.Errorf("Err() = %v, want ErrMemberRevoked", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/hub"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -188,7 +189,7 @@ func TestDialFlood(t *testing.T) {
 // slow down (rate_limited), the outlet waits for room.
 func TestBurstIsPaced(t *testing.T) {
 	const n = 60
-	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Limits: relay.Limits{DialRate: 20, DialBurst: 5, PendingPerNode: 4}}})
+	h := testhub.Start(t, testhub.Options{Hub: hub.HubOptions{Limits: hub.Limits{DialRate: 20, DialBurst: 5, PendingPerNode: 4}}})
 	tg := newTarget(t, bytes.ToUpper)
 	out := newNode(t, h, portal.Options{MaxPendingPerNode: 3, IncomingRate: 10, IncomingBurst: 5}, map[string]string{"web-outlet": "true"}, "web")
 	out.outlet(t, portal.OutletSpec{Name: "web", To: tg.addr, Allow: "web-inlet"})

@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Sentinel errors callers branch on.
@@ -123,7 +123,7 @@ func (s *InletSpec) check() (*policy.Policy, error) {
 			return nil, err
 		}
 	default:
-		if err := authority.CheckRelayName(s.Via); err != nil {
+		if err := wire.CheckRelayName(s.Via); err != nil {
 			return nil, fmt.Errorf("--via: %w: %w", err, ErrInvalid)
 		}
 	}

@@ -13,11 +13,13 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/hub"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Each TLS connection of the hub, its agents and its authority speaks one
@@ -58,7 +60,7 @@ func loggedError(logs *observer.ObservedLogs, msg string, target error) error {
 // it presents.
 func TestHubRequiresALPN(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	h := testhub.Start(t, testhub.Options{Hub: relay.HubOptions{Logger: zap.New(core)}})
+	h := testhub.Start(t, testhub.Options{Hub: hub.HubOptions{Logger: zap.New(core)}})
 	c, err := tls.Dial("tcp", h.Addr, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true,
 		Certificates: []tls.Certificate{nodeCert(t)}})
 	if err != nil {
@@ -141,7 +143,7 @@ func TestAuthorityLinkRequiresALPN(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- relay.RunAuthorityLink(ctx, relay.AuthorityLinkOptions{Hub: addr, Service: h.Service, Logger: zap.New(core)})
+		done <- hub.RunAuthorityLink(ctx, hub.AuthorityLinkOptions{Hub: addr, Service: h.Service, Logger: zap.New(core)})
 	}()
 	if !testhub.WaitFor(wait, func() bool { return loggedError(logs, "link to the relay lost; reconnecting", alpn.ErrMismatch) != nil }) {
 		t.Errorf("the link did not fail for the protocol: %v", logs.All())
@@ -163,7 +165,7 @@ func TestExchangeRequiresAuthorityALPN(t *testing.T) {
 		want   error
 	}{
 		{"none", nil, alpn.ErrMismatch},
-		{"the exchange's", []string{authority.ExchangeALPN}, nil},
+		{"the exchange's", []string{wire.ExchangeALPN}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr := serveTLS(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{own},

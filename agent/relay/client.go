@@ -17,10 +17,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Grant is a fresh credential from the authority and the authority's
@@ -95,7 +95,7 @@ type Client struct {
 	mu      sync.Mutex // guards the following
 	conn    *tls.Conn
 	enc     *json.Encoder
-	waiting map[uint64]chan *message
+	waiting map[uint64]chan *Message
 	nextID  uint64
 	claims  map[string]*claim // relay names wanted (client_claims.go)
 	since   time.Time
@@ -108,7 +108,7 @@ type Client struct {
 	// project, and its newest heartbeat.
 	authority *x509.Certificate
 	project   string
-	beat      authority.Heartbeat
+	beat      wire.Heartbeat
 	stale     bool // the member state was last reported stale
 
 	// policies are the outlet policies to publish on every connection;
@@ -140,29 +140,29 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
+	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *Message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
 	c.dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
 	c.tlsConf = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		ServerName:   host,
-		NextProtos:   []string{controlALPN},
+		NextProtos:   []string{ControlALPN},
 		Certificates: []tls.Certificate{self},
 		// The hub is verified against the pinned authority key, not the
 		// system roots: see verifyHub.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := alpn.Require(cs, controlALPN); err != nil {
+			if err := alpn.Require(cs, ControlALPN); err != nil {
 				return err
 			}
-			return verifyHub(cs.PeerCertificates, opts.AuthorityKey, host)
+			return VerifyHub(cs.PeerCertificates, opts.AuthorityKey, host)
 		},
 	}
 	return c, nil
 }
 
-// verifyHub checks that the hub's chain is [hub, authority], that the
+// VerifyHub checks that the hub's chain is [hub, authority], that the
 // authority's key is the pinned one and that the hub certificate names host.
-func verifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string) error {
+func VerifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string) error {
 	if len(chain) < 2 {
 		return fmt.Errorf("verify hub: it sent %d certificates, want its own and the authority's: %w", len(chain), ErrHubUntrusted)
 	}
@@ -183,9 +183,9 @@ func verifyHub(chain []*x509.Certificate, pinned ed25519.PublicKey, host string)
 // returns the grant; then it keeps the connection up in the background until
 // ctx is done. A refusal on the first connection is returned as is.
 func (c *Client) Start(ctx context.Context) (Grant, error) {
-	op := authority.OpHello
+	op := wire.OpHello
 	if c.opts.Ticket != "" {
-		op = authority.OpEnroll
+		op = wire.OpEnroll
 	}
 	g, err := c.connect(ctx, op)
 	if err != nil {
@@ -227,9 +227,9 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	}
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
-	enc, dec := json.NewEncoder(conn), newFrameReader(conn, maxHubMessage)
-	call := func(m *message) (*message, error) {
-		var r message
+	enc, dec := json.NewEncoder(conn), NewFrameReader(conn, MaxHubMessage)
+	call := func(m *Message) (*Message, error) {
+		var r Message
 		err := enc.Encode(m)
 		if err == nil {
 			err = dec.Decode(&r)
@@ -240,7 +240,7 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		return &r, err
 	}
 	g, err := func() (Grant, error) {
-		r, err := call(&message{ID: 1, Op: opDial, Relay: authorityRelay})
+		r, err := call(&Message{ID: 1, Op: OpDial, Relay: AuthorityRelay})
 		if err != nil {
 			return Grant{}, wrap(err, "reach the authority")
 		}
@@ -248,7 +248,7 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		if err != nil {
 			return Grant{}, err
 		}
-		r, err = call(&message{ID: 2, Op: opPresent, Credential: g.Credential, Generation: c.Synced()})
+		r, err = call(&Message{ID: 2, Op: OpPresent, Credential: g.Credential, Generation: c.Synced()})
 		if err != nil {
 			return Grant{}, wrap(err, "present the credential")
 		}
@@ -277,11 +277,11 @@ func exchangeConfig(certs []tls.Certificate, pinned ed25519.PublicKey) *tls.Conf
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		ServerName:         "sluice-authority",
-		NextProtos:         []string{authority.ExchangeALPN},
+		NextProtos:         []string{wire.ExchangeALPN},
 		Certificates:       certs,
 		InsecureSkipVerify: true, // VerifyConnection instead
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := alpn.Require(cs, authority.ExchangeALPN); err != nil {
+			if err := alpn.Require(cs, wire.ExchangeALPN); err != nil {
 				return err
 			}
 			if len(cs.PeerCertificates) == 0 {
@@ -312,16 +312,16 @@ func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, 
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return Grant{}, fmt.Errorf("reach the authority: %w", err)
 	}
-	req := authority.ExchangeRequest{Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}
+	req := wire.ExchangeRequest{Op: op, Ticket: c.opts.Ticket, Generation: c.Synced()}
 	if err := json.NewEncoder(tc).Encode(&req); err != nil {
 		return Grant{}, fmt.Errorf("ask the authority: %w", err)
 	}
-	var reply authority.ExchangeReply
-	if err := json.NewDecoder(io.LimitReader(tc, maxHubMessage)).Decode(&reply); err != nil {
+	var reply wire.ExchangeReply
+	if err := json.NewDecoder(io.LimitReader(tc, MaxHubMessage)).Decode(&reply); err != nil {
 		return Grant{}, fmt.Errorf("read the authority's answer: %w", err)
 	}
 	if reply.Error != "" {
-		return Grant{}, errorOf(&message{Error: reply.Error, Code: reply.Code})
+		return Grant{}, errorOf(&Message{Error: reply.Error, Code: reply.Code})
 	}
 	ca := tc.ConnectionState().PeerCertificates[0]
 	g := Grant{Credential: reply.Credential, Authority: ca.Raw, Project: reply.Project, Node: reply.Node, Attributes: reply.Attributes}
@@ -362,7 +362,7 @@ func (c *Client) Synced() uint64 {
 
 // memberState checks and hands on the words and heartbeat of a reply: then
 // the client has every word up to gen, unless a word failed its check.
-func (c *Client) memberState(gen uint64, words []authority.Statement, hb *authority.Statement) {
+func (c *Client) memberState(gen uint64, words []wire.Statement, hb *wire.Statement) {
 	complete := true
 	for _, st := range words {
 		if !c.word(st) {
@@ -381,11 +381,11 @@ func (c *Client) memberState(gen uint64, words []authority.Statement, hb *author
 
 // word checks a word against the pinned authority key and hands it on; it
 // reports whether it was the authority's.
-func (c *Client) word(st authority.Statement) bool {
+func (c *Client) word(st wire.Statement) bool {
 	c.mu.Lock()
 	project := c.project
 	c.mu.Unlock()
-	w, err := authority.OpenWord(c.opts.AuthorityKey, project, st)
+	w, err := wire.OpenWord(c.opts.AuthorityKey, project, st)
 	if err != nil {
 		c.log.Warn("dropped a member word not signed by the project's authority", zap.Error(err))
 		return false
@@ -395,10 +395,10 @@ func (c *Client) word(st authority.Statement) bool {
 }
 
 // heartbeat checks and keeps the authority's newest heartbeat.
-func (c *Client) heartbeat(st authority.Statement) {
+func (c *Client) heartbeat(st wire.Statement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hb, err := authority.OpenHeartbeat(c.opts.AuthorityKey, c.project, st)
+	hb, err := wire.OpenHeartbeat(c.opts.AuthorityKey, c.project, st)
 	if err != nil {
 		c.log.Warn("dropped a heartbeat not signed by the project's authority", zap.Error(err))
 		return
@@ -431,10 +431,10 @@ func (c *Client) member(u MemberUpdate) {
 
 // advance notes that the word pushed in st arrived: the hub sends words in
 // generation order, so the client has every word up to its generation.
-func (c *Client) advance(st authority.Statement) {
+func (c *Client) advance(st wire.Statement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w, err := authority.OpenWord(c.opts.AuthorityKey, c.project, st); err == nil {
+	if w, err := wire.OpenWord(c.opts.AuthorityKey, c.project, st); err == nil {
 		c.synced = max(c.synced, w.Generation)
 	}
 }
@@ -476,36 +476,36 @@ func (c *Client) kick() {
 }
 
 // read delivers replies and incoming sessions until the connection fails.
-func (c *Client) read(conn *tls.Conn, dec *frameReader) {
+func (c *Client) read(conn *tls.Conn, dec *FrameReader) {
 	var refusal error // the hub's last word before it closes, if any
 	for {
-		var m message
+		var m Message
 		if err := dec.Decode(&m); err != nil {
 			c.lost(conn, cmp.Or(refusal, err))
 			return
 		}
 		switch m.Op {
-		case opMember:
+		case OpMember:
 			if m.Statement != nil && c.word(*m.Statement) {
 				c.advance(*m.Statement)
 			}
-		case opHeartbeat:
+		case OpHeartbeat:
 			if m.Statement != nil {
 				c.heartbeat(*m.Statement)
 			}
-		case opGrant:
+		case OpGrant:
 			c.pushedGrant(m.Credential)
-		case opReleased:
+		case OpReleased:
 			c.released(m.Relay, m.Error)
-		case opGoAway: // the hub closes the link next: reconnect now
+		case OpGoAway:
 			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", c.opts.Hub))
 			c.lost(conn, ErrHubGoingAway)
 			return
-		case opIncoming:
+		case OpIncoming:
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})
 			}
-		case opReply:
+		case OpReply:
 			if m.ID == 0 && m.Error != "" { // answers no request: the hub closes the link
 				refusal = errorOf(&m)
 				continue
@@ -555,8 +555,8 @@ func (c *Client) Status() Status {
 }
 
 // request sends m and waits for the hub's reply.
-func (c *Client) request(ctx context.Context, m *message) (*message, error) {
-	ch := make(chan *message, 1)
+func (c *Client) request(ctx context.Context, m *Message) (*Message, error) {
+	ch := make(chan *Message, 1)
 	c.mu.Lock()
 	if c.conn == nil {
 		err := c.lastErr
@@ -565,7 +565,7 @@ func (c *Client) request(ctx context.Context, m *message) (*message, error) {
 	}
 	c.nextID++
 	m.ID = c.nextID
-	frame, err := encodeFrame(m, maxAgentMessage)
+	frame, err := EncodeFrame(m, MaxAgentMessage)
 	if err != nil {
 		c.mu.Unlock()
 		return nil, err
@@ -594,4 +594,11 @@ func (c *Client) request(ctx context.Context, m *message) (*message, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", m.Op, ctx.Err())
 	}
+}
+
+// NewDataClient is a Client that only opens data connections to hub
+// (OpenData), with dialer d: the authority's link to a relay
+// (hub.RunAuthorityLink) takes the sessions agents open to it with one.
+func NewDataClient(hub string, d net.Dialer) *Client {
+	return &Client{opts: ClientOptions{Hub: hub}, dialer: d}
 }

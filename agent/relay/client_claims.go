@@ -69,7 +69,7 @@ func (c *Client) ClaimLater(name string, cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := &claim{err: cause, backoff: claimRetryMin}
-	cl.retryAt = time.Now().Add(jitter(cl.backoff))
+	cl.retryAt = time.Now().Add(Jitter(cl.backoff))
 	if cl.err == nil {
 		cl.err = ErrNotConnected
 	}
@@ -81,7 +81,7 @@ func (c *Client) Release(ctx context.Context, name string) error {
 	c.mu.Lock()
 	delete(c.claims, name)
 	c.mu.Unlock()
-	if _, err := c.request(ctx, &message{Op: opRelease, Relay: name}); err != nil {
+	if _, err := c.request(ctx, &Message{Op: OpRelease, Relay: name}); err != nil {
 		return wrap(err, "release relay %q", name)
 	}
 	return nil
@@ -112,7 +112,7 @@ func (c *Client) Claims() []ClaimStatus {
 // claimOnce asks the hub for name; ifFree leaves it to another connection
 // of this node that holds it.
 func (c *Client) claimOnce(ctx context.Context, name string, ifFree bool) error {
-	if _, err := c.request(ctx, &message{Op: opClaim, Relay: name, IfFree: ifFree}); err != nil {
+	if _, err := c.request(ctx, &Message{Op: OpClaim, Relay: name, IfFree: ifFree}); err != nil {
 		return wrap(err, "claim relay %q", name)
 	}
 	return nil
@@ -150,7 +150,7 @@ func (c *Client) retryClaim(ctx context.Context, name string, ifFree bool) error
 	}
 	cl.held, cl.err = false, err
 	cl.backoff = min(max(cl.backoff*2, claimRetryMin), claimRetryMax)
-	cl.retryAt = time.Now().Add(jitter(cl.backoff))
+	cl.retryAt = time.Now().Add(Jitter(cl.backoff))
 	return err
 }
 
@@ -163,7 +163,7 @@ func (c *Client) released(name, why string) {
 		cl.held, cl.yielded = false, true
 		cl.err = fmt.Errorf("relay %q: the hub gave it to another connection of this node (%s); taken back when that one lets it go: %w", name, why, ErrRelayTaken)
 		cl.backoff = claimRetryMin
-		cl.retryAt = time.Now().Add(jitter(cl.backoff))
+		cl.retryAt = time.Now().Add(Jitter(cl.backoff))
 	}
 	c.mu.Unlock()
 	if cl != nil {
@@ -178,7 +178,7 @@ func (c *Client) unheldLocked(cause error) {
 		if cl.held {
 			cl.held, cl.err = false, fmt.Errorf("link to the hub lost: %w", cause)
 			cl.backoff = claimRetryMin
-			cl.retryAt = time.Now().Add(jitter(cl.backoff))
+			cl.retryAt = time.Now().Add(Jitter(cl.backoff))
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // ErrHubGoingAway means the hub closed the control connection because it is
@@ -41,7 +41,7 @@ func (r *retry) reset() { r.failures = 0 }
 // hub's database replaced). Retrying cannot help.
 func noLongerMember(err error) bool {
 	var h *HubError
-	return errors.As(err, &h) && (errors.Is(err, authority.ErrMemberRevoked) || errors.Is(err, authority.ErrNotMember))
+	return errors.As(err, &h) && (errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember))
 }
 
 // ending is how a client stopped for good; its zero value is a client
@@ -80,5 +80,5 @@ func (e *ending) reason() error {
 func (c *Client) Done() <-chan struct{} { return c.end.done() }
 
 // Err is why the client stopped (Done), or nil. It matches
-// authority.ErrMemberRevoked or authority.ErrNotMember.
+// wire.ErrMemberRevoked or wire.ErrNotMember.
 func (c *Client) Err() error { return c.end.reason() }

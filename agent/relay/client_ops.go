@@ -13,8 +13,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/authority"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // wrap adds context to local errors; a hub refusal already says what failed.
@@ -29,11 +29,11 @@ func wrap(err error, format string, args ...any) error {
 // Dial asks the hub for a data session to the owner of relay. It returns the
 // token to present on a data connection and the owner's node ID.
 func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
-	r, err := c.request(ctx, &message{Op: opDial, Relay: relay})
+	r, err := c.request(ctx, &Message{Op: OpDial, Relay: relay})
 	if err != nil {
 		return nil, "", wrap(err, "dial relay %q", relay)
 	}
-	if len(r.Token) != tokenSize {
+	if len(r.Token) != TokenSize {
 		return nil, "", fmt.Errorf("dial relay %q: hub sent a %d-byte token", relay, len(r.Token))
 	}
 	return r.Token, r.Node, nil
@@ -48,8 +48,8 @@ func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, erro
 		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
 	}
 	tc := conn.(*net.TCPConn)
-	head := make([]byte, 0, len(dataMagic)+tokenSize)
-	head = append(append(head, dataMagic...), token...)
+	head := make([]byte, 0, len(DataMagic)+TokenSize)
+	head = append(append(head, DataMagic...), token...)
 	if _, err := tc.Write(head); err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
@@ -79,7 +79,7 @@ func awaitAck(ctx context.Context, c *net.TCPConn) error {
 		return ErrNoSession
 	case err != nil:
 		return fmt.Errorf("wait for the hub's ack: %w", err)
-	case ack[0] != dataAck:
+	case ack[0] != DataAck:
 		return fmt.Errorf("hub sent %#x instead of its ack", ack[0])
 	}
 	return c.SetReadDeadline(time.Time{})
@@ -87,15 +87,15 @@ func awaitAck(ctx context.Context, c *net.TCPConn) error {
 
 // Renew asks the hub for a fresh credential now.
 func (c *Client) Renew(ctx context.Context) (Grant, error) {
-	r, err := c.request(ctx, &message{Op: opDial, Relay: authorityRelay})
+	r, err := c.request(ctx, &Message{Op: OpDial, Relay: AuthorityRelay})
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential: reach the authority")
 	}
-	g, err := c.exchange(ctx, r.Token, authority.OpRenew)
+	g, err := c.exchange(ctx, r.Token, wire.OpRenew)
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
-	if r, err = c.request(ctx, &message{Op: opPresent, Credential: g.Credential, Generation: c.Synced()}); err != nil {
+	if r, err = c.request(ctx, &Message{Op: OpPresent, Credential: g.Credential, Generation: c.Synced()}); err != nil {
 		return Grant{}, wrap(err, "renew credential: present it")
 	}
 	c.memberState(r.Generation, r.Words, r.Heartbeat)
@@ -112,7 +112,7 @@ func (c *Client) catchUp(ctx context.Context) {
 	since := c.synced
 	c.mu.Unlock()
 	if behind {
-		if r, err := c.request(ctx, &message{Op: opMembers, Generation: since}); err == nil {
+		if r, err := c.request(ctx, &Message{Op: OpMembers, Generation: since}); err == nil {
 			c.memberState(r.Generation, r.Words, r.Heartbeat)
 		}
 	}
@@ -132,9 +132,9 @@ func (c *Client) catchUp(ctx context.Context) {
 	}
 }
 
-// jitter spreads retries: a random wait in [d/2, d), so that agents that
+// Jitter spreads retries: a random wait in [d/2, d), so that agents that
 // lost the same hub do not all come back at once.
-func jitter(d time.Duration) time.Duration {
+func Jitter(d time.Duration) time.Duration {
 	if d <= 1 {
 		return d
 	}
@@ -219,7 +219,7 @@ func (c *Client) maintain(ctx context.Context) {
 			c.grant(g)
 		default:
 			pctx, cancel := context.WithTimeout(ctx, c.opts.PingInterval)
-			_, err := c.request(pctx, &message{Op: opPing})
+			_, err := c.request(pctx, &Message{Op: OpPing})
 			if err != nil {
 				c.dropConn(err)
 			} else {
@@ -232,7 +232,7 @@ func (c *Client) maintain(ctx context.Context) {
 }
 
 func (c *Client) reconnect(ctx context.Context) error {
-	g, err := c.connect(ctx, authority.OpHello)
+	g, err := c.connect(ctx, wire.OpHello)
 	if err != nil {
 		c.mu.Lock()
 		c.lastErr = err

@@ -29,7 +29,7 @@ func (c *Client) PublishPolicies(ctx context.Context, exprs []string) error {
 }
 
 func (c *Client) sendPolicies(ctx context.Context, list []string) error {
-	if _, err := c.request(ctx, &message{Op: opPolicies, Policies: list}); err != nil {
+	if _, err := c.request(ctx, &Message{Op: OpPolicies, Policies: list}); err != nil {
 		return wrap(err, "publish outlet policies")
 	}
 	return nil
@@ -48,7 +48,7 @@ func publishable(exprs []string) []string {
 	}
 	slices.Sort(out)
 	out = slices.Compact(out)
-	if len(out) > maxPublishedPolicies {
+	if len(out) > MaxPublishedPolicies {
 		return []string{"true"}
 	}
 	return out

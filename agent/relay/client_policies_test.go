@@ -15,7 +15,7 @@ func TestPublishable(t *testing.T) {
 		t.Errorf("publishable(nil) = %#v, want an empty list (no outlet), not nil", got)
 	}
 	var many []string
-	for i := range maxPublishedPolicies + 1 {
+	for i := range MaxPublishedPolicies + 1 {
 		many = append(many, fmt.Sprintf("n%d", i))
 	}
 	if got := publishable(many); !slices.Equal(got, []string{"true"}) {

@@ -20,22 +20,13 @@ import (
 // A reader holds no buffer until the first byte arrives, starts with a small
 // one and grows it only as far as the message in flight needs.
 const (
-	maxAgentMessage = 64 << 10
-	maxHubMessage   = 16 << 20
+	MaxAgentMessage = 64 << 10
+	MaxHubMessage   = 16 << 20
 	frameStart      = 1 << 10 // first buffer of a frame reader
 )
 
-// Errors of the framing, as sentinels; the hub sends their wire codes.
-var (
-	// ErrMessageTooLarge means a control message is longer than the
-	// receiver's limit.
-	ErrMessageTooLarge = errors.New("control message too large")
-	// ErrMalformed means a control message is not one JSON object.
-	ErrMalformed = errors.New("malformed control message")
-)
-
 // frameReader reads newline-terminated JSON messages of at most max bytes.
-type frameReader struct {
+type FrameReader struct {
 	r   io.Reader
 	max int
 
@@ -44,15 +35,15 @@ type frameReader struct {
 	scanned    int // buf[start:scanned] holds no newline
 }
 
-func newFrameReader(r io.Reader, max int) *frameReader {
-	return &frameReader{r: r, max: max}
+func NewFrameReader(r io.Reader, max int) *FrameReader {
+	return &FrameReader{r: r, max: max}
 }
 
 // Decode reads the next message into v. It returns ErrMessageTooLarge as
 // soon as more than max bytes came without a newline, an error wrapping
 // ErrMalformed for a line that is not a JSON object, and read errors as
 // they are (io.EOF at a clean end between messages).
-func (f *frameReader) Decode(v any) error {
+func (f *FrameReader) Decode(v any) error {
 	line, err := f.next()
 	if err != nil {
 		return err
@@ -65,7 +56,7 @@ func (f *frameReader) Decode(v any) error {
 
 // next returns the next line without its newline; it is valid until the
 // next call.
-func (f *frameReader) next() ([]byte, error) {
+func (f *FrameReader) next() ([]byte, error) {
 	f.shrink()
 	for {
 		if i := bytes.IndexByte(f.buf[f.scanned:f.end], '\n'); i >= 0 {
@@ -93,7 +84,7 @@ func (f *frameReader) next() ([]byte, error) {
 // makeRoom makes space after f.end: it moves the pending bytes to the front
 // or grows the buffer, never beyond max+1 (room for a whole message and its
 // newline).
-func (f *frameReader) makeRoom() {
+func (f *FrameReader) makeRoom() {
 	if f.end < len(f.buf) {
 		return
 	}
@@ -112,7 +103,7 @@ func (f *frameReader) makeRoom() {
 
 // shrink drops a buffer a large message grew, once what is pending fits in a
 // small one: a long-lived connection keeps only frameStart bytes.
-func (f *frameReader) shrink() {
+func (f *FrameReader) shrink() {
 	pending := f.end - f.start
 	if len(f.buf) <= frameStart || pending > frameStart/2 {
 		return
@@ -123,7 +114,7 @@ func (f *frameReader) shrink() {
 }
 
 // encodeFrame encodes m as one line, refusing one longer than max.
-func encodeFrame(m *message, max int) ([]byte, error) {
+func EncodeFrame(m *Message, max int) ([]byte, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s message: %w", m.Op, err)

@@ -62,14 +62,14 @@ func FuzzFrameReader(f *testing.F) {
 		f.Add([]byte(seed), []byte{7, 255, 0, 3}, uint16(64))
 	}
 	f.Fuzz(func(t *testing.T, input, sizes []byte, limit uint16) {
-		lim := maxAgentMessage
+		lim := MaxAgentMessage
 		if limit > 0 {
 			lim = int(limit)
 		}
-		fr := newFrameReader(&chunkReader{src: input, sizes: sizes}, lim)
+		fr := NewFrameReader(&chunkReader{src: input, sizes: sizes}, lim)
 		rest := input
 		for i := 0; ; i++ {
-			var got message
+			var got Message
 			err := fr.Decode(&got)
 			if len(fr.buf) > lim+1 {
 				t.Fatalf("message %d: the reader holds %d bytes for a limit of %d", i, len(fr.buf), lim)
@@ -95,7 +95,7 @@ func FuzzFrameReader(f *testing.F) {
 			}
 			line := rest[:nl]
 			rest = rest[nl+1:]
-			var want message
+			var want Message
 			if jerr := json.Unmarshal(line, &want); jerr != nil {
 				if !errors.Is(err, ErrMalformed) {
 					t.Fatalf("message %d: %q, which encoding/json refuses (%v), read as %+v, %v; want ErrMalformed", i, line, jerr, got, err)

@@ -34,11 +34,11 @@ func TestFrameReader(t *testing.T) {
 			wrap func(io.Reader) io.Reader
 		}{{"whole", func(r io.Reader) io.Reader { return r }}, {"byte by byte", iotest.OneByteReader}} {
 			t.Run(tt.name+"/"+r.name, func(t *testing.T) {
-				f := newFrameReader(r.wrap(strings.NewReader(tt.input)), max)
+				f := NewFrameReader(r.wrap(strings.NewReader(tt.input)), max)
 				var got []string
 				var err error
 				for {
-					var m message
+					var m Message
 					if err = f.Decode(&m); err != nil {
 						break
 					}
@@ -57,8 +57,8 @@ func TestFrameReader(t *testing.T) {
 func TestFrameReaderBounded(t *testing.T) {
 	const max = 64 << 10
 	endless := io.MultiReader(strings.NewReader(`{"op":"enroll","ticket":"`), iotest.OneByteReader(repeatReader('A')))
-	f := newFrameReader(endless, max)
-	var m message
+	f := NewFrameReader(endless, max)
+	var m Message
 	if err := f.Decode(&m); !errors.Is(err, ErrMessageTooLarge) {
 		t.Fatalf("endless message: %v, want ErrMessageTooLarge", err)
 	}
@@ -71,8 +71,8 @@ func TestFrameReaderBounded(t *testing.T) {
 // on a long-lived connection.
 func TestFrameReaderShrinks(t *testing.T) {
 	big := `{"op":"` + strings.Repeat("x", 1<<20) + `"}` + "\n"
-	f := newFrameReader(strings.NewReader(big+`{"op":"small"}`+"\n"), 2<<20)
-	var m message
+	f := NewFrameReader(strings.NewReader(big+`{"op":"small"}`+"\n"), 2<<20)
+	var m Message
 	if err := f.Decode(&m); err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +94,11 @@ func (r repeatReader) Read(p []byte) (int, error) {
 }
 
 func TestEncodeFrame(t *testing.T) {
-	b, err := encodeFrame(&message{Op: opPing}, maxAgentMessage)
+	b, err := EncodeFrame(&Message{Op: OpPing}, MaxAgentMessage)
 	if err != nil || !bytes.HasSuffix(b, []byte("}\n")) || bytes.Count(b, []byte("\n")) != 1 {
 		t.Fatalf("encodeFrame: %q, %v; want one line", b, err)
 	}
-	if _, err := encodeFrame(&message{Op: opClaim, Relay: strings.Repeat("r", maxAgentMessage)}, maxAgentMessage); !errors.Is(err, ErrMessageTooLarge) {
+	if _, err := EncodeFrame(&Message{Op: OpClaim, Relay: strings.Repeat("r", MaxAgentMessage)}, MaxAgentMessage); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("encodeFrame of a message over the limit: %v, want ErrMessageTooLarge", err)
 	}
 }

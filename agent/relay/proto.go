@@ -1,4 +1,9 @@
-// Package relay is the hub's rendezvous service and the agent's client for it.
+// Package relay is the protocol agents and the hub speak on the hub's port,
+// and the agent's client for it (client*.go). The hub's server is
+// agent/hub, which uses the protocol's messages and framing from here;
+// what the protocol carries that is not framing (tickets, the authority's
+// statements, refusal codes) is agent/wire's. Nothing here opens a
+// database or serves a port.
 //
 // One TCP port carries two kinds of connection, told apart by their first bytes:
 //
@@ -7,7 +12,7 @@
 //     64 KiB from an agent (framing.go). A session starts limited: it may
 //     only open data sessions to the authority (the reserved relay name
 //     ".authority"), through which the agent enrolls or gets a fresh
-//     credential end to end (authority.Service.Exchange), and present that
+//     credential end to end (agent/hub/authority's Service.Exchange), and present that
 //     credential; then it may claim relay names, ask for data sessions, and
 //     receives the authority's signed words on members. The authority itself
 //     connects as a control session with its own key ("authority"), unless it
@@ -26,64 +31,72 @@ package relay
 
 import (
 	"errors"
+	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // dataMagic opens every data connection.
-const dataMagic = "SLD2"
+const DataMagic = "SLD2"
 
 // dataMagicV1 is the data protocol before the ack, refused.
-const dataMagicV1 = "SLD1"
+const DataMagicV1 = "SLD1"
 
 // dataAck is the byte the hub writes to both data connections of a session
 // once it relays them.
-const dataAck = 0x06
+const DataAck = 0x06
 
 // tokenSize is the length of a data session token.
-const tokenSize = 32
+const TokenSize = 32
 
 // controlALPN is the ALPN protocol of control connections.
-const controlALPN = "sluice-control/1"
+const ControlALPN = "sluice-control/1"
 
 // Operations of the control protocol.
 const (
-	opPresent   = "present"   // agent → hub: the credential this session acts with
-	opMembers   = "members"   // agent → hub: the words after a generation
-	opClaim     = "claim"     // agent → hub: own a relay name
-	opRelease   = "release"   // agent → hub: give a relay name up
-	opDial      = "dial"      // agent → hub: open a data session to a relay (or to the authority)
-	opPing      = "ping"      // agent → hub: liveness
-	opPolicies  = "policies"  // agent → hub: the --allow expressions of its outlets (docs/hub.md)
-	opReply     = "reply"     // hub → agent: answer to a request with the same ID
-	opIncoming  = "incoming"  // hub → agent: a data session for a relay it owns
-	opMember    = "member"    // hub → agent, authority → hub: the authority's signed word on a member
-	opHeartbeat = "heartbeat" // hub → agent, authority → hub: the authority's signed heartbeat
-	opGrant     = "grant"     // hub → agent, authority → hub: a fresh credential, unasked: its member record changed
-	opAuthority = "authority" // authority → hub: this session is the project's authority
+	OpPresent   = "present"   // agent → hub: the credential this session acts with
+	OpMembers   = "members"   // agent → hub: the words after a generation
+	OpClaim     = "claim"     // agent → hub: own a relay name
+	OpRelease   = "release"   // agent → hub: give a relay name up
+	OpDial      = "dial"      // agent → hub: open a data session to a relay (or to the authority)
+	OpPing      = "ping"      // agent → hub: liveness
+	OpPolicies  = "policies"  // agent → hub: the --allow expressions of its outlets (docs/hub.md)
+	OpReply     = "reply"     // hub → agent: answer to a request with the same ID
+	OpIncoming  = "incoming"  // hub → agent: a data session for a relay it owns
+	OpMember    = "member"    // hub → agent, authority → hub: the authority's signed word on a member
+	OpHeartbeat = "heartbeat" // hub → agent, authority → hub: the authority's signed heartbeat
+	OpGrant     = "grant"     // hub → agent, authority → hub: a fresh credential, unasked: its member record changed
+	OpAuthority = "authority" // authority → hub: this session is the project's authority
 )
 
 // authorityRelay is the relay name an agent dials to reach the authority:
-// never one an agent can claim (authority.CheckRelayName refuses it).
-const authorityRelay = ".authority"
+// never one an agent can claim (wire.CheckRelayName refuses it).
+const AuthorityRelay = ".authority"
 
-// Relay names held by one node (hub_claims.go, client_claims.go).
+// Relay names held by one node (agent/hub/hub_claims.go, client_claims.go).
 const (
 	// opReleased, hub → agent: the hub gave Relay to another connection
 	// of the same node (Error says which); the agent no longer holds it.
-	opReleased = "released"
+	OpReleased = "released"
 )
 
-// Shutdown of the hub (hub_drain.go).
+// Shutdown of the hub (agent/hub/hub_drain.go).
 const (
 	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
 	// connection and reconnects at once, after a random wait (client_end.go),
 	// to the hub that takes its place. Its data sessions go on meanwhile.
-	opGoAway = "goaway"
+	OpGoAway = "goaway"
 )
 
+// DefaultHeartbeatInterval is how often the authority signs a heartbeat.
+const DefaultHeartbeatInterval = 15 * time.Second
+
+// MaxPublishedPolicies bounds the distinct outlet policies an agent
+// publishes; an agent with more publishes "true" (no filter).
+const MaxPublishedPolicies = 64
+
 // message is one frame of the control protocol.
-type message struct {
+type Message struct {
 	ID    uint64 `json:"id,omitempty"`
 	Op    string `json:"op"`
 	Error string `json:"error,omitempty"`
@@ -99,10 +112,10 @@ type message struct {
 	// newest the hub has, with Words holding its words after the one asked
 	// from (all of them if the agent is ahead). Statement: in opMember and
 	// opHeartbeat, the authority's signed statement.
-	Generation uint64                `json:"generation,omitempty"`
-	Words      []authority.Statement `json:"words,omitempty"`
-	Heartbeat  *authority.Statement  `json:"heartbeat,omitempty"`
-	Statement  *authority.Statement  `json:"statement,omitempty"`
+	Generation uint64           `json:"generation,omitempty"`
+	Words      []wire.Statement `json:"words,omitempty"`
+	Heartbeat  *wire.Statement  `json:"heartbeat,omitempty"`
+	Statement  *wire.Statement  `json:"statement,omitempty"`
 
 	// Outlet policies, in opPolicies: the agent's outlets' --allow
 	// expressions, which replace what it published before. The hub refuses
@@ -112,90 +125,64 @@ type message struct {
 	// node holds it (a name the agent yielded). Older hubs ignore it.
 	IfFree bool `json:"if_free,omitempty"`
 
-	// cause, hub-side only and never sent, is the error behind a refusal
+	// Cause, hub-side only and never sent, is the error behind a refusal
 	// with code "internal", for the hub's log.
-	cause error
+	Cause error `json:"-"`
 }
 
-// Errors a hub reports, as sentinels on the agent's side.
+// Errors a hub reports, as sentinels on the agent's side. The ones a hub
+// sends as wire codes are agent/wire's (wire.CodeOf, wire.ErrorOf), under
+// the same names here.
 var (
 	// ErrNoRelay means no connected agent owns the relay name.
-	ErrNoRelay = errors.New("no agent has claimed this relay")
+	ErrNoRelay = wire.ErrNoRelay
 	// ErrRelayTaken means another node owns the relay name.
-	ErrRelayTaken = errors.New("relay name is claimed by another node")
+	ErrRelayTaken = wire.ErrRelayTaken
+	// ErrNoCredential means the session has not presented a valid
+	// credential yet, and asked for what only members may do.
+	ErrNoCredential = wire.ErrNoCredential
+	// ErrNoAuthority means the relay has no link to the project's
+	// authority now (agent authority is not connected to it).
+	ErrNoAuthority = wire.ErrNoAuthority
+	// ErrCredentialRefused means the relay refused a presented credential:
+	// not the project's, expired, stale or not the session's key.
+	ErrCredentialRefused = wire.ErrCredentialRefused
+	// ErrRefused is a hub refusal without a more specific sentinel.
+	ErrRefused = wire.ErrRefused
+	// ErrMessageTooLarge means a control message is longer than the
+	// receiver's limit.
+	ErrMessageTooLarge = wire.ErrMessageTooLarge
+	// ErrMalformed means a control message is not one JSON object.
+	ErrMalformed = wire.ErrMalformed
+	// ErrRateLimited means the hub refused a request because the node
+	// asks for more, or has more waiting, than the hub allows it.
+	ErrRateLimited = wire.ErrRateLimited
+	// ErrDialDenied means the relay's owner published its outlets'
+	// policies and none allows this node's attributes. It is a policy
+	// refusal: it matches channel.ErrDenied too.
+	ErrDialDenied = wire.ErrDialDenied
+	// ErrHubInternal means the hub failed to serve a request for a reason
+	// of its own, which its operator finds in its log.
+	ErrHubInternal = wire.ErrHubInternal
+	// ErrUnsupported means the hub does not know the request.
+	ErrUnsupported = wire.ErrUnsupported
+)
+
+// Errors of the agent's client, never sent by a hub.
+var (
 	// ErrHubUntrusted means the hub's certificate does not chain to the pinned authority.
 	ErrHubUntrusted = errors.New("hub certificate is not signed by the project authority")
 	// ErrNotConnected means the agent has no live control connection.
 	ErrNotConnected = errors.New("not connected to the hub")
-	// ErrNoCredential means the session has not presented a valid
-	// credential yet, and asked for what only members may do.
-	ErrNoCredential = errors.New("present a valid credential first")
-	// ErrNoAuthority means the relay has no link to the project's
-	// authority now (agent authority is not connected to it).
-	ErrNoAuthority = errors.New("the project's authority is not connected to this relay")
-	// ErrCredentialRefused means the relay refused a presented credential:
-	// not the project's, expired, stale or not the session's key.
-	ErrCredentialRefused = errors.New("credential refused")
-	// ErrRefused is a hub refusal without a more specific sentinel.
-	ErrRefused = errors.New("hub refused the request")
 	// ErrNoSession means the hub closed a data connection instead of
 	// acknowledging it.
 	ErrNoSession = errors.New("hub closed the data connection before the session started " +
 		"(its peer never came, the token was unknown or used, or the hub is older than this agent)")
 )
 
-var codes = []struct {
-	code string
-	err  error
-}{
-	{"ticket_malformed", authority.ErrTicketMalformed},
-	{"ticket_foreign", authority.ErrTicketForeign},
-	{"ticket_expired", authority.ErrTicketExpired},
-	{"ticket_used", authority.ErrTicketUsed},
-	{"relay_not_allowed", authority.ErrRelayNotAllowed},
-	{"not_member", authority.ErrNotMember},
-	{"revoked", authority.ErrMemberRevoked},
-	{"no_relay", ErrNoRelay},
-	{"no_credential", ErrNoCredential},
-	{"no_authority", ErrNoAuthority},
-	{"credential_refused", ErrCredentialRefused},
-	{"relay_taken", ErrRelayTaken},
-	// Limits and framing (docs/hub.md).
-	{"too_large", ErrMessageTooLarge},
-	{"malformed", ErrMalformed},
-	{"rate_limited", ErrRateLimited},
-	{"dial_denied", ErrDialDenied},
-	{"unsupported", ErrUnsupported},
-	{"refused", ErrRefused},
-	{codeInternal, ErrHubInternal},
-}
+// HubError is a refusal reported by the hub (wire.HubError): its text is
+// the hub's; errors.Is matches the sentinel named by the hub's code.
+type HubError = wire.HubError
 
-// codeOf is the wire code of err; an error the table does not know is the
-// hub's own failure (see refusal.go).
-func codeOf(err error) string {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	return codeInternal
-}
-
-// HubError is a refusal reported by the hub. Its text is the hub's; errors.Is
-// matches the sentinel named by the hub's code.
-type HubError struct {
-	Msg      string
-	sentinel error
-}
-
-func (e *HubError) Error() string { return "hub refused: " + e.Msg }
-func (e *HubError) Unwrap() error { return e.sentinel }
-
-func errorOf(m *message) error {
-	for _, c := range codes {
-		if c.code == m.Code {
-			return &HubError{Msg: m.Error, sentinel: c.err}
-		}
-	}
-	return &HubError{Msg: m.Error, sentinel: ErrRefused}
-}
+// errorOf is the error of a refusal m.
+func errorOf(m *Message) error { return wire.ErrorOf(m.Code, m.Error) }

@@ -31,7 +31,7 @@ func TestRetryFullJitter(t *testing.T) {
 // member any more stop the client.
 func TestNoLongerMember(t *testing.T) {
 	for code, want := range map[string]bool{"revoked": true, "not_member": true, "internal": false, "rate_limited": false} {
-		if got := noLongerMember(errorOf(&message{Code: code, Error: "x"})); got != want {
+		if got := noLongerMember(errorOf(&Message{Code: code, Error: "x"})); got != want {
 			t.Errorf("refusal %q stops the client: %v, want %v", code, got, want)
 		}
 	}

@@ -8,16 +8,16 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/api"
-	"github.com/sluicehq/sluice/agent/authority"
-	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/hub"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 func authorityCommand() *cobra.Command {
 	var (
-		projectDir, hub, admin string
-		lifetime               time.Duration
-		logs                   logFlags
+		projectDir, hubAddr, admin string
+		lifetime                   time.Duration
+		logs                       logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "authority --project DIR",
@@ -49,8 +49,8 @@ where the project directory is, create or restore it.`,
 			if err != nil {
 				return err
 			}
-			if hub == "" {
-				hub = p.HubAddress
+			if hubAddr == "" {
+				hubAddr = p.HubAddress
 			}
 			if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 				return err
@@ -62,23 +62,23 @@ where the project directory is, create or restore it.`,
 			defer auth.Close()
 			svc := authority.NewService(auth)
 			if admin == "" {
-				admin = api.AuthorityAdminSocket(projectDir)
+				admin = hubadmin.AuthoritySocket(projectDir)
 			}
-			stopAdmin, err := serveAdmin(admin, relay.AuthorityAdminHandler(svc, log))
+			stopAdmin, err := serveAdmin(admin, hub.AuthorityAdminHandler(svc, log))
 			if err != nil {
 				return err
 			}
 			defer stopAdmin()
 			log.Info("authority admin API listening", zap.String("socket", admin))
-			log.Info("authority linking to its relay", zap.String("relay", hub), zap.String("project", p.ID),
+			log.Info("authority linking to its relay", zap.String("relay", hubAddr), zap.String("project", p.ID),
 				zap.Duration("credential_lifetime", lifetime))
-			err = relay.RunAuthorityLink(cmd.Context(), relay.AuthorityLinkOptions{Hub: hub, Service: svc, Logger: log})
+			err = hub.RunAuthorityLink(cmd.Context(), hub.AuthorityLinkOptions{Hub: hubAddr, Service: svc, Logger: log})
 			log.Info("authority stopped")
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
-	cmd.Flags().StringVar(&hub, "hub", "", "HOST:PORT of the relay (default: the project's hub address)")
+	cmd.Flags().StringVar(&hubAddr, "hub", "", "HOST:PORT of the relay (default: the project's hub address)")
 	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (default: authority.sock in the project directory)")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
 	logs.register(cmd)

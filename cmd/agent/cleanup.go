@@ -2,9 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/sluicehq/sluice/loader"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/loader"
 )
 
 func cleanupCommand() *cobra.Command {

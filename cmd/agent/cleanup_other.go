@@ -2,7 +2,9 @@
 
 package main
 
-import "errors"
+import (
+	"errors"
+)
 
 func cleanup(string) (string, error) {
 	return "", errors.New("clean up: the BPF data path exists only on Linux")

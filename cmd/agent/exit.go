@@ -3,7 +3,7 @@ package main
 import (
 	"errors"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Exit codes (README, "Signals and exit codes").
@@ -17,7 +17,7 @@ const (
 
 // exitCode is the exit code for the error a command returned.
 func exitCode(err error) int {
-	if errors.Is(err, authority.ErrMemberRevoked) || errors.Is(err, authority.ErrNotMember) {
+	if errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember) {
 		return exitNotMember
 	}
 	return exitFailure

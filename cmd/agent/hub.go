@@ -13,8 +13,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/api"
-	"github.com/sluicehq/sluice/agent/authority"
-	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/hub"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 func hubCommand() *cobra.Command {
@@ -23,7 +24,7 @@ func hubCommand() *cobra.Command {
 		restore, debugSocket                       string
 		initDB                                     bool
 		lifetime, shutdownTimeout                  time.Duration
-		limits                                     relay.Limits
+		limits                                     hub.Limits
 		logs                                       logFlags
 	)
 	cmd := &cobra.Command{
@@ -131,11 +132,11 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			hub := relay.NewHub(p, relay.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
+			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
 			if admin == "" {
-				admin = api.HubAdminSocket(projectDir)
+				admin = hubadmin.HubSocket(projectDir)
 			}
-			stopAdmin, err := serveAdmin(admin, hub.AdminHandler())
+			stopAdmin, err := serveAdmin(admin, srv.AdminHandler())
 			if err != nil {
 				ln.Close()
 				return err
@@ -148,7 +149,7 @@ and never stops it.`,
 				return err
 			}
 			defer stopDebug()
-			return serveHub(cmd.Context(), hub, ln, shutdownTimeout, log)
+			return serveHub(cmd.Context(), srv, ln, shutdownTimeout, log)
 		},
 	}
 	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
@@ -169,10 +170,10 @@ and never stops it.`,
 
 // serveHub serves until the first SIGTERM or SIGINT (ctx), then shuts the
 // hub down gracefully for up to timeout, or at once at the second signal.
-func serveHub(ctx context.Context, hub *relay.Hub, ln net.Listener, timeout time.Duration, log *zap.Logger) error {
+func serveHub(ctx context.Context, srv *hub.Hub, ln net.Listener, timeout time.Duration, log *zap.Logger) error {
 	lc := lifecycleOf(ctx)
 	served := make(chan error, 1)
-	go func() { served <- hub.Serve(lc.now, ln) }()
+	go func() { served <- srv.Serve(lc.now, ln) }()
 	select {
 	case err := <-served:
 		log.Info("hub stopped")
@@ -183,7 +184,7 @@ func serveHub(ctx context.Context, hub *relay.Hub, ln net.Listener, timeout time
 		zap.Duration("shutdown_timeout", timeout))
 	sctx, cancel := context.WithTimeout(lc.now, timeout)
 	defer cancel()
-	if err := hub.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("data sessions still open at the shutdown timeout are reset", zap.Error(err))
 	}
 	err := <-served
@@ -198,17 +199,17 @@ var relayModes = []string{"auto", "splice", "sockmap"}
 // auto means splice for now: the kernel gives sockmap redirects no
 // backpressure (docs/datapath.md), so a session whose reader is slower
 // than its sender would pile up in the hub's memory until it is reset.
-func openRelay(mode string, log *zap.Logger) (*relay.Sockmap, error) {
+func openRelay(mode string, log *zap.Logger) (*hub.Sockmap, error) {
 	if mode != "sockmap" {
 		log.Info("relaying data sessions with splice(2)", zap.String("relay", mode))
 		return nil, nil
 	}
-	sm, err := relay.OpenSockmap(relay.SockmapOptions{})
+	sm, err := hub.OpenSockmap(hub.SockmapOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("--relay sockmap: %w", err)
 	}
 	log.Info("relaying data sessions in the kernel (sockmap sk_skb redirect); a session is reset when its reader falls this far behind",
-		zap.Uint64("backlog_max_bytes", relay.DefaultBacklogMax))
+		zap.Uint64("backlog_max_bytes", hub.DefaultBacklogMax))
 	return sm, nil
 }
 

@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/agent/api"
-	"github.com/sluicehq/sluice/agent/authority"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 // envMain makes the test binary run the agent command's main with its
@@ -126,15 +127,15 @@ func (c *command) alive(t *testing.T) {
 	}
 }
 
-// hub is a project and its hub, running in a process of its own.
-type hub struct {
+// hubProcess is a project and its hub, running in a process of its own.
+type hubProcess struct {
 	*command
 	project *authority.Project
 	admin   string
 	log     string
 }
 
-func startHub(t *testing.T, extra ...string) *hub {
+func startHub(t *testing.T, extra ...string) *hubProcess {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,13 +148,13 @@ func startHub(t *testing.T, extra ...string) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hub{project: p, admin: filepath.Join(dir, "hub.sock"), log: filepath.Join(dir, "hub.log")}
+	h := &hubProcess{project: p, admin: filepath.Join(dir, "hub.sock"), log: filepath.Join(dir, "hub.log")}
 	h.command = startCommand(t, append([]string{"hub", "--project", p.Dir, "--listen", addr, "--admin", h.admin, "--log-file", h.log}, extra...)...)
 	h.waitOutput(t, h.log, "hub listening")
 	return h
 }
 
-func (h *hub) ticket(t *testing.T) string {
+func (h *hubProcess) ticket(t *testing.T) string {
 	t.Helper()
 	s, _, err := h.project.NewTicket(authority.TicketOptions{})
 	if err != nil {
@@ -178,7 +179,7 @@ func TestHangupNeverStops(t *testing.T) {
 	h.signal(t, syscall.SIGHUP)
 	h.waitOutput(t, h.log, "SIGHUP: log file reopened")
 	h.alive(t)
-	if _, err := api.NewHubAdmin(h.admin).Members(context.Background()); err != nil {
+	if _, err := hubadmin.New(h.admin).Members(context.Background()); err != nil {
 		t.Errorf("the hub's admin socket after SIGHUP: %v", err)
 	}
 	a.signal(t, syscall.SIGHUP)
@@ -208,7 +209,7 @@ func TestRevokedAgentExits(t *testing.T) {
 	dir := t.TempDir()
 	a := startCommand(t, "run", "--state-dir", filepath.Join(dir, "state"), "--api", filepath.Join(dir, "agent.sock"), "--datapath", "off", "--ticket", h.ticket(t))
 	a.waitOutput(t, "", "agent ready")
-	admin := api.NewHubAdmin(h.admin)
+	admin := hubadmin.New(h.admin)
 	members, err := admin.Members(context.Background())
 	if err != nil || len(members) != 1 {
 		t.Fatalf("members: %v, %v", members, err)

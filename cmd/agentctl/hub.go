@@ -8,18 +8,18 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/agent/api"
-	"github.com/sluicehq/sluice/agent/authority"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 // hubAdmin is the admin API of the hub serving project (its hub.sock), or
 // the one on socket.
-func hubAdmin(socket, project string) (*api.HubAdmin, error) {
+func hubAdmin(socket, project string) (*hubadmin.Client, error) {
 	switch {
 	case socket != "":
-		return api.NewHubAdmin(socket), nil
+		return hubadmin.New(socket), nil
 	case project != "":
-		return api.NewHubAdmin(api.MemberAdminSocket(project)), nil
+		return hubadmin.New(hubadmin.MemberSocket(project)), nil
 	}
 	return nil, errors.New("--project is required (the hub's or the authority's project directory), or --hub-admin SOCKET")
 }
@@ -74,7 +74,7 @@ Restore it, with the hub stopped, with 'agent hub --restore FILE --project DIR'.
 
 // writeBackup receives the hub's backup into a temporary file beside out,
 // checks it and renames it to out.
-func writeBackup(cmd *cobra.Command, a *api.HubAdmin, out, projectID string) (authority.DatabaseSummary, int64, error) {
+func writeBackup(cmd *cobra.Command, a *hubadmin.Client, out, projectID string) (authority.DatabaseSummary, int64, error) {
 	var sum authority.DatabaseSummary
 	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp*")
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 func agentctl(t *testing.T, args ...string) (string, error) {
@@ -31,7 +31,7 @@ func TestProjectAndTicket(t *testing.T) {
 	if strings.Count(out, "\n") != 1 {
 		t.Errorf("ticket create printed more than the ticket: %q", out)
 	}
-	tk, err := authority.ParseTicket(out)
+	tk, err := wire.ParseTicket(out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/agent/api"
-	"github.com/sluicehq/sluice/agent/authority"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 // parseAttributes turns K=V flags into a map; a bare K means K=true.
@@ -39,7 +39,7 @@ their permission.`,
 	var socket, project string
 	cmd.PersistentFlags().StringVar(&project, "project", "", "project directory of the running hub or authority: its admin socket is authority.sock there (agent authority), else hub.sock (agent hub)")
 	cmd.PersistentFlags().StringVar(&socket, "hub-admin", os.Getenv("SLUICE_HUB_ADMIN"), "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
-	admin := func() (*api.HubAdmin, error) { return hubAdmin(socket, project) }
+	admin := func() (*hubadmin.Client, error) { return hubAdmin(socket, project) }
 
 	var format string
 	list := &cobra.Command{

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 func projectCommand(e *env) *cobra.Command {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/agent/daemon"
-	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/hub"
 	"github.com/sluicehq/sluice/testenv"
 	"github.com/sluicehq/sluice/testenv/scenario"
 )
@@ -407,7 +407,7 @@ func (r *rig) settled(ctx context.Context) (bool, string) {
 			}
 		}
 	}
-	var hs relay.Stats
+	var hs hub.Stats
 	if err := getJSON(ctx, filepath.Join(r.s.ProjectDir, "hub.sock"), "/v1/stats", &hs); err != nil {
 		return false, fmt.Sprintf("hub: %v", err)
 	}

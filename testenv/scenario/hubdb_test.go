@@ -19,9 +19,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/sluicehq/sluice/agent/authority"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // These tests run the real `agent hub` and agentctl on loopback, without
@@ -320,7 +321,7 @@ func TestHubBackupRestore(t *testing.T) {
 	if r, ok := state[kept]; !ok || r || !state[revoked] || len(state) != 2 {
 		t.Errorf("members after the restore: %+v; want %s a member, %s revoked, %s (enrolled after the backup) gone", state, kept, revoked, later)
 	}
-	if _, err := enroll(t, p, addr, tickets[0]); !errors.Is(err, authority.ErrTicketUsed) {
+	if _, err := enroll(t, p, addr, tickets[0]); !errors.Is(err, wire.ErrTicketUsed) {
 		t.Errorf("a ticket used before the backup, after the restore: %v, want ErrTicketUsed", err)
 	}
 }

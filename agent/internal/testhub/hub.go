@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/agent/authority"
-	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/hub"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 // StopTimeout bounds how long Stop waits for Serve to return.
@@ -19,13 +19,13 @@ const StopTimeout = 5 * time.Second
 
 // Options tune a test hub. Zero values mean the packages' defaults.
 type Options struct {
-	Hub       relay.HubOptions
+	Hub       hub.HubOptions
 	Authority authority.Options
 	// Listener, if set, wraps the hub's listener (to inject accept errors).
 	Listener func(net.Listener) net.Listener
 	// Split runs the hub as a relay only, from a project directory without
 	// the authority's key (authority.ExportRelay), and the authority apart,
-	// linked to it over loopback (relay.RunAuthorityLink) until the test
+	// linked to it over loopback (hub.RunAuthorityLink) until the test
 	// ends or StopAuthority.
 	Split bool
 }
@@ -36,11 +36,11 @@ type Hub struct {
 	Auth    *authority.Authority
 	Service *authority.Service // the authority at work, in the hub's process
 	Addr    string             // HOST:PORT, also the address in the project's tickets
-	opts    relay.HubOptions
+	opts    hub.HubOptions
 	relayP  *authority.Project // what a relay-only hub loads; nil unless Split
 
 	mu       sync.Mutex // guards the following
-	hub      *relay.Hub
+	hub      *hub.Hub
 	cancel   context.CancelFunc
 	done     chan error // receives Serve's result; nil when stopped
 	linkStop context.CancelFunc
@@ -102,7 +102,7 @@ func (h *Hub) StartAuthority() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- relay.RunAuthorityLink(ctx, relay.AuthorityLinkOptions{Hub: h.Addr, Service: h.Service,
+		done <- hub.RunAuthorityLink(ctx, hub.AuthorityLinkOptions{Hub: h.Addr, Service: h.Service,
 			HeartbeatInterval: h.opts.HeartbeatInterval})
 	}()
 	h.mu.Lock()
@@ -131,16 +131,16 @@ func (h *Hub) serve(ln net.Listener) {
 	} else {
 		opts.Authority = h.Service
 	}
-	hub := relay.NewHub(p, opts)
+	srv := hub.NewHub(p, opts)
 	done := make(chan error, 1)
-	go func() { done <- hub.Serve(ctx, ln) }()
+	go func() { done <- srv.Serve(ctx, ln) }()
 	h.mu.Lock()
-	h.hub, h.cancel, h.done = hub, cancel, done
+	h.hub, h.cancel, h.done = srv, cancel, done
 	h.mu.Unlock()
 }
 
 // Relay returns the hub now serving (a new one after Restart).
-func (h *Hub) Relay() *relay.Hub {
+func (h *Hub) Relay() *hub.Hub {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.hub
@@ -170,7 +170,7 @@ func (h *Hub) StopWithin(d time.Duration) error {
 }
 
 // Restart stops the hub and serves the same project again on the same
-// address, with a new relay.Hub: the relay names claimed before are gone.
+// address, with a new hub.Hub: the relay names claimed before are gone.
 func (h *Hub) Restart(t testing.TB) {
 	t.Helper()
 	if err := h.Stop(); err != nil {

@@ -22,8 +22,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluicehq/sluice/agent/authority"
-	"github.com/sluicehq/sluice/agent/relay"
+	"github.com/sluicehq/sluice/agent/hub"
+	"github.com/sluicehq/sluice/agent/hub/authority"
 )
 
 // envProcess makes a test binary that uses Main serve a hub (StartProcess)
@@ -33,7 +33,7 @@ const envProcess = "SLUICE_TESTHUB_PROCESS"
 // ProcessOptions tune a hub process. Zero values mean the relay package's
 // defaults and the test binary's own resource limits.
 type ProcessOptions struct {
-	Limits         relay.Limits
+	Limits         hub.Limits
 	HelloTimeout   time.Duration
 	SessionTimeout time.Duration
 	// NoFile, if set, is the hub process's RLIMIT_NOFILE.
@@ -138,8 +138,8 @@ func StartProcess(t testing.TB, opts ProcessOptions) *Process {
 	return proc
 }
 
-// Stats asks the hub process for its relay.Stats.
-func (p *Process) Stats(t testing.TB) relay.Stats {
+// Stats asks the hub process for its hub.Stats.
+func (p *Process) Stats(t testing.TB) hub.Stats {
 	t.Helper()
 	st, err := p.stats()
 	if err != nil {
@@ -148,7 +148,7 @@ func (p *Process) Stats(t testing.TB) relay.Stats {
 	return st
 }
 
-func (p *Process) stats() (relay.Stats, error) {
+func (p *Process) stats() (hub.Stats, error) {
 	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -158,12 +158,12 @@ func (p *Process) stats() (relay.Stats, error) {
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://hub/v1/stats")
 	if err != nil {
-		return relay.Stats{}, err
+		return hub.Stats{}, err
 	}
 	defer resp.Body.Close()
-	var st relay.Stats
+	var st hub.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return relay.Stats{}, fmt.Errorf("decode stats: %w", err)
+		return hub.Stats{}, fmt.Errorf("decode stats: %w", err)
 	}
 	return st, nil
 }
@@ -257,13 +257,13 @@ func runProcess(cfgJSON string) error {
 	if err != nil {
 		return fmt.Errorf("listener: %w", err)
 	}
-	hub := relay.NewHub(auth.Project(), relay.HubOptions{Authority: authority.NewService(auth), Logger: log, Limits: o.Limits, HelloTimeout: o.HelloTimeout, SessionTimeout: o.SessionTimeout})
+	h := hub.NewHub(auth.Project(), hub.HubOptions{Authority: authority.NewService(auth), Logger: log, Limits: o.Limits, HelloTimeout: o.HelloTimeout, SessionTimeout: o.SessionTimeout})
 	admin, err := net.Listen("unix", cfg.Admin)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	srv := &http.Server{Handler: hub.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(admin)
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,5 +271,5 @@ func runProcess(cfgJSON string) error {
 		io.Copy(io.Discard, os.Stdin)
 		cancel()
 	}()
-	return hub.Serve(ctx, ln)
+	return h.Serve(ctx, ln)
 }
