@@ -190,7 +190,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		a.Close()
 		return nil, err
 	}
-	if err := a.listenDirect(runCtx, opts.DirectListen); err != nil {
+	if err := a.listenDirect(opts.DirectListen); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -238,9 +238,9 @@ func (a *Agent) Close() error {
 	return err
 }
 
-// listenDirect accepts channels from inlets on addr ("" for none) until ctx
-// ends.
-func (a *Agent) listenDirect(ctx context.Context, addr string) error {
+// listenDirect opens the listener for direct channels from inlets on addr
+// ("" for none); the portals accept on it until Close or Drain closes it.
+func (a *Agent) listenDirect(addr string) error {
 	if addr == "" {
 		return nil
 	}
@@ -252,16 +252,7 @@ func (a *Agent) listenDirect(ctx context.Context, addr string) error {
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
-		for {
-			c, err := a.direct.AcceptTCP()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-					a.log.Error("direct listener stopped", zap.Error(err))
-				}
-				return
-			}
-			go a.ports.ServeDirect(c)
-		}
+		a.ports.AcceptDirect(a.direct)
 	}()
 	a.log.Info("accepting direct channels", zap.Stringer("listen", ln.Addr()))
 	return nil

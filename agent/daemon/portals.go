@@ -38,49 +38,6 @@ func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
 	return info, errors.Join(a.conf.saveLocked(), a.dp.sync())
 }
 
-// startInlet starts an inlet in the portal registry and gives it its
-// portal number in the data path, without saving it.
-func (d *datapath) startInlet(spec portal.InletSpec) (portal.InletInfo, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !spec.Transparent && spec.AllowLocal != "" && d.kern == nil {
-		if err := spec.Check(); err != nil {
-			return portal.InletInfo{}, fmt.Errorf("create inlet: %w", err)
-		}
-		return portal.InletInfo{}, d.explicitLocked(spec) // says why, before anything listens
-	}
-	info, err := d.ports.AddInlet(spec)
-	if err != nil {
-		return info, err
-	}
-	switch {
-	case spec.Transparent:
-		err = d.transparentLocked(spec)
-	case spec.AllowLocal != "":
-		err = d.explicitLocked(spec)
-	}
-	if err != nil {
-		d.ports.RemoveInlet(spec.Name)
-		return portal.InletInfo{}, err
-	}
-	return info, nil
-}
-
-// transparentLocked gives a new transparent inlet its portal number, if the
-// data path runs.
-func (d *datapath) transparentLocked(spec portal.InletSpec) error {
-	if d.kern == nil {
-		return fmt.Errorf("create inlet %q: transparent inlets need the BPF data path, which is not running on this agent (%s); explicit inlets still work: %w",
-			spec.Name, d.kernReason, ErrNoDatapath)
-	}
-	svc, err := portal.ServiceAddr(spec.From)
-	if err != nil {
-		return fmt.Errorf("create inlet %q: %w", spec.Name, err)
-	}
-	_, err = d.assignPortalLocked(spec.Name, svc)
-	return err
-}
-
 // DeleteInlet stops an inlet and forgets it.
 func (a *Agent) DeleteInlet(name string) error {
 	a.conf.mu.Lock()

@@ -89,3 +89,20 @@ func (m *Manager) AcceptTransparent(ln *net.TCPListener, admit func(c *net.TCPCo
 		}
 	}
 }
+
+// AcceptDirect accepts channels that inlets open straight to this agent
+// (agent run --direct-listen) on ln until ln is closed, and serves each
+// as ServeDirect. The caller owns ln and waits for AcceptDirect to return
+// after closing it.
+func (m *Manager) AcceptDirect(ln *net.TCPListener) {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				m.log.Error("direct listener stopped", zap.Error(err))
+			}
+			return
+		}
+		go m.ServeDirect(c)
+	}
+}
