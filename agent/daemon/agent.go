@@ -127,7 +127,9 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 			OnIncoming: func(in relay.Incoming) {
 				if m := ports.Load(); m != nil {
 					m.HandleIncoming(in.Token, in.From)
+					return
 				}
+				a.log.Debug("data session announced before the portals started; not served", zap.String("relay", in.Relay), zap.String("from", in.From))
 			},
 			OnMember: a.rev.onMember,
 			OnGrant: func(g relay.Grant) {
