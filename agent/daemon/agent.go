@@ -62,10 +62,13 @@ type Options struct {
 //	              incoming data sessions from the hub
 //	relay.Client  the link to the hub
 //
-// Lock order, where two parts' locks are held together: configStore.mu,
-// then datapath.mu, then datapath.planMu, then the portal Manager's locks.
-// configStore.failMu and reviewer.dirtyMu are taken alone. Agent has no
-// lock of its own: its fields are set in Start and only read after.
+// Lock order, where two parts' locks are held together: configStore.mu
+// (held for a whole configuration change), then datapath.mu, then
+// datapath.planMu, then the portal Manager's locks. configStore.failMu and
+// reviewer.dirtyMu come last: nothing is locked while they are held. No
+// part calls another's method while holding a lock that comes later in
+// this order. Agent has no lock of its own: its fields are set in Start
+// and only read after.
 type Agent struct {
 	log    *zap.Logger
 	lock   *stateLock // held for the agent's life
