@@ -181,7 +181,7 @@ func (d *datapath) refreshHost() {
 		return
 	}
 	unbound := len(d.unbound) > 0
-	wildcard := slices.ContainsFunc(d.ports.Portals(), func(p portal.Portal) bool {
+	wildcard := slices.ContainsFunc(d.ports.Portals(), func(p portal.NumberedInlet) bool {
 		ap, err := portal.ExplicitAddr(p.Spec.From)
 		return !p.Spec.Transparent && p.Spec.AllowLocal != "" && err == nil && ap.Addr().IsUnspecified()
 	})

@@ -19,8 +19,8 @@ import (
 // to write the kernel's maps. The agent's saved configuration says what
 // the operator asked for; the registry says what runs now.
 
-// Portal is a running inlet with a portal number in the data path.
-type Portal struct {
+// NumberedInlet is a running inlet with a portal number in the data path.
+type NumberedInlet struct {
 	Spec   InletSpec
 	Number uint32
 	// Peer is the node that owned the inlet's relay at its last channel
@@ -42,7 +42,7 @@ func (m *Manager) SetPortal(inlet string, number uint32) error {
 
 // Portals lists the running inlets that have a portal number, in the
 // order they were added.
-func (m *Manager) Portals() []Portal {
+func (m *Manager) Portals() []NumberedInlet {
 	m.mu.Lock()
 	ins := make([]*inlet, 0, len(m.inlets))
 	for _, in := range m.inlets {
@@ -50,10 +50,10 @@ func (m *Manager) Portals() []Portal {
 			ins = append(ins, in)
 		}
 	}
-	out := make([]Portal, 0, len(ins))
+	out := make([]NumberedInlet, 0, len(ins))
 	slices.SortFunc(ins, func(a, b *inlet) int { return cmp.Compare(a.seq, b.seq) })
 	for _, in := range ins {
-		out = append(out, Portal{Spec: in.spec, Number: in.number})
+		out = append(out, NumberedInlet{Spec: in.spec, Number: in.number})
 	}
 	m.mu.Unlock()
 	for i, in := range ins {

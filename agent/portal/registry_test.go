@@ -33,7 +33,7 @@ func TestPortalRegistry(t *testing.T) {
 	if err := errors.Join(m.SetPortal("a", 2), m.SetPortal("b", 1)); err != nil {
 		t.Fatal(err)
 	}
-	want := []portal.Portal{{Spec: b, Number: 1}, {Spec: a, Number: 2}}
+	want := []portal.NumberedInlet{{Spec: b, Number: 1}, {Spec: a, Number: 2}}
 	if got := m.Portals(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Portals() = %+v, want %+v (c has no number)", got, want)
 	}
