@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,7 +13,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/portal"
@@ -49,54 +46,41 @@ type Options struct {
 	WarmIdle time.Duration
 }
 
-// Agent is a running agent.
+// Agent is a running agent: the wiring of its parts, and the local API's
+// backend, whose methods delegate to them.
+//
+//	credentials   enrollment and credentials: identity, enrollment,
+//	              credential install and renewal, keys (enroll.go)
+//	configStore   the operator's configuration, and the saved items that
+//	              did not start (config.go, restore.go)
+//	datapath      the data path controller: kernel, plan, workloads,
+//	              portal numbers, the host as last seen (datapath.go,
+//	              local.go, workloads.go)
+//	reviewer      the member reviewer: the authority's word on each node,
+//	              applied to portals and maps (members.go)
+//	portal.Manager  the one registry of running portals, both accept loops,
+//	              incoming data sessions from the hub
+//	relay.Client  the link to the hub
+//
+// Lock order, where two parts' locks are held together: configStore.mu
+// (held for a whole configuration change), then datapath.mu, then
+// datapath.planMu, then the portal Manager's locks. configStore.failMu and
+// reviewer.dirtyMu come last: nothing is locked while they are held. No
+// part calls another's method while holding a lock that comes later in
+// this order. Agent has no lock of its own: its fields are set in Start
+// and only read after.
 type Agent struct {
-	dir  string
-	log  *zap.Logger
-	id   *identity.Identity
-	lock *stateLock // held for the agent's life
-	enr  enrollment
-	// enrolled: the state directory held an enrollment at start;
-	// ticketID: the ticket this start redeems (or found spent), if any.
-	enrolled bool
-	ticketID string
-	keys     channel.Keys
-	client   *relay.Client
-	ports    *portal.Manager
-	direct   *net.TCPListener // nil without --direct-listen
-	cancel   context.CancelFunc
-	cred     atomic.Pointer[credential.Credential]
-
-	members credential.Members // the authority's word on each node, as the hub sent it
-	dirtyMu sync.Mutex         // guards dirty
-	dirty   []string           // nodes whose word changed, for reviewLoop
-	kick    chan struct{}      // wakes reviewLoop
-
-	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
-	plan   *plan        // what the maps hold; nil until first written
-
-	failMu sync.Mutex          // guards failed
-	failed map[string]*failure // saved inlets and outlets that did not start (restore.go)
-
-	mu           sync.Mutex // guards the following and serializes configuration changes
-	cfg          config
-	kern         kernel // nil when the data path is not running
-	kernReason   string // why kern is nil
-	workloads    []Workload
-	workloadNums map[string]uint32 // workload name -> number in the kernel
-	nextWorkload uint32
-	portalNums   map[string]uint32         // transparent inlet name -> portal number
-	adopted      map[netip.AddrPort]uint32 // pinned portal numbers not yet taken back (see assignPortalLocked)
-	unresolved   []string                  // workload selectors not resolved at the last sync
-	cgroups      map[string]string         // cgroup workload dir -> its resolution at the last sync
-	suspects     map[string]map[int]bool   // address workload -> interfaces that existed when its bound one vanished
-	unbound      map[string]string         // address workload -> why it is bound to no interface now
-	ifaces       map[int]bool              // the host's interfaces at the last sync; nil before the first
-	hostAddrs    []netip.Addr              // the host's addresses at the last sync, for explicit inlets on 0.0.0.0
-
-	resolveCgroup func(dir string) ([]int, error) // cgroupVeths; tests replace it
-	sys           system                          // what the agent reads of the host; tests replace it
-	loops         sync.WaitGroup                  // goroutines Close waits for
+	log    *zap.Logger
+	lock   *stateLock // held for the agent's life
+	creds  *credentials
+	conf   *configStore
+	dp     *datapath
+	rev    *reviewer
+	client *relay.Client
+	ports  *portal.Manager
+	direct *net.TCPListener // nil without --direct-listen
+	cancel context.CancelFunc
+	loops  sync.WaitGroup // goroutines Close waits for
 }
 
 // Start loads or creates the identity, enrolls with the ticket (or says hello
@@ -114,34 +98,45 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 			lock.Close()
 		}
 	}()
-	a := &Agent{lock: lock, dir: opts.StateDir, log: opts.Logger, workloadNums: map[string]uint32{}, portalNums: map[string]uint32{},
-		suspects: map[string]map[int]bool{}, unbound: map[string]string{},
-		kick: make(chan struct{}, 1), resolveCgroup: cgroupVeths, sys: hostSystem}
+	a := &Agent{lock: lock, log: opts.Logger, conf: newConfigStore(opts.StateDir, opts.Logger)}
 	id, created, err := identity.LoadOrCreate(opts.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	a.id = id
+	cr := &credentials{dir: opts.StateDir, log: opts.Logger, id: id}
+	a.creds = cr
+	a.rev = newReviewer(id.ID(), a.log)
 	if created {
 		a.log.Info("created node identity", zap.String("node", id.ID()), zap.String("state_dir", opts.StateDir))
 	}
-	ticket, err := a.loadEnrollment(opts.Ticket)
+	ticket, err := cr.loadEnrollment(opts.Ticket)
 	if err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	// The client delivers the data sessions the hub announces straight to
+	// the portal Manager. The Manager needs the client and the authority
+	// the first grant brings, so it is made once the client started;
+	// ports holds it from then on.
+	var ports atomic.Pointer[portal.Manager]
 	newClient := func(ticket string) (*relay.Client, error) {
 		return relay.NewClient(relay.ClientOptions{
-			Hub:          a.enr.Hub,
+			Hub:          cr.enr.Hub,
 			Identity:     id,
-			AuthorityKey: a.enr.AuthorityKey,
+			AuthorityKey: cr.enr.AuthorityKey,
 			Ticket:       ticket,
 			Logger:       a.log.Named("hub"),
-			OnIncoming:   func(in relay.Incoming) { a.ports.HandleIncoming(in.Token, in.From) },
-			OnMember:     a.onMember,
+			OnIncoming: func(in relay.Incoming) {
+				if m := ports.Load(); m != nil {
+					m.HandleIncoming(in.Token, in.From)
+					return
+				}
+				a.log.Debug("data session announced before the portals started; not served", zap.String("relay", in.Relay), zap.String("from", in.From))
+			},
+			OnMember: a.rev.onMember,
 			OnGrant: func(g relay.Grant) {
-				if err := a.install(g); err != nil {
+				if err := cr.install(g); err != nil {
 					a.log.Error("installing renewed credential failed", zap.Error(err))
 				}
 			},
@@ -156,14 +151,18 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	startCtx, stop := context.WithCancel(runCtx)
 	defer context.AfterFunc(ctx, stop)()
 	g, err := a.client.Start(startCtx)
-	if a.ticketSpent(ticket, err) {
-		g, err = a.startAsMember(startCtx, err, newClient)
+	if cr.ticketSpent(ticket, err) {
+		var c *relay.Client
+		c, g, err = cr.startAsMember(startCtx, err, newClient)
+		if c != nil {
+			a.client = c
+		}
 	}
 	switch {
 	case err == nil:
-		err = a.firstGrant(g)
-	case a.mayStartOffline(ctx, ticket, err):
-		g, err = a.savedGrant(err)
+		err = cr.firstGrant(g)
+	case cr.mayStartOffline(ctx, ticket, err):
+		g, err = cr.savedGrant(err)
 		if err == nil {
 			a.client.StartOffline(runCtx)
 		}
@@ -177,34 +176,34 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		cancel()
 		return nil, fmt.Errorf("start agent: the hub sent an unreadable authority certificate: %w", err)
 	}
+	a.dp = newDatapath(opts.StateDir, a.log, nil, a.rev.peerDenied)
 	a.ports = portal.New(portal.Options{
 		Hub:      a.client,
-		Keys:     &a.keys,
-		Verifier: &credential.Verifier{Root: root, ProjectID: a.enr.Project, Current: a.members.Current},
+		Keys:     &cr.keys,
+		Verifier: &credential.Verifier{Root: root, ProjectID: cr.enr.Project, Current: a.rev.members.Current},
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
 		WarmIdle: opts.WarmIdle,
-		Local:    a.admitLocal,
+		Local:    a.dp.admitLocal,
 		// Connections that outlive their channel's credential go on only
 		// while the member state is current (docs/members.md).
 		MemberStateCurrent: func() bool { return !a.client.Status().Stale },
 	})
-	if err := a.startDatapath(opts); err != nil {
+	ports.Store(a.ports)
+	a.dp.ports, a.rev.ports, a.rev.sync = a.ports, a.ports, a.dp.sync
+	if err := a.dp.start(opts); err != nil {
 		a.Close()
 		return nil, err
 	}
-	if err := a.listenDirect(runCtx, opts.DirectListen); err != nil {
+	if err := a.listenDirect(opts.DirectListen); err != nil {
 		a.Close()
 		return nil, err
 	}
-	if err := errors.Join(a.loadWorkloads(), a.restore(ctx)); err != nil {
+	if err := errors.Join(a.dp.loadWorkloads(), a.restore(ctx)); err != nil {
 		a.Close()
 		return nil, err
 	}
-	a.mu.Lock()
-	err = a.syncLocked()
-	a.mu.Unlock()
-	if err != nil {
+	if err := a.dp.sync(); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -212,11 +211,11 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	// members: they are applied before Start returns, the later ones by
 	// the loop as they come.
 	select {
-	case <-a.kick:
-		a.reviewPending()
+	case <-a.rev.kick:
+		a.rev.reviewPending()
 	default:
 	}
-	go a.reviewLoop(runCtx)
+	go a.rev.reviewLoop(runCtx)
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
@@ -225,88 +224,16 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
-		a.cgroupLoop(runCtx)
+		a.dp.cgroupLoop(runCtx)
 	}()
 	return a, nil
-}
-
-// mayStartOffline reports whether an enrolled agent that could not reach the
-// hub should start anyway: not when enrolling, not when the hub refused it.
-// A ticket an enrolled agent meant to redeem waits for its next start.
-func (a *Agent) mayStartOffline(ctx context.Context, ticket string, err error) bool {
-	var refused *relay.HubError
-	ok := a.enrolled && ctx.Err() == nil && !errors.As(err, &refused) && !errors.Is(err, relay.ErrHubUntrusted)
-	if ok && ticket != "" {
-		a.log.Warn("hub unreachable: --ticket not redeemed; it will be at the next start with the hub reachable", zap.String("ticket", a.ticketID))
-		a.ticketID = ""
-	}
-	return ok
-}
-
-// savedGrant rebuilds the last grant from the state directory, so that an
-// agent can start while the hub is unreachable.
-func (a *Agent) savedGrant(cause error) (relay.Grant, error) {
-	creds, err1 := credential.ReadPEMFile(filepath.Join(a.dir, credentialFile))
-	roots, err2 := credential.ReadPEMFile(filepath.Join(a.dir, authorityFile))
-	if err := errors.Join(err1, err2); err != nil {
-		return relay.Grant{}, fmt.Errorf("%w (and no saved credential to start with: %w)", cause, err)
-	}
-	g := relay.Grant{Credential: creds[0].Raw, Authority: roots[0].Raw, Project: a.enr.Project, Node: a.id.ID()}
-	if err := a.install(g); err != nil {
-		return relay.Grant{}, fmt.Errorf("%w (and the saved credential is unusable: %w)", cause, err)
-	}
-	a.log.Warn("hub unreachable; starting with the saved credential and retrying in the background",
-		zap.Error(cause), zap.Time("credential_expires", creds[0].NotAfter))
-	return g, nil
-}
-
-// firstGrant records the enrollment and installs the first credential.
-func (a *Agent) firstGrant(g relay.Grant) error {
-	if g.Project != a.enr.Project {
-		return fmt.Errorf("start agent: hub serves project %s, want %s", g.Project, a.enr.Project)
-	}
-	a.rememberTicket()
-	if err := writeJSON(filepath.Join(a.dir, enrollmentFile), a.enr); err != nil {
-		return err
-	}
-	if err := identity.WriteFileAtomic(filepath.Join(a.dir, authorityFile), credential.EncodePEM(g.Authority), 0o644); err != nil {
-		return err
-	}
-	return a.install(g)
-}
-
-// install makes a granted credential current and saves it.
-func (a *Agent) install(g relay.Grant) error {
-	cert, cred, err := tlsCertificate(g.Credential, a.id.PrivateKey())
-	if err != nil {
-		return err
-	}
-	if cred.NodeID != a.id.ID() {
-		return fmt.Errorf("install credential: it names node %s, this is %s", cred.NodeID, a.id.ID())
-	}
-	a.keys.Set(cert)
-	a.cred.Store(cred)
-	a.log.Info("credential installed", zap.Time("expires", cred.Expires()), zap.Any("attributes", cred.Attributes))
-	return identity.WriteFileAtomic(filepath.Join(a.dir, credentialFile), credential.EncodePEM(g.Credential), 0o600)
-}
-
-func (a *Agent) saveLocked() error {
-	return writeJSON(filepath.Join(a.dir, portalsFile), a.cfg)
 }
 
 // Close stops the data path's listener, the portals and the hub link. The
 // data path's pins stay, so the kernel keeps refusing transparent
 // connections while no agent runs.
 func (a *Agent) Close() error {
-	a.mu.Lock()
-	k := a.kern
-	a.kern = nil
-	a.mu.Unlock()
-	var err error
-	if k != nil {
-		err = k.Close()
-	}
-	err = errors.Join(err, a.ports.Close())
+	err := errors.Join(a.dp.close(), a.ports.Close())
 	a.cancel()
 	if a.direct != nil {
 		a.direct.Close()
@@ -316,9 +243,9 @@ func (a *Agent) Close() error {
 	return err
 }
 
-// listenDirect accepts channels from inlets on addr ("" for none) until ctx
-// ends.
-func (a *Agent) listenDirect(ctx context.Context, addr string) error {
+// listenDirect opens the listener for direct channels from inlets on addr
+// ("" for none); the portals accept on it until Close or Drain closes it.
+func (a *Agent) listenDirect(addr string) error {
 	if addr == "" {
 		return nil
 	}
@@ -330,16 +257,7 @@ func (a *Agent) listenDirect(ctx context.Context, addr string) error {
 	a.loops.Add(1)
 	go func() {
 		defer a.loops.Done()
-		for {
-			c, err := a.direct.AcceptTCP()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-					a.log.Error("direct listener stopped", zap.Error(err))
-				}
-				return
-			}
-			go a.ports.ServeDirect(c)
-		}
+		a.ports.AcceptDirect(a.direct)
 	}()
 	a.log.Info("accepting direct channels", zap.Stringer("listen", ln.Addr()))
 	return nil
@@ -350,28 +268,28 @@ func (a *Agent) CreateRelay(ctx context.Context, name string) error {
 	if err := wire.CheckRelayName(name); err != nil {
 		return fmt.Errorf("create relay: %w: %w", err, portal.ErrInvalid)
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := a.client.Claim(cctx, name); err != nil {
 		return err
 	}
-	if !slices.Contains(a.cfg.Relays, name) {
-		a.cfg.Relays = append(a.cfg.Relays, name)
+	if !slices.Contains(a.conf.cfg.Relays, name) {
+		a.conf.cfg.Relays = append(a.conf.cfg.Relays, name)
 	}
-	return a.saveLocked()
+	return a.conf.saveLocked()
 }
 
 // DeleteRelay gives a relay name up.
 func (a *Agent) DeleteRelay(ctx context.Context, name string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	i := slices.Index(a.cfg.Relays, name)
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
+	i := slices.Index(a.conf.cfg.Relays, name)
 	if i < 0 {
 		return fmt.Errorf("delete relay %q: %w", name, portal.ErrNotFound)
 	}
-	a.cfg.Relays = slices.Delete(a.cfg.Relays, i, i+1)
+	a.conf.cfg.Relays = slices.Delete(a.conf.cfg.Relays, i, i+1)
 	err := a.client.Release(ctx, name)
-	return errors.Join(err, a.saveLocked())
+	return errors.Join(err, a.conf.saveLocked())
 }

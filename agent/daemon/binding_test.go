@@ -154,9 +154,9 @@ func TestAddressWorkloadBinding(t *testing.T) {
 	a := start(t, dir, h.Ticket(t, authority.TicketOptions{}))
 	fs := &fakeSys{}
 	k := &fakeKernel{}
-	a.mu.Lock()
-	a.kern, a.sys = k, fs.system()
-	a.mu.Unlock()
+	a.dp.mu.Lock()
+	a.dp.kern, a.dp.sys = k, fs.system()
+	a.dp.mu.Unlock()
 	w := Workload{Name: "app", Address: appAddr.String(), Attributes: map[string]string{"app": "analytics"}}
 
 	if _, err := a.CreateWorkload(w); !errors.Is(err, ErrAddressNotFound) || !errors.Is(err, portal.ErrInvalid) {
@@ -185,12 +185,12 @@ func TestAddressWorkloadBinding(t *testing.T) {
 
 	// A neighbour claims the address: nothing moves.
 	fs.set(appVeth, other, spoofer)
-	a.refresh()
+	a.dp.refresh()
 	wantBound(11)
 
 	// The app's container goes; only the neighbour has the address.
 	fs.set(other, spoofer)
-	a.refresh()
+	a.dp.refresh()
 	if p := k.last(); len(p.Bindings) != 0 || len(p.Endpoints) != 0 {
 		t.Errorf("after the bound interface vanished: endpoints %v bindings %v; want none", p.Endpoints, p.Bindings)
 	}
@@ -201,7 +201,7 @@ func TestAddressWorkloadBinding(t *testing.T) {
 	if len(ws) != 1 || ws[0].Bound != nil || !strings.Contains(ws[0].Unresolved, "waiting for a new container interface with address "+appAddr.String()) {
 		t.Errorf("Workloads() = %+v; want app unbound and why", ws)
 	}
-	a.refreshHost()
+	a.dp.refreshHost()
 	if p := k.last(); len(p.Bindings) != 0 {
 		t.Errorf("the neighbour that was there before inherited the binding: %v", p.Bindings)
 	}
@@ -209,7 +209,7 @@ func TestAddressWorkloadBinding(t *testing.T) {
 	// The container is back, behind a new veth.
 	back := containerVeth{Ifindex: 30, Name: "veth-app2", Addrs: []netip.Addr{appAddr}}
 	fs.set(other, spoofer, back)
-	a.refreshHost()
+	a.dp.refreshHost()
 	wantBound(30)
 	if ws := a.Workloads(); ws[0].Unresolved != "" || ws[0].Bound.Interface != "veth-app2" {
 		t.Errorf("Workloads() after the container came back: %+v", ws)
@@ -239,15 +239,15 @@ func TestWorkloadsFileWithoutBindings(t *testing.T) {
 	fs := &fakeSys{}
 	fs.set(appVeth, spoofer)
 	k := &fakeKernel{}
-	a.mu.Lock()
-	a.kern, a.sys = k, fs.system()
-	a.mu.Unlock()
-	a.refresh()
+	a.dp.mu.Lock()
+	a.dp.kern, a.dp.sys = k, fs.system()
+	a.dp.mu.Unlock()
+	a.dp.refresh()
 	if ws := a.Workloads(); ws[0].Bound != nil || !strings.Contains(ws[0].Unresolved, "several") {
 		t.Errorf("two containers with the address: %+v; want unbound", ws)
 	}
 	fs.set(appVeth)
-	a.refreshHost()
+	a.dp.refreshHost()
 	if ws := a.Workloads(); !reflect.DeepEqual(ws[0].Bound, &Binding{Ifindex: 11, Interface: "veth-app"}) {
 		t.Errorf("one container with the address: %+v; want bound to it", ws)
 	}
@@ -285,9 +285,9 @@ func TestExplicitInletAllowLocal(t *testing.T) {
 	fs := &fakeSys{}
 	fs.set(appVeth)
 	k := &fakeKernel{flows: map[[2]netip.AddrPort]uint32{}}
-	a.mu.Lock()
-	a.kern, a.sys = k, fs.system()
-	a.mu.Unlock()
+	a.dp.mu.Lock()
+	a.dp.kern, a.dp.sys = k, fs.system()
+	a.dp.mu.Unlock()
 	if _, err := a.CreateWorkload(Workload{Name: "app", Address: appAddr.String(), Attributes: map[string]string{"app": "analytics"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -87,76 +87,43 @@ type kernelOptions struct {
 	// (--datapath on).
 	RequirePersistentPins bool
 	Log                   *zap.Logger
-	Serve                 func(c *net.TCPConn, workload uint32) // a connection for a transparent inlet
-	Refresh               func()                                // devices changed
-}
-
-// startDatapath opens the BPF data path as opts.Datapath asks.
-func (a *Agent) startDatapath(opts Options) error {
-	switch opts.Datapath {
-	case "", DatapathAuto, DatapathOn:
-	case DatapathOff:
-		a.kernReason = "turned off (--datapath off)"
-		return nil
-	default:
-		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
-	}
-	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Accelerate: opts.Accelerate, Log: a.log.Named("datapath"),
-		RequirePersistentPins: opts.Datapath == DatapathOn, Serve: a.serveTransparent, Refresh: a.refresh})
-	if err != nil {
-		if opts.Datapath == DatapathOn {
-			return fmt.Errorf("start data path: %w", err)
-		}
-		a.kernReason = err.Error()
-		a.log.Warn("BPF data path unavailable: transparent inlets are unavailable, explicit inlets still work", zap.Error(err))
-		return nil
-	}
-	a.mu.Lock()
-	a.kern = k
-	a.adopted = k.pinned()
-	a.mu.Unlock()
-	return nil
-}
-
-// serveTransparent hands a connection from the transparent listener to the
-// portals, unless the current policy no longer allows its workload.
-func (a *Agent) serveTransparent(c *net.TCPConn, workload uint32) {
-	a.planMu.RLock()
-	defer a.planMu.RUnlock()
-	if p := a.plan; p != nil {
-		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-		if n, ok := p.Services[local]; ok && !p.allows(workload, n) {
-			c.SetLinger(0) // close sends RST
-			c.Close()
-			return
-		}
-	}
-	a.ports.ServeTransparent(c, workload)
+	// Accept runs the accept loop of the transparent listener ln
+	// (portal.Manager.AcceptTransparent) until ln is closed; accepted
+	// returns the workload the kernel recorded for a connection accepted
+	// on it (and pairs it for acceleration).
+	Accept  func(ln *net.TCPListener, accepted func(c *net.TCPConn) (workload uint32))
+	Refresh func() // devices changed
 }
 
 // refresh re-resolves workload interfaces after devices changed.
-func (a *Agent) refresh() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.syncLocked(); err != nil {
-		a.log.Error("updating the data path after a device change failed", zap.Error(err))
+func (d *datapath) refresh() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.syncLocked(); err != nil {
+		d.log.Error("updating the data path after a device change failed", zap.Error(err))
 	}
+}
+
+// sync writes the maps (syncLocked).
+func (d *datapath) sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.syncLocked()
 }
 
 // syncLocked writes the maps from the configuration, then resets the open
 // connections that the configuration no longer allows.
-func (a *Agent) syncLocked() error {
-	if a.kern == nil {
+func (d *datapath) syncLocked() error {
+	if d.kern == nil {
 		return nil
 	}
-	a.followBindingsLocked()
+	d.followBindingsLocked()
 	var inlets []planInlet
 	names := map[uint32]string{}
-	for _, s := range a.cfg.Inlets {
-		n := a.portalNums[s.Name]
+	for _, pi := range d.ports.Portals() {
+		s, n := pi.Spec, pi.Number
 		allow, err := policy.Parse(s.AllowLocal)
-		if n == 0 || err != nil {
+		if err != nil {
 			continue
 		}
 		in := planInlet{Name: s.Name, Portal: n, AllowLocal: allow, Explicit: !s.Transparent}
@@ -164,36 +131,36 @@ func (a *Agent) syncLocked() error {
 			if in.Service, err = portal.ServiceAddr(s.From); err != nil {
 				continue
 			}
-		} else if in.Listen, err = a.listenAddrsLocked(s.From); err != nil {
-			a.log.Warn("explicit inlet: cannot list the host addresses it listens on; connections through them are checked in the agent only",
+		} else if in.Listen, err = d.listenAddrsLocked(s.From); err != nil {
+			d.log.Warn("explicit inlet: cannot list the host addresses it listens on; connections through them are checked in the agent only",
 				zap.String("inlet", s.Name), zap.Error(err))
 		}
 		peerAllow, err := policy.Parse(s.Allow)
-		in.Denied = err != nil || a.peerDenied(a.ports.InletPeer(s.Name), peerAllow)
+		in.Denied = err != nil || d.peerDenied(pi.Peer, peerAllow)
 		inlets = append(inlets, in)
 		names[n] = s.Name
 	}
-	ws := make([]planWorkload, 0, len(a.workloads))
-	for _, w := range a.workloads {
-		ws = append(ws, planWorkload{Workload: w, Number: a.workloadNums[w.Name], Unbound: a.unbound[w.Name]})
+	ws := make([]planWorkload, 0, len(d.workloads))
+	for _, w := range d.workloads {
+		ws = append(ws, planWorkload{Workload: w, Number: d.workloadNums[w.Name], Unbound: d.unbound[w.Name]})
 	}
-	a.cgroups = map[string]string{}
-	p := computePlan(inlets, ws, resolvers{Ifindex: interfaceIndex, Cgroup: a.resolveCgroupLocked})
+	d.cgroups = map[string]string{}
+	p := computePlan(inlets, ws, resolvers{Ifindex: interfaceIndex, Cgroup: d.resolveCgroupLocked})
 	for _, u := range p.Unresolved {
-		if !slices.Contains(a.unresolved, u) {
-			a.log.Warn("workload not resolved; it is unknown to the kernel until it is", zap.String("selector", u))
+		if !slices.Contains(d.unresolved, u) {
+			d.log.Warn("workload not resolved; it is unknown to the kernel until it is", zap.String("selector", u))
 		}
 	}
-	a.unresolved = p.Unresolved
-	if err := a.kern.apply(p); err != nil {
+	d.unresolved = p.Unresolved
+	if err := d.kern.apply(p); err != nil {
 		return fmt.Errorf("update data path maps: %w", err)
 	}
-	a.planMu.Lock()
-	defer a.planMu.Unlock()
-	a.plan = &p
+	d.planMu.Lock()
+	defer d.planMu.Unlock()
+	d.plan = &p
 	for n, name := range names {
-		if k := a.ports.CloseConns(name, func(c portal.ConnInfo) bool { return p.allows(c.Workload, n) }); k > 0 {
-			a.log.Info("reset connections the policy no longer allows", zap.String("inlet", name), zap.Int("connections", k))
+		if k := d.ports.CloseConns(name, func(c portal.ConnInfo) bool { return p.allows(c.Workload, n) }); k > 0 {
+			d.log.Info("reset connections the policy no longer allows", zap.String("inlet", name), zap.Int("connections", k))
 		}
 	}
 	return nil
@@ -201,9 +168,9 @@ func (a *Agent) syncLocked() error {
 
 // resolveCgroupLocked resolves a workload's cgroup and records the result
 // for refreshCgroups to compare with.
-func (a *Agent) resolveCgroupLocked(dir string) ([]int, error) {
-	idx, err := a.resolveCgroup(dir)
-	a.cgroups[dir] = cgroupResult(idx, err)
+func (d *datapath) resolveCgroupLocked(dir string) ([]int, error) {
+	idx, err := d.resolveCgroup(dir)
+	d.cgroups[dir] = cgroupResult(idx, err)
 	return idx, err
 }
 
@@ -219,7 +186,7 @@ func cgroupResult(idx []int, err error) string {
 // workloads and the host addresses of explicit inlets on 0.0.0.0 every
 // cgroupRefresh until ctx ends: processes enter and leave cgroups, and
 // addresses come and go inside containers, without a link event.
-func (a *Agent) cgroupLoop(ctx context.Context) {
+func (d *datapath) cgroupLoop(ctx context.Context) {
 	t := time.NewTicker(cgroupRefresh)
 	defer t.Stop()
 	for {
@@ -227,24 +194,24 @@ func (a *Agent) cgroupLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.refreshCgroups()
-			a.refreshHost()
+			d.refreshCgroups()
+			d.refreshHost()
 		}
 	}
 }
 
 // refreshCgroups resolves the cgroup workloads again and rewrites the
 // maps if any resolution changed since the last sync.
-func (a *Agent) refreshCgroups() {
-	a.mu.Lock()
+func (d *datapath) refreshCgroups() {
+	d.mu.Lock()
 	var dirs []string
-	for _, w := range a.workloads {
-		if w.Cgroup != "" && a.kern != nil {
+	for _, w := range d.workloads {
+		if w.Cgroup != "" && d.kern != nil {
 			dirs = append(dirs, w.Cgroup)
 		}
 	}
-	resolve := a.resolveCgroup
-	a.mu.Unlock()
+	resolve := d.resolveCgroup
+	d.mu.Unlock()
 	if len(dirs) == 0 {
 		return
 	}
@@ -252,19 +219,19 @@ func (a *Agent) refreshCgroups() {
 	for _, dir := range dirs {
 		now[dir] = cgroupResult(resolve(dir)) // without the lock: it reads /proc
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	changed := false
 	for dir, r := range now {
-		if old, ok := a.cgroups[dir]; ok && old != r {
+		if old, ok := d.cgroups[dir]; ok && old != r {
 			changed = true
 		}
 	}
 	if !changed {
 		return
 	}
-	if err := a.syncLocked(); err != nil {
-		a.log.Error("updating the data path after a cgroup changed failed", zap.Error(err))
+	if err := d.syncLocked(); err != nil {
+		d.log.Error("updating the data path after a cgroup changed failed", zap.Error(err))
 	}
 }
 
@@ -279,52 +246,29 @@ func interfaceIndex(name string) (int, bool) {
 // assignPortalLocked gives a transparent inlet the portal number the
 // pinned maps had for its service (keeping its kernel counters across a
 // restart), else the lowest free one, with its counters reset.
-func (a *Agent) assignPortalLocked(inlet string, svcs ...netip.AddrPort) (uint32, error) {
+func (d *datapath) assignPortalLocked(inlet string, svcs ...netip.AddrPort) (uint32, error) {
 	used := map[uint32]bool{}
-	for _, n := range a.portalNums {
-		used[n] = true
+	for _, p := range d.ports.Portals() {
+		used[p.Number] = true
 	}
 	for _, svc := range svcs {
-		n, ok := a.adopted[svc]
-		delete(a.adopted, svc) // once: a later inlet on svc is a new portal
+		n, ok := d.adopted[svc]
+		delete(d.adopted, svc) // once: a later inlet on svc is a new portal
 		if ok && !used[n] {
-			a.portalNums[inlet] = n
-			return n, nil
+			return n, d.ports.SetPortal(inlet, n)
 		}
 	}
-	for _, n := range a.adopted {
+	for _, n := range d.adopted {
 		used[n] = true // kept for the saved inlet that had it
 	}
 	for n := uint32(1); n <= maxPortal; n++ {
 		if used[n] {
 			continue
 		}
-		if err := a.kern.resetCounters(n); err != nil {
+		if err := d.kern.resetCounters(n); err != nil {
 			return 0, fmt.Errorf("assign portal %d to inlet %q: %w", n, inlet, err)
 		}
-		a.portalNums[inlet] = n
-		return n, nil
+		return n, d.ports.SetPortal(inlet, n)
 	}
 	return 0, fmt.Errorf("assign portal to inlet %q: all %d portal numbers are in use", inlet, maxPortal)
-}
-
-// Datapath reports the BPF data path's state.
-func (a *Agent) Datapath() DatapathStatus {
-	a.mu.Lock()
-	k := a.kern
-	st := DatapathStatus{Enabled: k != nil, Reason: a.kernReason}
-	for _, s := range a.cfg.Inlets {
-		if n := a.portalNums[s.Name]; n != 0 {
-			kind := "transparent"
-			if !s.Transparent {
-				kind = "explicit"
-			}
-			st.Portals = append(st.Portals, PortalStatus{Inlet: s.Name, Kind: kind, Service: s.From, Portal: n})
-		}
-	}
-	a.mu.Unlock()
-	if k != nil {
-		k.status(&st)
-	}
-	return st
 }

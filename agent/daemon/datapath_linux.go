@@ -6,9 +6,11 @@ package daemon
 //
 //	app ──SYN to service──> TC on its veth (services, endpoints, verdicts)
 //	    ──allowed──> bpf_sk_assign to the transparent listener (127.0.0.1:N)
-//	    ──accept──> Flows.Take: which workload opened it
-//	    ──> accel.pair (if on): the agent's writes skip TCP from here on
-//	    ──> portal manager
+//	    ──accept (portal.Manager.AcceptTransparent)──>
+//	       accepted: Flows.Take: which workload opened it
+//	                 accel.pair (if on): the agent's writes skip TCP from here on
+//	       admitTransparent: the plan still allows it? else reset
+//	    ──> portal manager: the inlet serving the service
 //
 // Denied connections are reset in the kernel; the agent never sees them.
 
@@ -89,7 +91,7 @@ func openKernel(o kernelOptions) (kernel, error) {
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
-		k.acceptLoop(o.Serve)
+		o.Accept(k.ln, k.accepted)
 	}()
 	return k, nil
 }
@@ -127,26 +129,20 @@ func (k *bpfKernel) listen() error {
 	return nil
 }
 
-func (k *bpfKernel) acceptLoop(serve func(*net.TCPConn, uint32)) {
-	for {
-		c, err := k.ln.AcceptTCP()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				k.log.Error("transparent listener stopped accepting", zap.Error(err))
-			}
-			return
-		}
-		app, svc := unmap(c.RemoteAddr()), unmap(c.LocalAddr())
-		fl, ok, err := k.maps.Flows.Take(app, svc)
-		if err != nil || !ok {
-			k.log.Debug("no flow record for a transparent connection; workload unknown",
-				zap.Stringer("client", app), zap.Stringer("service", svc), zap.Error(err))
-		}
-		if k.accel != nil && ok {
-			k.accel.pair(c, fl.Ifindex, app, svc)
-		}
-		serve(c, fl.Workload)
+// accepted returns the workload the steer program recorded for a
+// connection the transparent listener accepted (0, the unknown, if none),
+// and pairs it for acceleration.
+func (k *bpfKernel) accepted(c *net.TCPConn) uint32 {
+	app, svc := unmap(c.RemoteAddr()), unmap(c.LocalAddr())
+	fl, ok, err := k.maps.Flows.Take(app, svc)
+	if err != nil || !ok {
+		k.log.Debug("no flow record for a transparent connection; workload unknown",
+			zap.Stringer("client", app), zap.Stringer("service", svc), zap.Error(err))
 	}
+	if k.accel != nil && ok {
+		k.accel.pair(c, fl.Ifindex, app, svc)
+	}
+	return fl.Workload
 }
 
 func unmap(a net.Addr) netip.AddrPort {

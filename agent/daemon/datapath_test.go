@@ -197,9 +197,9 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 	k := &fakeKernel{}
 	fs := &fakeSys{}
 	fs.set(appVeth)
-	a.mu.Lock()
-	a.kern, a.sys = k, fs.system()
-	a.mu.Unlock()
+	a.dp.mu.Lock()
+	a.dp.kern, a.dp.sys = k, fs.system()
+	a.dp.mu.Unlock()
 	info, err := a.CreateInlet(spec)
 	if err != nil || info.Listening != "transparent 10.200.0.10:5432" {
 		t.Fatalf("CreateInlet = %+v, %v", info, err)
@@ -259,8 +259,8 @@ func TestTransparentInletsAndWorkloads(t *testing.T) {
 }
 
 func TestBadDatapathMode(t *testing.T) {
-	a := &Agent{}
-	if err := a.startDatapath(Options{Datapath: "maybe"}); err == nil || !strings.Contains(err.Error(), "want auto, on or off") {
+	d := &datapath{}
+	if err := d.start(Options{Datapath: "maybe"}); err == nil || !strings.Contains(err.Error(), "want auto, on or off") {
 		t.Errorf("startDatapath(maybe) = %v", err)
 	}
 }
@@ -276,10 +276,10 @@ func TestPortalNumbersSurviveRestart(t *testing.T) {
 	kept := netip.MustParseAddrPort("10.200.0.10:5432")
 	other := netip.MustParseAddrPort("10.200.0.11:5432")
 	k := &fakeKernel{}
-	a.mu.Lock()
-	a.kern = k
-	a.adopted = map[netip.AddrPort]uint32{kept: 1, other: 2}
-	a.mu.Unlock()
+	a.dp.mu.Lock()
+	a.dp.kern = k
+	a.dp.adopted = map[netip.AddrPort]uint32{kept: 1, other: 2}
+	a.dp.mu.Unlock()
 
 	mk := func(name, from string) uint32 {
 		t.Helper()
@@ -314,9 +314,9 @@ func TestCgroupWorkloadsRefresh(t *testing.T) {
 	var mu sync.Mutex
 	veths := []int(nil)
 	k := &fakeKernel{}
-	a.mu.Lock()
-	a.kern = k
-	a.resolveCgroup = func(dir string) ([]int, error) {
+	a.dp.mu.Lock()
+	a.dp.kern = k
+	a.dp.resolveCgroup = func(dir string) ([]int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if dir != "/sys/fs/cgroup/jobs" {
@@ -324,7 +324,7 @@ func TestCgroupWorkloadsRefresh(t *testing.T) {
 		}
 		return veths, nil
 	}
-	a.mu.Unlock()
+	a.dp.mu.Unlock()
 	setVeths := func(v ...int) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -347,22 +347,22 @@ func TestCgroupWorkloadsRefresh(t *testing.T) {
 		t.Errorf("plan with an empty cgroup: %+v", p)
 	}
 	n := plans()
-	a.refreshCgroups()
+	a.dp.refreshCgroups()
 	if plans() != n {
 		t.Errorf("refresh with nothing changed rewrote the maps")
 	}
 	setVeths(7, 9)
-	a.refreshCgroups()
+	a.dp.refreshCgroups()
 	want := map[endpoint]uint32{{Ifindex: 7}: 1, {Ifindex: 9}: 1}
 	if p := k.last(); plans() != n+1 || !reflect.DeepEqual(p.Endpoints, want) || len(p.Unresolved) != 0 {
 		t.Errorf("after a process appeared: %d plans (want %d), last %+v", plans(), n+1, p)
 	}
-	a.refreshCgroups()
+	a.dp.refreshCgroups()
 	if plans() != n+1 {
 		t.Errorf("refresh with nothing changed rewrote the maps")
 	}
 	setVeths()
-	a.refreshCgroups()
+	a.dp.refreshCgroups()
 	if p := k.last(); plans() != n+2 || len(p.Endpoints) != 0 {
 		t.Errorf("after the processes left: %d plans (want %d), last %+v", plans(), n+2, p)
 	}

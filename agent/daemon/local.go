@@ -41,71 +41,71 @@ type system struct {
 
 // followBindingsLocked applies the binding rule (binding.go) to every
 // workload named by address, saving the workloads if a binding changed.
-func (a *Agent) followBindingsLocked() {
+func (d *datapath) followBindingsLocked() {
 	var present map[int]bool
-	if idx, err := a.sys.Interfaces(); err == nil {
+	if idx, err := d.sys.Interfaces(); err == nil {
 		present = map[int]bool{}
 		for _, i := range idx {
 			present[i] = true
 		}
 	} else {
-		a.log.Warn("cannot list interfaces; keeping every workload's binding", zap.Error(err))
+		d.log.Warn("cannot list interfaces; keeping every workload's binding", zap.Error(err))
 	}
 	var (
 		veths []containerVeth
 		err   error
 		read  bool
 	)
-	h := hostView{Present: present, Before: a.ifaces, Veths: func() ([]containerVeth, error) {
+	h := hostView{Present: present, Before: d.ifaces, Veths: func() ([]containerVeth, error) {
 		if !read {
 			read = true
-			veths, err = a.sys.ContainerVeths()
+			veths, err = d.sys.ContainerVeths()
 		}
 		return veths, err
 	}}
 	changed := false
-	for i := range a.workloads {
-		w := &a.workloads[i]
+	for i := range d.workloads {
+		w := &d.workloads[i]
 		addr, err := netip.ParseAddr(w.Address)
 		if w.Address == "" || err != nil {
 			continue
 		}
-		next, suspects, why := followBinding(addr, w.Bound, a.suspects[w.Name], h)
+		next, suspects, why := followBinding(addr, w.Bound, d.suspects[w.Name], h)
 		if next.String() != w.Bound.String() {
 			changed = true
 			if next != nil {
-				a.log.Info("workload address bound to its interface", zap.String("workload", w.Name),
+				d.log.Info("workload address bound to its interface", zap.String("workload", w.Name),
 					zap.String("address", w.Address), zap.Stringer("interface", next))
 			} else {
-				a.log.Warn("workload address unbound: its packets are the unknown workload's until it is bound again",
+				d.log.Warn("workload address unbound: its packets are the unknown workload's until it is bound again",
 					zap.String("workload", w.Name), zap.String("address", w.Address), zap.String("why", why))
 			}
 			w.Bound = next
 		}
 		if suspects != nil {
-			a.suspects[w.Name] = suspects
+			d.suspects[w.Name] = suspects
 		} else {
-			delete(a.suspects, w.Name)
+			delete(d.suspects, w.Name)
 		}
 		if why != "" {
-			a.unbound[w.Name] = why
+			d.unbound[w.Name] = why
 		} else {
-			delete(a.unbound, w.Name)
+			delete(d.unbound, w.Name)
 		}
 	}
 	if present != nil {
-		a.ifaces = present
+		d.ifaces = present
 	}
 	if changed {
-		if err := writeJSON(filepath.Join(a.dir, workloadsFile), a.workloads); err != nil {
-			a.log.Error("saving the workloads' bindings failed", zap.Error(err))
+		if err := writeJSON(filepath.Join(d.dir, workloadsFile), d.workloads); err != nil {
+			d.log.Error("saving the workloads' bindings failed", zap.Error(err))
 		}
 	}
 }
 
 // listenAddrsLocked returns the addresses an explicit inlet on from can be
 // reached at: from itself, or each host address for 0.0.0.0.
-func (a *Agent) listenAddrsLocked(from string) ([]netip.AddrPort, error) {
+func (d *datapath) listenAddrsLocked(from string) ([]netip.AddrPort, error) {
 	ap, err := portal.ExplicitAddr(from)
 	if err != nil {
 		return nil, err
@@ -113,11 +113,11 @@ func (a *Agent) listenAddrsLocked(from string) ([]netip.AddrPort, error) {
 	if !ap.Addr().IsUnspecified() {
 		return []netip.AddrPort{ap}, nil
 	}
-	addrs, err := a.sys.HostAddrs()
+	addrs, err := d.sys.HostAddrs()
 	if err != nil {
 		return nil, err
 	}
-	a.hostAddrs = addrs
+	d.hostAddrs = addrs
 	out := make([]netip.AddrPort, 0, len(addrs))
 	for _, h := range addrs {
 		out = append(out, netip.AddrPortFrom(h, ap.Port()))
@@ -129,17 +129,17 @@ func (a *Agent) listenAddrsLocked(from string) ([]netip.AddrPort, error) {
 // number, if the data path runs: only the kernel can say which interface a
 // connection came in on, so without it the inlet cannot tell workloads
 // apart, and is refused.
-func (a *Agent) explicitLocked(spec portal.InletSpec) error {
-	if a.kern == nil {
+func (d *datapath) explicitLocked(spec portal.InletSpec) error {
+	if d.kern == nil {
 		return fmt.Errorf("create inlet %q: --allow-local on an explicit inlet needs the BPF data path, which is not running on this agent (%s): "+
 			"only the kernel sees which interface a connection comes in on, so the agent could not tell containers apart; "+
-			"without --allow-local the inlet admits anyone who can reach %s: %w", spec.Name, a.kernReason, spec.From, ErrNoDatapath)
+			"without --allow-local the inlet admits anyone who can reach %s: %w", spec.Name, d.kernReason, spec.From, ErrNoDatapath)
 	}
-	listen, err := a.listenAddrsLocked(spec.From)
+	listen, err := d.listenAddrsLocked(spec.From)
 	if err != nil {
 		return fmt.Errorf("create inlet %q: %w", spec.Name, err)
 	}
-	_, err = a.assignPortalLocked(spec.Name, listen...)
+	_, err = d.assignPortalLocked(spec.Name, listen...)
 	return err
 }
 
@@ -149,10 +149,10 @@ func (a *Agent) explicitLocked(spec portal.InletSpec) error {
 // itself or through no followed veth) and whether the inlet's policy
 // permits it. Permitted, serve runs with the workload while the plan
 // cannot change, so that a policy change that follows resets it.
-func (a *Agent) admitLocal(inlet string, c *net.TCPConn, serve func(workload uint32)) error {
-	a.mu.Lock()
-	k := a.kern
-	a.mu.Unlock()
+func (d *datapath) admitLocal(inlet string, c *net.TCPConn, serve func(workload uint32)) error {
+	d.mu.Lock()
+	k := d.kern
+	d.mu.Unlock()
 	if k == nil {
 		return fmt.Errorf("check --allow-local of inlet %q: %w", inlet, ErrNoDatapath)
 	}
@@ -161,9 +161,9 @@ func (a *Agent) admitLocal(inlet string, c *net.TCPConn, serve func(workload uin
 	if err != nil {
 		return fmt.Errorf("check --allow-local of inlet %q: %w", inlet, err)
 	}
-	a.planMu.RLock()
-	defer a.planMu.RUnlock()
-	p := a.plan
+	d.planMu.RLock()
+	defer d.planMu.RUnlock()
+	p := d.plan
 	if p == nil || p.Inlets[inlet] == 0 || !p.allows(w, p.Inlets[inlet]) {
 		return fmt.Errorf("inlet %q: connection from %v (workload %d): %w", inlet, src, w, ErrLocalDenied)
 	}
@@ -174,19 +174,19 @@ func (a *Agent) admitLocal(inlet string, c *net.TCPConn, serve func(workload uin
 // refreshHost syncs again when an address workload is unbound (its
 // container may have come back) or the host's addresses changed under an
 // explicit inlet on 0.0.0.0.
-func (a *Agent) refreshHost() {
-	a.mu.Lock()
-	if a.kern == nil {
-		a.mu.Unlock()
+func (d *datapath) refreshHost() {
+	d.mu.Lock()
+	if d.kern == nil {
+		d.mu.Unlock()
 		return
 	}
-	unbound := len(a.unbound) > 0
-	wildcard := slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool {
-		ap, err := portal.ExplicitAddr(s.From)
-		return !s.Transparent && s.AllowLocal != "" && err == nil && ap.Addr().IsUnspecified()
+	unbound := len(d.unbound) > 0
+	wildcard := slices.ContainsFunc(d.ports.Portals(), func(p portal.NumberedInlet) bool {
+		ap, err := portal.ExplicitAddr(p.Spec.From)
+		return !p.Spec.Transparent && p.Spec.AllowLocal != "" && err == nil && ap.Addr().IsUnspecified()
 	})
-	last, hostAddrs := a.hostAddrs, a.sys.HostAddrs
-	a.mu.Unlock()
+	last, hostAddrs := d.hostAddrs, d.sys.HostAddrs
+	d.mu.Unlock()
 	if !unbound {
 		if !wildcard {
 			return
@@ -196,10 +196,10 @@ func (a *Agent) refreshHost() {
 			return
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.syncLocked(); err != nil {
-		a.log.Error("updating the data path after the host changed failed", zap.Error(err))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.syncLocked(); err != nil {
+		d.log.Error("updating the data path after the host changed failed", zap.Error(err))
 	}
 }
 

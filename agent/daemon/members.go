@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
 )
 
@@ -20,17 +22,42 @@ import (
 //
 // onMember never blocks the reader: it only records and kicks.
 
+// reviewer is the member reviewer. It owns the authority's word on each
+// node as the hub sent it (members: the portals' verifier reads it too),
+// the nodes whose word changed since the last review (dirty), and the
+// review loop that applies them to the portals and the data path.
+//
+// Lock order: dirtyMu is taken alone. A review calls the data path
+// controller's sync (its own locks) and the portal Manager with no lock
+// of its own held.
+type reviewer struct {
+	self  string // this node
+	log   *zap.Logger
+	ports *portal.Manager // set before the loop starts
+	sync  func() error    // rewrites the data path's maps (datapath.sync)
+
+	members credential.Members // the authority's word on each node, as the hub sent it
+	kick    chan struct{}      // wakes reviewLoop
+
+	dirtyMu sync.Mutex // guards dirty
+	dirty   []string   // nodes whose word changed, for reviewLoop
+}
+
+func newReviewer(self string, log *zap.Logger) *reviewer {
+	return &reviewer{self: self, log: log, kick: make(chan struct{}, 1)}
+}
+
 // onMember records a word on a member, unless a newer one is known, and
 // wakes the review. A revocation is for good, whatever comes after it.
-func (a *Agent) onMember(u relay.MemberUpdate) {
-	if !a.members.Update(u.Node, credential.State{Generation: u.Generation, Attributes: u.Attributes, Revoked: u.Revoked}) {
+func (r *reviewer) onMember(u relay.MemberUpdate) {
+	if !r.members.Update(u.Node, credential.State{Generation: u.Generation, Attributes: u.Attributes, Revoked: u.Revoked}) {
 		return
 	}
-	a.dirtyMu.Lock()
-	a.dirty = append(a.dirty, u.Node)
-	a.dirtyMu.Unlock()
+	r.dirtyMu.Lock()
+	r.dirty = append(r.dirty, u.Node)
+	r.dirtyMu.Unlock()
 	select {
-	case a.kick <- struct{}{}:
+	case r.kick <- struct{}{}:
 	default:
 	}
 }
@@ -38,11 +65,11 @@ func (a *Agent) onMember(u relay.MemberUpdate) {
 // peerDenied reports whether the authority's word on node rules out a
 // channel that allow must admit: node revoked, or its attributes pushed
 // since fail allow. It is true for every node if this agent was revoked.
-func (a *Agent) peerDenied(node string, allow *policy.Policy) bool {
-	if self, _ := a.members.Current(a.id.ID()); self.Revoked {
+func (r *reviewer) peerDenied(node string, allow *policy.Policy) bool {
+	if self, _ := r.members.Current(r.self); self.Revoked {
 		return true
 	}
-	u, ok := a.members.Current(node)
+	u, ok := r.members.Current(node)
 	if node == "" || !ok {
 		return false
 	}
@@ -57,43 +84,40 @@ func orEmpty(m map[string]string) map[string]string {
 }
 
 // reviewLoop applies member updates until ctx ends.
-func (a *Agent) reviewLoop(ctx context.Context) {
+func (r *reviewer) reviewLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.kick:
+		case <-r.kick:
 		}
-		a.reviewPending()
+		r.reviewPending()
 	}
 }
 
 // reviewPending applies the member updates recorded since the last review.
-func (a *Agent) reviewPending() {
-	a.dirtyMu.Lock()
-	nodes := a.dirty
-	a.dirty = nil
-	a.dirtyMu.Unlock()
+func (r *reviewer) reviewPending() {
+	r.dirtyMu.Lock()
+	nodes := r.dirty
+	r.dirty = nil
+	r.dirtyMu.Unlock()
 	for _, n := range nodes {
-		st, _ := a.members.Current(n)
-		a.review(n, st)
+		st, _ := r.members.Current(n)
+		r.review(n, st)
 	}
-	a.mu.Lock()
-	err := a.syncLocked()
-	a.mu.Unlock()
-	if err != nil {
-		a.log.Error("updating the data path after a member update failed", zap.Error(err))
+	if err := r.sync(); err != nil {
+		r.log.Error("updating the data path after a member update failed", zap.Error(err))
 	}
 }
 
-func (a *Agent) review(node string, st credential.State) {
-	if node == a.id.ID() {
+func (r *reviewer) review(node string, st credential.State) {
+	if node == r.self {
 		if st.Revoked {
-			a.log.Error("the authority revoked this agent: it gets no new credential, peers refuse it, and its transparent inlets refuse every connection")
+			r.log.Error("the authority revoked this agent: it gets no new credential, peers refuse it, and its transparent inlets refuse every connection")
 		}
 		return
 	}
-	n := a.ports.ReviewPeer(node, orEmpty(st.Attributes), st.Revoked)
-	a.log.Info("member update from the hub", zap.String("node", node), zap.Uint64("generation", st.Generation),
+	n := r.ports.ReviewPeer(node, orEmpty(st.Attributes), st.Revoked)
+	r.log.Info("member update from the hub", zap.String("node", node), zap.Uint64("generation", st.Generation),
 		zap.Bool("revoked", st.Revoked), zap.Any("attributes", st.Attributes), zap.Int("channels_reset", n))
 }

@@ -13,42 +13,42 @@ func TestMemberUpdates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{id: id, kick: make(chan struct{}, 1)}
-	revoked := func(node string) bool { st, _ := a.members.Current(node); return st.Revoked }
+	a := &Agent{rev: newReviewer(id.ID(), nil)}
+	revoked := func(node string) bool { st, _ := a.rev.members.Current(node); return st.Revoked }
 	allow := policy.MustParse("postgres-outlet")
-	if a.peerDenied("bank", allow) || a.peerDenied("", allow) {
+	if a.rev.peerDenied("bank", allow) || a.rev.peerDenied("", allow) {
 		t.Error("denied without any word from the authority")
 	}
-	a.onMember(relay.MemberUpdate{Node: "bank", Generation: 2, Attributes: map[string]string{"postgres-outlet": "false"}})
-	if !a.peerDenied("bank", allow) || revoked("bank") {
+	a.rev.onMember(relay.MemberUpdate{Node: "bank", Generation: 2, Attributes: map[string]string{"postgres-outlet": "false"}})
+	if !a.rev.peerDenied("bank", allow) || revoked("bank") {
 		t.Error("attributes that fail the policy: want denied, not revoked")
 	}
-	a.onMember(relay.MemberUpdate{Node: "bank", Generation: 3, Attributes: map[string]string{"postgres-outlet": "true"}})
-	if a.peerDenied("bank", allow) {
+	a.rev.onMember(relay.MemberUpdate{Node: "bank", Generation: 3, Attributes: map[string]string{"postgres-outlet": "true"}})
+	if a.rev.peerDenied("bank", allow) {
 		t.Error("attributes back: still denied")
 	}
 	// Words can come out of order (a credential reply and a push): the
 	// newest generation wins.
-	a.onMember(relay.MemberUpdate{Node: "bank", Generation: 2, Attributes: map[string]string{"postgres-outlet": "false"}})
-	if a.peerDenied("bank", allow) {
+	a.rev.onMember(relay.MemberUpdate{Node: "bank", Generation: 2, Attributes: map[string]string{"postgres-outlet": "false"}})
+	if a.rev.peerDenied("bank", allow) {
 		t.Error("an older word replaced a newer one")
 	}
-	if st, ok := a.members.Current("bank"); !ok || st.Generation != 3 {
+	if st, ok := a.rev.members.Current("bank"); !ok || st.Generation != 3 {
 		t.Errorf("current(bank) = %+v, %v; want generation 3", st, ok)
 	}
-	a.onMember(relay.MemberUpdate{Node: "bank", Generation: 4, Revoked: true})
-	a.onMember(relay.MemberUpdate{Node: "bank", Generation: 5, Attributes: map[string]string{"postgres-outlet": "true"}})
-	if !revoked("bank") || !a.peerDenied("bank", allow) {
+	a.rev.onMember(relay.MemberUpdate{Node: "bank", Generation: 4, Revoked: true})
+	a.rev.onMember(relay.MemberUpdate{Node: "bank", Generation: 5, Attributes: map[string]string{"postgres-outlet": "true"}})
+	if !revoked("bank") || !a.rev.peerDenied("bank", allow) {
 		t.Error("a revocation was undone by a later attribute update")
 	}
-	if a.peerDenied("other", allow) {
+	if a.rev.peerDenied("other", allow) {
 		t.Error("another node denied")
 	}
-	a.onMember(relay.MemberUpdate{Node: id.ID(), Generation: 6, Revoked: true})
-	if !a.peerDenied("other", allow) {
+	a.rev.onMember(relay.MemberUpdate{Node: id.ID(), Generation: 6, Revoked: true})
+	if !a.rev.peerDenied("other", allow) {
 		t.Error("this agent revoked: its inlets must be denied whatever the peer")
 	}
-	if len(a.kick) != 1 || len(a.dirty) != 5 {
-		t.Errorf("kick %d, dirty %v: want one pending kick and five updates to review", len(a.kick), a.dirty)
+	if len(a.rev.kick) != 1 || len(a.rev.dirty) != 5 {
+		t.Errorf("kick %d, dirty %v: want one pending kick and five updates to review", len(a.rev.kick), a.rev.dirty)
 	}
 }

@@ -22,120 +22,69 @@ func nextName(prefix string, taken func(string) bool) string {
 
 // CreateInlet starts an inlet and saves it.
 func (a *Agent) CreateInlet(spec portal.InletSpec) (portal.InletInfo, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
 	if spec.Name == "" {
-		spec.Name = nextName("inlet", func(n string) bool {
-			return slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == n })
-		})
+		spec.Name = nextName("inlet", a.conf.hasInletLocked)
 	}
-	if slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == spec.Name }) {
+	if a.conf.hasInletLocked(spec.Name) {
 		return portal.InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, portal.ErrExists)
 	}
-	info, err := a.startInletLocked(spec)
+	info, err := a.dp.startInlet(spec)
 	if err != nil {
 		return info, err
 	}
-	a.cfg.Inlets = append(a.cfg.Inlets, spec)
-	return info, errors.Join(a.saveLocked(), a.syncLocked())
-}
-
-// startInletLocked starts an inlet (and gives it its portal number in the
-// data path), without saving it.
-func (a *Agent) startInletLocked(spec portal.InletSpec) (portal.InletInfo, error) {
-	if !spec.Transparent && spec.AllowLocal != "" && a.kern == nil {
-		if err := spec.Check(); err != nil {
-			return portal.InletInfo{}, fmt.Errorf("create inlet: %w", err)
-		}
-		return portal.InletInfo{}, a.explicitLocked(spec) // says why, before anything listens
-	}
-	info, err := a.ports.AddInlet(spec)
-	if err != nil {
-		return info, err
-	}
-	switch {
-	case spec.Transparent:
-		err = a.transparentLocked(spec)
-	case spec.AllowLocal != "":
-		err = a.explicitLocked(spec)
-	}
-	if err != nil {
-		a.ports.RemoveInlet(spec.Name)
-		return portal.InletInfo{}, err
-	}
-	return info, nil
-}
-
-// transparentLocked gives a new transparent inlet its portal number, if the
-// data path runs.
-func (a *Agent) transparentLocked(spec portal.InletSpec) error {
-	if a.kern == nil {
-		return fmt.Errorf("create inlet %q: transparent inlets need the BPF data path, which is not running on this agent (%s); explicit inlets still work: %w",
-			spec.Name, a.kernReason, ErrNoDatapath)
-	}
-	svc, err := portal.ServiceAddr(spec.From)
-	if err != nil {
-		return fmt.Errorf("create inlet %q: %w", spec.Name, err)
-	}
-	_, err = a.assignPortalLocked(spec.Name, svc)
-	return err
+	a.conf.cfg.Inlets = append(a.conf.cfg.Inlets, spec)
+	return info, errors.Join(a.conf.saveLocked(), a.dp.sync())
 }
 
 // DeleteInlet stops an inlet and forgets it.
 func (a *Agent) DeleteInlet(name string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	saved := slices.ContainsFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
+	saved := a.conf.hasInletLocked(name)
 	// A saved transparent inlet does not run while the data path is off.
 	if err := a.ports.RemoveInlet(name); err != nil && !(saved && errors.Is(err, portal.ErrNotFound)) {
 		return err
 	}
-	a.cfg.Inlets = slices.DeleteFunc(a.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
-	a.forgetFailure("inlet", name)
-	delete(a.portalNums, name)
-	return errors.Join(a.saveLocked(), a.syncLocked())
+	a.conf.cfg.Inlets = slices.DeleteFunc(a.conf.cfg.Inlets, func(s portal.InletSpec) bool { return s.Name == name })
+	a.conf.forget("inlet", name)
+	return errors.Join(a.conf.saveLocked(), a.dp.sync())
 }
 
 // CreateOutlet creates an outlet, saves it and publishes the outlets'
 // policies to the hub.
 func (a *Agent) CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	info, err := a.createOutletLocked(spec)
-	if err == nil {
-		a.publishOutlets(context.Background(), a.cfg.Outlets)
-	}
-	return info, err
-}
-
-// createOutletLocked creates an outlet and saves it.
-func (a *Agent) createOutletLocked(spec portal.OutletSpec) (portal.OutletInfo, error) {
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
 	if spec.Name == "" {
-		spec.Name = nextName("outlet", func(n string) bool {
-			return slices.ContainsFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == n })
-		})
+		spec.Name = nextName("outlet", a.conf.hasOutletLocked)
 	}
 	info, err := a.ports.AddOutlet(spec)
 	if err != nil {
 		return info, err
 	}
-	a.cfg.Outlets = append(a.cfg.Outlets, spec)
-	return info, a.saveLocked()
+	a.conf.cfg.Outlets = append(a.conf.cfg.Outlets, spec)
+	err = a.conf.saveLocked()
+	if err == nil {
+		a.publishOutlets(context.Background(), a.conf.cfg.Outlets)
+	}
+	return info, err
 }
 
 // DeleteOutlet removes an outlet and forgets it.
 func (a *Agent) DeleteOutlet(name string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	saved := slices.ContainsFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
+	saved := a.conf.hasOutletLocked(name)
 	// A saved outlet that failed to start does not run.
 	if err := a.ports.RemoveOutlet(name); err != nil && !(saved && errors.Is(err, portal.ErrNotFound)) {
 		return err
 	}
-	a.cfg.Outlets = slices.DeleteFunc(a.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
-	a.forgetFailure("outlet", name)
-	a.publishOutlets(context.Background(), a.cfg.Outlets)
-	return a.saveLocked()
+	a.conf.cfg.Outlets = slices.DeleteFunc(a.conf.cfg.Outlets, func(s portal.OutletSpec) bool { return s.Name == name })
+	a.conf.forget("outlet", name)
+	a.publishOutlets(context.Background(), a.conf.cfg.Outlets)
+	return a.conf.saveLocked()
 }
 
 // InletInfo is an inlet as the agent holds it: running, with its counters,
@@ -161,7 +110,7 @@ func (a *Agent) Inlets() []InletInfo {
 	for _, in := range a.ports.Inlets() {
 		out = append(out, InletInfo{InletInfo: in, State: StateRunning})
 	}
-	for _, f := range a.failures() {
+	for _, f := range a.conf.failures() {
 		if f.inlet != nil {
 			out = append(out, InletInfo{InletInfo: portal.InletInfo{InletSpec: *f.inlet}, State: StateFailed, Error: f.err.Error(), NextRetry: f.next})
 		}
@@ -175,7 +124,7 @@ func (a *Agent) Outlets() []OutletInfo {
 	for _, o := range a.ports.Outlets() {
 		out = append(out, OutletInfo{OutletInfo: o, State: StateRunning})
 	}
-	for _, f := range a.failures() {
+	for _, f := range a.conf.failures() {
 		if f.outlet != nil {
 			out = append(out, OutletInfo{OutletInfo: portal.OutletInfo{OutletSpec: *f.outlet}, State: StateFailed, Error: f.err.Error(), NextRetry: f.next})
 		}
@@ -227,9 +176,9 @@ type CredentialStatus struct {
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
-	st := Status{Node: a.id.ID(), Project: a.enr.Project, Hub: a.client.Status(),
+	st := Status{Node: a.creds.id.ID(), Project: a.creds.enr.Project, Hub: a.client.Status(),
 		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets()}
-	if c := a.cred.Load(); c != nil {
+	if c := a.creds.cred.Load(); c != nil {
 		st.Attributes = c.Attributes
 		st.Credential = CredentialStatus{
 			Expires:    c.Expires().UTC(),

@@ -18,8 +18,6 @@ package daemon
 import (
 	"context"
 	"math/rand/v2"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,16 +49,21 @@ type failure struct {
 
 func failureKey(kind, name string) string { return kind + "/" + name }
 
+// key returns the item's kind and name.
+func (f *failure) key() (kind, name string) {
+	if f.inlet != nil {
+		return "inlet", f.inlet.Name
+	}
+	return "outlet", f.outlet.Name
+}
+
 // restore reads the saved configuration and starts what it can; see the
 // top of this file. Only an unreadable portals.json fails it.
 func (a *Agent) restore(ctx context.Context) error {
-	var cfg config
-	if _, err := readJSON(filepath.Join(a.dir, portalsFile), &cfg); err != nil {
+	cfg, err := a.conf.load()
+	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.cfg = cfg
-	a.mu.Unlock()
 	// The hub learns the saved outlets' policies before the relays are
 	// claimed.
 	a.publishOutlets(ctx, cfg.Outlets)
@@ -73,20 +76,20 @@ func (a *Agent) restore(ctx context.Context) error {
 			a.log.Warn("relay not claimed; kept, and claimed when it can be", zap.String("relay", r), zap.Error(err))
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
 	for _, o := range cfg.Outlets {
 		if _, err := a.ports.AddOutlet(o); err != nil {
-			a.failLocked(failure{outlet: &o, err: err}, true)
+			a.conf.fail(failure{outlet: &o, err: err}, true)
 		}
 	}
 	for _, in := range cfg.Inlets {
-		if (in.Transparent || in.AllowLocal != "") && a.kern == nil {
-			a.failLocked(failure{inlet: &in, err: errNoDatapathFor(a.kernReason)}, false)
+		if running, why := a.dp.running(); (in.Transparent || in.AllowLocal != "") && !running {
+			a.conf.fail(failure{inlet: &in, err: errNoDatapathFor(why)}, false)
 			continue
 		}
-		if _, err := a.startInletLocked(in); err != nil {
-			a.failLocked(failure{inlet: &in, err: err}, true)
+		if _, err := a.dp.startInlet(in); err != nil {
+			a.conf.fail(failure{inlet: &in, err: err}, true)
 		}
 	}
 	return nil
@@ -105,51 +108,6 @@ func (e *noDatapathError) Error() string {
 
 func (e *noDatapathError) Unwrap() error { return ErrNoDatapath }
 
-// failLocked records a failed item; retry schedules its next try.
-func (a *Agent) failLocked(f failure, retry bool) {
-	kind, name := "outlet", ""
-	if f.inlet != nil {
-		kind, name = "inlet", f.inlet.Name
-	} else {
-		name = f.outlet.Name
-	}
-	f.since = time.Now()
-	if retry {
-		f.wait = retryMin
-		f.next = f.since.Add(spread(f.wait))
-	}
-	a.failMu.Lock()
-	if a.failed == nil {
-		a.failed = map[string]*failure{}
-	}
-	a.failed[failureKey(kind, name)] = &f
-	a.failMu.Unlock()
-	a.log.Warn("saved "+kind+" not started; it stays configured", zap.String(kind, name), zap.Error(f.err), zap.Bool("retried", retry))
-}
-
-// forgetFailure drops the record of a failed item (deleted, or running).
-func (a *Agent) forgetFailure(kind, name string) {
-	a.failMu.Lock()
-	delete(a.failed, failureKey(kind, name))
-	a.failMu.Unlock()
-}
-
-// failures returns copies of the failed items' records, in key order.
-func (a *Agent) failures() []failure {
-	a.failMu.Lock()
-	defer a.failMu.Unlock()
-	keys := make([]string, 0, len(a.failed))
-	for k := range a.failed {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]failure, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, *a.failed[k])
-	}
-	return out
-}
-
 // retryLoop tries the failed items again, each when its backoff ends, until
 // ctx is done.
 func (a *Agent) retryLoop(ctx context.Context) {
@@ -163,7 +121,7 @@ func (a *Agent) retryLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		var due []failure
-		for _, f := range a.failures() {
+		for _, f := range a.conf.failures() {
 			if !f.next.IsZero() && !now.Before(f.next) {
 				due = append(due, f)
 			}
@@ -176,43 +134,31 @@ func (a *Agent) retryLoop(ctx context.Context) {
 
 // retry starts a failed item again, if it is still configured and failed.
 func (a *Agent) retry(ctx context.Context, f failure) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	kind, name := "inlet", ""
-	if f.inlet != nil {
-		name = f.inlet.Name
-	} else {
-		kind, name = "outlet", f.outlet.Name
-	}
-	a.failMu.Lock()
-	cur := a.failed[failureKey(kind, name)]
-	a.failMu.Unlock()
-	if cur == nil { // deleted meanwhile
+	a.conf.mu.Lock()
+	defer a.conf.mu.Unlock()
+	kind, name := f.key()
+	if !a.conf.stillFailed(kind, name) { // deleted meanwhile
 		return
 	}
 	var err error
 	if f.inlet != nil {
-		_, err = a.startInletLocked(*f.inlet)
+		_, err = a.dp.startInlet(*f.inlet)
 	} else {
 		_, err = a.ports.AddOutlet(*f.outlet)
 	}
 	if err != nil {
-		a.failMu.Lock()
-		cur.err = err
-		cur.wait = min(cur.wait*2, retryMax)
-		cur.next = time.Now().Add(spread(cur.wait))
-		a.failMu.Unlock()
-		a.log.Debug("saved "+kind+" still not started", zap.String(kind, name), zap.Error(err), zap.Time("next_retry", cur.next))
+		next := a.conf.failedAgain(kind, name, err)
+		a.log.Debug("saved "+kind+" still not started", zap.String(kind, name), zap.Error(err), zap.Time("next_retry", next))
 		return
 	}
-	a.forgetFailure(kind, name)
+	a.conf.forget(kind, name)
 	a.log.Info("saved "+kind+" started", zap.String(kind, name))
 	if f.inlet != nil {
-		if err := a.syncLocked(); err != nil {
+		if err := a.dp.sync(); err != nil {
 			a.log.Error("updating the data path for a restored inlet failed", zap.String("inlet", name), zap.Error(err))
 		}
 	} else {
-		a.publishOutlets(ctx, a.cfg.Outlets)
+		a.publishOutlets(ctx, a.conf.cfg.Outlets)
 	}
 }
 

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,14 +27,8 @@ const releaseTimeout = 5 * time.Second
 // It returns ctx's error if connections were still live; Close then
 // resets them and stops the rest.
 func (a *Agent) Drain(ctx context.Context) error {
-	a.mu.Lock()
-	k := a.kern
-	relays := slices.Clone(a.cfg.Relays)
-	a.mu.Unlock()
-	var errs []error
-	if s, ok := k.(interface{ stopAccepting() error }); ok {
-		errs = append(errs, s.stopAccepting())
-	}
+	relays := a.conf.relays()
+	errs := []error{a.dp.stopAccepting()}
 	if a.direct != nil {
 		a.direct.Close()
 	}

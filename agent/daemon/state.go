@@ -1,6 +1,9 @@
 // Package daemon is the agent: it owns the node identity, keeps the link to
 // the hub, holds the current credential and runs the portals the operator
-// configured through the local API.
+// configured through the local API. Agent wires its parts together, each
+// with its own state and lock (see Agent): credentials, the configuration
+// store, the data path controller and the member reviewer; the portals
+// themselves, and the one registry of them, are package portal's Manager.
 package daemon
 
 import (

@@ -102,18 +102,27 @@ func (w *Workload) conflicts(others []Workload) error {
 }
 
 // CreateWorkload adds a local workload, saves it and updates the data path.
-func (a *Agent) CreateWorkload(w Workload) (WorkloadInfo, error) {
+func (a *Agent) CreateWorkload(w Workload) (WorkloadInfo, error) { return a.dp.createWorkload(w) }
+
+// DeleteWorkload forgets a workload; connections it may no longer make are reset.
+func (a *Agent) DeleteWorkload(name string) error { return a.dp.deleteWorkload(name) }
+
+// Workloads lists the local workloads by name.
+func (a *Agent) Workloads() []WorkloadInfo { return a.dp.list() }
+
+// createWorkload is CreateWorkload.
+func (d *datapath) createWorkload(w Workload) (WorkloadInfo, error) {
 	if err := w.check(); err != nil {
 		return WorkloadInfo{}, fmt.Errorf("create workload: %w", err)
 	}
 	w.Bound = nil // the agent's to find, never the caller's to say
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := w.conflicts(a.workloads); err != nil {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := w.conflicts(d.workloads); err != nil {
 		return WorkloadInfo{}, err
 	}
-	if w.Address != "" && a.kern != nil {
-		veths, err := a.sys.ContainerVeths()
+	if w.Address != "" && d.kern != nil {
+		veths, err := d.sys.ContainerVeths()
 		if err != nil {
 			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w", w.Name, err)
 		}
@@ -121,65 +130,65 @@ func (a *Agent) CreateWorkload(w Workload) (WorkloadInfo, error) {
 			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w: %w", w.Name, err, portal.ErrInvalid)
 		}
 	}
-	delete(a.suspects, w.Name)
-	a.workloads = append(a.workloads, w)
-	a.nextWorkload++
-	a.workloadNums[w.Name] = a.nextWorkload
-	info := WorkloadInfo{Workload: w, Number: a.nextWorkload}
-	return info, a.changedWorkloadsLocked()
+	delete(d.suspects, w.Name)
+	d.workloads = append(d.workloads, w)
+	d.nextWorkload++
+	d.workloadNums[w.Name] = d.nextWorkload
+	info := WorkloadInfo{Workload: w, Number: d.nextWorkload}
+	return info, d.changedWorkloadsLocked()
 }
 
-// DeleteWorkload forgets a workload; connections it may no longer make are reset.
-func (a *Agent) DeleteWorkload(name string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	i := slices.IndexFunc(a.workloads, func(w Workload) bool { return w.Name == name })
+// deleteWorkload is DeleteWorkload.
+func (d *datapath) deleteWorkload(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	i := slices.IndexFunc(d.workloads, func(w Workload) bool { return w.Name == name })
 	if i < 0 {
 		return fmt.Errorf("delete workload %q: %w", name, portal.ErrNotFound)
 	}
-	a.workloads = slices.Delete(a.workloads, i, i+1)
-	delete(a.workloadNums, name)
-	delete(a.suspects, name)
-	delete(a.unbound, name)
-	return a.changedWorkloadsLocked()
+	d.workloads = slices.Delete(d.workloads, i, i+1)
+	delete(d.workloadNums, name)
+	delete(d.suspects, name)
+	delete(d.unbound, name)
+	return d.changedWorkloadsLocked()
 }
 
-// Workloads lists the local workloads by name.
-func (a *Agent) Workloads() []WorkloadInfo {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]WorkloadInfo, 0, len(a.workloads))
-	for _, w := range a.workloads {
-		out = append(out, WorkloadInfo{Workload: w, Number: a.workloadNums[w.Name], Unresolved: a.unbound[w.Name]})
+// list is Workloads.
+func (d *datapath) list() []WorkloadInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]WorkloadInfo, 0, len(d.workloads))
+	for _, w := range d.workloads {
+		out = append(out, WorkloadInfo{Workload: w, Number: d.workloadNums[w.Name], Unresolved: d.unbound[w.Name]})
 	}
 	slices.SortFunc(out, func(x, y WorkloadInfo) int { return strings.Compare(x.Name, y.Name) })
 	return out
 }
 
 // changedWorkloadsLocked saves the workloads and updates the data path.
-func (a *Agent) changedWorkloadsLocked() error {
-	err := writeJSON(filepath.Join(a.dir, workloadsFile), a.workloads)
+func (d *datapath) changedWorkloadsLocked() error {
+	err := writeJSON(filepath.Join(d.dir, workloadsFile), d.workloads)
 	if err != nil {
 		return err
 	}
-	return a.syncLocked()
+	return d.syncLocked()
 }
 
 // loadWorkloads restores the saved workloads and numbers them.
-func (a *Agent) loadWorkloads() error {
+func (d *datapath) loadWorkloads() error {
 	var ws []Workload
-	if _, err := readJSON(filepath.Join(a.dir, workloadsFile), &ws); err != nil {
+	if _, err := readJSON(filepath.Join(d.dir, workloadsFile), &ws); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, w := range ws {
 		if err := w.check(); err != nil {
 			return fmt.Errorf("restore saved workloads from %s: %w", workloadsFile, err)
 		}
-		a.workloads = append(a.workloads, w)
-		a.nextWorkload++
-		a.workloadNums[w.Name] = a.nextWorkload
+		d.workloads = append(d.workloads, w)
+		d.nextWorkload++
+		d.workloadNums[w.Name] = d.nextWorkload
 	}
 	return nil
 }

@@ -58,6 +58,10 @@ type inlet struct {
 	pool  pool                   // warm channels
 	// channels counts the channels opened
 	channels atomic.Int64
+	seq      uint64 // the order inlets were added in (registry.go)
+	// number is the inlet's portal number in the data path (0: none);
+	// guarded by the Manager's mu (registry.go).
+	number uint32
 
 	mu    sync.Mutex // guards conns
 	conns map[*net.TCPConn]ConnInfo
@@ -97,7 +101,7 @@ func (in *inlet) stopAccepting() error {
 }
 
 // AddInlet creates an inlet. An explicit inlet starts listening on From; a
-// transparent one is served through ServeTransparent.
+// transparent one is served through AcceptTransparent (or ServeTransparent).
 func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 	allow, err := spec.check()
 	if err != nil {
@@ -112,8 +116,9 @@ func (m *Manager) AddInlet(spec InletSpec) (InletInfo, error) {
 		return InletInfo{}, fmt.Errorf("create inlet %q: %w", spec.Name, ErrExists)
 	}
 	ctx, stop := context.WithCancel(m.ctx)
+	m.seq++
 	in := &inlet{spec: spec, allow: allow, ctx: ctx, stop: stop, lim: make(limiter, m.opts.MaxConns),
-		conns: map[*net.TCPConn]ConnInfo{}, pool: pool{ttl: m.opts.WarmIdle}}
+		conns: map[*net.TCPConn]ConnInfo{}, pool: pool{ttl: m.opts.WarmIdle}, seq: m.seq}
 	if spec.Transparent {
 		in.svc, _ = ServiceAddr(spec.From) // checked above
 		if other := m.serviceLocked(in.svc); other != nil {

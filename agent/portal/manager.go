@@ -63,7 +63,11 @@ type Options struct {
 	IncomingBurst     int     // DefaultIncomingBurst (2000)
 }
 
-// Manager owns an agent's inlets and outlets.
+// Manager owns an agent's inlets and outlets: it is the one registry of
+// the running portals (with the portal numbers the data path knows inlets
+// by, registry.go), runs both accept loops (an explicit inlet's listener,
+// and the agent's transparent listener: AcceptTransparent), and serves the
+// data sessions the hub announces (HandleIncoming).
 type Manager struct {
 	opts Options
 	log  *zap.Logger
@@ -81,11 +85,12 @@ type Manager struct {
 
 	work work // connections served, for Drain (drain.go)
 
-	mu       sync.Mutex // guards the following
-	closed   bool       // Close began: no new work
-	draining bool       // Drain began: no new portal
-	inlets   map[string]*inlet
+	mu       sync.Mutex        // guards the following
+	closed   bool              // Close began: no new work
+	draining bool              // Drain began: no new portal
+	inlets   map[string]*inlet // the registry of inlets (registry.go)
 	outlets  map[string]*outlet
+	seq      uint64 // inlets added so far
 }
 
 // New makes a manager; Close stops every portal and connection.
