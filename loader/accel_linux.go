@@ -97,7 +97,7 @@ func (a *Accel) Close() error {
 
 // cgroup2Root is where the cgroup v2 hierarchy is mounted.
 func cgroup2Root() (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	b, err := os.ReadFile(procSelf() + "/mountinfo")
 	if err != nil {
 		return "", err
 	}

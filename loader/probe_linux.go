@@ -95,7 +95,7 @@ func haveTCX() error {
 }
 
 func haveCgroup2() error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	b, err := os.ReadFile(procSelf() + "/mountinfo")
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +56,10 @@ func (e *Env) BPFFS() (string, error) {
 // Detaching drops the pins with the superblock once no process (or mount
 // namespace copy) holds it any more.
 func unmountBPFFS(dir string) error {
+	// One thread reads the mounts and unmounts: the namespace read is the
+	// one acted on.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	mounts, err := bpfMounts()
 	if err != nil {
 		return err
@@ -75,10 +80,14 @@ func unmountBPFFS(dir string) error {
 	return errors.Join(errs...)
 }
 
-// bpfMounts lists the mount points of BPF filesystems in this process's
-// mount namespace, in mountinfo order.
+// bpfMounts lists the mount points of BPF filesystems in the calling
+// thread's mount namespace, in mountinfo order. Not /proc/self's: that is
+// the thread group leader's, and a test that ran InPrivateMountNS on the
+// main thread leaves the leader in that private namespace for good (the
+// runtime wedges the main thread rather than end it), so the leader's view
+// would miss the bpffs this thread mounted and Close would leave it behind.
 func bpfMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(threadSelf() + "/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("list bpf mounts: %w", err)
 	}
@@ -127,4 +136,13 @@ func bpffsToReap(rec *ownerRecord, mounts []string) []string {
 		}
 	}
 	return out
+}
+
+// threadSelf is the calling thread's directory in /proc (/proc/self on
+// kernels before 3.17, which have no /proc/thread-self).
+func threadSelf() string {
+	if _, err := os.Stat("/proc/thread-self"); err == nil {
+		return "/proc/thread-self"
+	}
+	return "/proc/self"
 }

@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,39 @@ func TestSeedAddContainer(t *testing.T) {
 	}
 	if _, err := s.AddContainer(s.Internet, "x", "10.30.0.2"); err == nil {
 		t.Error("AddContainer on the internet succeeded")
+	}
+}
+
+// TestBPFMountsOfThisThread: bpfMounts reads the calling thread's mount
+// namespace, not the thread group leader's: a bpffs mounted in a private
+// namespace is listed there, and not outside it. (Reading /proc/self, a
+// loader test that left the main thread in a private namespace made a
+// later test's Close miss its bpffs: "remove bpffs dir: device or resource
+// busy".)
+func TestBPFMountsOfThisThread(t *testing.T) {
+	RequireRoot(t)
+	dir := t.TempDir()
+	err := InPrivateMountNS(func() error {
+		if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+			return err
+		}
+		mounts, err := bpfMounts()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(mounts, dir) {
+			return fmt.Errorf("bpfMounts in the namespace that mounted %s: %q", dir, mounts)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts, err := bpfMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(mounts, dir) {
+		t.Errorf("bpfMounts outside the private namespace lists its bpffs %s", dir)
 	}
 }

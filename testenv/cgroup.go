@@ -24,7 +24,7 @@ const envCgroupName = "env"
 // cgroup2Mount finds where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup
 // on a unified system, /sys/fs/cgroup/unified on a hybrid one.
 func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(threadSelf() + "/mountinfo")
 	if err != nil {
 		return "", fmt.Errorf("find cgroup2 mount: %w", err)
 	}
