@@ -44,6 +44,9 @@ type Options struct {
 	// WarmIdle is how long a channel stays warm for an inlet's next
 	// connection (0: the portal package's default, 30s; negative: never).
 	WarmIdle time.Duration
+	// Timings, if set, receives the portals' setup and handshake times
+	// (the agent's metrics).
+	Timings portal.Timings
 }
 
 // Agent is a running agent: the wiring of its parts, and the local API's
@@ -184,6 +187,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		Logger:   a.log.Named("portal"),
 		MaxConns: opts.MaxConns,
 		WarmIdle: opts.WarmIdle,
+		Timings:  opts.Timings,
 		Local:    a.dp.admitLocal,
 		// Connections that outlive their channel's credential go on only
 		// while the member state is current (docs/members.md).

@@ -56,9 +56,10 @@ type inlet struct {
 	stats Counters
 	peer  atomic.Pointer[string] // node that owned the relay at the last channel
 	pool  pool                   // warm channels
-	// channels counts the channels opened
-	channels atomic.Int64
-	seq      uint64 // the order inlets were added in (registry.go)
+	// channels counts the channels opened, reused the connections warm
+	// channels carried
+	channels, reused atomic.Int64
+	seq              uint64 // the order inlets were added in (registry.go)
 	// number is the inlet's portal number in the data path (0: none);
 	// guarded by the Manager's mu (registry.go).
 	number uint32
@@ -79,7 +80,7 @@ func (in *inlet) info() InletInfo {
 		listening = in.ln.Addr().String()
 	}
 	return InletInfo{InletSpec: in.spec, Listening: listening, Counters: in.stats.Snapshot(),
-		Channels: in.channels.Load(), Warm: in.pool.len()}
+		Channels: in.channels.Load(), Warm: in.pool.len(), WarmReused: in.reused.Load()}
 }
 
 func (in *inlet) close() error {
@@ -249,6 +250,7 @@ func (m *Manager) acceptLoop(in *inlet) {
 		if err != nil {
 			in.stats.Accepted.Add(1)
 			in.stats.Refused.Add(1)
+			in.stats.RefusedLocal.Add(1)
 			m.log.Info("inlet connection refused by --allow-local", zap.String("inlet", in.spec.Name), zap.Error(err))
 			pipe.TCP(c).Abort()
 		}
@@ -257,6 +259,7 @@ func (m *Manager) acceptLoop(in *inlet) {
 
 // serve carries one accepted connection of in, in its own goroutine.
 func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
+	accepted := time.Now()
 	in.stats.Accepted.Add(1)
 	pipe.Arm(c) // its listener armed it already, if it could
 	if !in.lim.acquire() {
@@ -278,14 +281,14 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 		defer in.lim.release()
 		in.stats.Active.Add(1)
 		defer in.stats.Active.Add(-1)
-		m.serveInlet(in, c)
+		m.serveInlet(in, c, accepted)
 		in.mu.Lock()
 		delete(in.conns, c)
 		in.mu.Unlock()
 	}()
 }
 
-func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
+func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, accepted time.Time) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
 	s, err := m.session(in)
 	if err != nil {
@@ -300,6 +303,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 		pipe.TCP(app).Abort()
 		return
 	}
+	m.timings.Setup(in.spec.Name, time.Since(accepted))
 	s.app.Store(app)
 	var stream pipe.Pump = s.ch
 	if s.first != nil {
@@ -336,6 +340,7 @@ func (m *Manager) session(in *inlet) (*session, error) {
 		}
 		err := m.openWarm(s)
 		if err == nil {
+			in.reused.Add(1)
 			return s, nil
 		}
 		s.close()
@@ -410,6 +415,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 		owner string
 		err   error
 	)
+	start := time.Now()
 	if in.spec.Direct == "" {
 		// The hub's word first: it may ask this node to wait (pace.go).
 		if token, owner, err = m.dialHub(in); err != nil {
@@ -447,6 +453,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	}
 	ch.OnControl = outletStatus
 	in.channels.Add(1)
+	m.timings.Handshake(in.spec.Name, time.Since(start))
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
 	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
 	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),

@@ -52,6 +52,9 @@ type Options struct {
 	// while it flows goes on only while it is (expiry.go). Nil: never,
 	// such connections are reset at the expiry.
 	MemberStateCurrent func() bool
+	// Timings, if set, receives each connection's setup and each new
+	// channel's handshake time (timings.go).
+	Timings Timings
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions
@@ -69,11 +72,12 @@ type Options struct {
 // and the agent's transparent listener: AcceptTransparent), and serves the
 // data sessions the hub announces (HandleIncoming).
 type Manager struct {
-	opts Options
-	log  *zap.Logger
-	ctx  context.Context
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	opts    Options
+	log     *zap.Logger
+	timings Timings // opts.Timings, or noTimings
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
 	chans    channels        // open channels by peer, for ReviewPeer
 	incoming *incomingLimits // pending incoming sessions
@@ -114,7 +118,11 @@ func New(opts Options) *Manager {
 	opts.IncomingBurst = cmp.Or(opts.IncomingBurst, DefaultIncomingBurst)
 	ctx, stop := context.WithCancel(context.Background())
 	drainCtx, drainDone := context.WithCancel(ctx)
-	return &Manager{opts: opts, log: opts.Logger, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
+	timings := opts.Timings
+	if timings == nil {
+		timings = noTimings{}
+	}
+	return &Manager{opts: opts, log: opts.Logger, timings: timings, ctx: ctx, stop: stop, incoming: newIncomingLimits(opts),
 		drainCtx: drainCtx, drainDone: drainDone, inlets: map[string]*inlet{}, outlets: map[string]*outlet{}}
 }
 

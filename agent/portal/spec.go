@@ -210,6 +210,10 @@ type Counters struct {
 	Refused  atomic.Int64 // refused by policy, on either side
 	Failed   atomic.Int64 // failed for another reason
 	Bytes    pipe.Stats   // AToB: toward the target; BToA: from it. Live.
+	// RefusedLocal counts, of Refused, the connections the inlet's
+	// --allow-local refused (the workload they came from); the rest the
+	// peer policy refused, on either side.
+	RefusedLocal atomic.Int64
 }
 
 // CounterValues is a snapshot of Counters.
@@ -220,11 +224,14 @@ type CounterValues struct {
 	Failed   int64 `json:"failed"`
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
+	// RefusedLocal is, of Refused, what --allow-local refused.
+	RefusedLocal int64 `json:"refused_local"`
 }
 
 // Snapshot reads the counters.
 func (c *Counters) Snapshot() CounterValues {
-	return CounterValues{c.Accepted.Load(), c.Active.Load(), c.Refused.Load(), c.Failed.Load(), c.Bytes.AToB.Load(), c.Bytes.BToA.Load()}
+	return CounterValues{c.Accepted.Load(), c.Active.Load(), c.Refused.Load(), c.Failed.Load(), c.Bytes.AToB.Load(), c.Bytes.BToA.Load(),
+		c.RefusedLocal.Load()}
 }
 
 // InletInfo is an inlet's specification and state.
@@ -237,6 +244,9 @@ type InletInfo struct {
 	// Counters.Accepted. Warm is how many wait unused now.
 	Channels int64 `json:"channels_opened"`
 	Warm     int   `json:"warm_channels"`
+	// WarmReused counts the connections a warm channel carried (no new
+	// handshake).
+	WarmReused int64 `json:"warm_reused"`
 }
 
 // OutletInfo is an outlet's specification and state.

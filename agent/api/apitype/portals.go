@@ -44,6 +44,8 @@ type CounterValues struct {
 	Failed   int64 `json:"failed"`   // failed for another reason
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
+	// RefusedLocal is, of Refused, what the inlet's --allow-local refused.
+	RefusedLocal int64 `json:"refused_local"`
 }
 
 // Inlet is a running inlet's specification and state: the answer to POST
@@ -57,6 +59,8 @@ type Inlet struct {
 	// Counters.Accepted. Warm is how many wait unused now.
 	Channels int64 `json:"channels_opened"`
 	Warm     int   `json:"warm_channels"`
+	// WarmReused counts the connections a warm channel carried.
+	WarmReused int64 `json:"warm_reused"`
 }
 
 // Outlet is a running outlet's specification and state: the answer to POST
