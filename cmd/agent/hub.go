@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/agent/hub"
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/metrics"
 )
 
 func hubCommand() *cobra.Command {
@@ -26,6 +27,7 @@ func hubCommand() *cobra.Command {
 		lifetime, shutdownTimeout                  time.Duration
 		limits                                     hub.Limits
 		logs                                       logFlags
+		mf                                         metricsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR (--listen ADDR | --init | --restore FILE)",
@@ -98,6 +100,11 @@ and never stops it.`,
 				p   *authority.Project
 				svc *authority.Service
 			)
+			ms, err := serveMetrics(mf, log)
+			if err != nil {
+				return err
+			}
+			defer ms.Close()
 			if role == "relay" {
 				if p, err = authority.LoadRelay(projectDir); err != nil {
 					return err
@@ -133,6 +140,11 @@ and never stops it.`,
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
 			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
+			var members metrics.Members
+			if svc != nil {
+				members = svc.Members
+			}
+			ms.start(metrics.NewHubCollector(srv, members), func() error { return metrics.HubReady(srv.Stats(), members) })
 			if admin == "" {
 				admin = hubadmin.HubSocket(projectDir)
 			}
@@ -149,6 +161,7 @@ and never stops it.`,
 				return err
 			}
 			defer stopDebug()
+			context.AfterFunc(cmd.Context(), ms.stop)
 			return serveHub(cmd.Context(), srv, ln, shutdownTimeout, log)
 		},
 	}
@@ -162,6 +175,7 @@ and never stops it.`,
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it (--role both)")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long the data sessions relayed may go on before they are reset; the hub refuses new connections and tells agents it goes away meanwhile")
 	registerDebug(cmd, &debugSocket)
+	mf.register(cmd, "ready: its database is usable, or with --role relay the authority is linked")
 	registerLimits(cmd, &limits)
 	logs.register(cmd)
 	cmd.AddCommand(hubCheckCommand())

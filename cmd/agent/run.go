@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/api/server"
 	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/metrics"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 	"github.com/sluicehq/sluice/loader"
@@ -29,6 +30,7 @@ func runCommand() *cobra.Command {
 		debugSocket              string
 		logs                     logFlags
 		dp                       datapathFlags
+		mf                       metricsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run --state-dir DIR [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]...",
@@ -93,14 +95,23 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 				return err
 			}
 			defer os.Remove(socket)
-			ctx := cmd.Context()
-			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
-				WarmIdle: warmIdle})
+			ms, err := serveMetrics(mf, log)
 			if err != nil {
 				ln.Close()
 				return err
 			}
+			defer ms.Close()
+			ctx := cmd.Context()
+			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
+				WarmIdle: warmIdle, Timings: ms.timings()})
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			ms.start(metrics.NewAgentCollector(a), func() error {
+				return metrics.AgentReady(a.Status(), a.Datapath(), dp.mode == daemon.DatapathOn, time.Now())
+			})
 			st := a.Status()
 			log.Info("agent ready", zap.String("node", st.Node), zap.String("project", st.Project),
 				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
@@ -116,6 +127,7 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			var stopErr error
 			select {
 			case <-ctx.Done():
+				ms.stop()
 				log.Info("agent stopping: no new connections; live ones may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
 					zap.Duration("shutdown_timeout", shutdownTimeout))
 				dctx, cancel := context.WithTimeout(lc.now, shutdownTimeout)
@@ -141,6 +153,7 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake, at most 30s; 0 turns warm channels off")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
 	registerDebug(cmd, &debugSocket)
+	mf.register(cmd, "ready: credential valid, hub connected, data path attached when --datapath on or a transparent inlet needs it")
 	dp.register(cmd)
 	logs.register(cmd)
 	return cmd
