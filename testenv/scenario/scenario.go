@@ -109,6 +109,9 @@ type Options struct {
 	// ("bank", "analysis", or one started with StartAgent), such as
 	// --direct-listen ADDR.
 	AgentArgs map[string][]string
+	// Metrics starts the hub and every agent with --metrics on
+	// MetricsAddr, the loopback of its own namespace (metrics.go).
+	Metrics bool
 }
 
 // Scenario is the running story.
@@ -290,7 +293,7 @@ func (s *Scenario) StartHub(ctx context.Context) error {
 	if s.opts.SplitAuthority {
 		args = []string{filepath.Join(s.opts.Bin, "agent"), "hub", "--role", "relay", "--project", s.RelayDir, "--listen", s.HubAddress()}
 	}
-	args = append(append(args, s.opts.HubArgs...), s.hubArgs...)
+	args = append(append(append(args, s.opts.HubArgs...), s.hubArgs...), s.metricsArgs()...)
 	if s.opts.CredentialLifetime > 0 && !s.opts.SplitAuthority {
 		args = append(args, "--credential-lifetime", s.opts.CredentialLifetime.String())
 	}
@@ -376,7 +379,7 @@ func (a *Agent) start(ctx context.Context, ticket string) error {
 			args = append(args, "--bridge", b)
 		}
 	}
-	args = append(args, a.s.opts.AgentArgs[a.Name]...)
+	args = append(append(args, a.s.opts.AgentArgs[a.Name]...), a.s.metricsArgs()...)
 	if ticket != "" {
 		tf := filepath.Join(a.s.Env.Dir(), a.Name+".ticket")
 		if err := os.WriteFile(tf, []byte(ticket+"\n"), 0o600); err != nil {
