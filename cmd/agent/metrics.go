@@ -21,7 +21,7 @@ type metricsFlags struct{ addr string }
 
 func (m *metricsFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().StringVar(&m.addr, "metrics", "",
-		"serve Prometheus metrics on http://ADDR/metrics, and /healthz (alive) and /readyz ("+what+"; 503 with the reason otherwise) on the same listener, e.g. 127.0.0.1:9090 (default: none; docs/operations.md lists the metrics)")
+		"serve Prometheus metrics on `ADDR` (HOST:PORT, e.g. 127.0.0.1:9464) at /metrics, with /healthz (alive) and /readyz ("+what+"; 503 with the reason otherwise) on the same listener (default: none; docs/operations.md lists the metrics)")
 }
 
 // metricsServer is the listener of --metrics. The collector and the
