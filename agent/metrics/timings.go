@@ -45,8 +45,3 @@ func (t *Timings) Setup(inlet string, d time.Duration) {
 	t.setup.WithLabelValues(inlet).Observe(d.Seconds())
 }
 
-// Forget drops the histograms of an inlet that was deleted.
-func (t *Timings) Forget(inlet string) {
-	t.handshake.DeleteLabelValues(inlet)
-	t.setup.DeleteLabelValues(inlet)
-}

@@ -628,9 +628,9 @@ func TestWarmChannels(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if in := info(); in.Channels != 1 || in.Warm != 1 || in.Counters.Accepted != 3 {
-		t.Fatalf("after 3 connections one after another: %d channels opened, %d warm, %d accepted; want 1, 1, 3",
-			in.Channels, in.Warm, in.Counters.Accepted)
+	if in := info(); in.Channels != 1 || in.Warm != 1 || in.Counters.Accepted != 3 || in.WarmReused != 2 {
+		t.Fatalf("after 3 connections one after another: %d channels opened, %d warm, %d accepted, %d carried warm; want 1, 1, 3, 2",
+			in.Channels, in.Warm, in.Counters.Accepted, in.WarmReused)
 	}
 	// The outlet's agent restarts its portals: the warm channel dies. The
 	// inlet may take it before its end arrives; the connection must then

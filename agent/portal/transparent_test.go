@@ -157,8 +157,8 @@ func TestExplicitInletLocalPolicy(t *testing.T) {
 		refused(t, c.(*net.TCPConn))
 	}
 	ins := m.Inlets()
-	if c := ins[0].Counters; c.Accepted != 1 || c.Refused != 1 {
-		t.Errorf("counters after a refused connection %+v, want accepted 1 refused 1", c)
+	if c := ins[0].Counters; c.Accepted != 1 || c.Refused != 1 || c.RefusedLocal != 1 {
+		t.Errorf("counters after a refused connection %+v, want accepted 1 refused 1, by --allow-local 1", c)
 	}
 	mu.Lock()
 	allow = true
