@@ -44,4 +44,3 @@ func (t *Timings) Handshake(inlet string, d time.Duration) {
 func (t *Timings) Setup(inlet string, d time.Duration) {
 	t.setup.WithLabelValues(inlet).Observe(d.Seconds())
 }
-
