@@ -43,7 +43,9 @@ func (in *Inlet) spec() apitype.InletSpec {
 
 func outletOf(s apitype.OutletSpec) Outlet { return Outlet{Name: s.Name, To: s.To, Allow: s.Allow} }
 
-func (o *Outlet) spec() apitype.OutletSpec { return apitype.OutletSpec{Name: o.Name, To: o.To, Allow: o.Allow} }
+func (o *Outlet) spec() apitype.OutletSpec {
+	return apitype.OutletSpec{Name: o.Name, To: o.To, Allow: o.Allow}
+}
 
 // workloadOf drops what the agent found (Bound): the file says only what
 // the operator does.
