@@ -45,46 +45,46 @@ type File struct {
 	// Hub, if set, is the HOST:PORT of the hub the agent must be enrolled
 	// with: the ticket names the hub, and `agent run` refuses to start when
 	// the agent's hub is another one.
-	Hub        string `yaml:"hub,omitempty"`
-	TicketFile string `yaml:"ticket_file,omitempty"` // file holding the enrollment ticket (--ticket @FILE)
-	StateDir   string `yaml:"state_dir,omitempty"`   // --state-dir
-	API        string `yaml:"api,omitempty"`         // unix socket of the local API (--api)
-	Datapath   string `yaml:"datapath,omitempty"`    // auto, on or off (--datapath)
+	Hub        string `yaml:"hub,omitempty" json:"hub,omitempty"`
+	TicketFile string `yaml:"ticket_file,omitempty" json:"ticket_file,omitempty"` // file holding the enrollment ticket (--ticket @FILE)
+	StateDir   string `yaml:"state_dir,omitempty" json:"state_dir,omitempty"`     // --state-dir
+	API        string `yaml:"api,omitempty" json:"api,omitempty"`                 // unix socket of the local API (--api)
+	Datapath   string `yaml:"datapath,omitempty" json:"datapath,omitempty"`       // auto, on or off (--datapath)
 
-	Relays    *[]string   `yaml:"relays,omitempty"`
-	Outlets   *[]Outlet   `yaml:"outlets,omitempty"`
-	Inlets    *[]Inlet    `yaml:"inlets,omitempty"`
-	Workloads *[]Workload `yaml:"workloads,omitempty"`
+	Relays    *[]string   `yaml:"relays,omitempty" json:"relays,omitempty"`
+	Outlets   *[]Outlet   `yaml:"outlets,omitempty" json:"outlets,omitempty"`
+	Inlets    *[]Inlet    `yaml:"inlets,omitempty" json:"inlets,omitempty"`
+	Workloads *[]Workload `yaml:"workloads,omitempty" json:"workloads,omitempty"`
 }
 
 // Outlet is an outlet, as `agentctl tcp-outlet create` takes it.
 type Outlet struct {
-	Name  string `yaml:"name"`
-	To    string `yaml:"to"`    // target HOST:PORT
-	Allow string `yaml:"allow"` // policy on the inlet agent's attributes
+	Name  string `yaml:"name" json:"name"`
+	To    string `yaml:"to" json:"to"`       // target HOST:PORT
+	Allow string `yaml:"allow" json:"allow"` // policy on the inlet agent's attributes
 }
 
 // Inlet is an inlet, explicit or transparent, as `agentctl tcp-inlet
 // create` takes it.
 type Inlet struct {
-	Name        string `yaml:"name"`
-	From        string `yaml:"from"`
-	Via         string `yaml:"via,omitempty"`
-	Direct      string `yaml:"direct,omitempty"`
-	Outlet      string `yaml:"outlet,omitempty"`
-	Allow       string `yaml:"allow"`
-	OutletNode  string `yaml:"outlet_node,omitempty"`
-	Transparent bool   `yaml:"transparent,omitempty"`
-	AllowLocal  string `yaml:"allow_local,omitempty"`
+	Name        string `yaml:"name" json:"name"`
+	From        string `yaml:"from" json:"from"`
+	Via         string `yaml:"via,omitempty" json:"via,omitempty"`
+	Direct      string `yaml:"direct,omitempty" json:"direct,omitempty"`
+	Outlet      string `yaml:"outlet,omitempty" json:"outlet,omitempty"`
+	Allow       string `yaml:"allow" json:"allow"`
+	OutletNode  string `yaml:"outlet_node,omitempty" json:"outlet_node,omitempty"`
+	Transparent bool   `yaml:"transparent,omitempty" json:"transparent,omitempty"`
+	AllowLocal  string `yaml:"allow_local,omitempty" json:"allow_local,omitempty"`
 }
 
 // Workload is a local container, as `agentctl workload create` takes it.
 type Workload struct {
-	Name       string            `yaml:"name"`
-	Address    string            `yaml:"address,omitempty"`
-	Interface  string            `yaml:"interface,omitempty"`
-	Cgroup     string            `yaml:"cgroup,omitempty"`
-	Attributes map[string]string `yaml:"attributes,omitempty"`
+	Name       string            `yaml:"name" json:"name"`
+	Address    string            `yaml:"address,omitempty" json:"address,omitempty"`
+	Interface  string            `yaml:"interface,omitempty" json:"interface,omitempty"`
+	Cgroup     string            `yaml:"cgroup,omitempty" json:"cgroup,omitempty"`
+	Attributes map[string]string `yaml:"attributes,omitempty" json:"attributes,omitempty"`
 }
 
 // Parse reads a configuration and checks all of it: unknown fields,
