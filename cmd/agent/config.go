@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/config"
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // runConfig is `agent run --config`: the file, as read at start.
@@ -48,6 +49,19 @@ func (rc *runConfig) settings(cmd *cobra.Command, stateDir, ticket, socket, data
 	}
 	set("api", socket, f.API)
 	set("datapath", datapath, f.Datapath)
+}
+
+// checkTicket refuses, before the agent enrolls with it, a ticket for
+// another hub than the file's.
+func (rc *runConfig) checkTicket(ticket string) error {
+	if ticket == "" || rc.file.Hub == "" {
+		return nil
+	}
+	t, err := wire.ParseTicket(ticket)
+	if err != nil {
+		return nil // the agent says what is wrong with it
+	}
+	return rc.checkHub(t.Hub)
 }
 
 // checkHub refuses an agent whose hub is not the file's.

@@ -93,7 +93,18 @@ outlets:
 // status 2; nothing is created.
 func TestConfigWrongAtStart(t *testing.T) {
 	dir := t.TempDir()
+	p, err := authority.Init(filepath.Join(t.TempDir(), "project"), "127.0.0.1:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket, _, err := p.NewTicket(authority.TicketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticketFile := filepath.Join(t.TempDir(), "ticket")
+	writeFile(t, ticketFile, ticket)
 	for _, tc := range []struct{ name, file, want string }{
+		{"another hub", "state_dir: " + dir + "\nhub: 127.0.0.1:10\nticket_file: " + ticketFile + "\n", "hub: the agent's hub is 127.0.0.1:9, the file says 127.0.0.1:10"},
 		{"unknown field", "state_dir: " + dir + "\noutlets:\n  - name: db\n    to: 127.0.0.1:5432\n    alow: x\n", `line 5: unknown field "alow"`},
 		{"bad value", "state_dir: " + dir + "\ndatapath: sometimes\n", `line 2: datapath: "sometimes": want auto, on or off`},
 		{"missing file", "", "no such file"},

@@ -105,6 +105,11 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
 				return err
 			}
+			if rc != nil {
+				if err := rc.checkTicket(ticket); err != nil {
+					return err
+				}
+			}
 			if socket == "" {
 				socket = api.DefaultSocket
 			}
