@@ -52,10 +52,21 @@ type Step struct {
 // String is the step as apply prints it once done: "created inlet pg",
 // "deleted outlet db (update: to differs)".
 func (s Step) String() string {
-	verb := "created"
 	if s.Delete {
-		verb = "deleted"
+		return s.line("deleted")
 	}
+	return s.line("created")
+}
+
+// Planned is the step as a dry run prints it: "would create inlet pg".
+func (s Step) Planned() string {
+	if s.Delete {
+		return s.line("would delete")
+	}
+	return s.line("would create")
+}
+
+func (s Step) line(verb string) string {
 	line := verb + " " + s.Kind + " " + s.Name
 	if s.Why != "" {
 		line += " (" + s.Why + ")"

@@ -239,3 +239,20 @@ func TestApplyStopsAtFailure(t *testing.T) {
 		t.Errorf("second apply: %q", got)
 	}
 }
+
+// TestDryRunPlan: a plan read without Apply changes nothing, and says what
+// it would do.
+func TestDryRunPlan(t *testing.T) {
+	a := &fakeAgent{}
+	apply(t, a, example)
+	a.calls = nil
+	f, _ := Parse([]byte("outlets: []\n"))
+	cur, _ := Read(context.Background(), a)
+	var got []string
+	for _, s := range Diff(f, cur).Steps {
+		got = append(got, s.Planned())
+	}
+	if want := []string{"would delete outlet db"}; !slices.Equal(got, want) || len(a.calls) != 0 {
+		t.Errorf("plan %q, calls %q; want %q and no calls", got, a.calls, want)
+	}
+}

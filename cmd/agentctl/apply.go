@@ -61,7 +61,7 @@ and changes nothing.`,
 			}
 			if dryRun {
 				for _, s := range plan.Steps {
-					fmt.Fprintln(e.out, "would have "+s.String())
+					fmt.Fprintln(e.out, s.Planned())
 				}
 				return nil
 			}
