@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/sluicehq/sluice/agent/policy"
@@ -93,6 +94,9 @@ type Workload struct {
 // that match ErrInvalid and say the field and, where the YAML library
 // gives it, the line.
 func Parse(data []byte) (*File, error) {
+	if err := noAliases(data); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, yamlMessage(err))
+	}
 	var f File
 	err := yaml.UnmarshalWithOptions(data, &f, yaml.Strict())
 	if err != nil {
@@ -102,6 +106,36 @@ func Parse(data []byte) (*File, error) {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, locate(data, err))
 	}
 	return &f, nil
+}
+
+// noAliases refuses aliases (*name): a configuration needs none, and a
+// few lines of nested aliases expand into gigabytes (the "billion laughs").
+func noAliases(data []byte) error {
+	file, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return err
+	}
+	var found *ast.AliasNode
+	for _, doc := range file.Docs {
+		ast.Walk(aliasFinder{&found}, doc)
+		if found != nil {
+			return fmt.Errorf("line %d: an alias (%s): a configuration file takes no anchors or aliases",
+				found.GetToken().Position.Line, found.String())
+		}
+	}
+	return nil
+}
+
+type aliasFinder struct{ found **ast.AliasNode }
+
+func (v aliasFinder) Visit(n ast.Node) ast.Visitor {
+	if a, ok := n.(*ast.AliasNode); ok && *v.found == nil {
+		*v.found = a
+	}
+	if *v.found != nil {
+		return nil
+	}
+	return v
 }
 
 // yamlMessage is the library's error on one line: "line L: message".

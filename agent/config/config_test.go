@@ -90,6 +90,11 @@ func TestParseStrict(t *testing.T) {
 		{"wrong type", "relays: postgres\n", "line 1:"},
 		{"duplicate key", "relays: [a]\nrelays: [b]\n", `line 2: mapping key "relays" already defined`},
 		{"syntax", "relays: [a\n", "line 1:"},
+		{"alias", "outlets:\n  - &o\n    name: a\n    to: db:1\n    allow: a\n  - *o\n", "line 6: an alias"},
+		// Nine to the seventh strings, were aliases expanded.
+		{"billion laughs", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" +
+			"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n" +
+			"g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nrelays: [*g]\n", "line 2: an alias (*a)"},
 		{"bad datapath", "datapath: maybe\n", `line 1: datapath: "maybe": want auto, on or off`},
 		{"missing name", "outlets:\n  - to: db:5432\n    allow: a\n", "line 2: outlets[0].name: required"},
 		{"name twice", "outlets:\n  - name: a\n    to: db:5432\n    allow: a\n  - name: a\n    to: db:5432\n    allow: a\n", `line 5: outlets[1].name: "a" is listed twice`},
