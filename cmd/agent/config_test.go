@@ -115,8 +115,8 @@ func TestConfigWrongAtStart(t *testing.T) {
 				writeFile(t, cfg, tc.file)
 			}
 			a := startCommand(t, "run", "--config", cfg, "--api", filepath.Join(dir, "agent.sock"))
-			if code := a.exit(t); code != exitUsage {
-				t.Errorf("exit %d, want %d:\n%s", code, exitUsage, a.out.String())
+			if code := a.exit(t); code != 2 { // usage (README, "Signals and exit codes")
+				t.Errorf("exit %d, want 2:\n%s", code, a.out.String())
 			}
 			out := a.out.String()
 			if strings.Count(out, "\n") != 1 || !strings.Contains(out, tc.want) || !strings.Contains(out, "--config") {
