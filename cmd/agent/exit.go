@@ -3,12 +3,15 @@ package main
 import (
 	"errors"
 
+	"github.com/sluicehq/sluice/agent/config"
 	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Exit codes (README, "Signals and exit codes").
 const (
 	exitFailure = 1
+	// exitUsage: the command line or the --config file is wrong.
+	exitUsage = 2
 	// exitNotMember: the hub says this node is no longer a member
 	// (revoked, or unknown to it); restarting cannot help (sysexits.h's
 	// EX_NOPERM; systemd: RestartPreventExitStatus=77).
@@ -19,6 +22,9 @@ const (
 func exitCode(err error) int {
 	if errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember) {
 		return exitNotMember
+	}
+	if errors.Is(err, config.ErrInvalid) {
+		return exitUsage
 	}
 	return exitFailure
 }

@@ -15,9 +15,9 @@ import (
 //	                  live ones end for up to --shutdown-timeout, reset the
 //	                  rest, exit 0
 //	a second one      stop now: reset what is left
-//	SIGHUP            reopen the log file (--log-file) and say so; neither
-//	                  command has a configuration file to reload; it never
-//	                  stops them
+//	SIGHUP            reopen the log file (--log-file) and say so; `agent
+//	                  run --config` also reloads its file (cmd/agent/config.go);
+//	                  it never stops them
 
 // defaultShutdownTimeout is --shutdown-timeout's default.
 const defaultShutdownTimeout = 30 * time.Second

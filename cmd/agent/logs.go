@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -14,7 +15,12 @@ import (
 )
 
 // logFlags are the logging flags of both commands.
-type logFlags struct{ level, format, file string }
+type logFlags struct {
+	level, format, file string
+	// reload, once set, runs at each SIGHUP after the log file is
+	// reopened (agent run --config).
+	reload atomic.Pointer[func()]
+}
 
 func (l *logFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
@@ -30,7 +36,7 @@ func (l *logFlags) start(ctx context.Context) (log *zap.Logger, stop func(), err
 		return nil, nil, err
 	}
 	hup := make(chan struct{})
-	go onHangup(lifecycleOf(ctx), f, log, hup)
+	go onHangup(lifecycleOf(ctx), f, log, hup, &l.reload)
 	return log, func() {
 		close(hup)
 		log.Sync()
@@ -107,21 +113,39 @@ func (l *logFile) Close() error {
 
 // onHangup answers each SIGHUP until done is closed: it reopens the log
 // file, if there is one, and logs what it did.
-func onHangup(lc *lifecycle, f *logFile, log *zap.Logger, done <-chan struct{}) {
+func onHangup(lc *lifecycle, f *logFile, log *zap.Logger, done <-chan struct{}, reload *atomic.Pointer[func()]) {
 	for {
 		select {
 		case <-done:
 			return
 		case <-lc.hup:
 		}
+		if r := reload.Load(); r != nil {
+			reopenLog(f, log)
+			(*r)()
+			continue
+		}
 		if f == nil {
-			log.Info("SIGHUP: nothing to do (no --log-file to reopen, no configuration file to reload)")
+			log.Info("SIGHUP: nothing to do (no --log-file to reopen, no --config to reload)")
 			continue
 		}
 		if err := f.Reopen(); err != nil {
 			log.Error("SIGHUP: reopening the log file failed; still writing to the old one", zap.Error(err))
 			continue
 		}
-		log.Info("SIGHUP: log file reopened (there is no configuration file to reload)", zap.String("log_file", f.path))
+		log.Info("SIGHUP: log file reopened (no --config to reload)", zap.String("log_file", f.path))
 	}
+}
+
+// reopenLog reopens the log file, if there is one, for a SIGHUP that also
+// reloads the configuration.
+func reopenLog(f *logFile, log *zap.Logger) {
+	if f == nil {
+		return
+	}
+	if err := f.Reopen(); err != nil {
+		log.Error("SIGHUP: reopening the log file failed; still writing to the old one", zap.Error(err))
+		return
+	}
+	log.Info("SIGHUP: log file reopened", zap.String("log_file", f.path))
 }

@@ -29,11 +29,12 @@ func runCommand() *cobra.Command {
 		warmIdle                 time.Duration
 		debugSocket              string
 		logs                     logFlags
+		configPath               string
 		dp                       datapathFlags
 		mf                       metricsFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run --state-dir DIR [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]...",
+		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]...",
 		Short: "Run the agent on this host",
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
@@ -53,14 +54,33 @@ that lives in the agent's own mount namespace (a container without
 on refuses to start, auto logs an error, and 'agentctl datapath status' says
 "pins: ephemeral".
 
+--config FILE is a YAML file (docs/config.md) with the agent's settings (hub,
+ticket_file, state_dir, api, datapath) and the relays, inlets, outlets and
+workloads it must run. Flags given on the command line override the file's
+settings. The whole file is checked before anything starts: a file that is
+wrong stops the agent with one line naming the file, the line and the field,
+exit status 2. Once started, the agent is made to match the file, as
+'agentctl apply -f FILE' would (deleting what the file does not list, of the
+kinds it lists). SIGHUP reads the file again and applies it; a file that is
+wrong then is logged and the running configuration kept.
+
 SIGTERM or SIGINT stops it gracefully: it takes no new connections (the
 kernel refuses them for transparent inlets), releases its relays at the hub,
 and lets the live connections go on for up to --shutdown-timeout, then resets
-them; a second signal resets them at once. SIGHUP reopens --log-file and never
-stops it. Exit status 77 means the hub says this node is no longer a member
+them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
+--config, and never stops it. Exit status 77 means the hub says this node is no longer a member
 (revoked): restarting it cannot help.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var rc *runConfig
+			if configPath != "" {
+				f, err := loadConfig(configPath)
+				if err != nil {
+					return err
+				}
+				rc = &runConfig{path: configPath, file: f}
+				rc.settings(cmd, &stateDir, &ticket, &socket, &dp.mode)
+			}
 			if stateDir == "" {
 				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
 			}
@@ -86,6 +106,11 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			defer stopLog()
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
 				return err
+			}
+			if rc != nil {
+				if err := rc.checkTicket(ticket); err != nil {
+					return err
+				}
 			}
 			if socket == "" {
 				socket = api.DefaultSocket
@@ -113,6 +138,12 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 				return metrics.AgentReady(a.Status(), a.Datapath(), dp.mode == daemon.DatapathOn, time.Now())
 			})
 			st := a.Status()
+			if rc != nil {
+				if err := rc.checkHub(st.Hub.Hub); err != nil {
+					ln.Close()
+					return errors.Join(err, a.Close())
+				}
+			}
 			log.Info("agent ready", zap.String("node", st.Node), zap.String("project", st.Project),
 				zap.String("hub", st.Hub.Hub), zap.String("api", socket))
 			srv := &http.Server{Handler: server.Handler(a), ReadHeaderTimeout: 10 * time.Second}
@@ -123,6 +154,13 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 				return errors.Join(err, a.Close())
 			}
 			defer stopDebug()
+			if rc != nil {
+				if err := applyConfig(ctx, log, socket, rc.path, rc.file); err != nil {
+					log.Error("configuration not fully applied; fix it and send SIGHUP", zap.Error(err))
+				}
+				reload := func() { rc.reload(ctx, log, socket) }
+				logs.reload.Store(&reload)
+			}
 			lc := lifecycleOf(ctx)
 			var stopErr error
 			select {
@@ -145,6 +183,7 @@ stops it. Exit status 77 means the hub says this node is no longer a member
 			return errors.Join(stopErr, err)
 		},
 	}
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file (docs/config.md): the agent settings below that the command line does not give, and the relays, inlets, outlets and workloads to run; SIGHUP reloads it")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time; ignored once redeemed)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
