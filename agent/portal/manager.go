@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/internal/limit"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -52,6 +53,12 @@ type Options struct {
 	// while it flows goes on only while it is (expiry.go). Nil: never,
 	// such connections are reset at the expiry.
 	MemberStateCurrent func() bool
+
+	// Flows, if set, records an event for every connection opened, closed
+	// or refused (flows.go); WorkloadName names the local workload numbers
+	// in them (nil: "#N").
+	Flows        *flowlog.Log
+	WorkloadName func(uint32) string
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions
