@@ -76,7 +76,8 @@ func formatFlow(ev apitype.FlowEvent) string {
 		return fmt.Sprintf("%s LOST %d events: this observer read too slowly", ts, ev.Lost)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-7s %s %s/%s %s -> %s", ts, strings.ToUpper(ev.Type), strings.ToUpper(ev.Verdict),
+	// open and close are allowed connections; refused says so.
+	fmt.Fprintf(&b, "%s %-7s %s/%s %s -> %s", ts, strings.ToUpper(ev.Type),
 		ev.Direction, ev.Portal, orDash(ev.Client), orDash(ev.Target))
 	if ev.Workload != "" {
 		fmt.Fprintf(&b, " workload=%s", ev.Workload)
