@@ -109,7 +109,7 @@ and never stops it.`,
 				if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 					return err
 				}
-				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
+				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")})
 				if err != nil {
 					return err
 				}
@@ -132,7 +132,7 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
+			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits})
 			if admin == "" {
 				admin = hubadmin.HubSocket(projectDir)
 			}
