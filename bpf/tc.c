@@ -8,7 +8,6 @@
  *     not IPv4 TCP to a service address      -> TC_ACT_UNSPEC (next program)
  *     source address bound to another veth   -> reset to the container (spoofed)
  *     service DENY, or workload not allowed  -> reset to the container
- *   (every reset to a SYN also writes an event into the refusals ring)
  *     allowed, explicit inlet                -> TC_ACT_OK, unmarked: the host
  *                                               stack delivers it to the
  *                                               inlet's own listener
@@ -24,6 +23,9 @@
  *                                               else the listener, which
  *                                               answers stray segments itself
  *     no agent listening                     -> reset (fail closed)
+ *
+ * Every reset to a SYN, in either program, also writes one event into the
+ * refusals ring buffer (bpf/include/refusals.h): who, to which portal, why.
  *
  * The mark makes the agent's policy route deliver the packet locally,
  * though no host owns the service address; the accepted socket's local
