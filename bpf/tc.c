@@ -24,6 +24,9 @@
  *                                               answers stray segments itself
  *     no agent listening                     -> reset (fail closed)
  *
+ * Every reset to a SYN, in either program, also writes one event into the
+ * refusals ring buffer (bpf/include/refusals.h): who, to which portal, why.
+ *
  * The mark makes the agent's policy route deliver the packet locally,
  * though no host owns the service address; the accepted socket's local
  * address is the service address, so the agent knows the portal.
@@ -40,6 +43,7 @@
 #include "sluice.h"
 #include "services.h"
 #include "flows.h"
+#include "refusals.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -114,10 +118,19 @@ static __always_inline __u16 csum_fold(__s64 sum)
 	return (__u16)~s;
 }
 
+/* Who was refused, and why: what refuse writes into the refusals ring. */
+struct why {
+	__u32 portal;
+	__u32 workload;
+	__u32 ifindex;
+	enum refusal_reason reason;
+};
+
 /* refuse turns the packet into the reset RFC 9293 3.10.7.1 prescribes and
- * sends it back out of the veth it came in on, to the container. */
+ * sends it back out of the veth it came in on, to the container; a refused
+ * SYN also writes its event into the refusals ring. */
 static __always_inline int refuse(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
-				  struct tcphdr *tcp, struct portal_counters *c, int spoofed)
+				  struct tcphdr *tcp, struct portal_counters *c, struct why w)
 {
 	/* The reset: fixed 20-byte headers, no options. Kept apart, not in one
 	 * packed struct, so that bpf_csum_diff reads aligned words. */
@@ -134,8 +147,9 @@ static __always_inline int refuse(struct __sk_buff *skb, struct ethhdr *eth, str
 		return TC_ACT_SHOT; /* never answer a reset */
 	if (c)
 		__sync_fetch_and_add(&c->refused, 1);
-	if (c && spoofed)
+	if (c && w.reason == REFUSED_SPOOFED)
 		__sync_fetch_and_add(&c->spoofed, 1);
+	refusal_note(ip, tcp, w.portal, w.workload, w.ifindex, w.reason);
 
 	__builtin_memcpy(r.eth.h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(r.eth.h_source, eth->h_dest, ETH_ALEN);
@@ -205,19 +219,19 @@ static __always_inline int spoofed(__u32 ifindex, __u32 saddr)
 	return home && *home != ifindex;
 }
 
-/* allowed decides whether the sender may use the service, and records who
- * opened the connection on a SYN. */
-static __always_inline int allowed(__u32 ifindex, struct iphdr *ip, struct tcphdr *tcp,
-				   struct service_value *svc)
+/* allowed decides whether workload w may use the service (0), or why not
+ * (a REFUSED_* reason), and records who opened the connection on a SYN. */
+static __always_inline __u32 allowed(__u32 ifindex, __u32 w, struct iphdr *ip, struct tcphdr *tcp,
+				     struct service_value *svc)
 {
-	struct verdict_key k = {.workload = workload(ifindex, ip->saddr), .portal = svc->portal};
+	struct verdict_key k = {.workload = w, .portal = svc->portal};
 	struct flow_key fk = {};
-	struct flow_value fv = {.workload = k.workload, .ifindex = ifindex};
+	struct flow_value fv = {.workload = w, .ifindex = ifindex};
 
 	if (svc->flags & SERVICE_F_DENY)
-		return 0;
+		return REFUSED_DENIED;
 	if (!bpf_map_lookup_elem(&verdicts, &k))
-		return 0;
+		return REFUSED_NOT_ALLOWED;
 	if (tcp->syn && !tcp->ack) {
 		fk.saddr = ip->saddr;
 		fk.daddr = ip->daddr;
@@ -225,7 +239,7 @@ static __always_inline int allowed(__u32 ifindex, struct iphdr *ip, struct tcphd
 		fk.dport = tcp->dest;
 		bpf_map_update_elem(&flows, &fk, &fv, BPF_ANY);
 	}
-	return 1;
+	return 0;
 }
 
 /* existing reports whether the packet belongs to a socket the agent already
@@ -312,17 +326,22 @@ int steer(struct __sk_buff *skb)
 	struct tcphdr *tcp;
 	struct service_value *svc;
 	struct portal_counters *c;
-	__u32 ifindex;
+	struct why w = {};
 
 	svc = parse(skb, &eth, &ip, &tcp);
 	if (!svc)
 		return TC_ACT_UNSPEC;
 	c = bpf_map_lookup_elem(&counters, &svc->portal);
-	ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
-	if (spoofed(ifindex, ip->saddr))
-		return refuse(skb, eth, ip, tcp, c, 1);
-	if (!allowed(ifindex, ip, tcp, svc))
-		return refuse(skb, eth, ip, tcp, c, 0);
+	w.portal = svc->portal;
+	w.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	if (spoofed(w.ifindex, ip->saddr)) {
+		w.reason = REFUSED_SPOOFED;
+		return refuse(skb, eth, ip, tcp, c, w);
+	}
+	w.workload = workload(w.ifindex, ip->saddr);
+	w.reason = allowed(w.ifindex, w.workload, ip, tcp, svc);
+	if (w.reason)
+		return refuse(skb, eth, ip, tcp, c, w);
 	if (c) {
 		__sync_fetch_and_add(&c->packets, 1);
 		__sync_fetch_and_add(&c->bytes, skb->len);
@@ -342,14 +361,23 @@ int assign(struct __sk_buff *skb)
 	struct service_value *svc;
 	struct portal_counters *c;
 	struct bpf_sock *sk;
+	struct why w = {};
 	long err;
 
 	svc = parse(skb, &eth, &ip, &tcp);
 	if (!svc || (svc->flags & SERVICE_F_EXPLICIT))
 		return TC_ACT_UNSPEC;
 	c = bpf_map_lookup_elem(&counters, &svc->portal);
-	if (skb->mark != steer_mark || (svc->flags & SERVICE_F_DENY))
-		return refuse(skb, eth, ip, tcp, c, 0);
+	w.portal = svc->portal;
+	w.reason = REFUSED_NO_LISTENER;
+	if (skb->mark != steer_mark) {
+		w.reason = REFUSED_NOT_STEERED;
+		return refuse(skb, eth, ip, tcp, c, w);
+	}
+	if (svc->flags & SERVICE_F_DENY) {
+		w.reason = REFUSED_DENIED;
+		return refuse(skb, eth, ip, tcp, c, w);
+	}
 	if (!(tcp->syn && !tcp->ack) && existing(skb, ip, tcp))
 		return TC_ACT_OK;
 
@@ -357,14 +385,14 @@ int assign(struct __sk_buff *skb)
 	if (!sk) {
 		if (c)
 			__sync_fetch_and_add(&c->no_listener, 1);
-		return refuse(skb, eth, ip, tcp, c, 0);
+		return refuse(skb, eth, ip, tcp, c, w);
 	}
 	err = bpf_sk_assign(skb, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
 		if (c)
 			__sync_fetch_and_add(&c->no_listener, 1);
-		return refuse(skb, eth, ip, tcp, c, 0);
+		return refuse(skb, eth, ip, tcp, c, w);
 	}
 	if (c && tcp->syn)
 		__sync_fetch_and_add(&c->steered, 1);

@@ -50,6 +50,28 @@ type TcPortalCounters struct {
 	Spoofed    uint64
 }
 
+type TcRefusalEvent struct {
+	_        structs.HostLayout
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	Portal   uint32
+	Workload uint32
+	Ifindex  uint32
+	Reason   TcRefusalReason
+}
+
+type TcRefusalReason uint32
+
+const (
+	TcRefusalReasonREFUSED_SPOOFED     TcRefusalReason = 1
+	TcRefusalReasonREFUSED_DENIED      TcRefusalReason = 2
+	TcRefusalReasonREFUSED_NOT_ALLOWED TcRefusalReason = 3
+	TcRefusalReasonREFUSED_NOT_STEERED TcRefusalReason = 4
+	TcRefusalReasonREFUSED_NO_LISTENER TcRefusalReason = 5
+)
+
 type TcServiceKey struct {
 	_    structs.HostLayout
 	Addr uint32
@@ -73,16 +95,18 @@ type TcVerdictKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TcMapBindings  = "bindings"
-	TcMapCounters  = "counters"
-	TcMapEndpoints = "endpoints"
-	TcMapFlows     = "flows"
-	TcMapListener  = "listener"
-	TcMapServices  = "services"
-	TcMapVerdicts  = "verdicts"
-	TcProgAssign   = "assign"
-	TcProgSteer    = "steer"
-	TcVarSteerMark = "steer_mark"
+	TcMapBindings         = "bindings"
+	TcMapCounters         = "counters"
+	TcMapEndpoints        = "endpoints"
+	TcMapFlows            = "flows"
+	TcMapListener         = "listener"
+	TcMapRefusals         = "refusals"
+	TcMapServices         = "services"
+	TcMapVerdicts         = "verdicts"
+	TcProgAssign          = "assign"
+	TcProgSteer           = "steer"
+	TcVarRefusalEventType = "refusal_event_type"
+	TcVarSteerMark        = "steer_mark"
 )
 
 // LoadTc returns the embedded CollectionSpec for Tc.
@@ -140,6 +164,7 @@ type TcMapSpecs struct {
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
 	Listener  *ebpf.MapSpec `ebpf:"listener"`
+	Refusals  *ebpf.MapSpec `ebpf:"refusals"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
 	Verdicts  *ebpf.MapSpec `ebpf:"verdicts"`
 }
@@ -148,7 +173,8 @@ type TcMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcVariableSpecs struct {
-	SteerMark *ebpf.VariableSpec `ebpf:"steer_mark"`
+	RefusalEventType *ebpf.VariableSpec `ebpf:"refusal_event_type"`
+	SteerMark        *ebpf.VariableSpec `ebpf:"steer_mark"`
 }
 
 // TcObjects contains all objects after they have been loaded into the kernel.
@@ -176,6 +202,7 @@ type TcMaps struct {
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Flows     *ebpf.Map `ebpf:"flows"`
 	Listener  *ebpf.Map `ebpf:"listener"`
+	Refusals  *ebpf.Map `ebpf:"refusals"`
 	Services  *ebpf.Map `ebpf:"services"`
 	Verdicts  *ebpf.Map `ebpf:"verdicts"`
 }
@@ -187,6 +214,7 @@ func (m *TcMaps) Close() error {
 		m.Endpoints,
 		m.Flows,
 		m.Listener,
+		m.Refusals,
 		m.Services,
 		m.Verdicts,
 	)
@@ -196,7 +224,8 @@ func (m *TcMaps) Close() error {
 //
 // It can be passed to LoadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcVariables struct {
-	SteerMark *ebpf.Variable `ebpf:"steer_mark"`
+	RefusalEventType *ebpf.Variable `ebpf:"refusal_event_type"`
+	SteerMark        *ebpf.Variable `ebpf:"steer_mark"`
 }
 
 // TcPrograms contains all programs after they have been loaded into the kernel.

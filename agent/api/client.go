@@ -169,3 +169,54 @@ func (c *Client) Datapath(ctx context.Context) (apitype.DatapathStatus, error) {
 	var out apitype.DatapathStatus
 	return out, c.do(ctx, http.MethodGet, "/v1/datapath", nil, &out)
 }
+
+// Observe streams the agent's flow log: the newest q.Last events that pass
+// q's filters, then, with q.Follow, each new one, calling fn with each
+// until fn fails, ctx ends or the agent closes the stream.
+func (c *Client) Observe(ctx context.Context, q apitype.ObserveQuery, fn func(apitype.FlowEvent) error) error {
+	v := url.Values{}
+	for k, s := range map[string]string{"portal": q.Portal, "verdict": q.Verdict, "workload": q.Workload, "peer": q.Peer} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	v.Set("last", fmt.Sprint(q.Last))
+	v.Set("follow", fmt.Sprint(q.Follow))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/observe?"+v.Encode(), nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	stream := &http.Client{Transport: c.http.Transport} // no timeout: it lasts
+	resp, err := stream.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("connect to %s at %s (%s): %w", c.server, c.socket, c.hint, ErrNoAgent)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("connect to %s at %s: %w", c.server, c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e ErrorBody
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("%s answered %s", c.server, resp.Status)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e apitype.FlowEvent
+		if err := dec.Decode(&e); err != nil {
+			if err == io.EOF || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read flow log: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}

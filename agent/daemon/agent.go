@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -41,6 +42,9 @@ type Options struct {
 	// MaxConns bounds the open connections of each portal (0: the portal
 	// package's default, 4096).
 	MaxConns int
+	// FlowLogSize is how many recent events the flow log keeps for
+	// `agentctl observe --last` (0: flowlog.DefaultRing).
+	FlowLogSize int
 	// WarmIdle is how long a channel stays warm for an inlet's next
 	// connection (0: the portal package's default, 30s; negative: never).
 	WarmIdle time.Duration
@@ -81,6 +85,7 @@ type Agent struct {
 	rev    *reviewer
 	client *relay.Client
 	ports  *portal.Manager
+	flows  *flowlog.Log     // the flow log (agentctl observe)
 	direct *net.TCPListener // nil without --direct-listen
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // goroutines Close waits for
@@ -180,15 +185,19 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		return nil, fmt.Errorf("start agent: the hub sent an unreadable authority certificate: %w", err)
 	}
 	a.dp = newDatapath(opts.StateDir, a.log, nil, a.rev.peerDenied)
+	a.flows = flowlog.New(opts.FlowLogSize)
+	a.dp.flows = a.flows
 	a.ports = portal.New(portal.Options{
-		Hub:      a.client,
-		Keys:     &cr.keys,
-		Verifier: &credential.Verifier{Root: root, ProjectID: cr.enr.Project, Current: a.rev.members.Current},
-		Logger:   a.log.Named("portal"),
-		MaxConns: opts.MaxConns,
-		WarmIdle: opts.WarmIdle,
-		Timings:  opts.Timings,
-		Local:    a.dp.admitLocal,
+		Flows:        a.flows,
+		WorkloadName: a.dp.workloadName,
+		Hub:          a.client,
+		Keys:         &cr.keys,
+		Verifier:     &credential.Verifier{Root: root, ProjectID: cr.enr.Project, Current: a.rev.members.Current},
+		Logger:       a.log.Named("portal"),
+		MaxConns:     opts.MaxConns,
+		WarmIdle:     opts.WarmIdle,
+		Timings:      opts.Timings,
+		Local:        a.dp.admitLocal,
 		// Connections that outlive their channel's credential go on only
 		// while the member state is current (docs/members.md).
 		MemberStateCurrent: func() bool { return !a.client.Status().Stale },

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/policy"
 	"github.com/sluicehq/sluice/agent/portal"
 )
@@ -47,6 +48,9 @@ type datapath struct {
 	ifaces       map[int]bool              // the host's interfaces at the last sync; nil before the first
 	hostAddrs    []netip.Addr              // the host's addresses at the last sync, for explicit inlets on 0.0.0.0
 
+	names workloadNames // workload numbers to names, for the flow log (flows.go)
+	flows *flowlog.Log  // the flow log, for the kernel's refusals (nil: none)
+
 	resolveCgroup func(dir string) ([]int, error) // cgroupVeths; tests replace it
 	sys           system                          // what the agent reads of the host; tests replace it
 }
@@ -68,7 +72,7 @@ func (d *datapath) start(opts Options) error {
 		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
 	}
 	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Accelerate: opts.Accelerate, Log: d.log.Named("datapath"),
-		RequirePersistentPins: opts.Datapath == DatapathOn, Accept: d.accept, Refresh: d.refresh})
+		RequirePersistentPins: opts.Datapath == DatapathOn, Accept: d.accept, Refresh: d.refresh, Refused: d.refused})
 	if err != nil {
 		if opts.Datapath == DatapathOn {
 			return fmt.Errorf("start data path: %w", err)

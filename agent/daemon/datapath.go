@@ -93,6 +93,9 @@ type kernelOptions struct {
 	// on it (and pairs it for acceleration).
 	Accept  func(ln *net.TCPListener, accepted func(c *net.TCPConn) (workload uint32))
 	Refresh func() // devices changed
+	// Refused is called, from one goroutine, with every connection the
+	// kernel refused, as the refusals ring reports it.
+	Refused func(maps.Refusal)
 }
 
 // refresh re-resolves workload interfaces after devices changed.

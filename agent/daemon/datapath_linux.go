@@ -38,8 +38,9 @@ type bpfKernel struct {
 	cancel context.CancelFunc
 	// adopted is the pinned services map as this agent found it.
 	adopted map[netip.AddrPort]uint32
-	accel   *accel // nil when socket acceleration is off
-	accelIs string // "on", or "off" and why
+	accel   *accel         // nil when socket acceleration is off
+	accelIs string         // "on", or "off" and why
+	ring    *maps.Refusals // nil if it could not be opened
 	wg      sync.WaitGroup
 }
 
@@ -93,7 +94,38 @@ func openKernel(o kernelOptions) (kernel, error) {
 		defer k.wg.Done()
 		o.Accept(k.ln, k.accepted)
 	}()
+	k.readRefusals(o.Refused)
 	return k, nil
+}
+
+// readRefusals hands every connection the kernel refuses to refused, as
+// the TC program reports them in its ring buffer, until Close. Without
+// the ring the data path still refuses; only the flow log misses them.
+func (k *bpfKernel) readRefusals(refused func(maps.Refusal)) {
+	if refused == nil {
+		return
+	}
+	ring, err := maps.NewRefusals(k.dp.Maps())
+	if err != nil {
+		k.log.Warn("the flow log will not show the kernel's refusals", zap.Error(err))
+		return
+	}
+	k.ring = ring
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			r, err := ring.Read()
+			if errors.Is(err, maps.ErrClosed) {
+				return
+			}
+			if err != nil {
+				k.log.Warn("read the kernel's refusals", zap.Error(err))
+				continue
+			}
+			refused(r)
+		}
+	}()
 }
 
 // logPins says, loudly, when the pins will not outlive the agent: fail
@@ -210,6 +242,9 @@ func (k *bpfKernel) Close() error {
 	err := k.ln.Close()
 	if errors.Is(err, net.ErrClosed) { // stopAccepting closed it
 		err = nil
+	}
+	if k.ring != nil {
+		err = errors.Join(err, k.ring.Close())
 	}
 	k.wg.Wait()
 	if k.accel != nil {

@@ -134,6 +134,7 @@ func (d *datapath) createWorkload(w Workload) (WorkloadInfo, error) {
 	d.workloads = append(d.workloads, w)
 	d.nextWorkload++
 	d.workloadNums[w.Name] = d.nextWorkload
+	d.names.set(d.nextWorkload, w.Name)
 	info := WorkloadInfo{Workload: w, Number: d.nextWorkload}
 	return info, d.changedWorkloadsLocked()
 }
@@ -147,6 +148,7 @@ func (d *datapath) deleteWorkload(name string) error {
 		return fmt.Errorf("delete workload %q: %w", name, portal.ErrNotFound)
 	}
 	d.workloads = slices.Delete(d.workloads, i, i+1)
+	d.names.forget(d.workloadNums[name])
 	delete(d.workloadNums, name)
 	delete(d.suspects, name)
 	delete(d.unbound, name)
@@ -189,6 +191,7 @@ func (d *datapath) loadWorkloads() error {
 		d.workloads = append(d.workloads, w)
 		d.nextWorkload++
 		d.workloadNums[w.Name] = d.nextWorkload
+		d.names.set(d.nextWorkload, w.Name)
 	}
 	return nil
 }

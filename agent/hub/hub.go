@@ -24,7 +24,11 @@ import (
 
 // HubOptions tune a Hub. Zero values mean the defaults.
 type HubOptions struct {
-	Logger         *zap.Logger   // zap.NewNop()
+	Logger *zap.Logger // zap.NewNop()
+	// Audit gets one line for every data session paired and ended (with
+	// its bytes); nil: none. cmd passes the logger named "audit", as to
+	// the authority (authority.Options.Audit).
+	Audit          *zap.Logger
 	SessionTimeout time.Duration // 10s: how long a half-paired data session waits for its peer
 	HelloTimeout   time.Duration // 10s: how long a new connection may take to say who it is
 	// Sockmap, if set, relays paired data connections in the kernel
@@ -83,6 +87,9 @@ type Hub struct {
 func NewHub(p *authority.Project, opts HubOptions) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.Audit == nil {
+		opts.Audit = zap.NewNop()
 	}
 	if opts.SessionTimeout == 0 {
 		opts.SessionTimeout = 10 * time.Second
@@ -358,19 +365,34 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 			return
 		}
 	}
+	start := time.Now()
 	if h.opts.Sockmap != nil {
 		h.log.Debug("relaying in the kernel", zap.String("relay", p.relay), zap.String("from", p.from))
-		h.relayKernel(ctx, p)
+		h.auditPaired(p, "sockmap")
+		h.auditEnded(p, start, h.relayKernel(ctx, p))
 		return
 	}
 	h.log.Debug("splicing", zap.String("relay", p.relay), zap.String("from", p.from))
+	h.auditPaired(p, "splice")
 	if err := sendAcks(p.inlet, p.outlet); err != nil {
 		h.log.Debug("data session ended before its ack", zap.String("relay", p.relay), zap.Error(err))
 		p.abort()
+		h.auditEnded(p, start, 0)
 		return
 	}
 	res := pipe.Run(ctx, pipe.TCP(p.inlet), pipe.TCP(p.outlet), nil)
 	h.spliced.Add(res.AToB + res.BToA)
+	h.auditEnded(p, start, res.AToB+res.BToA)
+}
+
+// auditPaired and auditEnded write a data session's audit lines.
+func (h *Hub) auditPaired(p *pairing, mode string) {
+	h.opts.Audit.Info("data session paired", zap.String("relay", p.relay), zap.String("from", p.from), zap.String("relayed_by", mode))
+}
+
+func (h *Hub) auditEnded(p *pairing, start time.Time, bytes int64) {
+	h.opts.Audit.Info("data session ended", zap.String("relay", p.relay), zap.String("from", p.from),
+		zap.Int64("bytes", bytes), zap.Duration("duration", time.Since(start)))
 }
 
 // sendAcks tells both agents of a session that the hub relays it.

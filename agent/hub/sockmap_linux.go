@@ -129,8 +129,9 @@ func (k *kernelSession) abort() {
 }
 
 // relayKernel acks the session's connections, pairs them in the sockmap
-// and relays until both directions have ended or one fails.
-func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
+// and relays until both directions have ended or one fails; it returns
+// the bytes it relayed, both directions.
+func (h *Hub) relayKernel(ctx context.Context, p *pairing) (relayed int64) {
 	sm := h.opts.Sockmap
 	// Paired before the acks: no agent has sent a byte, and a socket that
 	// has seen a FIN could not join. The outlet's ack goes first: the inlet
@@ -141,7 +142,7 @@ func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
 	if err != nil {
 		h.log.Warn("data session reset: cannot pair it in the sockmap", zap.String("relay", p.relay), zap.Error(err))
 		p.abort()
-		return
+		return 0
 	}
 	// The overflow callback is in place before the acks let bytes flow:
 	// the program reports a direction once, and a report that finds no
@@ -157,7 +158,7 @@ func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
 		sm.onOverflow(pair, nil)
 		pair.Unpair()
 		k.abort()
-		return
+		return 0
 	}
 	clean := h.runKernel(ctx, k)
 	sm.onOverflow(pair, nil)
@@ -176,6 +177,7 @@ func (h *Hub) relayKernel(ctx context.Context, p *pairing) {
 		pipe.TCP(p.inlet).Close() // disarmed: the clean end (pipe.Arm)
 		pipe.TCP(p.outlet).Close()
 	}
+	return kernel + k.copied.Load()
 }
 
 // runKernel runs both directions of a paired session until both have ended

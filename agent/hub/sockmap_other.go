@@ -29,4 +29,4 @@ func OpenSockmap(SockmapOptions) (*Sockmap, error) {
 func (*Sockmap) Close() error { return nil }
 
 // relayKernel cannot run: no Sockmap opens here.
-func (h *Hub) relayKernel(_ context.Context, p *pairing) { p.abort() }
+func (h *Hub) relayKernel(_ context.Context, p *pairing) int64 { p.abort(); return 0 }

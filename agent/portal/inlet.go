@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -251,6 +252,7 @@ func (m *Manager) acceptLoop(in *inlet) {
 			in.stats.Accepted.Add(1)
 			in.stats.Refused.Add(1)
 			in.stats.RefusedLocal.Add(1)
+			m.inletRefused(in, c, ConnInfo{App: addrPort(c.RemoteAddr())}, flowlog.ByLocalPolicy, err)
 			m.log.Info("inlet connection refused by --allow-local", zap.String("inlet", in.spec.Name), zap.Error(err))
 			pipe.TCP(c).Abort()
 		}
@@ -264,6 +266,7 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 	pipe.Arm(c) // its listener armed it already, if it could
 	if !in.lim.acquire() {
 		in.stats.Failed.Add(1)
+		m.inletRefused(in, c, info, flowlog.ByLimit, fmt.Errorf("the inlet has %d connections open, its limit", m.opts.MaxConns))
 		m.log.Warn("inlet at its connection limit; refusing", zap.String("inlet", in.spec.Name), zap.Int("limit", m.opts.MaxConns))
 		pipe.TCP(c).Abort()
 		return
@@ -281,23 +284,26 @@ func (m *Manager) serve(in *inlet, c *net.TCPConn, info ConnInfo) {
 		defer in.lim.release()
 		in.stats.Active.Add(1)
 		defer in.stats.Active.Add(-1)
-		m.serveInlet(in, c, accepted)
+		m.serveInlet(in, c, info, accepted)
 		in.mu.Lock()
 		delete(in.conns, c)
 		in.mu.Unlock()
 	}()
 }
 
-func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, accepted time.Time) {
+func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepted time.Time) {
 	log := m.log.With(zap.String("inlet", in.spec.Name), zap.Stringer("client", app.RemoteAddr()))
+	flow := m.inletFlow(in, app, info)
 	s, err := m.session(in)
 	if err != nil {
 		err = explainRemote(err)
 		if refusedByPolicy(err) {
 			in.stats.Refused.Add(1)
+			flow.refused(flowlog.ByPolicy, err)
 			log.Warn("inlet connection refused", zap.Error(err))
 		} else {
 			in.stats.Failed.Add(1)
+			flow.closed(pipe.Result{Err: err})
 			log.Warn("inlet connection failed", zap.Error(err))
 		}
 		pipe.TCP(app).Abort()
@@ -305,12 +311,17 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, accepted time.Time) {
 	}
 	m.timings.Setup(in.spec.Name, time.Since(accepted))
 	s.app.Store(app)
+	flow.peer(s.peer)
 	var stream pipe.Pump = s.ch
 	if s.first != nil {
+		s.first.allowed = flow.opened // when the outlet says it connected
 		stream, s.first = s.first, nil
+	} else {
+		flow.opened() // openWarm had the outlet's word
 	}
 	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
 	s.app.Store(nil)
+	flow.ended(res)
 	if res.Err == nil && in.ctx.Err() == nil {
 		in.pool.put(s)
 		return

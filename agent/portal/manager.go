@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/internal/limit"
 	"github.com/sluicehq/sluice/agent/policy"
 )
@@ -55,6 +56,12 @@ type Options struct {
 	// Timings, if set, receives each connection's setup and each new
 	// channel's handshake time (timings.go).
 	Timings Timings
+
+	// Flows, if set, records an event for every connection opened, closed
+	// or refused (flows.go); WorkloadName names the local workload numbers
+	// in them (nil: "#N").
+	Flows        *flowlog.Log
+	WorkloadName func(uint32) string
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/pipe"
 )
 
@@ -123,12 +124,13 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 		}
 		if err := authorize(m.opts.Verifier, o.allow, peer); err != nil {
 			o.stats.Refused.Add(1)
+			m.outletFlow(o, peer).refused(flowlog.ByPolicy, err)
 			log.Warn("outlet refused a connection", zap.Error(err))
 			closeWithStatus(ch, statusDenied)
 			return
 		}
 		busy.Store(true)
-		ok := m.serveOutlet(o, ch, log)
+		ok := m.serveOutlet(o, ch, m.outletFlow(o, peer), log)
 		busy.Store(false)
 		if !ok {
 			return
@@ -203,10 +205,11 @@ func peerCredential(ch *tls.Conn) (*credential.Credential, error) {
 
 // serveOutlet carries one connection of the channel to the target; it
 // reports whether the channel ended it cleanly and may carry the next.
-func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool {
+func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, flow *flow, log *zap.Logger) bool {
 	o.stats.Accepted.Add(1)
 	if !o.lim.acquire() {
 		o.stats.Failed.Add(1)
+		flow.refused(flowlog.ByLimit, fmt.Errorf("the outlet has %d connections open, its limit", m.opts.MaxConns))
 		log.Warn("outlet at its connection limit; refusing")
 		ch.Abort()
 		return false
@@ -221,17 +224,22 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 	}
 	if err != nil {
 		o.stats.Failed.Add(1)
+		flow.closed(pipe.Result{Err: fmt.Errorf("connect to target %s: %w", o.spec.To, err)})
 		log.Warn("outlet cannot reach its target", zap.String("to", o.spec.To), zap.Error(err))
 		closeWithStatus(ch, statusUnreachable)
 		return false
 	}
 	if err := ch.WriteControl(statusOK); err != nil {
 		o.stats.Failed.Add(1)
+		flow.closed(pipe.Result{Err: fmt.Errorf("send status: %w", err)})
 		target.Close()
 		ch.Close()
 		return false
 	}
+	flow.client = addrPort(target.LocalAddr()).String() // what the target sees
+	flow.opened()
 	res := pipe.Run(o.ctx, pipe.Keep(ch), pipe.TCP(target), &o.stats.Bytes)
+	flow.ended(res)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))
 	}

@@ -84,6 +84,7 @@ func (m *Manager) AcceptTransparent(ln *net.TCPListener, admit func(c *net.TCPCo
 		}
 		err = admit(c, func(workload uint32) { m.ServeTransparent(c, workload) })
 		if err != nil {
+			m.transparentRefused(c, err)
 			m.log.Debug("transparent connection refused", zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
 			pipe.TCP(c).Abort()
 		}

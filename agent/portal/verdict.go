@@ -32,6 +32,9 @@ type verdictPump struct {
 	*channel.Conn
 	read chan struct{} // closed once the verdict was read, or reading ended
 	once sync.Once
+	// allowed, if set before the pipe runs, is called when the outlet's
+	// status says it connected to its target (the flow log's open event).
+	allowed func()
 }
 
 // newVerdictPump wraps ch, whose outlet's status comes among its data.
@@ -39,7 +42,11 @@ func newVerdictPump(ch *channel.Conn) *verdictPump {
 	v := &verdictPump{Conn: ch, read: make(chan struct{})}
 	ch.OnControl = func(b byte) error {
 		v.readDone()
-		return outletStatus(b)
+		err := outletStatus(b)
+		if err == nil && v.allowed != nil {
+			v.allowed()
+		}
+		return err
 	}
 	return v
 }

@@ -108,6 +108,30 @@ struct pair_hub {
 	__u64 sent; /* bytes the hub wrote on the peer socket: its ack, then what it relayed */
 };
 
+/* Why the kernel refused a connection (refusal_event.reason). Go gets the
+ * names through bpf2go -type refusal_reason. */
+enum refusal_reason {
+	REFUSED_SPOOFED = 1,     /* source address bound to another interface */
+	REFUSED_DENIED = 2,      /* the service is denied to everyone (SERVICE_F_DENY) */
+	REFUSED_NOT_ALLOWED = 3, /* no verdict lets this workload use the portal */
+	REFUSED_NOT_STEERED = 4, /* on the bridge, unmarked: no steer program saw it */
+	REFUSED_NO_LISTENER = 5, /* no agent listening (fail closed) */
+};
+
+/* A connection the kernel refused (bpf/include/refusals.h): one per refused
+ * SYN, written into the refusals ring buffer. Addresses and ports in network
+ * byte order, as the container sent them. */
+struct refusal_event {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u32 portal;               /* the service's portal number */
+	__u32 workload;             /* the sender's workload number; 0: unknown or not looked up */
+	__u32 ifindex;              /* the interface the SYN came in on (0 on the bridge) */
+	enum refusal_reason reason; /* 4 bytes */
+};
+
 #define MAX_PORTALS 1024
 #define MAX_SERVICES 1024
 #define MAX_ENDPOINTS 65536
@@ -116,5 +140,6 @@ struct pair_hub {
 #define MAX_FLOWS 65536
 #define MAX_SOCKS 65536
 #define MAX_RELAY_SOCKS 65536 /* two per data session */
+#define REFUSALS_RING_BYTES 262144 /* 256 KiB, about 6500 events of 40 bytes with the header: a power of two and a multiple of the page size */
 
 #endif

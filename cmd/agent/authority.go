@@ -55,7 +55,7 @@ where the project directory is, create or restore it.`,
 			if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 				return err
 			}
-			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
+			auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")})
 			if err != nil {
 				return err
 			}

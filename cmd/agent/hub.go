@@ -116,7 +116,7 @@ and never stops it.`,
 				if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
 					return err
 				}
-				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime})
+				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")})
 				if err != nil {
 					return err
 				}
@@ -139,7 +139,7 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Sockmap: sm, Limits: limits})
+			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits})
 			var members metrics.Members
 			if svc != nil {
 				members = svc.Members

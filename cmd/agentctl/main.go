@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		outletCommand(e), inletCommand(e), statusCommand(e), memberCommand(e))
 	root.AddCommand(workloadCommand(e), datapathCommand(e), hubCommand(e))
 	root.AddCommand(applyCommand(e), getCommand(e))
+	root.AddCommand(observeCommand(e))
 	return root.ExecuteContext(ctx)
 }
 

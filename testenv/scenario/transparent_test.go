@@ -60,6 +60,7 @@ func TestTransparentScenario(t *testing.T) {
 	})
 	var other *testenv.Container
 	t.Run("OtherWorkloadRefused", func(t *testing.T) { other = testOtherWorkloadRefused(t, ctx, s) })
+	t.Run("ObserveAllowedAndRefused", func(t *testing.T) { testObserve(t, ctx, s, other) })
 	t.Run("WorkloadByCgroup", func(t *testing.T) { testWorkloadByCgroup(t, ctx, s, other) })
 	t.Run("SpoofedAddressRefused", func(t *testing.T) {
 		testSpoofRefused(t, ctx, s, scenario.TransparentInlet, scenario.ServiceAddr)

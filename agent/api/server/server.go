@@ -13,6 +13,7 @@
 //	GET    /v1/workloads           POST /v1/workloads    apitype.Workload
 //	DELETE /v1/workloads/{name}
 //	GET    /v1/datapath            apitype.DatapathStatus
+//	GET    /v1/observe             apitype.FlowEvent lines (observe.go)
 //
 // The handler encodes the daemon's own types (daemon.Status,
 // portal.InletInfo, ...); apitype's have the same JSON, and
@@ -103,6 +104,7 @@ func Handler(b Backend) http.Handler {
 		reply(w, struct{}{}, b.DeleteWorkload(r.PathValue("name")))
 	})
 	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Datapath(), nil) })
+	observeRoute(mux, b)
 	return mux
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/agent/api/apitype"
 	"github.com/sluicehq/sluice/agent/daemon"
+	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/portal"
 )
 
@@ -17,6 +18,7 @@ import (
 // the apitype type clients use for the same JSON.
 var wirePairs = []struct{ agent, client any }{
 	{daemon.Status{}, apitype.Status{}},
+	{flowlog.Event{}, apitype.FlowEvent{}},
 	{daemon.RelayInfo{}, apitype.RelayInfo{}},
 	{portal.InletSpec{}, apitype.InletSpec{}},
 	{portal.OutletSpec{}, apitype.OutletSpec{}},
@@ -128,6 +130,8 @@ func fill(v reflect.Value, f filling, n *int) {
 		v.SetInt(int64(*n))
 	case v.CanUint():
 		v.SetUint(uint64(*n))
+	case v.CanFloat():
+		v.SetFloat(float64(*n) + 0.5)
 	default:
 		panic(fmt.Sprintf("fill: no value for %v", v.Type()))
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/hub/authority/store"
 	"github.com/sluicehq/sluice/agent/identity"
@@ -30,6 +32,10 @@ type Options struct {
 	// Store keeps the authority's records (default: the project's hub.db,
 	// opened as Open describes). The Authority closes it.
 	Store store.Store
+	// Audit gets one line for every enrollment, credential issued and
+	// member change (audit.go); nil: none. cmd passes the logger named
+	// "audit".
+	Audit *zap.Logger
 }
 
 // Authority redeems tickets and issues credentials, with its records in a
@@ -39,6 +45,7 @@ type Authority struct {
 	store    store.Store
 	lifetime time.Duration
 	now      func() time.Time
+	audit    *zap.Logger
 }
 
 // Open opens the project's authority database, which must exist (made by
@@ -53,7 +60,10 @@ func Open(p *Project, opts Options) (*Authority, error) {
 		}
 		st = &boltStore{db: db}
 	}
-	a := &Authority{project: p, store: st, lifetime: opts.CredentialLifetime, now: opts.Now}
+	a := &Authority{project: p, store: st, lifetime: opts.CredentialLifetime, now: opts.Now, audit: opts.Audit}
+	if a.audit == nil {
+		a.audit = zap.NewNop()
+	}
 	if a.lifetime <= 0 {
 		a.lifetime = DefaultCredentialLifetime
 	}
@@ -88,7 +98,9 @@ func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, erro
 			t.ID, now.Sub(t.Expires).Round(time.Second), t.Expires.Format(time.RFC3339), wire.ErrTicketExpired)
 	}
 	nodeID := identity.NodeID(pub)
-	return a.store.Redeem(t.ID, t.Usage, nodeID, func(m *Member, found bool) error {
+	var existed bool
+	m, err := a.store.Redeem(t.ID, t.Usage, nodeID, func(m *Member, found bool) error {
+		existed = found
 		if found && m.Revoked {
 			return fmt.Errorf("redeem ticket %s for %s: %w", t.ID, nodeID, wire.ErrMemberRevoked)
 		}
@@ -105,6 +117,12 @@ func (a *Authority) Redeem(encoded string, pub ed25519.PublicKey) (*Member, erro
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	a.audit.Info("enrolled", zap.String("node", m.NodeID), zap.String("ticket", t.ID), zap.Bool("member_before", existed),
+		zap.Any("attributes", m.Attributes), zap.Strings("relays", m.Relays), zap.Uint64("generation", m.Generation))
+	return m, nil
 }
 
 // Member returns the record of a node.
@@ -143,7 +161,12 @@ func (a *Authority) Issue(nodeID string) (der []byte, m *Member, err error) {
 		Lifetime:   a.lifetime,
 		Now:        a.now(),
 	})
-	return der, m, err
+	if err != nil {
+		return nil, nil, err
+	}
+	a.audit.Info("credential issued", zap.String("node", m.NodeID), zap.Any("attributes", m.Attributes),
+		zap.Uint64("generation", m.Generation), zap.Time("expires", a.now().Add(a.lifetime).UTC()))
+	return der, m, nil
 }
 
 // AuthorityCert returns the project's CA certificate.

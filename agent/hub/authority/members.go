@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"go.uber.org/zap"
+
 	"github.com/sluicehq/sluice/agent/wire"
 )
 
@@ -25,6 +27,7 @@ func (a *Authority) Revoke(nodeID string) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("revoke %s: %w", nodeID, err)
 	}
+	a.audit.Info("member revoked", zap.String("node", m.NodeID), zap.Uint64("generation", m.Generation))
 	return m, nil
 }
 
@@ -49,5 +52,6 @@ func (a *Authority) SetAttributes(nodeID string, attrs map[string]string) (*Memb
 	if err != nil {
 		return nil, err
 	}
+	a.audit.Info("member attributes set", zap.String("node", m.NodeID), zap.Any("attributes", m.Attributes), zap.Uint64("generation", m.Generation))
 	return m, nil
 }
