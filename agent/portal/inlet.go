@@ -305,7 +305,9 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn) {
 	if s.first != nil {
 		stream, s.first = s.first, nil
 	}
+	untap := m.tapStream(s.ch, app, in.spec.Name, s.peer.NodeID, true)
 	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
+	untap(res.Err)
 	s.app.Store(nil)
 	if res.Err == nil && in.ctx.Err() == nil {
 		in.pool.put(s)
@@ -446,6 +448,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
 	ch.OnControl = outletStatus
+	m.tapWire(ch, in.spec.Name, peer.NodeID, true)
 	in.channels.Add(1)
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
 	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/capture"
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/internal/limit"
@@ -52,6 +53,9 @@ type Options struct {
 	// while it flows goes on only while it is (expiry.go). Nil: never,
 	// such connections are reset at the expiry.
 	MemberStateCurrent func() bool
+	// Taps, if set, is where `agentctl capture` taps the portals' bytes
+	// (package capture); nil: no captures.
+	Taps *capture.Taps
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions

@@ -52,7 +52,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	m.serveChannel(ctx, raw, log, release)
+	m.serveChannel(ctx, raw, true, log, release)
 }
 
 // ServeDirect serves a channel an inlet opened straight to this agent
@@ -66,14 +66,14 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 	defer m.leave()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
+	m.serveChannel(ctx, raw, false, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
 }
 
 // serveChannel runs the server side of a channel on raw: handshake, then
 // the outlet the inlet named, authorized once the inlet's agent proved who
 // it is. handshaken is called once the handshake succeeded: the session is
 // no longer pending.
-func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger, handshaken func()) {
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed bool, log *zap.Logger, handshaken func()) {
 	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
 	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -105,6 +105,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 		return
 	}
 	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
+	m.tapWire(ch, o.spec.Name, peer.NodeID, dialed)
 	log = log.With(zap.String("outlet", o.spec.Name))
 	expires := channelExpiry(own, peer)
 	var busy atomic.Bool
@@ -128,7 +129,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 			return
 		}
 		busy.Store(true)
-		ok := m.serveOutlet(o, ch, log)
+		ok := m.serveOutlet(o, ch, peer.NodeID, log)
 		busy.Store(false)
 		if !ok {
 			return
@@ -203,7 +204,7 @@ func peerCredential(ch *tls.Conn) (*credential.Credential, error) {
 
 // serveOutlet carries one connection of the channel to the target; it
 // reports whether the channel ended it cleanly and may carry the next.
-func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool {
+func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, peer string, log *zap.Logger) bool {
 	o.stats.Accepted.Add(1)
 	if !o.lim.acquire() {
 		o.stats.Failed.Add(1)
@@ -231,7 +232,9 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, log *zap.Logger) bool
 		ch.Close()
 		return false
 	}
+	untap := m.tapStream(ch, target, o.spec.Name, peer, false)
 	res := pipe.Run(o.ctx, pipe.Keep(ch), pipe.TCP(target), &o.stats.Bytes)
+	untap(res.Err)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))
 	}
