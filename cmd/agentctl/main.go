@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(projectCommand(e), ticketCommand(e), relayCommand(e),
 		outletCommand(e), inletCommand(e), statusCommand(e), memberCommand(e))
 	root.AddCommand(workloadCommand(e), datapathCommand(e), hubCommand(e))
+	root.AddCommand(captureCommand(e))
 	return root.ExecuteContext(ctx)
 }
 

@@ -13,6 +13,7 @@
 //	GET    /v1/workloads           POST /v1/workloads    apitype.Workload
 //	DELETE /v1/workloads/{name}
 //	GET    /v1/datapath            apitype.DatapathStatus
+//	GET    /v1/capture?kind=&portal=&peer=  apitype.CaptureRecord lines (capture.go)
 //
 // The handler encodes the daemon's own types (daemon.Status,
 // portal.InletInfo, ...); apitype's have the same JSON, and
@@ -103,6 +104,9 @@ func Handler(b Backend) http.Handler {
 		reply(w, struct{}{}, b.DeleteWorkload(r.PathValue("name")))
 	})
 	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Datapath(), nil) })
+	if c, ok := b.(Capturer); ok {
+		mux.HandleFunc("GET /v1/capture", handleCapture(c.Taps()))
+	}
 	return mux
 }
 
