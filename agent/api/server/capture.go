@@ -69,6 +69,9 @@ func streamCapture(r *http.Request, w http.ResponseWriter, rc *http.ResponseCont
 			if writeRecord(enc, rec, seen) != nil {
 				return
 			}
+			if len(sub.Records()) == 0 && rc.Flush() != nil {
+				return // the queue is empty: what was written goes out now
+			}
 		}
 	}
 }
