@@ -121,15 +121,19 @@ func (e *env) capture(ctx context.Context, f captureFlags, stderr io.Writer) err
 	}
 	fmt.Fprintf(stderr, "capturing %s on %s (Ctrl-C to stop)\n", q.Kind, what(q))
 	s := newPcapSynth(pw)
-	var dropped uint64
+	var (
+		dropped uint64
+		readErr error // the agent went away: what came before is kept
+	)
 	for f.count == 0 || s.Ended < f.count {
 		rec, err := stream.Next()
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read capture: %w", err)
-			}
-			if ctx.Err() == nil {
+			switch {
+			case ctx.Err() != nil: // Ctrl-C or --duration
+			case errors.Is(err, io.EOF):
 				fmt.Fprintln(stderr, "the agent ended the capture")
+			default:
+				readErr = fmt.Errorf("read capture: %w", err)
 			}
 			break
 		}
@@ -152,7 +156,7 @@ func (e *env) capture(ctx context.Context, f captureFlags, stderr io.Writer) err
 		fmt.Fprintf(stderr, "; %d records dropped by the agent (this capture fell behind): the file has gaps", dropped)
 	}
 	fmt.Fprintln(stderr)
-	return nil
+	return readErr
 }
 
 func what(q api.CaptureQuery) string {
