@@ -104,8 +104,8 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed boo
 		closeWithStatus(ch, statusNoOutlet)
 		return
 	}
+	m.tapWire(ch, o.spec.Name, peer.NodeID, dialed) // before anyone else may Abort ch
 	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
-	m.tapWire(ch, o.spec.Name, peer.NodeID, dialed)
 	log = log.With(zap.String("outlet", o.spec.Name))
 	expires := channelExpiry(own, peer)
 	var busy atomic.Bool
