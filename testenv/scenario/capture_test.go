@@ -169,6 +169,8 @@ func testCapture(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 		t.Errorf("tcpdump -r -A of the outlet's pcapng capture lacks the query to port 5432:\n%s", dump)
 	}
 
+	checkWireshark(t, inPlain.path, outPlain.path, query)
+
 	all := payloads(t, wire.path)
 	if len(all) < plain {
 		t.Fatalf("the wire capture holds %d payload bytes, fewer than the %d of plaintext: it missed the portal's traffic", len(all), plain)
@@ -186,6 +188,32 @@ func testCapture(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 		}
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v; want 0600 (a capture holds what the portal protects)", c.path, fi.Mode())
+		}
+	}
+}
+
+// checkWireshark has Wireshark's PostgreSQL dissector (through tshark, when
+// it is installed: .ci/install-deps does not install it) find the query: on
+// the outlet's side, port 5432, by itself; on the inlet's, port 15432, with
+// Decode As, as docs/capture.md says.
+func checkWireshark(t *testing.T, inlet, outlet, query string) {
+	t.Helper()
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Log("tshark is not installed: the PostgreSQL dissector is not checked")
+		return
+	}
+	for _, c := range []struct {
+		path string
+		args []string
+	}{
+		{outlet, nil},
+		{inlet, []string{"-d", "tcp.port==" + scenario.InletPort + ",pgsql"}},
+	} {
+		args := append([]string{"-n", "-r", c.path, "-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query"}, c.args...)
+		out, err := exec.Command(tshark, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), query) {
+			t.Errorf("tshark %s: %v; want the query in pgsql.query:\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 }
