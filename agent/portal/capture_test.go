@@ -2,9 +2,12 @@ package portal_test
 
 import (
 	"bytes"
+	"io"
 	"net/netip"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/sluicehq/sluice/agent/capture"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
@@ -135,5 +138,70 @@ func TestStalledCaptureDoesNotStallPortal(t *testing.T) {
 	}
 	if stuck.Dropped() == 0 || stuckOut.Dropped() == 0 {
 		t.Fatalf("dropped %d and %d records; a one-record queue must have dropped", stuck.Dropped(), stuckOut.Dropped())
+	}
+}
+
+// BenchmarkThroughputTaps is BenchmarkThroughput's portal with taps on both
+// agents: "idle" while nobody captures (what every agent pays), and
+// "capturing" with a decrypted and a wire capture on each agent whose
+// readers keep up.
+func BenchmarkThroughputTaps(b *testing.B) {
+	for _, capturing := range []bool{false, true} {
+		name := "idle"
+		if capturing {
+			name = "capturing"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := newBenchServer(b, false)
+			var inTaps, outTaps capture.Taps
+			h := testhub.Start(b, testhub.Options{})
+			out := newNode(b, h, portal.Options{Logger: zap.NewNop(), Taps: &outTaps}, map[string]string{"web-outlet": "true"}, "web")
+			out.outlet(b, portal.OutletSpec{Name: "web", To: srv.addr, Allow: "web-inlet"})
+			in := newNode(b, h, portal.Options{Logger: zap.NewNop(), Taps: &inTaps}, map[string]string{"web-inlet": "true"})
+			addr := in.inlet(b, portal.InletSpec{Name: "web", Via: "web", Allow: "web-outlet"})
+			var dropped []*capture.Sub
+			if capturing {
+				for _, taps := range []*capture.Taps{&inTaps, &outTaps} {
+					for _, k := range []capture.Kind{capture.Decrypted, capture.Wire} {
+						sub := taps.Subscribe(capture.Filter{Kind: k}, 0)
+						dropped = append(dropped, sub)
+						done := make(chan struct{})
+						go func() {
+							for {
+								select {
+								case <-sub.Records():
+								case <-done:
+									return
+								}
+							}
+						}()
+						b.Cleanup(func() { close(done); sub.Close() })
+					}
+				}
+			}
+			c := dialBench(b, addr)
+			buf := make([]byte, 128<<10)
+			buf[0] = 's'
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			start := cpuTime()
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.CloseWrite()
+			var n [8]byte
+			if _, err := io.ReadFull(c, n[:]); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			reportCPU(b, start)
+			var d uint64
+			for _, s := range dropped {
+				d += s.Dropped()
+			}
+			b.ReportMetric(float64(d)/float64(b.N), "dropped/op")
+		})
 	}
 }
