@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/sluicehq/sluice/agent/capture"
 )
 
 // After the TLS 1.3 handshake a channel leaves crypto/tls's record layer
@@ -42,6 +44,8 @@ type Conn struct {
 	ended  bool   // the peer's end record was read
 	err    error  // the record that ended reading, returned ever after
 	closed atomic.Bool
+
+	wireTap, streamTap *capture.Point // tap.go; nil: no taps
 
 	// OnControl, if set, receives the control bytes that arrive among data
 	// records (PumpTo, Read); an error ends the stream. Without it a control
@@ -91,11 +95,17 @@ func (c *Conn) Raw() *net.TCPConn { return c.raw }
 func (c *Conn) writeRecord(typ byte, p []byte) error {
 	bp := getBuf(overhead+1+len(p) > smallSize) // +1: an end record's padding
 	defer putBuf(bp)
+	if typ == recData {
+		c.streamTap.Send(p)
+	}
 	rec, err := c.seal(typ, *bp, copy(plainRoom(*bp), p))
 	if err != nil {
 		return err
 	}
 	_, err = c.raw.Write(rec)
+	if err == nil {
+		c.wireTap.Send(rec)
+	}
 	return err
 }
 
@@ -139,11 +149,13 @@ func (c *Conn) Idle() bool {
 // Abort closes the connection with a reset.
 func (c *Conn) Abort() error {
 	c.raw.SetLinger(0) // close sends RST: https://man7.org/linux/man-pages/man7/socket.7.html (SO_LINGER)
+	c.wireTap.End(true)
 	return c.Close()
 }
 
 // Close closes the connection.
 func (c *Conn) Close() error {
+	c.wireTap.End(false)
 	c.closed.Store(true)
 	return c.raw.Close()
 }
@@ -164,9 +176,13 @@ func (c *Conn) PumpFrom(src *net.TCPConn, n *atomic.Int64) error {
 		// A read that filled its buffer means more is coming.
 		room := len(plainRoom(*bp))
 		r.big = nr == room || (r.big && nr > smallSize/2)
+		c.streamTap.Send(plainRoom(*bp)[:nr]) // before sealing in place
 		rec, err := c.seal(recData, *bp, nr)
 		if err == nil {
 			_, err = c.raw.Write(rec)
+		}
+		if err == nil {
+			c.wireTap.Send(rec)
 		}
 		putBuf(bp)
 		if err != nil {
@@ -186,6 +202,7 @@ func (c *Conn) PumpTo(dst *net.TCPConn, n *atomic.Int64) error {
 		}
 		switch typ {
 		case recData:
+			c.streamTap.Receive(p)
 			if _, err := dst.Write(p); err != nil {
 				return err
 			}

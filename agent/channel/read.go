@@ -27,6 +27,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		switch typ {
 		case recData:
+			c.streamTap.Receive(rec)
 			c.plain = rec
 		case recEnd:
 			c.ended = true
@@ -132,6 +133,7 @@ func (c *Conn) fill() error {
 			return c.readErr(io.EOF)
 		}
 		c.buf, c.r, c.w = bp, 0, nr
+		c.wireTap.Receive((*bp)[:nr])
 		return nil
 	}
 	room := (*c.buf)[c.w:]
@@ -143,6 +145,7 @@ func (c *Conn) fill() error {
 	nr, err := c.raw.Read(room)
 	c.w += nr
 	if nr > 0 {
+		c.wireTap.Receive(room[:nr])
 		return nil
 	}
 	if err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/capture"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/identity"
@@ -87,6 +88,7 @@ type Agent struct {
 	ports  *portal.Manager
 	flows  *flowlog.Log     // the flow log (agentctl observe)
 	direct *net.TCPListener // nil without --direct-listen
+	taps   capture.Taps     // agentctl capture (capture.go)
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // goroutines Close waits for
 }
@@ -201,6 +203,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		// Connections that outlive their channel's credential go on only
 		// while the member state is current (docs/members.md).
 		MemberStateCurrent: func() bool { return !a.client.Status().Stale },
+		Taps:               &a.taps,
 	})
 	ports.Store(a.ports)
 	a.dp.ports, a.rev.ports, a.rev.sync = a.ports, a.ports, a.dp.sync

@@ -319,7 +319,9 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 	} else {
 		flow.opened() // openWarm had the outlet's word
 	}
+	untap := m.tapStream(s.ch, app, in.spec.Name, s.peer.NodeID, true)
 	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
+	untap(res.Err)
 	s.app.Store(nil)
 	flow.ended(res)
 	if res.Err == nil && in.ctx.Err() == nil {
@@ -463,6 +465,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
 	}
 	ch.OnControl = outletStatus
+	m.tapWire(ch, in.spec.Name, peer.NodeID, true)
 	in.channels.Add(1)
 	m.timings.Handshake(in.spec.Name, time.Since(start))
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}

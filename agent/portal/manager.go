@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/capture"
 	"github.com/sluicehq/sluice/agent/channel"
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/flowlog"
@@ -62,6 +63,9 @@ type Options struct {
 	// in them (nil: "#N").
 	Flows        *flowlog.Log
 	WorkloadName func(uint32) string
+	// Taps, if set, is where `agentctl capture` taps the portals' bytes
+	// (package capture); nil: no captures.
+	Taps *capture.Taps
 
 	// Incoming data sessions (incoming.go): at most MaxPending pending at
 	// once, MaxPendingPerNode of them from one inlet node, whose sessions

@@ -53,7 +53,7 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	m.serveChannel(ctx, raw, log, release)
+	m.serveChannel(ctx, raw, true, log, release)
 }
 
 // ServeDirect serves a channel an inlet opened straight to this agent
@@ -67,14 +67,14 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 	defer m.leave()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	m.serveChannel(ctx, raw, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
+	m.serveChannel(ctx, raw, false, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
 }
 
 // serveChannel runs the server side of a channel on raw: handshake, then
 // the outlet the inlet named, authorized once the inlet's agent proved who
 // it is. handshaken is called once the handshake succeeded: the session is
 // no longer pending.
-func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.Logger, handshaken func()) {
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed bool, log *zap.Logger, handshaken func()) {
 	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
 	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -105,6 +105,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 		closeWithStatus(ch, statusNoOutlet)
 		return
 	}
+	m.tapWire(ch, o.spec.Name, peer.NodeID, dialed) // before anyone else may Abort ch
 	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
 	log = log.With(zap.String("outlet", o.spec.Name))
 	expires := channelExpiry(own, peer)
@@ -130,7 +131,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, log *zap.L
 			return
 		}
 		busy.Store(true)
-		ok := m.serveOutlet(o, ch, m.outletFlow(o, peer), log)
+		ok := m.serveOutlet(o, ch, m.outletFlow(o, peer), peer.NodeID, log)
 		busy.Store(false)
 		if !ok {
 			return
@@ -205,7 +206,7 @@ func peerCredential(ch *tls.Conn) (*credential.Credential, error) {
 
 // serveOutlet carries one connection of the channel to the target; it
 // reports whether the channel ended it cleanly and may carry the next.
-func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, flow *flow, log *zap.Logger) bool {
+func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, flow *flow, peer string, log *zap.Logger) bool {
 	o.stats.Accepted.Add(1)
 	if !o.lim.acquire() {
 		o.stats.Failed.Add(1)
@@ -238,7 +239,9 @@ func (m *Manager) serveOutlet(o *outlet, ch *channel.Conn, flow *flow, log *zap.
 	}
 	flow.client = addrPort(target.LocalAddr()).String() // what the target sees
 	flow.opened()
+	untap := m.tapStream(ch, target, o.spec.Name, peer, false)
 	res := pipe.Run(o.ctx, pipe.Keep(ch), pipe.TCP(target), &o.stats.Bytes)
+	untap(res.Err)
 	flow.ended(res)
 	if res.Err != nil && o.ctx.Err() == nil {
 		log.Info("outlet connection ended with an error", zap.Error(res.Err))

@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(workloadCommand(e), datapathCommand(e), hubCommand(e))
 	root.AddCommand(applyCommand(e), getCommand(e))
 	root.AddCommand(observeCommand(e))
+	root.AddCommand(captureCommand(e))
 	return root.ExecuteContext(ctx)
 }
 

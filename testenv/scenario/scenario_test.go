@@ -30,6 +30,7 @@ func TestSeedScenario(t *testing.T) {
 	s := startScenario(t, ctx, scenario.Explicit)
 
 	t.Run("AppThroughPortal", func(t *testing.T) { testAppThroughPortal(t, ctx, s) })
+	t.Run("Capture", func(t *testing.T) { testCapture(t, ctx, s) })
 	t.Run("ExplicitInletLocalPolicy", func(t *testing.T) { testExplicitLocal(t, ctx, s) })
 	t.Run("NothingAnswersFromTheInternet", func(t *testing.T) { testNothingAnswersFromInternet(t, ctx, s) })
 	t.Run("BankCannotReachAnalysis", func(t *testing.T) { testBankCannotReachAnalysis(t, ctx, s) })

@@ -14,6 +14,7 @@
 //	DELETE /v1/workloads/{name}
 //	GET    /v1/datapath            apitype.DatapathStatus
 //	GET    /v1/observe             apitype.FlowEvent lines (observe.go)
+//	GET    /v1/capture?kind=&portal=&peer=  apitype.CaptureRecord lines (capture.go)
 //
 // The handler encodes the daemon's own types (daemon.Status,
 // portal.InletInfo, ...); apitype's have the same JSON, and
@@ -105,6 +106,9 @@ func Handler(b Backend) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Datapath(), nil) })
 	observeRoute(mux, b)
+	if c, ok := b.(Capturer); ok {
+		mux.HandleFunc("GET /v1/capture", handleCapture(c.Taps()))
+	}
 	return mux
 }
 
