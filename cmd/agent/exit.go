@@ -4,11 +4,12 @@ import (
 	"errors"
 
 	"github.com/sluicehq/sluice/agent/wire"
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
-// Exit codes (README, "Signals and exit codes").
+// Exit codes (README, "Signals and exit codes"; the root command's help):
+// cli.ExitFailure, cli.ExitUsage and
 const (
-	exitFailure = 1
 	// exitNotMember: the hub says this node is no longer a member
 	// (revoked, or unknown to it); restarting cannot help (sysexits.h's
 	// EX_NOPERM; systemd: RestartPreventExitStatus=77).
@@ -17,8 +18,11 @@ const (
 
 // exitCode is the exit code for the error a command returned.
 func exitCode(err error) int {
-	if errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember) {
+	switch {
+	case errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember):
 		return exitNotMember
+	case errors.Is(err, cli.ErrUsage):
+		return cli.ExitUsage
 	}
-	return exitFailure
+	return cli.ExitFailure
 }

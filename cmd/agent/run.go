@@ -57,25 +57,27 @@ and lets the live connections go on for up to --shutdown-timeout, then resets
 them; a second signal resets them at once. SIGHUP reopens --log-file and never
 stops it. Exit status 77 means the hub says this node is no longer a member
 (revoked): restarting it cannot help.`,
+		Example: `  agent run --state-dir /var/lib/sluice --ticket @bank.ticket
+  agent run --state-dir /var/lib/sluice-b --api /run/sluice/b.sock --datapath off   # a second agent on this host`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {
-				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
+				return cli.Usagef("--state-dir is required, e.g. --state-dir /var/lib/sluice")
 			}
 			if maxConns < 0 {
-				return fmt.Errorf("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
+				return cli.Usagef("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
 			}
 			if err := dp.check(); err != nil {
 				return err
 			}
 			if warmIdle < 0 || warmIdle > portal.DefaultWarmIdle {
-				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
+				return cli.Usagef("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
 			}
 			if warmIdle == 0 {
 				warmIdle = -1 // the portals' "never"
 			}
 			if shutdownTimeout < 0 {
-				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
@@ -162,11 +164,11 @@ func (d *datapathFlags) check() error {
 	switch d.mode {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 	default:
-		return fmt.Errorf("--datapath %q: want auto, on or off", d.mode)
+		return cli.Usagef("--datapath %q: want auto, on or off", d.mode)
 	}
 	switch d.accel {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 		return nil
 	}
-	return fmt.Errorf("--accelerate %q: want auto, on or off", d.accel)
+	return cli.Usagef("--accelerate %q: want auto, on or off", d.accel)
 }

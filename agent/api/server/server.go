@@ -13,6 +13,7 @@
 //	GET    /v1/workloads           POST /v1/workloads    apitype.Workload
 //	DELETE /v1/workloads/{name}
 //	GET    /v1/datapath            apitype.DatapathStatus
+//	GET    /v1/version             apitype.Version
 //
 // The handler encodes the daemon's own types (daemon.Status,
 // portal.InletInfo, ...); apitype's have the same JSON, and
@@ -32,6 +33,7 @@ import (
 	"net/http"
 
 	"github.com/sluicehq/sluice/agent/api/apitype"
+	"github.com/sluicehq/sluice/agent/buildinfo"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -103,6 +105,7 @@ func Handler(b Backend) http.Handler {
 		reply(w, struct{}{}, b.DeleteWorkload(r.PathValue("name")))
 	})
 	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) { reply(w, b.Datapath(), nil) })
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) { reply(w, buildinfo.Get(), nil) })
 	return mux
 }
 
