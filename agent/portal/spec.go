@@ -69,15 +69,16 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
 // nodeIDRe matches a node ID (identity.NodeID).
 var nodeIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// CheckName checks a name by the rules of portal names; kind names it in the error.
-func CheckName(kind, name string) error { return checkName(kind, name) }
-
-func checkName(kind, name string) error {
+// CheckName checks a name by the rules of portal names; kind names it in
+// the error, which wraps invalid (for a portal's, ErrInvalid).
+func CheckName(kind, name string, invalid error) error {
 	if !nameRe.MatchString(name) {
-		return fmt.Errorf("%s name %q: use letters, digits and _ . - (at most 63), starting with a letter or digit: %w", kind, name, ErrInvalid)
+		return fmt.Errorf("%s name %q: use letters, digits and _ . - (at most 63), starting with a letter or digit: %w", kind, name, invalid)
 	}
 	return nil
 }
+
+func checkName(kind, name string) error { return CheckName(kind, name, ErrInvalid) }
 
 func checkHostPort(flag, addr string) error {
 	_, port, err := net.SplitHostPort(addr)

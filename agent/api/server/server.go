@@ -137,7 +137,7 @@ func reply(w http.ResponseWriter, v any, err error) {
 func statusOf(err error) int {
 	var hubErr *relay.HubError
 	switch {
-	case errors.Is(err, portal.ErrInvalid):
+	case errors.Is(err, portal.ErrInvalid), errors.Is(err, daemon.ErrInvalidWorkload), errors.Is(err, daemon.ErrInvalidRelayName):
 		return http.StatusBadRequest
 	case errors.Is(err, portal.ErrNotFound):
 		return http.StatusNotFound
