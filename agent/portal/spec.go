@@ -62,6 +62,9 @@ type OutletSpec struct {
 	Name  string `json:"name"`
 	To    string `json:"to"`    // target address, e.g. postgres:5432
 	Allow string `json:"allow"` // policy on the inlet agent's attributes
+	// NoResolve: create it even if To's host name does not resolve yet
+	// (CheckTargetResolves).
+	NoResolve bool `json:"no_resolve,omitempty"`
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)

@@ -36,6 +36,7 @@ type fakeAPI struct {
 	version   apitype.Version
 	connected func() bool // the hub link, asked at each status
 	dpError   string
+	outlet    apitype.OutletSpec // the last one created
 }
 
 func (f *fakeAPI) serve(t *testing.T) string {
@@ -66,6 +67,7 @@ func (f *fakeAPI) serve(t *testing.T) string {
 	mux.HandleFunc("POST /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
 		var spec apitype.OutletSpec
 		json.NewDecoder(r.Body).Decode(&spec)
+		f.outlet = spec
 		json.NewEncoder(w).Encode(apitype.Outlet{OutletSpec: spec})
 	})
 	srv := &http.Server{Handler: mux}
@@ -149,6 +151,21 @@ func TestOutputFormats(t *testing.T) {
 	out, code := agentctlCode(t, "--agent", sock, "tcp-outlet", "create", "--name", "db", "--to", "127.0.0.1:5432", "--allow", "x", "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "name: db\n") || !strings.Contains(out, "to: 127.0.0.1:5432\n") {
 		t.Errorf("tcp-outlet create -o yaml: %d %q", code, out)
+	}
+}
+
+// TestNoResolve: --no-resolve reaches the agent.
+func TestNoResolve(t *testing.T) {
+	f := &fakeAPI{}
+	sock := f.serve(t)
+	for _, noResolve := range []bool{false, true} {
+		args := []string{"--agent", sock, "tcp-outlet", "create", "--to", "db.internal:5432", "--allow", "x"}
+		if noResolve {
+			args = append(args, "--no-resolve")
+		}
+		if out, code := agentctlCode(t, args...); code != 0 || f.outlet.NoResolve != noResolve || f.outlet.To != "db.internal:5432" {
+			t.Errorf("agentctl %s: %d %q, agent got %+v", strings.Join(args, " "), code, out, f.outlet)
+		}
 	}
 }
 

@@ -82,9 +82,16 @@ func outletCommand(e *env) *cobra.Command {
 		Short: "Create an outlet that connects to --to for peers --allow permits",
 		Long: `Create a TCP outlet. Connections from inlets whose credentials satisfy --allow
 come out of this agent as TCP connections to --to. --allow is a policy over the
-inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
+inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.
+
+The agent looks the host name of --to up when it creates the outlet (for up to
+3 seconds) and refuses one that does not resolve, so a typo fails now rather
+than at every connection; --no-resolve creates it anyway, for a name that
+resolves later (a container not started yet). Each connection looks it up
+again.`,
 		Example: `  agentctl tcp-outlet create --name pg --to postgres:5432 --allow postgres-inlet
-  agentctl tcp-outlet create --to 10.20.0.5:5432 --allow 'postgres-inlet and region == "eu"' -o json`,
+  agentctl tcp-outlet create --to 10.20.0.5:5432 --allow 'postgres-inlet and region == "eu"' -o json
+  agentctl tcp-outlet create --name pg --to db.internal:5432 --no-resolve --allow postgres-inlet`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := e.client().CreateOutlet(cmd.Context(), spec)
@@ -97,7 +104,8 @@ inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
 		},
 	}
 	outputFlag(create, &createFormat)
-	create.Flags().StringVar(&spec.To, "to", "", "target HOST:PORT (required)")
+	create.Flags().StringVar(&spec.To, "to", "", "target HOST:PORT (required); the agent looks HOST up now and refuses a name that does not resolve")
+	create.Flags().BoolVar(&spec.NoResolve, "no-resolve", false, "create the outlet even if --to's host name does not resolve yet (it is looked up at each connection)")
 	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the inlet's attributes (required; default deny)")
 	create.Flags().StringVar(&spec.Name, "name", "", "outlet name (default outlet-N)")
 	var format string
