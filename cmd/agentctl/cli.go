@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -102,17 +103,22 @@ var errNotReady = errors.New("the agent is not ready")
 
 func waitCommand(e *env) *cobra.Command {
 	var (
-		ready   bool
-		timeout time.Duration
+		ready                   bool
+		timeout                 time.Duration
+		project, hubAdminSocket string
 	)
 	cmd := &cobra.Command{
-		Use:   "wait --ready [--timeout D]",
-		Short: "Wait until the agent answers and is ready, for scripts",
+		Use:   "wait --ready [--timeout D] [--project DIR | --hub-admin SOCKET]",
+		Short: "Wait until the agent (or the hub) answers and is ready, for scripts",
 		Long: `Wait until the agent answers on its API and is ready: its credential is valid,
 it is connected to the hub, and its BPF data path is attached if it runs one.
-Exit status 0 once it is; at --timeout, 1 with the reason (3 if no agent ever
-answered on the socket).`,
-		Example: `  agent run --state-dir /var/lib/sluice --ticket @bank.ticket &
+With --project DIR or --hub-admin SOCKET, wait instead until the hub (or the
+authority) of that project answers on its admin socket, so that agents started
+next can enroll. Exit status 0 once it is; at --timeout, 1 with the reason (3
+if nothing ever answered on the socket).`,
+		Example: `  agent hub --project ./project --listen 0.0.0.0:4443 &
+  agentctl wait --ready --project ./project
+  agent run --state-dir /var/lib/sluice --ticket @bank.ticket &
   agentctl wait --ready --timeout 30s && agentctl relay create postgres`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -124,13 +130,24 @@ answered on the socket).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c := e.client()
+			what := "agent at " + e.agentSocket()
+			check := func(ctx context.Context) (string, error) { return readiness(ctx, e.client()) }
+			if project != "" || hubAdminSocket != "" {
+				what = "hub"
+				check = func(ctx context.Context) (string, error) {
+					a, err := hubAdmin(hubAdminSocket, project) // the socket of the moment
+					if err == nil {
+						_, err = a.Members(ctx)
+					}
+					return "", err
+				}
+			}
 			tick := time.NewTicker(200 * time.Millisecond)
 			defer tick.Stop()
 			for {
-				why, err := readiness(ctx, c)
+				why, err := check(ctx)
 				if err == nil && why == "" {
-					fmt.Fprintf(e.out, "agent at %s is ready\n", e.agentSocket())
+					fmt.Fprintf(e.out, "%s is ready\n", what)
 					return nil
 				}
 				select {
@@ -142,7 +159,7 @@ answered on the socket).`,
 					return cmd.Context().Err()
 				}
 				if err != nil {
-					return fmt.Errorf("wait %v for the agent: %w", timeout, err)
+					return fmt.Errorf("wait %v for the %s: %w", timeout, strings.Fields(what)[0], err)
 				}
 				return fmt.Errorf("wait %v for the agent: %w: %s", timeout, errNotReady, why)
 			}
@@ -150,6 +167,8 @@ answered on the socket).`,
 	}
 	cmd.Flags().BoolVar(&ready, "ready", false, "wait until the agent is ready (credential valid, hub connected, data path attached if it runs one)")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait before giving up")
+	cmd.Flags().StringVar(&project, "project", "", "wait for the hub (or authority) of this project directory instead: its admin socket is there")
+	cmd.Flags().StringVar(&hubAdminSocket, "hub-admin", "", "wait for the hub whose admin API is on this unix socket instead")
 	return cmd
 }
 

@@ -218,6 +218,29 @@ func TestWaitReady(t *testing.T) {
 	}
 }
 
+// TestWaitHub: wait --hub-admin returns once a hub answers on the socket,
+// even one that starts listening after the wait began.
+func TestWaitHub(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "hub.sock")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("[]")) })
+	srv := &http.Server{Handler: mux}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		if ln, err := api.Listen(sock); err == nil {
+			srv.Serve(ln)
+		}
+	}()
+	if out, code := agentctlCode(t, "wait", "--ready", "--hub-admin", sock, "--timeout", "20s"); code != 0 || out != "hub is ready\n" {
+		t.Errorf("wait for a hub that starts late: %d %q", code, out)
+	}
+	none := filepath.Join(t.TempDir(), "none.sock")
+	if out, code := agentctlCode(t, "wait", "--ready", "--hub-admin", none, "--timeout", "300ms"); code != cli.ExitNoAgent || !strings.Contains(out, "wait 300ms for the hub") {
+		t.Errorf("wait with no hub: %d %q", code, out)
+	}
+}
+
 // TestCompletion: names complete from the running agent.
 func TestCompletion(t *testing.T) {
 	sock := (&fakeAPI{}).serve(t)
