@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/agent/api"
@@ -26,8 +27,23 @@ import (
 func TestHelpLint(t *testing.T) {
 	t.Setenv("SLUICE_AGENT", "/run/other.sock")
 	t.Setenv("SLUICE_HUB_ADMIN", "/run/hub.sock")
-	for _, p := range cli.Lint(rootCommand(&env{out: io.Discard}, io.Discard, io.Discard)) {
+	root := rootCommand(&env{out: io.Discard}, io.Discard, io.Discard)
+	for _, p := range cli.Lint(root) {
 		t.Error(p)
+	}
+	// Every list, get and create command prints -o json and yaml.
+	n := 0
+	cli.Walk(root, func(c *cobra.Command) {
+		switch c.Name() {
+		case "list", "create", "status", "version", "init":
+			n++
+			if f := c.Flags().Lookup("output"); f == nil || f.Value.Type() != "format" || f.Shorthand != "o" {
+				t.Errorf("%s has no -o json|yaml", c.CommandPath())
+			}
+		}
+	})
+	if n < 14 {
+		t.Errorf("only %d list, get and create commands", n)
 	}
 }
 

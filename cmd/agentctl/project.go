@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/wire"
 
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
@@ -15,6 +17,7 @@ func projectCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "project", Short: "Create projects (the hub's authority)",
 		Example: "  agentctl project init --dir ./project --hub-address hub.example.com:4443"}
 	var dir, hub string
+	var initFormat string
 	initCmd := &cobra.Command{
 		Use:   "init --dir DIR --hub-address HOST:PORT",
 		Short: "Create a project: authority key, hub certificate and project ID",
@@ -33,11 +36,13 @@ reads authority.key can enroll nodes. Back hub.db up with 'agentctl hub backup'.
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.out, "project %s created in %s (hub address %s)\n", p.ID, dir, p.HubAddress)
-			return nil
+			return e.emit(initFormat, projectInfo{ID: p.ID, Dir: dir, HubAddress: p.HubAddress}, func(w io.Writer) {
+				fmt.Fprintf(w, "project %s created in %s (hub address %s)\n", p.ID, dir, p.HubAddress)
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to create the project in (required)")
+	outputFlag(initCmd, &initFormat)
 	initCmd.Flags().StringVar(&hub, "hub-address", "", "HOST:PORT that agents dial to reach the hub (required)")
 	var out string
 	export := &cobra.Command{
@@ -76,6 +81,7 @@ func ticketCommand(e *env) *cobra.Command {
 		relays []string
 		expiry time.Duration
 		usage  int
+		format string
 	)
 	create := &cobra.Command{
 		Use:   "create --project DIR [--attribute K=V]... [--relay NAME]... [--expires-in 10m] [--usage-count 1]",
@@ -102,14 +108,14 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 			if err != nil {
 				return err
 			}
-			s, _, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
+			s, tk, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(e.out, s)
-			return nil
+			return e.emit(format, ticketInfo{Ticket: s, Contents: tk}, func(w io.Writer) { fmt.Fprintln(w, s) })
 		},
 	}
+	outputFlag(create, &format)
 	create.Flags().StringVar(&dir, "project", "", "project directory (required)")
 	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V for the holder's credentials (repeatable)")
 	create.Flags().StringArrayVar(&relays, "relay", nil, "relay name the holder may claim (repeatable)")
@@ -117,4 +123,18 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 	create.Flags().IntVar(&usage, "usage-count", authority.DefaultTicketUsage, "how many times the ticket can be redeemed")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// projectInfo is what `project init -o json|yaml` prints.
+type projectInfo struct {
+	ID         string `json:"id"`
+	Dir        string `json:"dir"`
+	HubAddress string `json:"hub_address"`
+}
+
+// ticketInfo is what `ticket create -o json|yaml` prints: the ticket to
+// pass to agent run --ticket, and what it says.
+type ticketInfo struct {
+	Ticket   string       `json:"ticket"`
+	Contents *wire.Ticket `json:"contents"`
 }
