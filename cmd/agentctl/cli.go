@@ -144,11 +144,20 @@ if nothing ever answered on the socket).`,
 			}
 			tick := time.NewTicker(200 * time.Millisecond)
 			defer tick.Stop()
+			var why string // the last reason the agent gave, when it answered
+			var err error  // the last failure to get an answer
 			for {
-				why, err := check(ctx)
-				if err == nil && why == "" {
+				w, cerr := check(ctx)
+				switch {
+				case cerr == nil && w == "":
 					fmt.Fprintf(e.out, "%s is ready\n", what)
 					return nil
+				case cerr == nil:
+					why, err = w, nil
+				case ctx.Err() != nil && (why != "" || err != nil):
+					// The timeout cut a request short: the attempt before says why.
+				default:
+					err = cerr
 				}
 				select {
 				case <-tick.C:
@@ -161,7 +170,7 @@ if nothing ever answered on the socket).`,
 				if err != nil {
 					return fmt.Errorf("wait %v for the %s: %w", timeout, strings.Fields(what)[0], err)
 				}
-				return fmt.Errorf("wait %v for the agent: %w: %s", timeout, errNotReady, why)
+				return fmt.Errorf("wait %v for the %s: %w: %s", timeout, strings.Fields(what)[0], errNotReady, why)
 			}
 		},
 	}

@@ -220,16 +220,16 @@ func TestWaitReady(t *testing.T) {
 		t.Errorf("wait for an agent that connects on its 4th status: %d %q (asked %d)", code, out, asked.Load())
 	}
 	never := (&fakeAPI{connected: func() bool { return false }}).serve(t)
-	out, code := agentctlCode(t, "--agent", never, "wait", "--ready", "--timeout", "500ms")
+	out, code := agentctlCode(t, "--agent", never, "wait", "--ready", "--timeout", "2s")
 	if code != cli.ExitFailure || !strings.Contains(out, "not connected to the hub 127.0.0.1:4443 (dial tcp 127.0.0.1:4443: connection refused)") {
 		t.Errorf("wait for an agent that never connects: %d %q", code, out)
 	}
 	broken := (&fakeAPI{dpError: "read links: permission denied"}).serve(t)
-	if out, code := agentctlCode(t, "--agent", broken, "wait", "--ready", "--timeout", "500ms"); code != cli.ExitFailure || !strings.Contains(out, "data path is not attached: read links") {
+	if out, code := agentctlCode(t, "--agent", broken, "wait", "--ready", "--timeout", "2s"); code != cli.ExitFailure || !strings.Contains(out, "data path is not attached: read links") {
 		t.Errorf("wait for an agent whose data path failed: %d %q", code, out)
 	}
 	none := filepath.Join(t.TempDir(), "none.sock")
-	if out, code := agentctlCode(t, "--agent", none, "wait", "--ready", "--timeout", "500ms"); code != cli.ExitNoAgent || !strings.Contains(out, "no agent is running") {
+	if out, code := agentctlCode(t, "--agent", none, "wait", "--ready", "--timeout", "2s"); code != cli.ExitNoAgent || !strings.Contains(out, "no agent is running") {
 		t.Errorf("wait with no agent: %d %q", code, out)
 	}
 }
