@@ -80,6 +80,10 @@ func (f *fakeAPI) serve(t *testing.T) string {
 	mux.HandleFunc("GET /v1/tcp-outlets", reply([]apitype.OutletInfo{{Outlet: apitype.Outlet{OutletSpec: apitype.OutletSpec{Name: "db", To: "127.0.0.1:5432", Allow: "x"}}}}))
 	mux.HandleFunc("GET /v1/relays", reply([]apitype.RelayInfo{{Name: "postgres", Claimed: true}, {Name: "mysql"}}))
 	mux.HandleFunc("GET /v1/workloads", reply([]apitype.WorkloadInfo{{Workload: apitype.Workload{Name: "analytics", Address: "10.10.0.2"}}}))
+	mux.HandleFunc("POST /v1/relays", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(apitype.ErrorBody{Error: `create relay: relay name "Bad Name": ...: invalid relay name`})
+	})
 	mux.HandleFunc("POST /v1/tcp-outlets", func(w http.ResponseWriter, r *http.Request) {
 		var spec apitype.OutletSpec
 		json.NewDecoder(r.Body).Decode(&spec)
@@ -104,8 +108,9 @@ func agentctlCode(t *testing.T, args ...string) (string, int) {
 	return out.String(), 0
 }
 
-// TestExitCodes: 2 for usage errors (the command did nothing), 3 when no
-// agent answers, 1 for other failures; the root's --help lists them.
+// TestExitCodes: 2 for usage errors and input the agent refused (the
+// command did nothing), 3 when no agent answers, 1 for other failures; the
+// root's --help lists them.
 func TestExitCodes(t *testing.T) {
 	sock := (&fakeAPI{}).serve(t)
 	none := filepath.Join(t.TempDir(), "none.sock")
@@ -123,6 +128,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"ticket", "create"}, cli.ExitUsage},
 		{[]string{"ticket", "create", "--project", t.TempDir(), "--usage-count", "0"}, cli.ExitUsage},
 		{[]string{"wait", "--agent", sock}, cli.ExitUsage},
+		{[]string{"--agent", sock, "relay", "create", "Bad Name"}, cli.ExitUsage}, // the agent refused the input
 		{[]string{"--agent", none, "status"}, cli.ExitNoAgent},
 		{[]string{"--agent", none, "tcp-inlet", "delete", "pg"}, cli.ExitNoAgent},
 		{[]string{"member", "list", "--hub-admin", none}, cli.ExitNoAgent},

@@ -34,7 +34,7 @@ func main() {
 // command's long help lists them).
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, cli.ErrUsage):
+	case errors.Is(err, cli.ErrUsage), errors.Is(err, api.ErrRefusedInput):
 		return cli.ExitUsage
 	case errors.Is(err, api.ErrNoAgent), errors.Is(err, hubadmin.ErrNoHub):
 		return cli.ExitNoAgent
@@ -74,7 +74,8 @@ directory), members and hub backups (through the running hub's admin socket),
 and relays, portals, workloads and status (through the local agent's API:
 --agent PATH, else $SLUICE_AGENT, else ` + api.DefaultSocket + `).
 
-` + cli.ExitCodesHelp("3   no agent (or hub) is running on the socket"),
+` + cli.ExitCodesHelp("    (for agentctl also: the agent refused the input, e.g. a name or policy)",
+			"3   no agent (or hub) is running on the socket"),
 		Example: `  agentctl wait --ready --timeout 30s && agentctl status
   SLUICE_AGENT=/run/sluice/second.sock agentctl tcp-inlet list -o yaml`,
 		SilenceUsage:  true,
