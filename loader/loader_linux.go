@@ -31,10 +31,10 @@ func Open(opts Options) (_ *Datapath, err error) {
 	opts.defaults()
 	mounted, err := ensureBPFFS(opts.PinDir)
 	if err != nil {
-		return nil, err
+		return nil, privilegeError(err, true)
 	}
 	if err := os.MkdirAll(filepath.Join(opts.PinDir, linksDir), 0o700); err != nil {
-		return nil, fmt.Errorf("create pin directory: %w", err)
+		return nil, privilegeError(fmt.Errorf("create pin directory: %w", err), true)
 	}
 	pins := PinLife(opts.PinDir, mounted)
 	if opts.RequirePersistentPins && pins.State == PinsEphemeral {
@@ -82,7 +82,7 @@ func (d *Datapath) load() error {
 	case errors.As(err, &ve) && d.opts.VerifierLog:
 		return fmt.Errorf("load data path: %+w", ve)
 	}
-	return fmt.Errorf("load data path: %w", err)
+	return privilegeError(fmt.Errorf("load data path: %w", err), false)
 }
 
 // Maps returns the data path's maps, for package maps. They stay owned by

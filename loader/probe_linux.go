@@ -32,7 +32,7 @@ func Probe() []Feature {
 		}
 		out = append(out, f)
 	}
-	add("bpf syscall and TC programs", features.HaveProgramType(ebpf.SchedCLS))
+	add(bpfSyscallFeature, features.HaveProgramType(ebpf.SchedCLS))
 	for _, h := range []struct {
 		name string
 		fn   asm.BuiltinFunc
@@ -57,6 +57,9 @@ func Probe() []Feature {
 	return out
 }
 
+// bpfSyscallFeature is the first probe: the bpf syscall, loading a program.
+const bpfSyscallFeature = "bpf syscall and TC programs"
+
 // accelFeature names what socket acceleration needs; it is optional.
 const accelFeature = "socket acceleration (sockops, sk_msg, sockhash, bpf_get_netns_cookie)"
 
@@ -65,7 +68,16 @@ const accelFeature = "socket acceleration (sockops, sk_msg, sockhash, bpf_get_ne
 // required: the programs need no CO-RE, clsact replaces TCX, cgroup v2
 // and the rest of socket acceleration only make transparent inlets faster,
 // and the sockmap relay is the hub's (which splices without it).
+//
+// When the kernel refused the bpf syscall itself with EPERM, the process
+// lacks privileges, not the kernel features: Missing says so with
+// ErrNoPrivilege alone, since no other answer of the probe can be trusted.
 func Missing(fs []Feature) error {
+	for _, f := range fs {
+		if f.Name == bpfSyscallFeature && !f.OK && errors.Is(f.Err, unix.EPERM) {
+			return fmt.Errorf("probe the kernel: the bpf syscall was refused: %w: %w", unix.EPERM, ErrNoPrivilege)
+		}
+	}
 	var names []string
 	for _, f := range fs {
 		optional := strings.HasPrefix(f.Name, "BTF") || strings.HasPrefix(f.Name, "TCX") || f.Name == "cgroup v2" || f.Name == accelFeature || f.Name == relayFeature

@@ -78,7 +78,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var e ErrorBody
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return answerError(resp.StatusCode, e.Error)
 		}
 		return fmt.Errorf("%s answered %s", c.server, resp.Status)
 	}

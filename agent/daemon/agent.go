@@ -282,7 +282,7 @@ func (a *Agent) listenDirect(addr string) error {
 // CreateRelay claims a relay name at the hub.
 func (a *Agent) CreateRelay(ctx context.Context, name string) error {
 	if err := wire.CheckRelayName(name); err != nil {
-		return fmt.Errorf("create relay: %w: %w", err, portal.ErrInvalid)
+		return fmt.Errorf("create relay: %w: %w", err, ErrInvalidRelayName)
 	}
 	a.conf.mu.Lock()
 	defer a.conf.mu.Unlock()

@@ -27,7 +27,7 @@ import (
 // another interface than the one they came in on (bpf/tc.c, bindings).
 
 // Sentinel errors of binding a workload's address, both wrapped with
-// portal.ErrInvalid as well.
+// ErrInvalidWorkload as well.
 var (
 	// ErrAddressNotFound means no container on this host has the address
 	// on a veth whose peer is in the agent's namespace.

@@ -159,8 +159,8 @@ func TestAddressWorkloadBinding(t *testing.T) {
 	a.dp.mu.Unlock()
 	w := Workload{Name: "app", Address: appAddr.String(), Attributes: map[string]string{"app": "analytics"}}
 
-	if _, err := a.CreateWorkload(w); !errors.Is(err, ErrAddressNotFound) || !errors.Is(err, portal.ErrInvalid) {
-		t.Errorf("create with no container having the address: %v, want ErrAddressNotFound and ErrInvalid", err)
+	if _, err := a.CreateWorkload(w); !errors.Is(err, ErrAddressNotFound) || !errors.Is(err, ErrInvalidWorkload) {
+		t.Errorf("create with no container having the address: %v, want ErrAddressNotFound and ErrInvalidWorkload", err)
 	}
 	fs.set(appVeth, spoofer)
 	if _, err := a.CreateWorkload(w); !errors.Is(err, ErrAddressAmbiguous) {

@@ -49,8 +49,9 @@ func TestWorkloadSpecs(t *testing.T) {
 			w := good
 			c.edit(&w)
 			err := w.check()
-			if !errors.Is(err, portal.ErrInvalid) || !strings.Contains(err.Error(), c.hint) {
-				t.Errorf("check(%+v) = %v, want ErrInvalid mentioning %q", w, err, c.hint)
+			if !errors.Is(err, ErrInvalidWorkload) || errors.Is(err, portal.ErrInvalid) || !strings.Contains(err.Error(), c.hint) ||
+				strings.Contains(err.Error(), "portal") {
+				t.Errorf("check(%+v) = %v, want ErrInvalidWorkload (not a portal's) mentioning %q", w, err, c.hint)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"time"
 
@@ -55,6 +56,9 @@ func (a *Agent) DeleteInlet(name string) error {
 // CreateOutlet creates an outlet, saves it and publishes the outlets'
 // policies to the hub.
 func (a *Agent) CreateOutlet(spec portal.OutletSpec) (portal.OutletInfo, error) {
+	if err := portal.CheckTargetResolves(context.Background(), net.DefaultResolver, spec); err != nil {
+		return portal.OutletInfo{}, fmt.Errorf("create outlet: %w", err)
+	}
 	a.conf.mu.Lock()
 	defer a.conf.mu.Unlock()
 	if spec.Name == "" {

@@ -47,27 +47,27 @@ type WorkloadInfo struct {
 const maxInterfaceName = 15
 
 func (w *Workload) check() error {
-	if err := portal.CheckName("workload", w.Name); err != nil {
+	if err := portal.CheckName("workload", w.Name, ErrInvalidWorkload); err != nil {
 		return err
 	}
 	if w.selectors() != 1 {
-		return fmt.Errorf("workload %q: give exactly one of --address IP, --interface DEV or --cgroup PATH: %w", w.Name, portal.ErrInvalid)
+		return fmt.Errorf("workload %q: give exactly one of --address IP, --interface DEV or --cgroup PATH: %w", w.Name, ErrInvalidWorkload)
 	}
 	if w.Address != "" {
 		ip, err := netip.ParseAddr(w.Address)
 		if err != nil || !ip.Is4() || ip.IsUnspecified() {
-			return fmt.Errorf("workload %q: --address %q: want the container's IPv4 address, e.g. 10.10.0.2: %w", w.Name, w.Address, portal.ErrInvalid)
+			return fmt.Errorf("workload %q: --address %q: want the container's IPv4 address, e.g. 10.10.0.2: %w", w.Name, w.Address, ErrInvalidWorkload)
 		}
 	}
 	if w.Interface != "" && (len(w.Interface) > maxInterfaceName || strings.ContainsAny(w.Interface, "/ \t\n:")) {
-		return fmt.Errorf("workload %q: --interface %q: want a device name of at most %d characters without / : or spaces: %w", w.Name, w.Interface, maxInterfaceName, portal.ErrInvalid)
+		return fmt.Errorf("workload %q: --interface %q: want a device name of at most %d characters without / : or spaces: %w", w.Name, w.Interface, maxInterfaceName, ErrInvalidWorkload)
 	}
 	if w.Cgroup != "" && (!filepath.IsAbs(w.Cgroup) || filepath.Clean(w.Cgroup) != w.Cgroup || w.Cgroup == "/") {
-		return fmt.Errorf("workload %q: --cgroup %q: want the absolute, clean path of a cgroup v2 directory, e.g. /sys/fs/cgroup/app: %w", w.Name, w.Cgroup, portal.ErrInvalid)
+		return fmt.Errorf("workload %q: --cgroup %q: want the absolute, clean path of a cgroup v2 directory, e.g. /sys/fs/cgroup/app: %w", w.Name, w.Cgroup, ErrInvalidWorkload)
 	}
 	for k := range w.Attributes {
 		if k == "" {
-			return fmt.Errorf("workload %q: an attribute has an empty name: %w", w.Name, portal.ErrInvalid)
+			return fmt.Errorf("workload %q: an attribute has an empty name: %w", w.Name, ErrInvalidWorkload)
 		}
 	}
 	return nil
@@ -127,7 +127,7 @@ func (d *datapath) createWorkload(w Workload) (WorkloadInfo, error) {
 			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w", w.Name, err)
 		}
 		if w.Bound, err = bindNew(netip.MustParseAddr(w.Address), veths); err != nil {
-			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w: %w", w.Name, err, portal.ErrInvalid)
+			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w: %w", w.Name, err, ErrInvalidWorkload)
 		}
 	}
 	delete(d.suspects, w.Name)

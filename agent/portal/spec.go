@@ -62,6 +62,9 @@ type OutletSpec struct {
 	Name  string `json:"name"`
 	To    string `json:"to"`    // target address, e.g. postgres:5432
 	Allow string `json:"allow"` // policy on the inlet agent's attributes
+	// NoResolve: create it even if To's host name does not resolve yet
+	// (CheckTargetResolves).
+	NoResolve bool `json:"no_resolve,omitempty"`
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
@@ -69,15 +72,16 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$`)
 // nodeIDRe matches a node ID (identity.NodeID).
 var nodeIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// CheckName checks a name by the rules of portal names; kind names it in the error.
-func CheckName(kind, name string) error { return checkName(kind, name) }
-
-func checkName(kind, name string) error {
+// CheckName checks a name by the rules of portal names; kind names it in
+// the error, which wraps invalid (for a portal's, ErrInvalid).
+func CheckName(kind, name string, invalid error) error {
 	if !nameRe.MatchString(name) {
-		return fmt.Errorf("%s name %q: use letters, digits and _ . - (at most 63), starting with a letter or digit: %w", kind, name, ErrInvalid)
+		return fmt.Errorf("%s name %q: use letters, digits and _ . - (at most 63), starting with a letter or digit: %w", kind, name, invalid)
 	}
 	return nil
 }
+
+func checkName(kind, name string) error { return CheckName(kind, name, ErrInvalid) }
 
 func checkHostPort(flag, addr string) error {
 	_, port, err := net.SplitHostPort(addr)

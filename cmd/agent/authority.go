@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,6 +9,8 @@ import (
 	"github.com/sluicehq/sluice/agent/hub"
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
+
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func authorityCommand() *cobra.Command {
@@ -27,18 +27,20 @@ its database (hub.db), redeems enrollment tickets, issues credentials and signs
 every word on the members. It listens on no port: it dials out to the relay
 (agent hub --role relay) at the project's hub address, or --hub, and answers the
 agents through it end to end; the relay sees only ciphertext and signed
-statements it cannot forge. ` + "`agentctl member`" + ` talks to its admin socket
+statements it cannot forge. ` + "'agentctl member'" + ` talks to its admin socket
 (authority.sock in the project directory unless --admin), and so does
-` + "`agentctl hub backup`" + `. Its database is checked before it starts, as
+` + "'agentctl hub backup'" + `. Its database is checked before it starts, as
 ` + "`agent hub`" + ` checks it; ` + "`agent hub --init`" + ` and ` + "`agent hub --restore FILE`" + `, run
 where the project directory is, create or restore it.`,
+		Example: `  agent authority --project ./project
+  agent authority --project ./project --hub relay.example.com:4443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if projectDir == "" {
-				return errors.New("--project is required, e.g. agent authority --project ./project")
+				return cli.Usagef("--project is required, e.g. agent authority --project ./project")
 			}
 			if lifetime < 10*time.Second {
-				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
+				return cli.Usagef("--credential-lifetime %v is too short; use at least 10s", lifetime)
 			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
@@ -77,9 +79,9 @@ where the project directory is, create or restore it.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
+	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by 'agentctl project init' (required)")
 	cmd.Flags().StringVar(&hubAddr, "hub", "", "HOST:PORT of the relay (default: the project's hub address)")
-	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (default: authority.sock in the project directory)")
+	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for 'agentctl member' (default: authority.sock in the project directory)")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it")
 	logs.register(cmd)
 	return cmd

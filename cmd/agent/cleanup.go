@@ -18,6 +18,8 @@ under --bpf-dir (which detaches the programs from the bridges and veths), our
 clsact filters, the policy route, and the pins. Other programs on the same
 devices are left alone. Until then, connections to transparent inlets are
 refused in the kernel. It fails while an agent still holds --bpf-dir.`,
+		Example: `  agent cleanup
+  agent cleanup --bpf-dir /sys/fs/bpf/sluice-test`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			did, err := cleanup(dir)

@@ -5,13 +5,12 @@ import (
 
 	"github.com/sluicehq/sluice/agent/config"
 	"github.com/sluicehq/sluice/agent/wire"
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
-// Exit codes (README, "Signals and exit codes").
+// Exit codes (README, "Signals and exit codes"; the root command's help):
+// cli.ExitFailure, cli.ExitUsage and
 const (
-	exitFailure = 1
-	// exitUsage: the command line or the --config file is wrong.
-	exitUsage = 2
 	// exitNotMember: the hub says this node is no longer a member
 	// (revoked, or unknown to it); restarting cannot help (sysexits.h's
 	// EX_NOPERM; systemd: RestartPreventExitStatus=77).
@@ -20,11 +19,14 @@ const (
 
 // exitCode is the exit code for the error a command returned.
 func exitCode(err error) int {
-	if errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember) {
+	switch {
+	case errors.Is(err, wire.ErrMemberRevoked) || errors.Is(err, wire.ErrNotMember):
 		return exitNotMember
+	case errors.Is(err, cli.ErrUsage):
+		return cli.ExitUsage
 	}
 	if errors.Is(err, config.ErrInvalid) {
-		return exitUsage
+		return cli.ExitUsage
 	}
-	return exitFailure
+	return cli.ExitFailure
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/metrics"
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func hubCommand() *cobra.Command {
@@ -65,31 +65,34 @@ every agent it goes away (they reconnect at once, to the hub that replaces
 it), and relays the data sessions it has for up to --shutdown-timeout, then
 resets them; a second signal resets them at once. SIGHUP reopens --log-file
 and never stops it.`,
+		Example: `  agent hub --project ./project --listen 0.0.0.0:4443
+  agent hub --role relay --project ./relay --listen 0.0.0.0:4443
+  agent hub --restore hub.backup --project ./project`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if initDB || restore != "" {
 				if projectDir == "" || listen != "" || (initDB && restore != "") {
-					return errors.New("--init and --restore FILE each take only --project, do their one thing and exit; then start the hub without them")
+					return cli.Usagef("--init and --restore FILE each take only --project, do their one thing and exit; then start the hub without them")
 				}
 				return hubDatabaseOp(cmd, projectDir, initDB, restore)
 			}
 			if projectDir == "" || listen == "" {
-				return errors.New("--project and --listen are required, e.g. agent hub --project ./project --listen 0.0.0.0:4443")
+				return cli.Usagef("--project and --listen are required, e.g. agent hub --project ./project --listen 0.0.0.0:4443")
 			}
 			if lifetime < 10*time.Second {
-				return fmt.Errorf("--credential-lifetime %v is too short; use at least 10s", lifetime)
+				return cli.Usagef("--credential-lifetime %v is too short; use at least 10s", lifetime)
 			}
 			if role != "both" && role != "relay" {
-				return fmt.Errorf("--role %q: want both (relay and authority) or relay", role)
+				return cli.Usagef("--role %q: want both (relay and authority) or relay", role)
 			}
 			if !slices.Contains(relayModes, relayMode) {
-				return fmt.Errorf("--relay %q: want auto, splice or sockmap", relayMode)
+				return cli.Usagef("--relay %q: want auto, splice or sockmap", relayMode)
 			}
 			if err := checkLimits(limits); err != nil {
 				return err
 			}
 			if shutdownTimeout < 0 {
-				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
@@ -165,13 +168,13 @@ and never stops it.`,
 			return serveHub(cmd.Context(), srv, ln, shutdownTimeout, log)
 		},
 	}
-	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by `agentctl project init` (required)")
+	cmd.Flags().StringVar(&projectDir, "project", "", "project directory made by 'agentctl project init' (required)")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. 0.0.0.0:4443 (required)")
-	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for `agentctl member` (revocations and attribute changes, with --role both) and the relay's statistics (default: hub.sock in the project directory)")
-	cmd.Flags().StringVar(&role, "role", "both", "both: relay and project authority in this process; relay: a relay only, holding no signing key (the authority runs as `agent authority` and connects to it)")
+	cmd.Flags().StringVar(&admin, "admin", "", "unix socket (0600) for 'agentctl member' (revocations and attribute changes, with --role both) and the relay's statistics (default: hub.sock in the project directory)")
+	cmd.Flags().StringVar(&role, "role", "both", "both: relay and project authority in this process; relay: a relay only, holding no signing key (the authority runs as 'agent authority' and connects to it)")
 	cmd.Flags().StringVar(&relayMode, "relay", "auto", "how data sessions cross the hub: splice (splice(2)), sockmap (in the kernel with an sk_skb redirect: lower latency, no backpressure, so a session whose reader falls 64 MiB behind is reset; fails where the kernel cannot) or auto (splice for now)")
-	cmd.Flags().BoolVar(&initDB, "init", false, "create the project's empty database (hub.db) and exit, for a project made before `agentctl project init` created it; refuses if one exists (where the authority runs)")
-	cmd.Flags().StringVar(&restore, "restore", "", "replace the project's database with the backup in FILE (from `agentctl hub backup`), after checking it, and exit; the hub (or agent authority) must be stopped; the old one is kept as hub.db.bak-TIMESTAMP")
+	cmd.Flags().BoolVar(&initDB, "init", false, "create the project's empty database (hub.db) and exit, for a project made before 'agentctl project init' created it; refuses if one exists (where the authority runs)")
+	cmd.Flags().StringVar(&restore, "restore", "", "replace the project's database with the backup in FILE (from 'agentctl hub backup'), after checking it, and exit; the hub (or agent authority) must be stopped; the old one is kept as hub.db.bak-TIMESTAMP")
 	cmd.Flags().DurationVar(&lifetime, "credential-lifetime", authority.DefaultCredentialLifetime, "validity of issued credentials; agents renew at two thirds of it (--role both)")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long the data sessions relayed may go on before they are reset; the hub refuses new connections and tells agents it goes away meanwhile")
 	registerDebug(cmd, &debugSocket)

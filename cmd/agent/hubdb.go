@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/agent/hub/authority"
+
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 // hubCheckCommand is `agent hub check`: the database check that `agent hub`
@@ -29,10 +31,12 @@ every record (members, used tickets, the generation) decodes, and it belongs to
 this project. Prints what it holds; exits non-zero with the reason otherwise.
 'agent hub' runs this check before it serves, and 'agent hub --restore' before
 it restores.`,
+		Example: `  agent hub check --project ./project
+  agent hub check --project ./project hub.backup`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if projectDir == "" {
-				return errors.New("--project is required, e.g. agent hub check --project ./project")
+				return cli.Usagef("--project is required, e.g. agent hub check --project ./project")
 			}
 			p, err := authority.Load(projectDir)
 			if err != nil {

@@ -45,7 +45,9 @@ runs on a state directory at a time.
 
 Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 (the default) the agent loads it if the kernel can run it and warns otherwise;
-on makes start-up fail without it; off never loads it. Its programs and maps
+on makes start-up fail without it, saying whether the kernel lacks a feature
+or the agent the privileges (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN: run it as
+root); off never loads it. Its programs and maps
 are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
 refusing connections to transparent inlets (fail closed); 'agent cleanup'
 removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
@@ -70,6 +72,8 @@ and lets the live connections go on for up to --shutdown-timeout, then resets
 them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 --config, and never stops it. Exit status 77 means the hub says this node is no longer a member
 (revoked): restarting it cannot help.`,
+		Example: `  agent run --state-dir /var/lib/sluice --ticket @bank.ticket
+  agent run --state-dir /var/lib/sluice-b --api /run/sluice/b.sock --datapath off   # a second agent on this host`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rc *runConfig
@@ -82,22 +86,22 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				rc.settings(cmd, &stateDir, &ticket, &socket, &dp.mode)
 			}
 			if stateDir == "" {
-				return errors.New("--state-dir is required, e.g. --state-dir /var/lib/sluice")
+				return cli.Usagef("--state-dir is required, e.g. --state-dir /var/lib/sluice")
 			}
 			if maxConns < 0 {
-				return fmt.Errorf("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
+				return cli.Usagef("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
 			}
 			if err := dp.check(); err != nil {
 				return err
 			}
 			if warmIdle < 0 || warmIdle > portal.DefaultWarmIdle {
-				return fmt.Errorf("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
+				return cli.Usagef("--warm-idle %v: want 0 (no warm channels) to %v", warmIdle, portal.DefaultWarmIdle)
 			}
 			if warmIdle == 0 {
 				warmIdle = -1 // the portals' "never"
 			}
 			if shutdownTimeout < 0 {
-				return fmt.Errorf("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
+				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
@@ -214,11 +218,11 @@ func (d *datapathFlags) check() error {
 	switch d.mode {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 	default:
-		return fmt.Errorf("--datapath %q: want auto, on or off", d.mode)
+		return cli.Usagef("--datapath %q: want auto, on or off", d.mode)
 	}
 	switch d.accel {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 		return nil
 	}
-	return fmt.Errorf("--accelerate %q: want auto, on or off", d.accel)
+	return cli.Usagef("--accelerate %q: want auto, on or off", d.accel)
 }

@@ -12,10 +12,12 @@ import (
 )
 
 func workloadCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "workload", Short: "Name local containers and give them the attributes --allow-local policies see"}
+	cmd := &cobra.Command{Use: "workload", Short: "Name local containers and give them the attributes --allow-local policies see",
+		Example: "  agentctl workload create analytics --address 10.10.0.2 --attribute app=analytics\n  agentctl workload list"}
 	var (
-		w     apitype.Workload
-		attrs []string
+		w            apitype.Workload
+		attrs        []string
+		createFormat string
 	)
 	create := &cobra.Command{
 		Use:   "create NAME (--address IP | --interface DEV | --cgroup PATH) [--attribute K=V]...",
@@ -40,6 +42,9 @@ address on any other interface (anti-spoofing, counted "spoofed" in
 container claims the address later; if the bound veth goes (the container
 was restarted), the workload is unresolved until exactly one new veth has the
 address ('workload list' says why meanwhile).`,
+		Example: `  agentctl workload create analytics --address 10.10.0.2 --attribute app=analytics
+  agentctl workload create jobs --cgroup /sys/fs/cgroup/system.slice/jobs.service --attribute app=jobs
+  agentctl workload create batch --interface veth1a2b --attribute app=batch --attribute tier`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w.Name = args[0]
@@ -48,14 +53,16 @@ address ('workload list' says why meanwhile).`,
 			if err != nil {
 				return err
 			}
-			bound := ""
-			if info.Bound != nil {
-				bound = " on " + info.Bound.String()
-			}
-			fmt.Fprintf(e.out, "workload %s created: %s%s, attributes %s\n", info.Name, selector(info.Workload), bound, workloadAttributes(info.Attributes))
-			return nil
+			return e.emit(createFormat, info, func(out io.Writer) {
+				bound := ""
+				if info.Bound != nil {
+					bound = " on " + info.Bound.String()
+				}
+				fmt.Fprintf(out, "workload %s created: %s%s, attributes %s\n", info.Name, selector(info.Workload), bound, workloadAttributes(info.Attributes))
+			})
 		},
 	}
+	outputFlag(create, &createFormat)
 	create.Flags().StringVar(&w.Address, "address", "", "the container's IPv4 address")
 	create.Flags().StringVar(&w.Interface, "interface", "", "the container's host-side veth")
 	create.Flags().StringVar(&w.Cgroup, "cgroup", "", "a cgroup v2 directory (absolute path) of the container's processes")
@@ -63,6 +70,7 @@ address ('workload list' says why meanwhile).`,
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List local workloads", Args: cobra.NoArgs,
+		Example: "  agentctl workload list -o yaml",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ws, err := e.client().Workloads(cmd.Context())
 			if err != nil {
@@ -78,7 +86,7 @@ address ('workload list' says why meanwhile).`,
 		},
 	}
 	outputFlag(list, &format)
-	cmd.AddCommand(create, list, deleteCommand("workload", func(cmd *cobra.Command, name string) error {
+	cmd.AddCommand(create, list, deleteCommand("workload", "analytics", e.workloadNames, func(cmd *cobra.Command, name string) error {
 		return e.client().DeleteWorkload(cmd.Context(), name)
 	}))
 	return cmd
@@ -120,7 +128,8 @@ func workloadAttributes(attrs map[string]string) string {
 }
 
 func datapathCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "datapath", Short: "Inspect the BPF data path that carries transparent inlets and checks --allow-local"}
+	cmd := &cobra.Command{Use: "datapath", Short: "Inspect the BPF data path that carries transparent inlets and checks --allow-local",
+		Example: "  agentctl datapath status"}
 	var format string
 	status := &cobra.Command{
 		Use:   "status",
@@ -130,7 +139,8 @@ func datapathCommand(e *env) *cobra.Command {
 steered to the agent, resets sent (refused; of those, no agent listening, and
 spoofed: the source address is bound to another interface than the one the
 packet came in on), and the packets and bytes allowed through.`,
-		Args: cobra.NoArgs,
+		Example: "  agentctl datapath status\n  agentctl datapath status -o json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := e.client().Datapath(cmd.Context())
 			if err != nil {

@@ -10,24 +10,30 @@ import (
 
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
+
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
-// hubAdmin is the admin API of the hub serving project (its hub.sock), or
-// the one on socket.
+// hubAdmin is the admin API of the hub on socket, or of the one serving
+// project (its hub.sock), or of the one on $SLUICE_HUB_ADMIN.
 func hubAdmin(socket, project string) (*hubadmin.Client, error) {
+	if socket == "" && project == "" {
+		socket = os.Getenv("SLUICE_HUB_ADMIN")
+	}
 	switch {
 	case socket != "":
 		return hubadmin.New(socket), nil
 	case project != "":
 		return hubadmin.New(hubadmin.MemberSocket(project)), nil
 	}
-	return nil, errors.New("--project is required (the hub's or the authority's project directory), or --hub-admin SOCKET")
+	return nil, cli.Usagef("--project is required (the hub's or the authority's project directory), or --hub-admin SOCKET")
 }
 
 func hubCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "hub",
-		Short: "Back up the running hub's database (on the hub's machine, through its admin socket)",
+		Use:     "hub",
+		Short:   "Back up the running hub's database (on the hub's machine, through its admin socket)",
+		Example: "  agentctl hub backup --project ./project -o hub.backup",
 	}
 	var socket, project, out string
 	backup := &cobra.Command{
@@ -39,6 +45,8 @@ transaction while the hub goes on serving. FILE is written whole or not at
 all (0600), and checked before it takes the place of an earlier FILE.
 
 Restore it, with the hub stopped, with 'agent hub --restore FILE --project DIR'.`,
+		Example: `  agentctl hub backup --project ./project -o /var/backups/hub.db
+  agentctl hub backup --hub-admin /run/sluice/hub.sock -o hub.backup`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -67,7 +75,7 @@ Restore it, with the hub stopped, with 'agent hub --restore FILE --project DIR'.
 	}
 	backup.Flags().StringVarP(&out, "output", "o", "", "file to write the backup to (required)")
 	backup.Flags().StringVar(&project, "project", "", "project directory of the running hub: its admin socket is hub.sock there")
-	backup.Flags().StringVar(&socket, "hub-admin", os.Getenv("SLUICE_HUB_ADMIN"), "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
+	backup.Flags().StringVar(&socket, "hub-admin", "", "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
 	cmd.AddCommand(backup)
 	return cmd
 }

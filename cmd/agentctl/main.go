@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +13,11 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/agent/api"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func main() {
@@ -22,8 +26,20 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "agentctl: %v\n", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitCode is the exit status for the error a command returned (the root
+// command's long help lists them).
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, cli.ErrUsage), errors.Is(err, api.ErrRefusedInput):
+		return cli.ExitUsage
+	case errors.Is(err, api.ErrNoAgent), errors.Is(err, hubadmin.ErrNoHub):
+		return cli.ExitNoAgent
+	}
+	return cli.ExitFailure
 }
 
 // env carries what every subcommand needs.
@@ -32,22 +48,40 @@ type env struct {
 	out    io.Writer
 }
 
-func (e *env) client() *api.Client { return api.NewClient(e.socket) }
+func (e *env) client() *api.Client { return api.NewClient(e.agentSocket()) }
+
+// agentSocket is --agent, else $SLUICE_AGENT, else api.DefaultSocket.
+func (e *env) agentSocket() string {
+	if e.socket != "" {
+		return e.socket
+	}
+	if s := os.Getenv("SLUICE_AGENT"); s != "" {
+		return s
+	}
+	return api.DefaultSocket
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	e := &env{out: stdout}
+	return cli.Execute(ctx, rootCommand(&env{out: stdout}, stdout, stderr), args)
+}
+
+func rootCommand(e *env, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "agentctl",
-		Short:         "Manage Sluice projects, tickets, relays and portals",
+		Use:   "agentctl",
+		Short: "Manage Sluice projects, tickets, relays and portals",
+		Long: `Manage Sluice: projects and tickets (on the hub's machine, in the project
+directory), members and hub backups (through the running hub's admin socket),
+and relays, portals, workloads and status (through the local agent's API:
+--agent PATH, else $SLUICE_AGENT, else ` + api.DefaultSocket + `).
+
+` + cli.ExitCodesHelp("    (for agentctl also: the agent refused the input, e.g. a name or policy)",
+			"3   no agent (or hub) is running on the socket"),
+		Example: `  agentctl wait --ready --timeout 30s && agentctl status
+  SLUICE_AGENT=/run/sluice/second.sock agentctl tcp-inlet list -o yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	def := os.Getenv("SLUICE_AGENT")
-	if def == "" {
-		def = api.DefaultSocket
-	}
-	root.PersistentFlags().StringVar(&e.socket, "agent", def, "unix socket of the agent's API (default: $SLUICE_AGENT, then "+api.DefaultSocket+")")
-	root.SetArgs(args)
+	root.PersistentFlags().StringVar(&e.socket, "agent", "", "unix socket of the agent's API (default: $SLUICE_AGENT, else "+api.DefaultSocket+")")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(projectCommand(e), ticketCommand(e), relayCommand(e),
@@ -56,24 +90,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(applyCommand(e), getCommand(e))
 	root.AddCommand(observeCommand(e))
 	root.AddCommand(captureCommand(e))
-	return root.ExecuteContext(ctx)
+	root.AddCommand(versionCommand(e), waitCommand(e))
+	return root
 }
 
-// outputFlag adds -o/--output to cmd.
+// outputFlag adds -o/--output to cmd; a format other than text, json and
+// yaml is a usage error, before the command does anything.
 func outputFlag(cmd *cobra.Command, v *string) {
-	cmd.Flags().StringVarP(v, "output", "o", "text", "output format: text or json")
+	*v = "text"
+	cmd.Flags().VarP((*outputFormat)(v), "output", "o", "output format: text, json or yaml (the API's JSON fields, agent/api/apitype)")
+	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
-// emit prints v as JSON, or calls text for the human form.
+type outputFormat string
+
+func (o *outputFormat) String() string { return string(*o) }
+func (o *outputFormat) Type() string   { return "format" }
+func (o *outputFormat) Set(v string) error {
+	switch v {
+	case "text", "json", "yaml":
+		*o = outputFormat(v)
+		return nil
+	}
+	return fmt.Errorf("want text, json or yaml")
+}
+
+// emit prints v as JSON or YAML (the same field names: YAML is written
+// from the JSON), or calls text for the human form.
 func (e *env) emit(format string, v any, text func(io.Writer)) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(e.out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
-	case "text":
-		text(e.out)
-		return nil
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode yaml: %w", err)
+		}
+		_, err = e.out.Write(b)
+		return err
 	}
-	return fmt.Errorf("--output %q: want text or json", format)
+	text(e.out)
+	return nil
 }

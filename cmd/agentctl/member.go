@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -35,15 +35,26 @@ func memberCommand(e *env) *cobra.Command {
 machine. A change takes effect at once: the hub tells every connected agent, which
 re-check their policies, update their kernel maps and close the channels that lost
 their permission.`,
+		Example: `  agentctl member list --project ./project
+  agentctl member revoke 5f0c6a3e9b1d4c2a8e7f60b1c2d3e4f5 --project ./project`,
 	}
 	var socket, project string
 	cmd.PersistentFlags().StringVar(&project, "project", "", "project directory of the running hub or authority: its admin socket is authority.sock there (agent authority), else hub.sock (agent hub)")
-	cmd.PersistentFlags().StringVar(&socket, "hub-admin", os.Getenv("SLUICE_HUB_ADMIN"), "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
+	cmd.PersistentFlags().StringVar(&socket, "hub-admin", "", "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
 	admin := func() (*hubadmin.Client, error) { return hubAdmin(socket, project) }
+	memberNames := func(ctx context.Context) ([]string, error) {
+		a, err := admin()
+		if err != nil {
+			return nil, err
+		}
+		ms, err := a.Members(ctx)
+		return namesOf(ms, func(m authority.Member) string { return m.NodeID }), err
+	}
 
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List members", Args: cobra.NoArgs,
+		Example: "  agentctl member list --project ./project -o yaml\n  SLUICE_HUB_ADMIN=/run/sluice/hub.sock agentctl member list",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := admin()
 			if err != nil {
@@ -59,9 +70,11 @@ their permission.`,
 	outputFlag(list, &format)
 
 	revoke := &cobra.Command{
-		Use:   "revoke NODE",
-		Short: "Revoke a node: no credential again, and every agent stops trusting it at once",
-		Args:  cobra.ExactArgs(1),
+		Use:               "revoke NODE",
+		Short:             "Revoke a node: no credential again, and every agent stops trusting it at once",
+		Example:           "  agentctl member revoke 5f0c6a3e9b1d4c2a8e7f60b1c2d3e4f5 --project ./project",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNames(memberNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := admin()
 			if err != nil {
@@ -83,7 +96,9 @@ their permission.`,
 		Long: `Replace a node's attributes with those given (none given: no attributes). The
 node's next credential carries them; connected agents are told at once and close
 the channels their policies no longer allow. An attribute without =V is "true".`,
-		Args: cobra.ExactArgs(1),
+		Example:           "  agentctl member set-attributes 5f0c6a3e9b1d4c2a8e7f60b1c2d3e4f5 --attribute postgres-inlet --attribute region=eu --project ./project",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNames(memberNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := admin()
 			if err != nil {

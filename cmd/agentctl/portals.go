@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -20,33 +21,40 @@ func table(w io.Writer, header string, rows func(tw io.Writer)) {
 	tw.Flush()
 }
 
-func deleteCommand(noun string, del func(cmd *cobra.Command, name string) error) *cobra.Command {
+// deleteCommand is `agentctl NOUN delete NAME`; NAME completes with names.
+func deleteCommand(noun, example string, names func(context.Context) ([]string, error), del func(cmd *cobra.Command, name string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a " + noun,
-		Args:  cobra.ExactArgs(1),
-		RunE:  func(cmd *cobra.Command, args []string) error { return del(cmd, args[0]) },
+		Use:               "delete NAME",
+		Short:             "Delete a " + noun,
+		Example:           "  agentctl " + noun + " delete " + example,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNames(names),
+		RunE:              func(cmd *cobra.Command, args []string) error { return del(cmd, args[0]) },
 	}
 }
 
 func relayCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "relay", Short: "Claim relay names at the hub, so inlets elsewhere can reach this agent"}
+	cmd := &cobra.Command{Use: "relay", Short: "Claim relay names at the hub, so inlets elsewhere can reach this agent",
+		Example: "  agentctl relay create postgres\n  agentctl relay list"}
+	var createFormat string
 	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Claim relay NAME at the hub (the agent's ticket must have allowed it)",
-		Args:  cobra.ExactArgs(1),
+		Use:     "create NAME",
+		Short:   "Claim relay NAME at the hub (the agent's ticket must have allowed it)",
+		Example: "  agentctl relay create postgres",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := e.client().CreateRelay(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.out, "relay %s claimed\n", r.Name)
-			return nil
+			return e.emit(createFormat, r, func(w io.Writer) { fmt.Fprintf(w, "relay %s claimed\n", r.Name) })
 		},
 	}
+	outputFlag(create, &createFormat)
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List this agent's relays", Args: cobra.NoArgs,
+		Example: "  agentctl relay list -o json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, err := e.client().Relays(cmd.Context())
 			if err != nil {
@@ -56,37 +64,54 @@ func relayCommand(e *env) *cobra.Command {
 		},
 	}
 	outputFlag(list, &format)
-	cmd.AddCommand(create, list, deleteCommand("relay", func(cmd *cobra.Command, name string) error {
+	cmd.AddCommand(create, list, deleteCommand("relay", "postgres", e.relayNames, func(cmd *cobra.Command, name string) error {
 		return e.client().DeleteRelay(cmd.Context(), name)
 	}))
 	return cmd
 }
 
 func outletCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Manage TCP outlets: where portal connections come out"}
-	var spec apitype.OutletSpec
+	cmd := &cobra.Command{Use: "tcp-outlet", Short: "Manage TCP outlets: where portal connections come out",
+		Example: "  agentctl tcp-outlet create --name pg --to postgres:5432 --allow postgres-inlet\n  agentctl tcp-outlet list"}
+	var (
+		spec         apitype.OutletSpec
+		createFormat string
+	)
 	create := &cobra.Command{
 		Use:   "create --to HOST:PORT --allow EXPR [--name N]",
 		Short: "Create an outlet that connects to --to for peers --allow permits",
 		Long: `Create a TCP outlet. Connections from inlets whose credentials satisfy --allow
 come out of this agent as TCP connections to --to. --allow is a policy over the
-inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
+inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.
+
+The agent looks the host name of --to up when it creates the outlet (for up to
+3 seconds) and refuses one that does not resolve, so a typo fails now rather
+than at every connection; --no-resolve creates it anyway, for a name that
+resolves later (a container not started yet). Each connection looks it up
+again.`,
+		Example: `  agentctl tcp-outlet create --name pg --to postgres:5432 --allow postgres-inlet
+  agentctl tcp-outlet create --to 10.20.0.5:5432 --allow 'postgres-inlet and region == "eu"' -o json
+  agentctl tcp-outlet create --name pg --to db.internal:5432 --no-resolve --allow postgres-inlet`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := e.client().CreateOutlet(cmd.Context(), spec)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.out, "tcp-outlet %s created: to %s, allow %s\n", o.Name, o.To, o.Allow)
-			return nil
+			return e.emit(createFormat, o, func(w io.Writer) {
+				fmt.Fprintf(w, "tcp-outlet %s created: to %s, allow %s\n", o.Name, o.To, o.Allow)
+			})
 		},
 	}
-	create.Flags().StringVar(&spec.To, "to", "", "target HOST:PORT (required)")
+	outputFlag(create, &createFormat)
+	create.Flags().StringVar(&spec.To, "to", "", "target HOST:PORT (required); the agent looks HOST up now and refuses a name that does not resolve")
+	create.Flags().BoolVar(&spec.NoResolve, "no-resolve", false, "create the outlet even if --to's host name does not resolve yet (it is looked up at each connection)")
 	create.Flags().StringVar(&spec.Allow, "allow", "", "policy on the inlet's attributes (required; default deny)")
 	create.Flags().StringVar(&spec.Name, "name", "", "outlet name (default outlet-N)")
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List outlets", Args: cobra.NoArgs,
+		Example: "  agentctl tcp-outlet list -o yaml",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			os, err := e.client().Outlets(cmd.Context())
 			if err != nil {
@@ -96,15 +121,19 @@ inlet agent's attributes: NAME alone means NAME == "true"; see docs/policy.md.`,
 		},
 	}
 	outputFlag(list, &format)
-	cmd.AddCommand(create, list, deleteCommand("tcp-outlet", func(cmd *cobra.Command, name string) error {
+	cmd.AddCommand(create, list, deleteCommand("tcp-outlet", "pg", e.outletNames, func(cmd *cobra.Command, name string) error {
 		return e.client().DeleteOutlet(cmd.Context(), name)
 	}))
 	return cmd
 }
 
 func inletCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect"}
-	var spec apitype.InletSpec
+	cmd := &cobra.Command{Use: "tcp-inlet", Short: "Manage TCP inlets: where local apps connect",
+		Example: "  agentctl tcp-inlet create --name pg --from 127.0.0.1:15432 --via postgres --allow postgres-outlet\n  agentctl tcp-inlet list"}
+	var (
+		spec         apitype.InletSpec
+		createFormat string
+	)
 	create := &cobra.Command{
 		Use:   "create --from ADDR:PORT (--via RELAYNAME | --direct HOST:PORT) --allow EXPR [--name N] [--outlet NAME] [--outlet-node ID] [--allow-local EXPR] [--transparent]",
 		Short: "Create an inlet listening on --from that reaches the outlet behind relay --via",
@@ -137,8 +166,10 @@ address (IPv4:PORT) that no host owns, and local containers connect to it
 directly. The agent's BPF data path steers their connections to the inlet
 when --allow-local (required; a policy over the local workload's attributes,
 see 'agentctl workload') permits the container, and resets them in the kernel
-otherwise. Example:
-
+otherwise.`,
+		Example: `  agentctl tcp-inlet create --name pg --from 127.0.0.1:15432 --via postgres --allow postgres-outlet
+  agentctl tcp-inlet create --from 10.10.0.1:15432 --via postgres --allow postgres-outlet \
+    --allow-local 'app == "analytics"'
   agentctl tcp-inlet create --transparent --from 10.200.0.10:5432 --via postgres \
     --allow postgres-outlet --allow-local 'app == "analytics"'`,
 		Args: cobra.NoArgs,
@@ -147,22 +178,10 @@ otherwise. Example:
 			if err != nil {
 				return err
 			}
-			via := "via relay " + in.Via
-			if in.Direct != "" {
-				via = "direct to " + in.Direct
-			}
-			if in.Transparent {
-				fmt.Fprintf(e.out, "tcp-inlet %s created: %s, %s, allow %s, allow local %s\n", in.Name, in.Listening, via, in.Allow, in.AllowLocal)
-				return nil
-			}
-			local := ", anyone who can reach it"
-			if in.AllowLocal != "" {
-				local = ", allow local " + in.AllowLocal
-			}
-			fmt.Fprintf(e.out, "tcp-inlet %s created: listening on %s, %s, allow %s%s\n", in.Name, in.Listening, via, in.Allow, local)
-			return nil
+			return e.emit(createFormat, in, func(w io.Writer) { printInletCreated(w, in) })
 		},
 	}
+	outputFlag(create, &createFormat)
 	create.Flags().StringVar(&spec.From, "from", "", "listen ADDR:PORT, e.g. 0.0.0.0:15432 (required)")
 	create.Flags().StringVar(&spec.Via, "via", "", "relay name of the outlet's agent (required, unless --direct)")
 	create.Flags().StringVar(&spec.Direct, "direct", "", "HOST:PORT where the outlet's agent accepts channels without the hub (agent run --direct-listen), instead of --via")
@@ -175,6 +194,7 @@ otherwise. Example:
 	var format string
 	list := &cobra.Command{
 		Use: "list", Short: "List inlets", Args: cobra.NoArgs,
+		Example: "  agentctl tcp-inlet list -o json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ins, err := e.client().Inlets(cmd.Context())
 			if err != nil {
@@ -184,10 +204,26 @@ otherwise. Example:
 		},
 	}
 	outputFlag(list, &format)
-	cmd.AddCommand(create, list, deleteCommand("tcp-inlet", func(cmd *cobra.Command, name string) error {
+	cmd.AddCommand(create, list, deleteCommand("tcp-inlet", "pg", e.inletNames, func(cmd *cobra.Command, name string) error {
 		return e.client().DeleteInlet(cmd.Context(), name)
 	}))
 	return cmd
+}
+
+func printInletCreated(w io.Writer, in apitype.Inlet) {
+	via := "via relay " + in.Via
+	if in.Direct != "" {
+		via = "direct to " + in.Direct
+	}
+	if in.Transparent {
+		fmt.Fprintf(w, "tcp-inlet %s created: %s, %s, allow %s, allow local %s\n", in.Name, in.Listening, via, in.Allow, in.AllowLocal)
+		return
+	}
+	local := ", anyone who can reach it"
+	if in.AllowLocal != "" {
+		local = ", allow local " + in.AllowLocal
+	}
+	fmt.Fprintf(w, "tcp-inlet %s created: listening on %s, %s, allow %s%s\n", in.Name, in.Listening, via, in.Allow, local)
 }
 
 // stateOf is an item's STATE column: running, or failed with why and when
@@ -247,9 +283,10 @@ func printRelays(w io.Writer, rs []apitype.RelayInfo) {
 func statusCommand(e *env) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show identity, attributes, credential expiry, hub link and portals",
-		Args:  cobra.NoArgs,
+		Use:     "status",
+		Short:   "Show identity, attributes, credential expiry, hub link and portals",
+		Example: "  agentctl status\n  agentctl status -o yaml\n  agentctl --agent /run/sluice/second.sock status",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := e.client().Status(cmd.Context())
 			if err != nil {

@@ -1,18 +1,23 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/wire"
+
+	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 func projectCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "project", Short: "Create projects (the hub's authority)"}
+	cmd := &cobra.Command{Use: "project", Short: "Create projects (the hub's authority)",
+		Example: "  agentctl project init --dir ./project --hub-address hub.example.com:4443"}
 	var dir, hub string
+	var initFormat string
 	initCmd := &cobra.Command{
 		Use:   "init --dir DIR --hub-address HOST:PORT",
 		Short: "Create a project: authority key, hub certificate and project ID",
@@ -20,20 +25,24 @@ func projectCommand(e *env) *cobra.Command {
 key and a certificate for the host of --hub-address (the address agents dial),
 the project ID, and the hub's empty database (hub.db). Keep DIR private: whoever
 reads authority.key can enroll nodes. Back hub.db up with 'agentctl hub backup'.`,
+		Example: `  agentctl project init --dir ./project --hub-address hub.example.com:4443
+  agentctl project init --dir ./project --hub-address 127.0.0.1:4443   # all on one machine`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || hub == "" {
-				return errors.New("--dir and --hub-address are required, e.g. agentctl project init --dir ./project --hub-address hub.example.com:4443")
+				return cli.Usagef("--dir and --hub-address are required, e.g. agentctl project init --dir ./project --hub-address hub.example.com:4443")
 			}
 			p, err := authority.Init(dir, hub)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.out, "project %s created in %s (hub address %s)\n", p.ID, dir, p.HubAddress)
-			return nil
+			return e.emit(initFormat, projectInfo{ID: p.ID, Dir: dir, HubAddress: p.HubAddress}, func(w io.Writer) {
+				fmt.Fprintf(w, "project %s created in %s (hub address %s)\n", p.ID, dir, p.HubAddress)
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to create the project in (required)")
+	outputFlag(initCmd, &initFormat)
 	initCmd.Flags().StringVar(&hub, "hub-address", "", "HOST:PORT that agents dial to reach the hub (required)")
 	var out string
 	export := &cobra.Command{
@@ -44,10 +53,11 @@ project in DIR: project.json, authority.pem (the public certificate), hub.key an
 hub.pem. Not authority.key, not hub.db: a relay holds no key that can sign a
 credential, a member update or a revocation. Move RELAYDIR to the relay's
 machine; run ` + "`agent authority --project DIR`" + ` where DIR stays.`,
-		Args: cobra.NoArgs,
+		Example: "  agentctl project export-relay --dir ./project --out ./relay",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || out == "" {
-				return errors.New("--dir and --out are required, e.g. agentctl project export-relay --dir ./project --out ./relay")
+				return cli.Usagef("--dir and --out are required, e.g. agentctl project export-relay --dir ./project --out ./relay")
 			}
 			if err := authority.ExportRelay(dir, out); err != nil {
 				return err
@@ -63,13 +73,15 @@ machine; run ` + "`agent authority --project DIR`" + ` where DIR stays.`,
 }
 
 func ticketCommand(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "ticket", Short: "Issue enrollment tickets"}
+	cmd := &cobra.Command{Use: "ticket", Short: "Issue enrollment tickets",
+		Example: "  agentctl ticket create --project ./project --attribute postgres-inlet > analysis.ticket"}
 	var (
 		dir    string
 		attrs  []string
 		relays []string
 		expiry time.Duration
 		usage  int
+		format string
 	)
 	create := &cobra.Command{
 		Use:   "create --project DIR [--attribute K=V]... [--relay NAME]... [--expires-in 10m] [--usage-count 1]",
@@ -79,29 +91,31 @@ hub and the authority's key, so an agent needs nothing else to enroll. Its holde
 gets the attributes given with --attribute in its credentials, and may claim the
 relay names given with --relay. The hub refuses it after --expires-in, or after
 --usage-count redemptions. An attribute without =V is set to "true".`,
+		Example: `  agentctl ticket create --project ./project --attribute postgres-outlet=true --relay postgres > bank.ticket
+  agentctl ticket create --project ./project --attribute postgres-inlet --usage-count 20 --expires-in 24h > fleet.ticket`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
-				return errors.New("--project is required: the directory made by `agentctl project init`")
+				return cli.Usagef("--project is required: the directory made by `agentctl project init`")
 			}
 			if usage < 1 {
-				return fmt.Errorf("--usage-count %d: a ticket must be usable at least once", usage)
+				return cli.Usagef("--usage-count %d: a ticket must be usable at least once", usage)
 			}
 			if expiry <= 0 {
-				return fmt.Errorf("--expires-in %v: must be positive, e.g. 10m", expiry)
+				return cli.Usagef("--expires-in %v: must be positive, e.g. 10m", expiry)
 			}
 			p, err := authority.Load(dir)
 			if err != nil {
 				return err
 			}
-			s, _, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
+			s, tk, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(e.out, s)
-			return nil
+			return e.emit(format, ticketInfo{Ticket: s, Contents: tk}, func(w io.Writer) { fmt.Fprintln(w, s) })
 		},
 	}
+	outputFlag(create, &format)
 	create.Flags().StringVar(&dir, "project", "", "project directory (required)")
 	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V for the holder's credentials (repeatable)")
 	create.Flags().StringArrayVar(&relays, "relay", nil, "relay name the holder may claim (repeatable)")
@@ -109,4 +123,18 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 	create.Flags().IntVar(&usage, "usage-count", authority.DefaultTicketUsage, "how many times the ticket can be redeemed")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// projectInfo is what `project init -o json|yaml` prints.
+type projectInfo struct {
+	ID         string `json:"id"`
+	Dir        string `json:"dir"`
+	HubAddress string `json:"hub_address"`
+}
+
+// ticketInfo is what `ticket create -o json|yaml` prints: the ticket to
+// pass to agent run --ticket, and what it says.
+type ticketInfo struct {
+	Ticket   string       `json:"ticket"`
+	Contents *wire.Ticket `json:"contents"`
 }

@@ -34,6 +34,8 @@ type OutletSpec struct {
 	Name  string `json:"name"`
 	To    string `json:"to"`    // target address, e.g. postgres:5432
 	Allow string `json:"allow"` // policy on the inlet agent's attributes
+	// NoResolve: create it even if To's host name does not resolve yet.
+	NoResolve bool `json:"no_resolve,omitempty"`
 }
 
 // CounterValues are a portal's counters (portal.CounterValues).

@@ -15,6 +15,7 @@
 //	GET    /v1/datapath            apitype.DatapathStatus
 //	GET    /v1/observe             apitype.FlowEvent lines (observe.go)
 //	GET    /v1/capture?kind=&portal=&peer=  apitype.CaptureRecord lines (capture.go)
+//	GET    /v1/version             apitype.Version
 //
 // The handler encodes the daemon's own types (daemon.Status,
 // portal.InletInfo, ...); apitype's have the same JSON, and
@@ -34,6 +35,7 @@ import (
 	"net/http"
 
 	"github.com/sluicehq/sluice/agent/api/apitype"
+	"github.com/sluicehq/sluice/agent/buildinfo"
 	"github.com/sluicehq/sluice/agent/daemon"
 	"github.com/sluicehq/sluice/agent/portal"
 	"github.com/sluicehq/sluice/agent/relay"
@@ -109,6 +111,7 @@ func Handler(b Backend) http.Handler {
 	if c, ok := b.(Capturer); ok {
 		mux.HandleFunc("GET /v1/capture", handleCapture(c.Taps()))
 	}
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) { reply(w, buildinfo.Get(), nil) })
 	return mux
 }
 
@@ -140,7 +143,7 @@ func reply(w http.ResponseWriter, v any, err error) {
 func statusOf(err error) int {
 	var hubErr *relay.HubError
 	switch {
-	case errors.Is(err, portal.ErrInvalid):
+	case errors.Is(err, portal.ErrInvalid), errors.Is(err, daemon.ErrInvalidWorkload), errors.Is(err, daemon.ErrInvalidRelayName):
 		return http.StatusBadRequest
 	case errors.Is(err, portal.ErrNotFound):
 		return http.StatusNotFound

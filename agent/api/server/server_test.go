@@ -153,6 +153,8 @@ func TestErrorsReachTheClient(t *testing.T) {
 		{fmt.Errorf("delete inlet %q: %w", "x", portal.ErrNotFound), http.StatusNotFound},
 		{fmt.Errorf("create inlet %q: %w", "x", portal.ErrExists), http.StatusConflict},
 		{fmt.Errorf("create inlet %q: %w", "x", daemon.ErrNoDatapath), http.StatusConflict},
+		{fmt.Errorf("workload %q: --address %q: %w", "x", "y", daemon.ErrInvalidWorkload), http.StatusBadRequest},
+		{fmt.Errorf("create relay: bad: %w", daemon.ErrInvalidRelayName), http.StatusBadRequest},
 		{errors.New("disk on fire"), http.StatusInternalServerError},
 	} {
 		if got := statusOf(tc.err); got != tc.code {
