@@ -49,6 +49,10 @@ type Config struct {
 	Progress func(string)
 	// Dir keeps the env's directory (logs) there instead of a temporary one.
 	Dir string
+	// Capture runs `agentctl capture --decrypted` against both agents of
+	// each Sluice path while it is measured; Metrics starts the hub and the
+	// agents with --metrics and scrapes them every second (observe.go).
+	Capture, Metrics bool
 }
 
 // Full is the configuration of make bench.
@@ -104,7 +108,8 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin), maxConns: hasFlag(cfg.Bin+"/agent", "--max-conns", "run")}
 	r.results = &report.Results{Date: start.UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Config: report.Config{
 		Quick: cfg.Quick, Repeats: cfg.Repeats, ThroughputSeconds: cfg.Throughput.Seconds(), LatencySeconds: cfg.Latency.Seconds(),
-		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, FileLimit: cfg.FileLimit, FileLimitNote: cfg.FileLimitNote}}
+		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, FileLimit: cfg.FileLimit, FileLimitNote: cfg.FileLimitNote,
+		Observers: cfg.Observers()}}
 	env, err := testenv.New(testenv.Options{Dir: cfg.Dir})
 	if err != nil {
 		return nil, fmt.Errorf("run benchmark: %w", err)
@@ -165,6 +170,7 @@ func (r *run) setup(ctx context.Context) error {
 	if r.direct == "" {
 		opts.AgentArgs["bank"] = append(opts.AgentArgs["bank"], "--direct-listen", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort))
 	}
+	opts.HubArgs = r.cfg.observerArgs(opts.AgentArgs)
 	sc, err := scenario.New(r.env, opts)
 	if err != nil {
 		return err

@@ -29,6 +29,16 @@ func (r *run) measurePath(ctx context.Context, tag string, p path, res *report.P
 	if err := peers.WaitReady(ctx, r.seed, o.bench); err != nil {
 		return fmt.Errorf("set up %s: %w", p.id, err)
 	}
+	// After open, which (re)starts the path's agents; stopped before close.
+	stop, err := r.startObservers(ctx, tag, o)
+	if err != nil {
+		return fmt.Errorf("set up %s: %w", p.id, err)
+	}
+	defer func() {
+		if serr := stop(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("observers of %s: %w", p.id, serr))
+		}
+	}()
 	m := &measurer{run: r, tag: tag, o: o, res: res}
 	return m.all(ctx)
 }

@@ -25,9 +25,11 @@ type opened struct {
 	bench    string // host:port the app dials to reach the load server
 	pgHost   string // and PostgreSQL
 	pgPort   string
-	procs    []peers.Proc // processes on the path (besides client and server)
-	idle     []string     // Sluice: the inlets (host:port) for idle connections
-	memProcs []peers.Proc // Sluice: the processes whose RSS per idle connection is reported
+	procs    []peers.Proc      // processes on the path (besides client and server)
+	idle     []string          // Sluice: the inlets (host:port) for idle connections
+	memProcs []peers.Proc      // Sluice: the processes whose RSS per idle connection is reported
+	agents   []*scenario.Agent // Sluice: the inlet's and the outlet's agents (observers)
+	hub      bool              // Sluice: the path goes through the hub
 	close    func() error
 }
 
@@ -243,6 +245,7 @@ func (r *run) openHub(ctx context.Context) (*opened, error) {
 	}
 	o.procs = r.agentProcs(r.sc.Analysis, true)
 	o.memProcs = o.procs // the hub too: it is fresh only here
+	o.agents, o.hub = []*scenario.Agent{r.sc.Analysis, r.sc.Bank}, true
 	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
 	return o, nil
 }
@@ -300,6 +303,7 @@ func (r *run) openTransparent(ctx context.Context) (*opened, error) {
 	}
 	o.procs = r.agentProcs(a, true)
 	o.memProcs = r.agentProcs(a, false)
+	o.agents, o.hub = []*scenario.Agent{a, r.sc.Bank}, true
 	o.close = cleanup
 	return o, nil
 }
@@ -324,6 +328,7 @@ func (r *run) openDirect(ctx context.Context) (*opened, error) {
 	}
 	o.procs = r.agentProcs(r.sc.Analysis, false)
 	o.memProcs = o.procs
+	o.agents = []*scenario.Agent{r.sc.Analysis, r.sc.Bank}
 	o.close = func() error { return errors.Join(deleteInlets(context.Background(), r.sc.Analysis, ins), hole.Close()) }
 	return o, nil
 }

@@ -187,6 +187,10 @@ type Config struct {
 	IdleConns         int     `json:"idle_conns"` // asked for; a path may hold fewer (Path.IdleConns)
 	FileLimit         uint64  `json:"file_limit"`
 	FileLimitNote     string  `json:"file_limit_note,omitempty"`
+	// Observers ran on the Sluice paths while they were measured:
+	// "capture", "metrics" (sluice-bench run --capture, --metrics); none if
+	// absent.
+	Observers []string `json:"observers,omitempty"`
 }
 
 // Results is a whole run.

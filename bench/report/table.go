@@ -168,6 +168,9 @@ func grids(r *Results) []struct {
 // notes lists why paths were unavailable and other remarks on the run.
 func notes(r *Results) []string {
 	var out []string
+	if len(r.Config.Observers) > 0 {
+		out = append(out, "Sluice paths measured with observers running: "+strings.Join(r.Config.Observers, ", "))
+	}
 	for _, p := range r.Paths {
 		if p.Unavailable != "" {
 			out = append(out, fmt.Sprintf("%s unavailable: %s", p.Title, p.Unavailable))

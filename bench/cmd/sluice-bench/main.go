@@ -2,6 +2,7 @@
 // would pick instead, in the seed topology (see bench/README.md).
 //
 //	sluice-bench run [--quick] [--out DIR] [--readme FILE --svg FILE]   the benchmark (root)
+//	    [--capture] [--metrics]                                       with observers on the Sluice paths
 //	sluice-bench check [--bin DIR] results.json                       fails unless the run is complete
 //	sluice-bench serve --listen ADDR                                  the load server (started by run)
 //	sluice-bench client --addr ADDR --mode MODE ...                   the load client (started by run)
@@ -27,7 +28,8 @@ func main() {
 }
 
 const usage = `usage: sluice-bench run|check|serve|client|fwd [flags]
-  run     run the benchmark (as root): --quick, --out DIR, --readme FILE, --svg FILE, --only IDS
+  run     run the benchmark (as root): --quick, --out DIR, --readme FILE, --svg FILE, --only IDS,
+          --capture, --metrics (observers on the Sluice paths)
   check   check that results.json has every metric of every path: check [--bin DIR] FILE
   serve   the load server: --listen ADDR
   client  the load client: --addr ADDR[,ADDR...] --mode throughput|latency|setup|idle

@@ -27,6 +27,8 @@ func runBench(ctx context.Context, args []string) error {
 	svgCopy := fs.String("svg", "", "with --readme: also write the chart here (the README links to it)")
 	only := fs.String("only", "", "comma-separated path IDs to run (default: all)")
 	keep := fs.String("keep-dir", "", "keep the run's logs and configurations in this directory")
+	capture := fs.Bool("capture", false, "while each Sluice path is measured, run agentctl capture --decrypted -w /dev/null against both its agents (the cost of capturing)")
+	metrics := fs.Bool("metrics", false, "start the hub and the agents with --metrics and scrape each once a second while the Sluice paths are measured (the cost of metrics)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +59,7 @@ func runBench(ctx context.Context, args []string) error {
 		cfg.Only = strings.Split(*only, ",")
 	}
 	cfg.Dir = *keep
+	cfg.Capture, cfg.Metrics = *capture, *metrics
 	start := time.Now()
 	cfg.Progress = func(s string) { fmt.Printf("%6.1fs %s\n", time.Since(start).Seconds(), s) }
 	res, err := harness.Run(ctx, cfg)
