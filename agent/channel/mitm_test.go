@@ -286,8 +286,13 @@ func (m *mitm) stream(request, answer []byte) streamResult {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := m.client.WriteControl(ctlOpen); err != nil {
+			// As the inlet does (portal's openChannel): a channel that
+			// fails before the stream began resets the application's
+			// connection. A plain Close here sent a FIN, and under load
+			// (the cut came before this write) the application read a
+			// clean, empty answer.
 			r.inletRes.Err = err
-			inletApp.Close()
+			pipe.TCP(inletApp).Abort()
 			return
 		}
 		r.inletRes = pipe.Run(context.Background(), pipe.TCP(inletApp), pipe.Keep(m.client), nil)
@@ -315,9 +320,15 @@ func (m *mitm) stream(request, answer []byte) streamResult {
 			appB.CloseWrite()
 		}
 	})
-	appA.Write(request)
+	// The kernel reports a socket's reset once: to the write, if the reset
+	// came first (under load the inlet can reset before the application
+	// writes), and the read that follows sees a clean EOF. Keep the first.
+	_, werr := appA.Write(request)
 	appA.CloseWrite()
 	r.gotA, r.errA = io.ReadAll(appA)
+	if werr != nil && r.errA == nil {
+		r.errA = werr
+	}
 	wg.Wait()
 	return r
 }
