@@ -9,9 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"syscall"
 
 	"github.com/sluicehq/sluice/agent/api/apitype"
+	"github.com/sluicehq/sluice/agent/internal/unixhttp"
 )
 
 // CaptureQuery selects what a capture receives: Kind is
@@ -42,26 +42,19 @@ func (c *Client) Capture(ctx context.Context, q CaptureQuery) (*CaptureStream, e
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
-	hc := *c.http
-	hc.Timeout = 0 // a capture lasts as long as the caller wants
-	resp, err := hc.Do(req)
+	resp, err := c.c.Send(req, true) // a capture lasts as long as the caller wants
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("connect to %s at %s (%s): %w", c.server, c.socket, c.hint, ErrNoAgent)
-		}
-		return nil, fmt.Errorf("connect to %s at %s: %w", c.server, c.socket, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e ErrorBody
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return nil, errors.New(e.Error)
+		if msg, ok := unixhttp.ReadMessage(resp); ok {
+			return nil, errors.New(msg)
 		}
 		if resp.StatusCode == http.StatusNotFound {
-			return nil, fmt.Errorf("start capture: this agent has no capture (older than agentctl?): %s answered %s", c.server, resp.Status)
+			return nil, fmt.Errorf("start capture: this agent has no capture (older than agentctl?): %s answered %s", c.c.Server(), resp.Status)
 		}
-		return nil, fmt.Errorf("start capture: %s answered %s", c.server, resp.Status)
+		return nil, fmt.Errorf("start capture: %s answered %s", c.c.Server(), resp.Status)
 	}
 	return &CaptureStream{body: resp.Body, dec: json.NewDecoder(bufio.NewReaderSize(resp.Body, 64<<10))}, nil
 }

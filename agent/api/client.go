@@ -5,19 +5,16 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"syscall"
-	"time"
 
 	"github.com/sluicehq/sluice/agent/api/apitype"
+	"github.com/sluicehq/sluice/agent/internal/unixhttp"
 )
 
 // DefaultSocket is where the agent serves its API unless told otherwise.
@@ -31,63 +28,16 @@ type ErrorBody = apitype.ErrorBody
 
 // Client talks to an agent's local API.
 type Client struct {
-	socket string
-	http   *http.Client
-	server string // "agent" or "hub", for messages
-	hint   string // how to start the server or point at it
+	c *unixhttp.Client
 }
 
 // NewClient returns a client for the agent serving socket.
 func NewClient(socket string) *Client {
-	return newClient(socket, "agent", "start one with `agent run`, or pass --agent / set SLUICE_AGENT")
-}
-
-func newClient(socket, server, hint string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}, server: server, hint: hint}
+	return &Client{unixhttp.New(socket, "agent", "start one with `agent run`, or pass --agent / set SLUICE_AGENT", ErrNoAgent)}
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
-	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("connect to %s at %s (%s): %w", c.server, c.socket, c.hint, ErrNoAgent)
-		}
-		return fmt.Errorf("connect to %s at %s: %w", c.server, c.socket, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e ErrorBody
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return answerError(resp.StatusCode, e.Error)
-		}
-		return fmt.Errorf("%s answered %s", c.server, resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decode response: %w", err)
-		}
-	}
-	return nil
+	return c.c.Do(ctx, method, path, in, out, answerError)
 }
 
 // Status returns the agent's status.
@@ -186,25 +136,19 @@ func (c *Client) Observe(ctx context.Context, q apitype.ObserveQuery, fn func(ap
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	stream := &http.Client{Transport: c.http.Transport} // no timeout: it lasts
-	resp, err := stream.Do(req)
+	resp, err := c.c.Send(req, true)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("connect to %s at %s (%s): %w", c.server, c.socket, c.hint, ErrNoAgent)
-		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !errors.Is(err, ErrNoAgent) {
 			return nil
 		}
-		return fmt.Errorf("connect to %s at %s: %w", c.server, c.socket, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e ErrorBody
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+		if msg, ok := unixhttp.ReadMessage(resp); ok {
+			return errors.New(msg)
 		}
-		return fmt.Errorf("%s answered %s", c.server, resp.Status)
+		return fmt.Errorf("%s answered %s", c.c.Server(), resp.Status)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {

@@ -1,17 +1,14 @@
 package admin
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"syscall"
-	"time"
+
+	"github.com/sluicehq/sluice/agent/internal/unixhttp"
 )
 
 // ErrNoHub means nothing answers on the socket. (Its text is the agent
@@ -20,24 +17,12 @@ var ErrNoHub = errors.New("no agent is running there")
 
 // Client talks to a hub's admin API on the hub's machine.
 type Client struct {
-	socket string
-	http   *http.Client
+	c *unixhttp.Client
 }
-
-// server and hint, for messages: what answers on the socket and how to
-// start it or point at it.
-const (
-	server = "hub"
-	hint   = "start it with `agent hub`, or pass --hub-admin / set SLUICE_HUB_ADMIN"
-)
 
 // New returns a client for the hub serving its admin API on socket.
 func New(socket string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &Client{unixhttp.New(socket, "hub", "start it with `agent hub`, or pass --hub-admin / set SLUICE_HUB_ADMIN", ErrNoHub)}
 }
 
 // Members lists the project's members.
@@ -65,17 +50,16 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("build request: %w", err)
 	}
-	resp, err := c.send(req)
+	resp, err := c.c.Send(req, false)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e ErrorBody
-		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) == nil && e.Error != "" {
-			return 0, errors.New(e.Error)
+		if msg, ok := unixhttp.ReadMessage(resp); ok {
+			return 0, errors.New(msg)
 		}
-		return 0, fmt.Errorf("%s answered %s", server, resp.Status)
+		return 0, fmt.Errorf("%s answered %s", c.c.Server(), resp.Status)
 	}
 	n, err := io.Copy(w, resp.Body)
 	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
@@ -87,53 +71,8 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// send sends req to the socket.
-func (c *Client) send(req *http.Request) (*http.Response, error) {
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("connect to %s at %s (%s): %w", server, c.socket, hint, ErrNoHub)
-		}
-		return nil, fmt.Errorf("connect to %s at %s: %w", server, c.socket, err)
-	}
-	return resp, nil
-}
-
 // do sends a request with in as its JSON body (nil: none) and decodes the
-// reply into out (nil: ignored).
+// reply into out (nil: ignored); the hub's error message is the error.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
-	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	resp, err := c.send(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e ErrorBody
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("%s answered %s", server, resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decode response: %w", err)
-		}
-	}
-	return nil
+	return c.c.Do(ctx, method, path, in, out, func(_ int, msg string) error { return errors.New(msg) })
 }
