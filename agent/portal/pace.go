@@ -20,10 +20,12 @@ import (
 // connections (a pool opening a thousand at once) is delayed, not reset.
 // Past hubPaceWait the connection fails with the hub's refusal.
 const (
-	paceMin     = 10 * time.Millisecond
-	paceMax     = time.Second
-	hubPaceWait = 20 * time.Second
+	paceMin = 10 * time.Millisecond
+	paceMax = time.Second
 )
+
+// hubPaceWait is a variable so that a test can shorten it.
+var hubPaceWait = 20 * time.Second
 
 // dialHub asks the hub for a data session to in's relay, waiting and asking
 // again while the hub says to slow down.
