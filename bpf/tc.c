@@ -318,66 +318,50 @@ static __always_inline struct service_value *parse(struct __sk_buff *skb, struct
 	return bpf_map_lookup_elem(&services, &key);
 }
 
-SEC("tc")
-int steer(struct __sk_buff *skb)
+/* check runs steer's checks on a parsed packet to a service. It returns 1
+ * if the packet may pass (marked as steered, unless to an explicit inlet),
+ * 0 if it was refused; *verdict is the program's verdict either way. (Not
+ * the verdict alone: the verifier cannot tell a redirect's from
+ * TC_ACT_OK, and after a refusal the packet pointers are invalid.) */
+static __always_inline int check(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+				 struct tcphdr *tcp, struct service_value *svc,
+				 struct portal_counters *c, int *verdict)
 {
-	struct ethhdr *eth;
-	struct iphdr *ip;
-	struct tcphdr *tcp;
-	struct service_value *svc;
-	struct portal_counters *c;
 	struct why w = {};
 
-	svc = parse(skb, &eth, &ip, &tcp);
-	if (!svc)
-		return TC_ACT_UNSPEC;
-	c = bpf_map_lookup_elem(&counters, &svc->portal);
 	w.portal = svc->portal;
 	w.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
 	if (spoofed(w.ifindex, ip->saddr)) {
 		w.reason = REFUSED_SPOOFED;
-		return refuse(skb, eth, ip, tcp, c, w);
+		*verdict = refuse(skb, eth, ip, tcp, c, w);
+		return 0;
 	}
 	w.workload = workload(w.ifindex, ip->saddr);
 	w.reason = allowed(w.ifindex, w.workload, ip, tcp, svc);
-	if (w.reason)
-		return refuse(skb, eth, ip, tcp, c, w);
+	if (w.reason) {
+		*verdict = refuse(skb, eth, ip, tcp, c, w);
+		return 0;
+	}
 	if (c) {
 		__sync_fetch_and_add(&c->packets, 1);
 		__sync_fetch_and_add(&c->bytes, skb->len);
 	}
-	if (svc->flags & SERVICE_F_EXPLICIT)
-		return TC_ACT_OK; /* unmarked: the host stack, the inlet's listener */
-	skb->mark = steer_mark;
-	return TC_ACT_OK;
+	*verdict = TC_ACT_OK;
+	if (!(svc->flags & SERVICE_F_EXPLICIT)) /* explicit: unmarked, the host stack */
+		skb->mark = steer_mark;
+	return 1;
 }
 
-SEC("tc")
-int assign(struct __sk_buff *skb)
+/* to_agent hands a steered packet to the agent: its own socket, or the
+ * agent's listener (bpf_sk_assign); no listener: reset. */
+static __always_inline int to_agent(struct __sk_buff *skb, struct ethhdr *eth, struct iphdr *ip,
+				    struct tcphdr *tcp, struct service_value *svc,
+				    struct portal_counters *c)
 {
-	struct ethhdr *eth;
-	struct iphdr *ip;
-	struct tcphdr *tcp;
-	struct service_value *svc;
-	struct portal_counters *c;
 	struct bpf_sock *sk;
-	struct why w = {};
+	struct why w = {.portal = svc->portal, .reason = REFUSED_NO_LISTENER};
 	long err;
 
-	svc = parse(skb, &eth, &ip, &tcp);
-	if (!svc || (svc->flags & SERVICE_F_EXPLICIT))
-		return TC_ACT_UNSPEC;
-	c = bpf_map_lookup_elem(&counters, &svc->portal);
-	w.portal = svc->portal;
-	w.reason = REFUSED_NO_LISTENER;
-	if (skb->mark != steer_mark) {
-		w.reason = REFUSED_NOT_STEERED;
-		return refuse(skb, eth, ip, tcp, c, w);
-	}
-	if (svc->flags & SERVICE_F_DENY) {
-		w.reason = REFUSED_DENIED;
-		return refuse(skb, eth, ip, tcp, c, w);
-	}
 	if (!(tcp->syn && !tcp->ack) && existing(skb, ip, tcp))
 		return TC_ACT_OK;
 
@@ -397,4 +381,70 @@ int assign(struct __sk_buff *skb)
 	if (c && tcp->syn)
 		__sync_fetch_and_add(&c->steered, 1);
 	return TC_ACT_OK;
+}
+
+SEC("tc")
+int steer(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct service_value *svc;
+
+	int verdict;
+
+	svc = parse(skb, &eth, &ip, &tcp);
+	if (!svc)
+		return TC_ACT_UNSPEC;
+	check(skb, eth, ip, tcp, svc, bpf_map_lookup_elem(&counters, &svc->portal), &verdict);
+	return verdict;
+}
+
+SEC("tc")
+int assign(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct service_value *svc;
+	struct portal_counters *c;
+	struct why w = {};
+
+	svc = parse(skb, &eth, &ip, &tcp);
+	if (!svc || (svc->flags & SERVICE_F_EXPLICIT))
+		return TC_ACT_UNSPEC;
+	c = bpf_map_lookup_elem(&counters, &svc->portal);
+	w.portal = svc->portal;
+	if (skb->mark != steer_mark) {
+		w.reason = REFUSED_NOT_STEERED;
+		return refuse(skb, eth, ip, tcp, c, w);
+	}
+	if (svc->flags & SERVICE_F_DENY) {
+		w.reason = REFUSED_DENIED;
+		return refuse(skb, eth, ip, tcp, c, w);
+	}
+	return to_agent(skb, eth, ip, tcp, svc, c);
+}
+
+/* routed is steer and assign in one pass, for a routed veth (no bridge):
+ * the packet goes from the veth's ingress straight to local delivery, and
+ * the socket bpf_sk_assign gives it there survives (measured on 6.18,
+ * docs/datapath.md). */
+SEC("tc")
+int routed(struct __sk_buff *skb)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct service_value *svc;
+	struct portal_counters *c;
+	int verdict;
+
+	svc = parse(skb, &eth, &ip, &tcp);
+	if (!svc)
+		return TC_ACT_UNSPEC;
+	c = bpf_map_lookup_elem(&counters, &svc->portal);
+	if (!check(skb, eth, ip, tcp, svc, c, &verdict) || (svc->flags & SERVICE_F_EXPLICIT))
+		return verdict;
+	return to_agent(skb, eth, ip, tcp, svc, c);
 }

@@ -29,8 +29,11 @@ type attached struct {
 }
 
 func (d *Datapath) program(r Role) *ebpf.Program {
-	if r == Bridge {
+	switch r {
+	case Bridge:
 		return d.objs.Assign
+	case Routed:
+		return d.objs.Routed
 	}
 	return d.objs.Steer
 }
@@ -41,7 +44,7 @@ func (d *Datapath) program(r Role) *ebpf.Program {
 // clsact where TCX is missing. The link is pinned, so the program stays
 // when the agent stops. Attaching twice is a no-op.
 func (d *Datapath) Attach(ifindex int, role Role) error {
-	if role != Port && role != Bridge {
+	if !role.known() {
 		return fmt.Errorf("attach ifindex %d: unknown role %q", ifindex, role)
 	}
 	d.mu.Lock()
@@ -72,6 +75,45 @@ func (d *Datapath) Attach(ifindex int, role Role) error {
 		return err
 	}
 	d.links[ifindex] = &attached{ifindex: ifindex, role: role}
+	return nil
+}
+
+// Retarget gives device ifindex, attached with another role, the program
+// of role instead, in place (no packet sees the device without one): a
+// veth that a routed pattern matched when it appeared, then was made a
+// bridge port (runtimes create a veth first and enslave it after). The
+// link is pinned again under the new role's name.
+func (d *Datapath) Retarget(ifindex int, role Role) error {
+	if !role.known() {
+		return fmt.Errorf("retarget ifindex %d: unknown role %q", ifindex, role)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.links[ifindex]
+	if !ok {
+		return fmt.Errorf("retarget ifindex %d: %w", ifindex, ErrNotAttached)
+	}
+	if a.role == role {
+		return nil
+	}
+	if a.link == nil {
+		if err := attachClsact(ifindex, role, d.program(role)); err != nil {
+			return err
+		}
+		a.role = role
+		return nil
+	}
+	if err := a.link.Update(d.program(role)); err != nil {
+		return fmt.Errorf("retarget ifindex %d to %s: %w", ifindex, role, err)
+	}
+	old := a.role
+	a.role = role
+	if err := a.link.Pin(d.linkPin(role, ifindex)); err != nil {
+		return fmt.Errorf("retarget ifindex %d: pin link: %w", ifindex, err)
+	}
+	if err := os.Remove(d.linkPin(old, ifindex)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("retarget ifindex %d: remove old pin: %w", ifindex, err)
+	}
 	return nil
 }
 
@@ -147,7 +189,7 @@ func (d *Datapath) linkPin(r Role, ifindex int) string {
 // parseLinkPin reads a link pin's name back.
 func parseLinkPin(name string) (Role, int, bool) {
 	r, n, ok := strings.Cut(name, "-")
-	if !ok || (Role(r) != Port && Role(r) != Bridge) {
+	if !ok || !Role(r).known() {
 		return "", 0, false
 	}
 	i, err := strconv.Atoi(n)
@@ -270,7 +312,7 @@ func (d *Datapath) adoptClsact() error {
 			continue
 		}
 		role := Role(strings.TrimPrefix(fs[0].Name, filterPrefix))
-		if role != Port && role != Bridge {
+		if !role.known() {
 			continue
 		}
 		if err := attachClsact(idx, role, d.program(role)); err != nil {

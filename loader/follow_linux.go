@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,18 +17,28 @@ type Event struct {
 	Device  string
 	Ifindex int
 	Role    Role
-	Action  string // "attached", "detached" (device gone) or "failed"
+	Action  string // "attached", "retargeted" (another role), "detached" (device gone) or "failed"
 	Err     error
 }
 
 // Follow attaches the programs to the bridges named (every bridge if none)
 // and to every veth that is a port of one of them, and keeps doing so as
 // containers' veths come and go (netlink link updates), until ctx ends.
+// It is FollowDevices with bridges only.
+func (d *Datapath) Follow(ctx context.Context, bridges []string, report func(Event), refresh func()) error {
+	return d.FollowDevices(ctx, Devices{Bridges: bridges}, report, refresh)
+}
+
+// FollowDevices is Follow for the bridges of devs and their ports, and for
+// the routed veths devs.Routed names (program routed on each).
 // report is called from Follow's goroutine for each change; refresh, if
 // not nil, after each batch of changes (so the caller can re-resolve
 // workloads named by interface). It returns once the current devices are
 // attached; errors attaching them are returned joined, later ones reported.
-func (d *Datapath) Follow(ctx context.Context, bridges []string, report func(Event), refresh func()) error {
+func (d *Datapath) FollowDevices(ctx context.Context, devs Devices, report func(Event), refresh func()) error {
+	if err := devs.check(); err != nil {
+		return err
+	}
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
@@ -39,15 +51,29 @@ func (d *Datapath) Follow(ctx context.Context, bridges []string, report func(Eve
 		close(done)
 		return fmt.Errorf("list links: %w", err)
 	}
-	f := &follower{d: d, bridges: bridges, report: report}
+	f := &follower{d: d, bridges: devs.Bridges, routed: devs.Routed, report: report}
 	var errs []error
 	for _, l := range f.order(links) {
 		if ev, ok := f.consider(l); ok && ev.Err != nil {
 			errs = append(errs, ev.Err)
 		}
 	}
+	// The goroutine works in the caller's network namespace, whichever
+	// thread it runs on: ifindexes mean something only there.
+	ns, err := netns.Get()
+	if err != nil {
+		close(done)
+		return fmt.Errorf("open current network namespace: %w", err)
+	}
 	go func() {
 		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		err := netns.Set(ns)
+		ns.Close()
+		if err != nil {
+			report(Event{Action: "failed", Err: fmt.Errorf("enter network namespace: %w", err)})
+			return
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -69,6 +95,7 @@ func (d *Datapath) Follow(ctx context.Context, bridges []string, report func(Eve
 type follower struct {
 	d       *Datapath
 	bridges []string
+	routed  []string // name patterns of routed veths
 	report  func(Event)
 }
 
@@ -95,7 +122,13 @@ func (f *follower) role(l netlink.Link) (Role, bool) {
 	if l.Type() == "bridge" && (len(f.bridges) == 0 || slices.Contains(f.bridges, a.Name)) {
 		return Bridge, true
 	}
-	if l.Type() != "veth" || a.MasterIndex == 0 {
+	if l.Type() != "veth" {
+		return "", false
+	}
+	if a.MasterIndex == 0 {
+		if matchAny(f.routed, a.Name) {
+			return Routed, true
+		}
 		return "", false
 	}
 	m, err := netlink.LinkByIndex(a.MasterIndex)
@@ -108,7 +141,8 @@ func (f *follower) role(l netlink.Link) (Role, bool) {
 	return "", false
 }
 
-// consider attaches l if it should have a program and has none yet.
+// consider attaches l if it should have a program and has none yet, or
+// gives it the program of its role if it has another's.
 func (f *follower) consider(l netlink.Link) (Event, bool) {
 	role, ok := f.role(l)
 	if !ok {
@@ -116,13 +150,24 @@ func (f *follower) consider(l netlink.Link) (Event, bool) {
 	}
 	a := l.Attrs()
 	f.d.mu.Lock()
-	_, have := f.d.links[a.Index]
-	f.d.mu.Unlock()
+	at, have := f.d.links[a.Index]
+	var was Role
 	if have {
+		was = at.role
+	}
+	f.d.mu.Unlock()
+	if have && was == role {
 		return Event{}, false
 	}
 	ev := Event{Device: a.Name, Ifindex: a.Index, Role: role, Action: "attached"}
-	if err := f.d.Attach(a.Index, role); err != nil {
+	var err error
+	if have {
+		ev.Action = "retargeted"
+		err = f.d.Retarget(a.Index, role)
+	} else {
+		err = f.d.Attach(a.Index, role)
+	}
+	if err != nil {
 		ev.Action, ev.Err = "failed", err
 	}
 	f.report(ev)

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
+	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -113,7 +115,15 @@ const (
 	// Bridge is the bridge the container veths are ports of: socket
 	// assignment to the agent (program assign).
 	Bridge Role = "assign"
+	// Routed is a pod's routed host-side veth, a port of no bridge (Calico,
+	// Cilium): policy verdicts, resets and socket assignment in one
+	// program (routed), since the packet goes from the veth's ingress
+	// straight to local delivery.
+	Routed Role = "routed"
 )
+
+// known reports whether r is one of the roles.
+func (r Role) known() bool { return r == Port || r == Bridge || r == Routed }
 
 // Attachment describes one attached program.
 type Attachment struct {
@@ -133,4 +143,56 @@ type ContainerVeth struct {
 	Ifindex int          `json:"ifindex"` // the host-side veth
 	Name    string       `json:"name"`    // its name in the host namespace
 	Addrs   []netip.Addr `json:"addrs"`   // IPv4 addresses on the peer, sorted
+}
+
+// Devices says which devices the data path follows (Datapath.FollowDevices).
+type Devices struct {
+	// Bridges are the bridges whose ports (container veths) get steer and
+	// which themselves get assign; none means every bridge.
+	Bridges []string
+	// Routed are name patterns (path.Match: "cali*", "lxc*") of routed
+	// veths: a pod's host-side veth that is a port of no bridge, the host
+	// routing the pod's address to it (Calico, Cilium). Each veth that
+	// matches and is not a bridge port gets program routed. None means no
+	// routed veth is followed.
+	Routed []string
+}
+
+// ErrBadPattern means a routed veth pattern is malformed.
+var ErrBadPattern = errors.New("bad routed veth pattern")
+
+// CheckRoutedPattern checks a Devices.Routed pattern.
+func CheckRoutedPattern(p string) error {
+	if p == "" {
+		return fmt.Errorf("routed veth pattern is empty: %w", ErrBadPattern)
+	}
+	if len(p) > 15 && !strings.ContainsAny(p, "*?[\\") {
+		return fmt.Errorf("routed veth pattern %q: longer than an interface name (15): %w", p, ErrBadPattern)
+	}
+	if strings.Contains(p, "/") {
+		return fmt.Errorf("routed veth pattern %q: interface names have no '/': %w", p, ErrBadPattern)
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return fmt.Errorf("routed veth pattern %q: %w: %w", p, err, ErrBadPattern)
+	}
+	return nil
+}
+
+func (d Devices) check() error {
+	for _, p := range d.Routed {
+		if err := CheckRoutedPattern(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// matchAny reports whether name matches one of the patterns (checked).
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
 }

@@ -104,6 +104,7 @@ const (
 	TcMapServices         = "services"
 	TcMapVerdicts         = "verdicts"
 	TcProgAssign          = "assign"
+	TcProgRouted          = "routed"
 	TcProgSteer           = "steer"
 	TcVarRefusalEventType = "refusal_event_type"
 	TcVarSteerMark        = "steer_mark"
@@ -152,6 +153,7 @@ type TcSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcProgramSpecs struct {
 	Assign *ebpf.ProgramSpec `ebpf:"assign"`
+	Routed *ebpf.ProgramSpec `ebpf:"routed"`
 	Steer  *ebpf.ProgramSpec `ebpf:"steer"`
 }
 
@@ -233,12 +235,14 @@ type TcVariables struct {
 // It can be passed to LoadTcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcPrograms struct {
 	Assign *ebpf.Program `ebpf:"assign"`
+	Routed *ebpf.Program `ebpf:"routed"`
 	Steer  *ebpf.Program `ebpf:"steer"`
 }
 
 func (p *TcPrograms) Close() error {
 	return _TcClose(
 		p.Assign,
+		p.Routed,
 		p.Steer,
 	)
 }
