@@ -32,6 +32,9 @@ type Options struct {
 	Datapath string
 	BPFDir   string   // loader.DefaultPinDir (/sys/fs/bpf/sluice)
 	Bridges  []string // bridges to follow; none = every bridge
+	// Routed are name patterns of routed veths to follow (pods' host-side
+	// veths on no bridge, as Calico's "cali*"); none = no routed veth.
+	Routed []string
 	// Accelerate is DatapathAuto (""), DatapathOn or DatapathOff: socket
 	// acceleration of transparent inlets (see docs/datapath.md).
 	Accelerate string

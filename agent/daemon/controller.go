@@ -71,7 +71,7 @@ func (d *datapath) start(opts Options) error {
 	default:
 		return fmt.Errorf("start data path: --datapath %q: want auto, on or off", opts.Datapath)
 	}
-	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Accelerate: opts.Accelerate, Log: d.log.Named("datapath"),
+	k, err := openKernel(kernelOptions{PinDir: opts.BPFDir, Bridges: opts.Bridges, Routed: opts.Routed, Accelerate: opts.Accelerate, Log: d.log.Named("datapath"),
 		RequirePersistentPins: opts.Datapath == DatapathOn, Accept: d.accept, Refresh: d.refresh, Refused: d.refused})
 	if err != nil {
 		if opts.Datapath == DatapathOn {

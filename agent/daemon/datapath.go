@@ -82,7 +82,8 @@ type kernel interface {
 type kernelOptions struct {
 	PinDir     string // loader.DefaultPinDir
 	Bridges    []string
-	Accelerate string // DatapathAuto, DatapathOn or DatapathOff
+	Routed     []string // name patterns of routed veths (loader.Devices)
+	Accelerate string   // DatapathAuto, DatapathOn or DatapathOff
 	// RequirePersistentPins refuses pins that would not outlive the agent
 	// (--datapath on).
 	RequirePersistentPins bool

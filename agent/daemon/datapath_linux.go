@@ -45,7 +45,7 @@ type bpfKernel struct {
 }
 
 // openKernel probes the kernel, loads the data path, starts the transparent
-// listener and follows the bridges.
+// listener and follows the bridges and routed veths.
 func openKernel(o kernelOptions) (kernel, error) {
 	if err := loader.Missing(loader.Probe()); err != nil {
 		return nil, err
@@ -85,7 +85,7 @@ func openKernel(o kernelOptions) (kernel, error) {
 		}
 		k.log.Info("data path "+ev.Action, f...)
 	}
-	if err := dp.Follow(ctx, o.Bridges, report, o.Refresh); err != nil {
+	if err := dp.FollowDevices(ctx, loader.Devices{Bridges: o.Bridges, Routed: o.Routed}, report, o.Refresh); err != nil {
 		// Devices that failed are reported; the others work.
 		k.log.Warn("attaching the data path to some devices failed", zap.Error(err))
 	}

@@ -34,7 +34,7 @@ func runCommand() *cobra.Command {
 		mf                       metricsFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]...",
+		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]... [--routed PATTERN]...",
 		Short: "Run the agent on this host",
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
@@ -54,7 +54,10 @@ removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
 that lives in the agent's own mount namespace (a container without
 -v /sys/fs/bpf:/sys/fs/bpf, or 'ip netns exec', which mounts /sys anew): then
 on refuses to start, auto logs an error, and 'agentctl datapath status' says
-"pins: ephemeral".
+"pins: ephemeral". The data path serves the containers on --bridge (every
+bridge by default) and the pods on routed veths whose host-side names match
+--routed (none by default; --routed 'cali*' for Calico, 'lxc*' for Cilium):
+docs/datapath.md, "Routed veths".
 
 --config FILE is a YAML file (docs/config.md) with the agent's settings (hub,
 ticket_file, state_dir, api, datapath) and the relays, inlets, outlets and
@@ -132,7 +135,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 			defer ms.Close()
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
-				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
+				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Routed: dp.routed, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
 				WarmIdle: warmIdle, Timings: ms.timings()})
 			if err != nil {
 				ln.Close()
@@ -204,7 +207,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 
 type datapathFlags struct {
 	mode, dir, accel string
-	bridges          []string
+	bridges, routed  []string
 }
 
 func (d *datapathFlags) register(cmd *cobra.Command) {
@@ -212,6 +215,7 @@ func (d *datapathFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&d.dir, "bpf-dir", loader.DefaultPinDir, "where the data path's maps and links are pinned")
 	cmd.Flags().StringVar(&d.accel, "accelerate", daemon.DatapathAuto, "socket acceleration of transparent inlets (sockops + sk_msg, the agent's writes go straight into the app's socket): auto (if the kernel can), on (required) or off")
 	cmd.Flags().StringArrayVar(&d.bridges, "bridge", nil, "bridge whose containers the data path serves (repeatable; default every bridge)")
+	cmd.Flags().StringArrayVar(&d.routed, "routed", nil, "name pattern of routed veths (a pod's host-side veth on no bridge, as Calico's 'cali*' or Cilium's 'lxc*') whose pods the data path serves (repeatable; default none)")
 }
 
 func (d *datapathFlags) check() error {
@@ -219,6 +223,11 @@ func (d *datapathFlags) check() error {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
 	default:
 		return cli.Usagef("--datapath %q: want auto, on or off", d.mode)
+	}
+	for _, p := range d.routed {
+		if err := loader.CheckRoutedPattern(p); err != nil {
+			return cli.Usagef("--routed: %v", err)
+		}
 	}
 	switch d.accel {
 	case daemon.DatapathAuto, daemon.DatapathOn, daemon.DatapathOff:
