@@ -58,9 +58,10 @@ func installRoute(o Options) error {
 	return nil
 }
 
-// removeRoute deletes the rule and the route; missing ones are fine.
+// removeRoute deletes the rule, the route and the backstop rules; missing
+// ones are fine.
 func removeRoute(o Options) error {
-	var errs []error
+	errs := []error{removeBackstop(o)}
 	if err := netlink.RuleDel(policyRule(o)); err != nil && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("delete policy rule: %w", err))
 	}

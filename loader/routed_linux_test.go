@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -239,10 +240,26 @@ func TestRoutedVeths(t *testing.T) {
 			t.Errorf("%s, a veth the pattern does not match, got a program", other)
 		}
 	})
+	t.Run("backstop rules follow the services", func(t *testing.T) {
+		other := netip.MustParseAddrPort("10.200.0.11:80")
+		for _, set := range [][]netip.AddrPort{{svc, other}, {svc}} {
+			if err := host.Do(func() error { return d.SetBackstop(set) }); err != nil {
+				t.Fatal(err)
+			}
+			if got := backstopRules(t, host); !slices.Equal(got, ruleLines(set)) {
+				t.Errorf("after SetBackstop(%v), rules %q", set, got)
+			}
+		}
+	})
 	if err := closeDP(); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("cleanup leaves nothing", func(t *testing.T) {
+		defer func() {
+			if got := backstopRules(t, host); len(got) != 0 {
+				t.Errorf("backstop rules after cleanup: %q", got)
+			}
+		}()
 		if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
 			t.Fatal(err)
 		}
@@ -280,4 +297,31 @@ func TestRoutedPatterns(t *testing.T) {
 			t.Errorf("%q: %v, want ErrBadPattern", p, err)
 		}
 	}
+}
+
+// backstopRules lists the prohibit rules in host, as `ip rule` prints them.
+func backstopRules(t *testing.T, host *testenv.NS) []string {
+	t.Helper()
+	out, err := host.Run(context.Background(), "ip", "rule", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "prohibit") {
+			got = append(got, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	slices.Sort(got)
+	return got
+}
+
+// ruleLines is how `ip rule` prints the backstop rules of svcs.
+func ruleLines(svcs []netip.AddrPort) []string {
+	var out []string
+	for _, s := range svcs {
+		out = append(out, fmt.Sprintf("%d: from all to %s ipproto tcp dport %d prohibit", loader.DefaultRulePriority+1, s.Addr(), s.Port()))
+	}
+	slices.Sort(out)
+	return out
 }

@@ -32,7 +32,13 @@ type packetSource interface {
 // ReadTCPPayloads reads a pcap (or pcapng) file and returns, in capture
 // order, every TCP segment that carries payload. Retransmissions appear
 // as often as they were captured.
-func ReadTCPPayloads(path string) ([]TCPSegment, error) {
+func ReadTCPPayloads(path string) ([]TCPSegment, error) { return readTCP(path, false) }
+
+// ReadTCPSegments is ReadTCPPayloads with the segments that carry no
+// payload too (SYNs, bare ACKs, resets).
+func ReadTCPSegments(path string) ([]TCPSegment, error) { return readTCP(path, true) }
+
+func readTCP(path string, empty bool) ([]TCPSegment, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read capture: %w", err)
@@ -52,7 +58,7 @@ func ReadTCPPayloads(path string) ([]TCPSegment, error) {
 			return segs, fmt.Errorf("read capture %s: %w", path, err)
 		}
 		pkt := gopacket.NewPacket(data, src.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
-		if seg, ok := tcpSegment(pkt); ok {
+		if seg, ok := tcpSegment(pkt, empty); ok {
 			seg.Time = ci.Timestamp
 			segs = append(segs, seg)
 		}
@@ -71,10 +77,11 @@ func openPacketSource(r *bufio.Reader) (packetSource, error) {
 	return pcapgo.NewReader(r)
 }
 
-// tcpSegment extracts the addresses and payload of a TCP/IP packet.
-func tcpSegment(pkt gopacket.Packet) (TCPSegment, bool) {
+// tcpSegment extracts the addresses and payload of a TCP/IP packet; one
+// without payload only if empty.
+func tcpSegment(pkt gopacket.Packet, empty bool) (TCPSegment, bool) {
 	tl, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
-	if !ok || len(tl.Payload) == 0 {
+	if !ok || len(tl.Payload) == 0 && !empty {
 		return TCPSegment{}, false
 	}
 	var src, dst netip.Addr

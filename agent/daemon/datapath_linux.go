@@ -41,7 +41,10 @@ type bpfKernel struct {
 	accel   *accel         // nil when socket acceleration is off
 	accelIs string         // "on", or "off" and why
 	ring    *maps.Refusals // nil if it could not be opened
-	wg      sync.WaitGroup
+	// routed: routed veths are followed, so the kernel's backstop rules
+	// refuse unmarked packets to transparent services (loader.SetBackstop).
+	routed bool
+	wg     sync.WaitGroup
 }
 
 // openKernel probes the kernel, loads the data path, starts the transparent
@@ -55,7 +58,7 @@ func openKernel(o kernelOptions) (kernel, error) {
 		return nil, err
 	}
 	logPins(o.Log, dp)
-	k := &bpfKernel{dp: dp, maps: maps.New(dp.Maps()), log: o.Log, adopted: map[netip.AddrPort]uint32{}}
+	k := &bpfKernel{dp: dp, maps: maps.New(dp.Maps()), log: o.Log, adopted: map[netip.AddrPort]uint32{}, routed: len(o.Routed) > 0}
 	have, err := k.maps.Services.List()
 	if err != nil {
 		return nil, errors.Join(err, dp.Close())
@@ -195,10 +198,18 @@ func (k *bpfKernel) apply(p plan) error {
 		return err
 	}
 	svcs := make([]maps.Service, 0, len(p.Services))
+	var backstop []netip.AddrPort
 	for addr, n := range p.Services {
 		svcs = append(svcs, maps.Service{Addr: addr, Portal: n, Deny: p.Denied[n], Explicit: p.Explicit[n]})
+		if k.routed && !p.Explicit[n] {
+			backstop = append(backstop, addr)
+		}
 	}
-	return k.maps.Services.Replace(svcs)
+	if err := k.maps.Services.Replace(svcs); err != nil {
+		return err
+	}
+	// Without routed veths, none (and those an earlier run left go).
+	return k.dp.SetBackstop(backstop)
 }
 
 func (k *bpfKernel) resetCounters(portal uint32) error { return k.maps.Counters.Reset(portal) }

@@ -119,6 +119,7 @@ func TestRoutedScenario(t *testing.T) {
 		}
 	})
 	t.Run("AgentKilledFailsClosed", func(t *testing.T) { testRoutedAgentKilled(t, ctx, s, pod) })
+	t.Run("PodCreatedWhileAgentDeadGoesNowhere", func(t *testing.T) { testPodWhileDead(t, ctx, s) })
 	t.Run("CleanupLeavesNothing", func(t *testing.T) {
 		if err := s.Analysis.Cleanup(ctx); err != nil {
 			t.Fatal(err)
@@ -127,6 +128,9 @@ func TestRoutedScenario(t *testing.T) {
 			if in, eg, err := host.TCXPrograms(dev); err != nil || in+eg != 0 {
 				t.Errorf("after cleanup, %s has %d+%d TCX programs (%v); want none", dev, in, eg, err)
 			}
+		}
+		if out, err := host.Run(ctx, "ip", "rule", "show"); err != nil || strings.Contains(string(out), "prohibit") {
+			t.Errorf("after cleanup, the backstop rules are still there (%v):\n%s", err, out)
 		}
 	})
 }
@@ -221,4 +225,50 @@ func testRoutedAgentKilled(t *testing.T, ctx context.Context, s *scenario.Scenar
 	if err != nil || got != "1" {
 		t.Errorf("psql through the restarted agent: %q, %v", got, err)
 	}
+}
+
+// testPodWhileDead: a pod whose routed veth appears while the agent is
+// dead has no program on it; its connection to the service must still go
+// nowhere (the kernel's backstop rule refuses it: EHOSTUNREACH, ICMP
+// "administratively filtered" from the host), never out of the uplink.
+// Restarted, the agent takes the new veth and the kernel resets the pod,
+// which is no workload.
+func testPodWhileDead(t *testing.T, ctx context.Context, s *scenario.Scenario) {
+	a, host := s.Analysis, s.Seed.AnalysisHost
+	if err := a.Proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	late, err := s.Env.RoutedPod(host, s.Env.RoutedVethName(), "rlate", "10.30.0.9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := host.Capture(testenv.SeedUplink, filepath.Join(t.TempDir(), "uplink.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := late.NS.DialTCP(ctx, scenario.ServiceAddr, 2*time.Second)
+	if err == nil {
+		c.Close()
+		t.Error("the new pod connected to the service with the agent dead")
+	} else if !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("the new pod's connection with the agent dead: %v; want no route to host (the backstop)", err)
+	}
+	if err := cp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := testenv.ReadTCPSegments(cp.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seg := range segs {
+		if seg.Dst.String() == scenario.ServiceAddr {
+			t.Errorf("a segment to the service left through the uplink with the agent dead: %+v", seg)
+			break
+		}
+	}
+	if err := a.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitSteered(t, s, late)
+	refused(t, ctx, late.NS)
 }
