@@ -24,7 +24,14 @@
  *                                               answers stray segments itself
  *     no agent listening                     -> reset (fail closed)
  *
- * Every reset to a SYN, in either program, also writes one event into the
+ *   routed, on a pod's routed veth (no bridge: the host routes the pod's /32
+ *   to the veth, so packets go from its ingress straight to local delivery,
+ *   where an assigned socket survives, seen on 6.18):
+ *     steer's checks, then, for a steered packet, assign's socket assignment
+ *     in the same pass (one program: TC_ACT_OK from steer would end a TCX
+ *     chain before a second program on the same hook ran)
+ *
+ * Every reset to a SYN, in any program, also writes one event into the
  * refusals ring buffer (bpf/include/refusals.h): who, to which portal, why.
  *
  * The mark makes the agent's policy route deliver the packet locally,

@@ -229,3 +229,55 @@ func boolU(b bool) uint64 {
 	}
 	return 0
 }
+
+// TestRouted: the routed program (a routed veth, no bridge) refuses what
+// steer refuses, passes an explicit inlet's allowed entry unmarked, and
+// hands a steered SYN to the agent's listener, or resets it (counted
+// no_listener) when none is published. TestRoutedVeths covers the
+// listener's side on real veths.
+func TestRouted(t *testing.T) {
+	syn := func(from netip.AddrPort) seg { return seg{src: from, dst: svc, syn: true, seq: 1000} }
+	for _, tc := range []struct {
+		name       string
+		pkt        seg
+		ifindex    uint32
+		deny       bool
+		want       uint32
+		reset      bool
+		refused    uint64
+		spoofed    uint64
+		noListener uint64
+	}{
+		{name: "TCP not to a service", pkt: seg{src: app, dst: ap("10.200.0.10:5433"), syn: true}, want: actUnspec},
+		{name: "allowed SYN, no agent listening", pkt: syn(app), ifindex: appIdx, want: actRedirect, reset: true, refused: 1, noListener: 1},
+		{name: "unknown workload refused", pkt: syn(stranger), ifindex: otherIdx, want: actRedirect, reset: true, refused: 1},
+		{name: "denied service refuses the allowed", pkt: syn(app), ifindex: appIdx, deny: true, want: actRedirect, reset: true, refused: 1},
+		{name: "spoofed SYN from another veth", pkt: syn(app), ifindex: otherIdx, want: actRedirect, reset: true, refused: 1, spoofed: 1},
+		{name: "a reset is never answered", pkt: seg{src: stranger, dst: svc, rst: true}, want: actShot},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, tc.deny)
+			ret, out, _ := e.run(t, e.objs.Routed, tc.pkt.bytes(t), 0, tc.ifindex)
+			if ret != tc.want {
+				t.Fatalf("verdict %d, want %d", int32(ret), int32(tc.want))
+			}
+			if tc.reset {
+				decodeReset(t, out, tc.pkt.dst, tc.pkt.src)
+			}
+			c, err := e.maps.Counters.Read(portal)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Refused != tc.refused || c.Spoofed != tc.spoofed || c.NoListener != tc.noListener || c.Steered != 0 {
+				t.Errorf("counters %+v, want refused %d spoofed %d no_listener %d", c, tc.refused, tc.spoofed, tc.noListener)
+			}
+		})
+	}
+	t.Run("explicit inlet's allowed entry passes unmarked", func(t *testing.T) {
+		e := setup(t, false)
+		ret, _, mark := e.run(t, e.objs.Routed, seg{src: app, dst: inletAddr, syn: true}.bytes(t), 0, appIdx)
+		if ret != actOK || mark != 0 {
+			t.Errorf("verdict %d mark %#x, want %d unmarked", int32(ret), mark, actOK)
+		}
+	})
+}
