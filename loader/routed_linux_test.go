@@ -325,3 +325,72 @@ func ruleLines(svcs []netip.AddrPort) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestRoutedWorkloadSources: what the agent binds workloads from finds a
+// routed pod as it finds a bridged container: its host-side veth with the
+// pod's address (ContainerVeths, for --address) and, from a process in
+// its cgroup, that veth (CgroupVeths, for --cgroup).
+func TestRoutedWorkloadSources(t *testing.T) {
+	r, _ := routedHost(t, loader.Options{})
+	host, a, b := r.Host, r.A, r.B
+	if _, err := a.NS.Start("sleep", []string{"sleep", "300"}, testenv.ProcOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var veths []loader.ContainerVeth
+	var cg []int
+	err := host.Do(func() (err error) {
+		if veths, err = loader.ContainerVeths(); err != nil {
+			return err
+		}
+		cg, err = loader.CgroupVeths(a.Cgroup)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]string{vethIndex(t, host, a): a.Addr, vethIndex(t, host, b): b.Addr}
+	for _, v := range veths {
+		if addr, ok := want[v.Ifindex]; ok {
+			if len(v.Addrs) != 1 || v.Addrs[0].String() != addr || v.Name != map[string]string{a.Addr: a.Veth, b.Addr: b.Veth}[addr] {
+				t.Errorf("ContainerVeths: %+v, want %s with %s", v, v.Name, addr)
+			}
+			delete(want, v.Ifindex)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("ContainerVeths misses the routed veths %v: %+v", want, veths)
+	}
+	if !slices.Equal(cg, []int{vethIndex(t, host, a)}) {
+		t.Errorf("CgroupVeths(pod a's cgroup) = %v, want [%d]", cg, vethIndex(t, host, a))
+	}
+}
+
+// TestRoutedClsact runs the routed program through clsact, as on kernels
+// without TCX: steering, refusal, and cleanup of our filter.
+func TestRoutedClsact(t *testing.T) {
+	r, opts := routedHost(t, loader.Options{NoTCX: true})
+	host, a, b := r.Host, r.A, r.B
+	d, _, closeDP := followRouted(t, host, opts, testenv.RoutedVethPrefix+"*")
+	for _, at := range d.Attachments() {
+		if at.Hook != "clsact/ingress" || at.Role != loader.Routed {
+			t.Errorf("ifindex %d: %s at %s, want routed at clsact/ingress", at.Ifindex, at.Role, at.Hook)
+		}
+	}
+	m := allowApp(t, host, d, a)
+	roundTrip(t, a, transparentListener(t, host, m))
+	expectRefused(t, b)
+	if err := closeDP(); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, b)
+	if err := host.Do(func() error { return loader.Cleanup(opts) }); err != nil {
+		t.Fatal(err)
+	}
+	out, err := host.Run(context.Background(), "tc", "filter", "show", "dev", a.Veth, "ingress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "sluice_") {
+		t.Errorf("our filter is still on %s after cleanup:\n%s", a.Veth, out)
+	}
+}

@@ -40,6 +40,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "--bogus"}, cli.ExitUsage},
 		{[]string{"run"}, cli.ExitUsage},
 		{[]string{"run", "--state-dir", t.TempDir(), "--datapath", "maybe"}, cli.ExitUsage},
+		{[]string{"run", "--state-dir", t.TempDir(), "--routed", "cali["}, cli.ExitUsage},
 		{[]string{"run", "extra", "--state-dir", t.TempDir()}, cli.ExitUsage},
 		{[]string{"frobnicate"}, cli.ExitUsage},
 		{[]string{"hub", "frobnicate", "--project", "x"}, cli.ExitUsage},
