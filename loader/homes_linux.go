@@ -56,12 +56,6 @@ func ContainerVeths() ([]ContainerVeth, error) {
 			errs = append(errs, fmt.Errorf("open network namespace %s: %w", p, err))
 			continue
 		}
-		if !isNamespace(int(ns)) {
-			// A runtime's namespace file whose bind mount went (its
-			// container stopped meanwhile): an empty file, no namespace.
-			ns.Close()
-			continue
-		}
 		vs, err := vethAddrs(ns, host, hostNL)
 		ns.Close()
 		if err != nil {
@@ -75,14 +69,6 @@ func ContainerVeths() ([]ContainerVeth, error) {
 	}
 	slices.SortFunc(out, func(a, b ContainerVeth) int { return a.Ifindex - b.Ifindex })
 	return out, nil
-}
-
-// isNamespace reports whether fd is a namespace (nsfs), not the empty file
-// a namespace's bind mount leaves when it is unmounted (entering that fails
-// with EINVAL).
-func isNamespace(fd int) bool {
-	var fs unix.Statfs_t
-	return unix.Fstatfs(fd, &fs) == nil && fs.Type == unix.NSFS_MAGIC
 }
 
 // containerNamespacePaths lists where network namespaces can be opened:
