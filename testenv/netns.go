@@ -71,6 +71,12 @@ func (e *Env) Namespace(role string) (*NS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set lo up in %s: %w", name, err)
 	}
+	// A new namespace inherits the host's IPv4 settings (devconf_inherit_init_net
+	// 0), and a host running Docker forwards: every namespace starts as a
+	// host that does not, and only routers turn forwarding on (Firewall, Router).
+	if err := ns.SetSysctl("net.ipv4.ip_forward", "0"); err != nil {
+		return nil, fmt.Errorf("turn forwarding off in %s: %w", name, err)
+	}
 	return ns, nil
 }
 
