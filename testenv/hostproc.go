@@ -43,3 +43,8 @@ func (e *Env) StartOnHost(name string, argv []string, opts ProcOptions) (*Proces
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	return e.start(name, "the host", cmd, opts.Stdin)
 }
+
+// Cgroup2Mount is where the cgroup v2 hierarchy is mounted in the host's
+// mount namespace: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid
+// host.
+func Cgroup2Mount() (string, error) { return cgroup2Mount() }
