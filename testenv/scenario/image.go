@@ -91,7 +91,6 @@ func (a *Agent) startContainer(ctx context.Context, ticket string, extra []strin
 		"--cap-drop", "all", "--cap-add", strings.Join(ContainerCaps, ","),
 		"-v", a.StateDir + ":" + containerStateDir,
 		"-v", runDir + ":" + containerRunDir,
-		"--no-healthcheck", // podman's health timers need systemd; the test runs the check itself
 	}
 	args = append(args, ulimitArgs()...)
 	if a.BPFDir != "" {
@@ -150,6 +149,15 @@ func (a *Agent) killContainer(ctx context.Context) error {
 		err = nil // the client reports the agent's SIGKILL (137)
 	}
 	return err
+}
+
+// stopContainer stops the agent's container with `podman stop` (SIGTERM,
+// then SIGKILL after 10s) and waits for its podman client to end.
+func (a *Agent) stopContainer(ctx context.Context) error {
+	if out, err := exec.CommandContext(ctx, "podman", "stop", "--time", "10", a.ContainerName()).CombinedOutput(); err != nil {
+		return fmt.Errorf("stop container %s: %w: %s", a.ContainerName(), err, strings.TrimSpace(string(out)))
+	}
+	return a.Proc.Wait()
 }
 
 // removeContainer removes the agent's container, running or not; none is

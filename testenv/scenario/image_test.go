@@ -28,7 +28,7 @@ const imageVersion = "v0.0.0-imagetest"
 // the host's bpffs stays and refuses the app's connections (nothing in
 // plaintext on any link), and a new container from the same image, on the
 // same state directory, adopts the pins and carries the app again as the
-// same node. Everything it made (containers, the image, namespaces, pins)
+// same node; stopped gracefully (podman stop), the same. Everything it made (containers, the image, namespaces, pins)
 // is gone afterwards; the Go build image stays cached (make clean-images).
 func TestImageScenario(t *testing.T) {
 	if testing.Short() {
@@ -77,7 +77,7 @@ func TestImageScenario(t *testing.T) {
 			t.Errorf("agentctl version: %q, %v; want the agent at %s", out, err, imageVersion)
 		}
 		// The image's own health check finds the agent ready.
-		if out, err := exec.CommandContext(ctx, "podman", "exec", a.ContainerName(), "/usr/bin/agentctl", "wait", "--ready", "--timeout", "10s").CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, "podman", "healthcheck", "run", a.ContainerName()).CombinedOutput(); err != nil {
 			t.Errorf("health check in the container: %v\n%s", err, out)
 		}
 		// The pins are on the host's bpffs, and the agent knows they outlive it.
@@ -115,6 +115,22 @@ func TestImageScenario(t *testing.T) {
 			t.Errorf("the new container's node is %s, the first one's %s", got, node)
 		}
 		testAppThroughPortal(t, ctx, s)
+	})
+	// Stopped gracefully (podman stop), the same: refused while down.
+	t.Run("ContainerStoppedFailsClosed", func(t *testing.T) {
+		if err := a.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, ctx, s.Seed.App.NS)
+		if err := a.StartAgain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodeID(t, ctx, a); got != node {
+			t.Errorf("the new container's node is %s, the first one's %s", got, node)
+		}
+		if got, err := s.Psql(ctx, s.Seed.App.NS, scenario.ServiceIP, scenario.ServicePort, "SELECT 1"); err != nil || got != "1" {
+			t.Errorf("psql through the new container: %q, %v", got, err)
+		}
 	})
 	t.Run("CleanupLeavesNothing", func(t *testing.T) { testCleanup(t, ctx, s) })
 }

@@ -421,6 +421,15 @@ func (a *Agent) Kill(ctx context.Context) error {
 	return a.Proc.Kill()
 }
 
+// Stop stops the agent gracefully (SIGTERM) and waits until it exited: its
+// process, or its container (podman stop).
+func (a *Agent) Stop(ctx context.Context) error {
+	if a.ContainerName() != "" {
+		return a.stopContainer(ctx)
+	}
+	return a.Proc.Stop()
+}
+
 // Restart stops the agent and starts it again on the same state directory,
 // without a ticket.
 func (a *Agent) Restart(ctx context.Context) error {
