@@ -3,7 +3,9 @@
 # pulling from a registry (docs/container.md): with buildah (or podman
 # build), from a local Go build image made from this machine's Go toolchain.
 #
-#   deploy/docker/build.sh [IMAGE]        (default localhost/sluice-agent:dev)
+#   deploy/docker/build.sh [IMAGE]          (default localhost/sluice-agent:dev)
+#   deploy/docker/build.sh --clean [IMAGE]  removes IMAGE, the Go build images
+#                                           and the build's caches (make clean-images)
 #
 # Environment:
 #   GO_IMAGE   the build stage's base; made here if it does not exist
@@ -22,6 +24,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+clean=false
+if [ "${1:-}" = --clean ]; then
+  clean=true
+  shift
+fi
 image=${1:-localhost/sluice-agent:dev}
 
 if command -v buildah >/dev/null 2>&1; then
@@ -33,6 +40,24 @@ elif command -v podman >/dev/null 2>&1; then
 else
   echo "build.sh: needs buildah or podman (apt-get install buildah), or build with docker (docs/container.md)" >&2
   exit 1
+fi
+
+# The caches of the Dockerfile's RUN --mount=type=cache,id=... (buildah
+# keeps them under /var/tmp/buildah-cache as root).
+caches=(/var/tmp/buildah-cache/sluice-go-mod /var/tmp/buildah-cache/sluice-go-build)
+
+if $clean; then
+  label=label=org.opencontainers.image.title=sluice-go
+  if command -v podman >/dev/null 2>&1; then
+    go_images=$(podman images --noheading --filter "$label" --format '{{.Repository}}:{{.Tag}}')
+    podman rmi --force --ignore "$image" $go_images >/dev/null
+  else
+    go_images=$(buildah images --noheading --filter "$label" --format '{{.Name}}:{{.Tag}}')
+    for i in "$image" $go_images; do buildah rmi --force "$i" >/dev/null 2>&1 || true; done
+  fi
+  rm -rf "${caches[@]}"
+  echo "build.sh: removed $image $(echo $go_images) ${caches[*]}"
+  exit 0
 fi
 
 goroot=${GOROOT:-$(go env GOROOT)}
