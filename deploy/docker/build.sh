@@ -8,8 +8,9 @@
 #                                           and the build's caches (make clean-images)
 #
 # Environment:
-#   GO_IMAGE   the build stage's base; made here if it does not exist
-#              (default localhost/sluice-go:<the Go version of $GOROOT>)
+#   GO_IMAGE   the build stage's base, already in local storage (default
+#              localhost/sluice-go:<the Go version of $GOROOT>, made here if
+#              it does not exist)
 #   GOROOT     the toolchain copied into it (default: `go env GOROOT`)
 #   VERSION    the version stamped in the binaries (default: git describe)
 #   REVISION   the revision stamped in them (default: git rev-parse HEAD)
@@ -50,7 +51,9 @@ if $clean; then
   label=label=org.opencontainers.image.title=sluice-go
   if command -v podman >/dev/null 2>&1; then
     go_images=$(podman images --noheading --filter "$label" --format '{{.Repository}}:{{.Tag}}')
-    podman rmi --force --ignore "$image" $go_images >/dev/null
+    # and the agent images a rebuild under the same tag left untagged
+    old=$(podman images --noheading --filter label=org.opencontainers.image.title=sluice-agent --filter dangling=true --format '{{.ID}}')
+    podman rmi --force --ignore "$image" $go_images $old >/dev/null
   else
     go_images=$(buildah images --noheading --filter "$label" --format '{{.Name}}:{{.Tag}}')
     for i in "$image" $go_images; do buildah rmi --force "$i" >/dev/null 2>&1 || true; done
@@ -101,7 +104,13 @@ make_go_image() {
   trap - EXIT
 }
 
-exists "$go_image" || make_go_image
+if ! exists "$go_image"; then
+  if [ -n "${GO_IMAGE:-}" ]; then
+    echo "build.sh: GO_IMAGE $GO_IMAGE is not in local storage and nothing is pulled: pull it first (podman pull $GO_IMAGE), or unset GO_IMAGE to make one from this machine's Go" >&2
+    exit 1
+  fi
+  make_go_image
+fi
 
 "${bud[@]}" --isolation chroot --format docker --pull=never -f deploy/docker/Dockerfile \
   --build-arg GO_IMAGE="$go_image" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
