@@ -73,7 +73,9 @@ func (a *Agent) startContainer(ctx context.Context, ticket string, extra []strin
 	}
 	// The agent dies with its container, but a container whose podman
 	// client was killed lives on: remove any left by an earlier start.
-	a.removeContainer(ctx)
+	if err := a.removeContainer(ctx); err != nil {
+		return fmt.Errorf("start %s agent from its image: %w", a.Name, err)
+	}
 	args := []string{podman, "run", "--rm", "--name", a.ContainerName(), "--label", ContainerLabel + "=" + a.s.Env.RunID(),
 		// runc: crun refuses hosts with cgroup v1 and v2 controllers both
 		// (hybrid), and runc runs everywhere crun does.
