@@ -95,3 +95,15 @@ bench: bench-deps bench-build
 bench-quick: bench-deps bench-build
 	$(BIN)/sluice-bench run --quick --bin $(BIN) --out bench/out
 	$(BIN)/sluice-bench check --bin $(BIN) bench/out/results.json
+
+# The agent's container image (deploy/docker/Dockerfile, docs/container.md),
+# built here with buildah from a local Go build image, without a registry.
+IMAGE ?= localhost/sluice-agent:dev
+.PHONY: image clean-images
+image:
+	deploy/docker/build.sh $(IMAGE)
+
+# Removes what make image and TestImageScenario keep: $(IMAGE), the local Go
+# build image and the module and build caches of the image build.
+clean-images:
+	deploy/docker/build.sh --clean $(IMAGE)
