@@ -165,11 +165,13 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				reload := func() { rc.reload(ctx, log, socket) }
 				logs.reload.Store(&reload)
 			}
+			notifyState(log, "READY=1\nSTATUS=enrolled, portals up")
 			lc := lifecycleOf(ctx)
 			var stopErr error
 			select {
 			case <-ctx.Done():
 				ms.stop()
+				notifyState(log, "STOPPING=1")
 				log.Info("agent stopping: no new connections; live ones may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
 					zap.Duration("shutdown_timeout", shutdownTimeout))
 				dctx, cancel := context.WithTimeout(lc.now, shutdownTimeout)
