@@ -11,7 +11,7 @@ GOFLAGS ?=
 CLANG         ?= clang-14
 CLANG_VERSION := 14.0.6
 
-.PHONY: all build install uninstall deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
+.PHONY: all build install uninstall manifests deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
 
 all: build
 
@@ -48,6 +48,11 @@ uninstall:
 	@if cmp -s deploy/systemd/agent.yaml $(DESTDIR)$(CONFDIR)/agent.yaml; then rm -f $(DESTDIR)$(CONFDIR)/agent.yaml; \
 	elif [ -e $(DESTDIR)$(CONFDIR)/agent.yaml ]; then echo "kept $(DESTDIR)$(CONFDIR)/agent.yaml: it was changed"; fi
 	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null
+
+# deploy/kubernetes: the Helm chart deploy/helm/sluice rendered with its
+# default values, through Helm's library (a test keeps them equal).
+manifests:
+	SLUICE_UPDATE_MANIFESTS=1 $(GO) test -count=1 -run '^TestManifests$$' ./deploy/
 
 deps:
 	@./.ci/install-deps
