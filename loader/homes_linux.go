@@ -53,7 +53,7 @@ func ContainerVeths() ([]ContainerVeth, error) {
 			continue // gone meanwhile
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("open network namespace %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("open network namespace %s: %w", p, capabilityError(err, "CAP_SYS_PTRACE")))
 			continue
 		}
 		// A runtime creates the file, then bind-mounts the namespace on
@@ -67,7 +67,7 @@ func ContainerVeths() ([]ContainerVeth, error) {
 		vs, err := vethAddrs(ns, host, hostNL)
 		ns.Close()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("network namespace %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("network namespace %s: %w", p, capabilityError(err, "CAP_SYS_ADMIN")))
 			continue
 		}
 		out = append(out, vs...)
