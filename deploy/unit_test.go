@@ -185,6 +185,13 @@ func TestUnitCapabilities(t *testing.T) {
 	if v := readUnit(t, "systemd/sluice-hub.service").one(t, "CapabilityBoundingSet"); v != "" {
 		t.Errorf("the hub's CapabilityBoundingSet=%s, want none", v)
 	}
+	doc, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "The set: `" + strings.Join(loader.Capabilities, " ") + "`"; !strings.Contains(string(doc), want) {
+		t.Errorf("docs/deploy.md does not say %q", want)
+	}
 }
 
 // capNames turns CAP_X names into setpriv's, sorted.
