@@ -37,7 +37,7 @@ func TestInstallVerify(t *testing.T) {
 	}
 	make("install")
 	units, _ := filepath.Glob("systemd/*.service")
-	if len(units) < 2 {
+	if len(units) < 3 {
 		t.Fatalf("units: %v", units)
 	}
 	for _, u := range units {
@@ -73,7 +73,7 @@ func TestInstallVerify(t *testing.T) {
 		t.Errorf("make install overwrote the configuration: %q", b)
 	}
 	make("uninstall")
-	for _, f := range []string{"bin/agent", "bin/agentctl", "lib/systemd/system/sluice-agent.service", "lib/systemd/system/sluice-hub.service"} {
+	for _, f := range []string{"bin/agent", "bin/agentctl", "lib/systemd/system/sluice-agent.service", "lib/systemd/system/sluice-hub.service", "lib/systemd/system/sluice-authority.service"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err == nil {
 			t.Errorf("make uninstall left %s", f)
 		}

@@ -182,8 +182,10 @@ func TestUnitCapabilities(t *testing.T) {
 	if v := u.one(t, "AmbientCapabilities"); v != "" {
 		t.Errorf("AmbientCapabilities=%s: the agent runs as root, with the bounding set only", v)
 	}
-	if v := readUnit(t, "systemd/sluice-hub.service").one(t, "CapabilityBoundingSet"); v != "" {
-		t.Errorf("the hub's CapabilityBoundingSet=%s, want none", v)
+	for _, u := range []string{"sluice-hub", "sluice-authority"} {
+		if v := readUnit(t, "systemd/"+u+".service").one(t, "CapabilityBoundingSet"); v != "" {
+			t.Errorf("%s: CapabilityBoundingSet=%s, want none", u, v)
+		}
 	}
 	doc, err := os.ReadFile("../docs/deploy.md")
 	if err != nil {
