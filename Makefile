@@ -11,12 +11,48 @@ GOFLAGS ?=
 CLANG         ?= clang-14
 CLANG_VERSION := 14.0.6
 
-.PHONY: all build deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
+.PHONY: all build install uninstall manifests deps app-deps demo test test-short fuzz vet clean generate check-generated bench bench-quick bench-deps bench-build chaos soak
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binaries, the systemd
+# units (ExecStart pointing at $(PREFIX)/bin) and, only where none exists,
+# the example /etc/sluice/agent.yaml (docs/deploy.md). CONFDIR (default
+# /etc/sluice) moves the configuration, and the units with it.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
+CONFDIR ?= /etc/sluice
+UNITS   := $(notdir $(wildcard deploy/systemd/*.service))
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	install -d -m 0755 $(DESTDIR)$(CONFDIR)
+	install -m 0755 $(BIN)/agent $(BIN)/agentctl $(DESTDIR)$(BINDIR)/
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/sluice/|$(CONFDIR)/|g' deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	@if [ -e $(DESTDIR)$(CONFDIR)/agent.yaml ]; then \
+		echo "kept $(DESTDIR)$(CONFDIR)/agent.yaml (the example is deploy/systemd/agent.yaml)"; \
+	else install -m 0600 deploy/systemd/agent.yaml $(DESTDIR)$(CONFDIR)/agent.yaml; fi
+
+# Removes what install put in place; the configuration only if unchanged,
+# never the state (/var/lib/sluice) or the pins (agent cleanup does).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/agent $(DESTDIR)$(BINDIR)/agentctl
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	@if cmp -s deploy/systemd/agent.yaml $(DESTDIR)$(CONFDIR)/agent.yaml; then rm -f $(DESTDIR)$(CONFDIR)/agent.yaml; \
+	elif [ -e $(DESTDIR)$(CONFDIR)/agent.yaml ]; then echo "kept $(DESTDIR)$(CONFDIR)/agent.yaml: it was changed"; fi
+	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null
+
+# deploy/kubernetes: the Helm chart deploy/helm/sluice rendered with its
+# default values, through Helm's library (a test keeps them equal).
+manifests:
+	SLUICE_UPDATE_MANIFESTS=1 $(GO) test -count=1 -run '^TestManifests$$' ./deploy/
 
 deps:
 	@./.ci/install-deps

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoCgroup means a path is not a cgroup v2 directory (or is gone).
@@ -108,6 +109,13 @@ func currentNetns() (netns.NsHandle, *netlink.Handle, error) {
 	ns, err := netns.Get()
 	if err != nil {
 		return 0, nil, fmt.Errorf("open current network namespace: %w", err)
+	}
+	// Entering the namespace it is in changes nothing but asks the kernel
+	// for CAP_SYS_ADMIN, which entering the containers' namespaces needs:
+	// its EPERM says so (netlink's handle loses the errno).
+	if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+		ns.Close()
+		return 0, nil, fmt.Errorf("enter network namespace: %w", capabilityError(err, "CAP_SYS_ADMIN"))
 	}
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {

@@ -53,7 +53,15 @@ func ContainerVeths() ([]ContainerVeth, error) {
 			continue // gone meanwhile
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("open network namespace %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("open network namespace %s: %w", p, capabilityError(err, "CAP_SYS_PTRACE")))
+			continue
+		}
+		// A runtime creates the file, then bind-mounts the namespace on
+		// it, and unmounts it before removing the file: a file that is not
+		// on nsfs is no namespace (yet, or any more), and hides nothing.
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(int(ns), &sfs); err == nil && sfs.Type != unix.NSFS_MAGIC {
+			ns.Close()
 			continue
 		}
 		// A runtime creates the file, then bind-mounts the namespace on
@@ -67,7 +75,7 @@ func ContainerVeths() ([]ContainerVeth, error) {
 		vs, err := vethAddrs(ns, host, hostNL)
 		ns.Close()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("network namespace %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("network namespace %s: %w", p, capabilityError(err, "CAP_SYS_ADMIN")))
 			continue
 		}
 		out = append(out, vs...)

@@ -50,10 +50,10 @@ func installRoute(o Options) error {
 		return err
 	}
 	if err := netlink.RouteReplace(rt); err != nil {
-		return fmt.Errorf("add local route to table %d: %w", o.Table, err)
+		return capabilityError(fmt.Errorf("add local route to table %d: %w", o.Table, err), "CAP_NET_ADMIN")
 	}
 	if err := netlink.RuleAdd(policyRule(o)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add policy rule for mark %#x: %w", o.Mark, err)
+		return capabilityError(fmt.Errorf("add policy rule for mark %#x: %w", o.Mark, err), "CAP_NET_ADMIN")
 	}
 	return nil
 }

@@ -165,6 +165,7 @@ and never stops it.`,
 			}
 			defer stopDebug()
 			context.AfterFunc(cmd.Context(), ms.stop)
+			notifyState(log, "READY=1")
 			return serveHub(cmd.Context(), srv, ln, shutdownTimeout, log)
 		},
 	}
@@ -197,6 +198,7 @@ func serveHub(ctx context.Context, srv *hub.Hub, ln net.Listener, timeout time.D
 		return err
 	case <-ctx.Done():
 	}
+	notifyState(log, "STOPPING=1")
 	log.Info("hub stopping: refusing new connections, telling agents it goes away; data sessions may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
 		zap.Duration("shutdown_timeout", timeout))
 	sctx, cancel := context.WithTimeout(lc.now, timeout)

@@ -46,8 +46,8 @@ runs on a state directory at a time.
 Transparent inlets need the BPF data path (Linux, root): with --datapath auto
 (the default) the agent loads it if the kernel can run it and warns otherwise;
 on makes start-up fail without it, saying whether the kernel lacks a feature
-or the agent the privileges (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN: run it as
-root); off never loads it. Its programs and maps
+or the agent the privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE:
+run it as root, or with those, docs/deploy.md); off never loads it. Its programs and maps
 are pinned under --bpf-dir and stay when the agent stops, so the kernel keeps
 refusing connections to transparent inlets (fail closed); 'agent cleanup'
 removes them. That holds only if --bpf-dir is on the host's bpffs, not on one
@@ -168,11 +168,13 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				reload := func() { rc.reload(ctx, log, socket) }
 				logs.reload.Store(&reload)
 			}
+			notifyState(log, "READY=1\nSTATUS=enrolled, portals up")
 			lc := lifecycleOf(ctx)
 			var stopErr error
 			select {
 			case <-ctx.Done():
 				ms.stop()
+				notifyState(log, "STOPPING=1")
 				log.Info("agent stopping: no new connections; live ones may end until the shutdown timeout (a second SIGTERM or Ctrl-C resets them now)",
 					zap.Duration("shutdown_timeout", shutdownTimeout))
 				dctx, cancel := context.WithTimeout(lc.now, shutdownTimeout)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -18,6 +19,7 @@ func projectCommand(e *env) *cobra.Command {
 		Example: "  agentctl project init --dir ./project --hub-address hub.example.com:4443"}
 	var dir, hub string
 	var initFormat string
+	var existOK bool
 	initCmd := &cobra.Command{
 		Use:   "init --dir DIR --hub-address HOST:PORT",
 		Short: "Create a project: authority key, hub certificate and project ID",
@@ -33,6 +35,9 @@ reads authority.key can enroll nodes. Back hub.db up with 'agentctl hub backup'.
 				return cli.Usagef("--dir and --hub-address are required, e.g. agentctl project init --dir ./project --hub-address hub.example.com:4443")
 			}
 			p, err := authority.Init(dir, hub)
+			if errors.Is(err, authority.ErrProjectExists) && existOK {
+				return keepProject(e, dir, hub)
+			}
 			if err != nil {
 				return err
 			}
@@ -44,6 +49,7 @@ reads authority.key can enroll nodes. Back hub.db up with 'agentctl hub backup'.
 	initCmd.Flags().StringVar(&dir, "dir", "", "directory to create the project in (required)")
 	outputFlag(initCmd, &initFormat)
 	initCmd.Flags().StringVar(&hub, "hub-address", "", "HOST:PORT that agents dial to reach the hub (required)")
+	initCmd.Flags().BoolVar(&existOK, "exist-ok", false, "if DIR already holds a project for --hub-address, keep it and succeed (for a Kubernetes init container); another hub address is still an error")
 	var out string
 	export := &cobra.Command{
 		Use:   "export-relay --dir DIR --out RELAYDIR",
@@ -137,4 +143,18 @@ type projectInfo struct {
 type ticketInfo struct {
 	Ticket   string       `json:"ticket"`
 	Contents *wire.Ticket `json:"contents"`
+}
+
+// keepProject is `project init --exist-ok` on a directory that holds a
+// project: it succeeds if the project is for hub, saying so.
+func keepProject(e *env, dir, hub string) error {
+	p, err := authority.Load(dir)
+	if err != nil {
+		return err
+	}
+	if p.HubAddress != hub {
+		return fmt.Errorf("init project in %s: it holds project %s for hub address %s, not %s: %w", dir, p.ID, p.HubAddress, hub, authority.ErrProjectExists)
+	}
+	fmt.Fprintf(e.out, "project %s exists in %s (hub address %s): kept\n", p.ID, dir, p.HubAddress)
+	return nil
 }
