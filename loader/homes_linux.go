@@ -64,14 +64,6 @@ func ContainerVeths() ([]ContainerVeth, error) {
 			ns.Close()
 			continue
 		}
-		// A runtime creates the file, then bind-mounts the namespace on
-		// it, and unmounts it before removing the file: a file that is not
-		// on nsfs is no namespace (yet, or any more), and hides nothing.
-		var sfs unix.Statfs_t
-		if err := unix.Fstatfs(int(ns), &sfs); err == nil && sfs.Type != unix.NSFS_MAGIC {
-			ns.Close()
-			continue
-		}
 		vs, err := vethAddrs(ns, host, hostNL)
 		ns.Close()
 		if err != nil {
