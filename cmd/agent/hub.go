@@ -28,6 +28,7 @@ func hubCommand() *cobra.Command {
 		limits                                     hub.Limits
 		logs                                       logFlags
 		mf                                         metricsFlags
+		sf                                         storeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR (--listen ADDR | --init | --restore FILE)",
@@ -94,6 +95,9 @@ and never stops it.`,
 			if shutdownTimeout < 0 {
 				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
+			if err := sf.check(role); err != nil {
+				return err
+			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
 				return err
@@ -116,15 +120,15 @@ and never stops it.`,
 				if p, err = authority.Load(projectDir); err != nil {
 					return err
 				}
-				if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
-					return err
-				}
-				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")})
+				auth, err := sf.open(cmd.Context(), p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")}, log)
 				if err != nil {
 					return err
 				}
 				defer auth.Close()
 				svc = authority.NewService(auth)
+				fctx, stopFollow := context.WithCancel(context.Background())
+				defer stopFollow()
+				follow(fctx, svc, log)
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
@@ -180,6 +184,7 @@ and never stops it.`,
 	registerDebug(cmd, &debugSocket)
 	mf.register(cmd, "ready: its database is usable, or with --role relay the authority is linked")
 	registerLimits(cmd, &limits)
+	sf.register(cmd)
 	logs.register(cmd)
 	cmd.AddCommand(hubCheckCommand())
 	return cmd

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/hub/etcdstore"
 
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
@@ -136,6 +137,12 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 		fmt.Fprintf(out, "created an empty hub database %s; start the hub without --init\n", authority.DatabasePath(projectDir))
 		return nil
 	}
+	// A hub on etcd holds its member's data directory: none runs meanwhile.
+	unlock, err := etcdstore.LockDir(etcdstore.DataDir(projectDir))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	kept, err := authority.Restore(p, restore, func(file string) error { return checkInChild(cmd.Context(), projectDir, file) })
 	if err != nil {
 		return err
@@ -143,6 +150,13 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 	msg := fmt.Sprintf("restored the hub database %s from %s", authority.DatabasePath(projectDir), restore)
 	if kept != "" {
 		msg += "; the one it replaced is kept as " + kept
+	}
+	keptEtcd, err := asideEtcd(projectDir)
+	if err != nil {
+		return err
+	}
+	if keptEtcd != "" {
+		msg += "; the etcd data it replaces is kept as " + keptEtcd + " (the hub migrates the restored file into etcd at its next start)"
 	}
 	fmt.Fprintln(out, msg)
 	return nil

@@ -253,8 +253,9 @@ func enroll(t *testing.T, p *authority.Project, addr, ticket string) (string, er
 	return id.ID(), err
 }
 
-// TestHubBackupRestore: a backup taken with agentctl while the hub serves,
-// restored with `agent hub --restore` (refused while the hub runs), brings
+// TestHubBackupRestore: a backup taken with agentctl while the hub serves
+// (on its embedded etcd member, in hub.db's format), restored with `agent
+// hub --restore` (refused while the hub runs) and migrated again, brings
 // back members, used tickets and revocations: a used ticket stays used, a
 // revoked node stays out.
 func TestHubBackupRestore(t *testing.T) {
@@ -300,7 +301,12 @@ func TestHubBackupRestore(t *testing.T) {
 	}
 
 	hub.stop()
-	if err := os.Truncate(authority.DatabasePath(dir), 0); err != nil { // the disaster
+	// The disaster: the hub's records are gone (its hub.db was migrated
+	// into the embedded etcd member's data at its first start).
+	if _, err := os.Stat(authority.DatabasePath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("hub.db after the hub ran: %v, want it migrated away", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "hub.etcd")); err != nil {
 		t.Fatal(err)
 	}
 	r = runAgentBin(t, "hub", "--project", dir, "--restore", backup)
