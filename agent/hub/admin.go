@@ -32,7 +32,7 @@ func (h *Hub) AdminHandler() http.Handler {
 	if h.local != nil {
 		db = h.local.Authority()
 	}
-	return adminHandler(h, h.Stats, db, h.log)
+	return withCluster(h.opts.Cluster, adminHandler(h, h.Stats, db, h.log))
 }
 
 // AuthorityAdminHandler serves the member requests of the admin API for an
@@ -48,6 +48,7 @@ func AuthorityAdminHandler(s *authority.Service, log *zap.Logger) http.Handler {
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
 //	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
 //	GET  /v1/backup                      a consistent copy of the database (hub.db; the authority's)
+//	GET  /v1/cluster                     the cluster of hubs (a hub on etcd; cluster.go)
 //
 // Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
 // or no such request), 409 (revoked, or a relay without the authority) or

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/agent/hub"
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/hub/etcdstore"
 	"github.com/sluicehq/sluice/agent/metrics"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
@@ -104,8 +105,9 @@ and never stops it.`,
 			}
 			defer stopLog()
 			var (
-				p   *authority.Project
-				svc *authority.Service
+				p     *authority.Project
+				svc   *authority.Service
+				store *etcdstore.Store
 			)
 			ms, err := serveMetrics(mf, log)
 			if err != nil {
@@ -120,11 +122,12 @@ and never stops it.`,
 				if p, err = authority.Load(projectDir); err != nil {
 					return err
 				}
-				auth, err := sf.open(cmd.Context(), p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")}, log)
+				auth, st, err := sf.open(cmd.Context(), p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")}, log)
 				if err != nil {
 					return err
 				}
 				defer auth.Close()
+				store = st
 				svc = authority.NewService(auth)
 				fctx, stopFollow := context.WithCancel(context.Background())
 				defer stopFollow()
@@ -146,7 +149,22 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits})
+			var (
+				srv     *hub.Hub
+				cluster hub.Cluster
+			)
+			c := sf.cluster(store, func() *hub.Hub { return srv }, ln.Addr().String(), log)
+			if c != nil {
+				cluster = c
+			}
+			srv = hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits, Cluster: cluster})
+			if c != nil {
+				cctx, stopCluster := context.WithCancel(context.Background())
+				ran := make(chan struct{})
+				go func() { c.Run(cctx); close(ran) }()
+				defer func() { stopCluster(); <-ran }() // revokes the hub's lease: its claims vanish at once
+
+			}
 			var members metrics.Members
 			if svc != nil {
 				members = svc.Members

@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/hub"
+	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/hub/etcdstore"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
@@ -71,14 +73,15 @@ func (f *storeFlags) check(role string) error {
 
 // open opens the authority on the store the flags say: hub.db is checked
 // (in a child, as before) wherever it is still to be read.
-func (f *storeFlags) open(ctx context.Context, p *authority.Project, opts authority.Options, log *zap.Logger) (*authority.Authority, error) {
+func (f *storeFlags) open(ctx context.Context, p *authority.Project, opts authority.Options, log *zap.Logger) (*authority.Authority, *etcdstore.Store, error) {
 	if _, err := os.Stat(authority.DatabasePath(p.Dir)); f.store == "bolt" || err == nil {
 		if err := checkInChild(ctx, p.Dir, ""); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if f.store == "bolt" {
-		return authority.Open(p, opts)
+		a, err := authority.Open(p, opts)
+		return a, nil, err
 	}
 	oo := etcdstore.OpenOptions{Project: p, Logger: log.Named("store")}
 	if f.endpoints != "" {
@@ -92,11 +95,11 @@ func (f *storeFlags) open(ctx context.Context, p *authority.Project, opts author
 			}
 		}
 		if self == "" {
-			return nil, cli.Usagef("--cluster-name %q is not one of --cluster-peers", f.clusterName)
+			return nil, nil, cli.Usagef("--cluster-name %q is not one of --cluster-peers", f.clusterName)
 		}
 		files, err := etcdstore.IssuePeerFiles(filepath.Join(etcdstore.DataDir(p.Dir), "peer-tls"), p.ID, p.Cert, p.Key, self, f.clusterListen)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		oo.Member = etcdstore.MemberOptions{Name: f.clusterName, Peers: f.peers, ListenPeer: f.clusterListen, PeerTLS: files,
 			Logger: log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel))}
@@ -105,10 +108,37 @@ func (f *storeFlags) open(ctx context.Context, p *authority.Project, opts author
 	}
 	st, err := etcdstore.Open(ctx, oo)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts.Store = st
-	return authority.Open(p, opts)
+	a, err := authority.Open(p, opts)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return a, st, nil
+}
+
+// cluster is the hub's place in the cluster (its Run publishes the hub's
+// presence and claims; it reports the cluster); nil without a store on
+// etcd.
+func (f *storeFlags) cluster(st *etcdstore.Store, srv func() *hub.Hub, listen string, log *zap.Logger) *etcdstore.Cluster {
+	if st == nil {
+		return nil
+	}
+	name := f.clusterName
+	if name == "" {
+		name = "hub"
+		if f.endpoints != "" {
+			name, _ = os.Hostname()
+		}
+	}
+	c := etcdstore.NewCluster(st, etcdstore.ClusterOptions{Name: name, Listen: listen, Embedded: f.endpoints == "", Logger: log.Named("cluster"),
+		Presence: func() hubadmin.HubPresence {
+			s := srv().Stats()
+			return hubadmin.HubPresence{Agents: s.Sessions, Sessions: s.Pending, Relays: s.Relays, Generation: s.MemberGeneration}
+		}})
+	return c
 }
 
 // follow runs the service's watch of a shared store until ctx ends.
