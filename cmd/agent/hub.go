@@ -149,6 +149,12 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
+			if svc != nil {
+				if err := sf.hubCertFor(p, ln.Addr().String(), log); err != nil {
+					ln.Close()
+					return err
+				}
+			}
 			var (
 				srv     *hub.Hub
 				cluster hub.Cluster

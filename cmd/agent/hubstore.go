@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/hub"
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
@@ -174,4 +178,40 @@ func asideEtcd(projectDir string) (kept string, err error) {
 		return "", fmt.Errorf("restore: move the etcd data aside: %w", err)
 	}
 	return kept, nil
+}
+
+// hubCertFor gives a hub of a cluster a certificate for its own address
+// (the --listen host, or else its --cluster-peers host) when the project's
+// hub.pem names another one: every hub of a cluster holds the project's
+// key, and agents that fail over check each hub's name.
+func (f *storeFlags) hubCertFor(p *authority.Project, listen string, log *zap.Logger) error {
+	if f.clusterName == "" && f.endpoints == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = ""
+		for _, pe := range f.peers {
+			if u, err := url.Parse(pe.URL); err == nil && pe.Name == f.clusterName {
+				host = u.Hostname()
+			}
+		}
+	}
+	if host == "" || p.HubCert.VerifyHostname(host) == nil {
+		return nil
+	}
+	der, err := credential.IssueServer(p.Cert, p.Key, p.HubKey.Public(), host, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("issue hub certificate: %w", err)
+	}
+	p.HubCert = cert
+	log.Info("issued this hub's certificate for its own address (the project's hub.pem names another hub)", zap.String("host", host))
+	return nil
 }
