@@ -176,6 +176,9 @@ and never stops it.`,
 				members = svc.Members
 			}
 			ms.start(metrics.NewHubCollector(srv, members), func() error { return metrics.HubReady(srv.Stats(), members) })
+			if c != nil && ms != nil {
+				ms.reg.MustRegister(metrics.NewClusterCollector(c))
+			}
 			if admin == "" {
 				admin = hubadmin.HubSocket(projectDir)
 			}

@@ -61,28 +61,38 @@ type Service struct {
 	// (Follow), in generation order, whichever hub made them.
 	shared        store.Shared
 	onFollowError func(node string, err error)
-	fmu           sync.Mutex    // guards the following
-	followed      uint64        // the newest generation Follow notified
-	advanced      chan struct{} // closed when followed grows
+	// followFrom is the generation when the service was made: Follow
+	// notifies the changes after it (if known; else after the one it
+	// reads when it starts).
+	followFrom      uint64
+	followFromKnown bool
+	fmu             sync.Mutex    // guards the following
+	followed        uint64        // the newest generation Follow notified
+	advanced        chan struct{} // closed when followed grows
 }
 
 // NewService puts an authority to work.
 func NewService(a *Authority) *Service {
 	p := a.project
 	shared, _ := a.store.(store.Shared)
-	return &Service{auth: a, subs: map[*func(Change)]struct{}{}, shared: shared, advanced: make(chan struct{}), tls: &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The authority presents its own certificate: agents pin its key.
-		Certificates: []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
-		NextProtos:   []string{wire.ExchangeALPN},
-		// Any Ed25519 certificate: the handshake proves the agent holds
-		// the node key; the request says what it wants of it.
-		ClientAuth:            tls.RequireAnyClientCert,
-		VerifyPeerCertificate: identity.RequireNodeKey,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return alpn.Require(cs, wire.ExchangeALPN)
-		},
-	}}
+	from, err := uint64(0), error(nil)
+	if shared != nil {
+		from, err = a.Generation()
+	}
+	return &Service{auth: a, subs: map[*func(Change)]struct{}{}, shared: shared, advanced: make(chan struct{}),
+		followFrom: from, followFromKnown: err == nil, tls: &tls.Config{
+			MinVersion: tls.VersionTLS13,
+			// The authority presents its own certificate: agents pin its key.
+			Certificates: []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
+			NextProtos:   []string{wire.ExchangeALPN},
+			// Any Ed25519 certificate: the handshake proves the agent holds
+			// the node key; the request says what it wants of it.
+			ClientAuth:            tls.RequireAnyClientCert,
+			VerifyPeerCertificate: identity.RequireNodeKey,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return alpn.Require(cs, wire.ExchangeALPN)
+			},
+		}}
 }
 
 // Authority is the authority the service runs.
@@ -175,15 +185,19 @@ func (s *Service) awaitFollowed(gen uint64) {
 	}
 }
 
-// Follow notifies the changes to a shared store (store.Shared), whichever
-// hub made them, in generation order and once each, until ctx ends: with
+// Follow notifies the changes to a shared store (store.Shared) made since
+// NewService, whichever hub made them, in generation order and once each,
+// until ctx ends: with
 // such a store, the one place changes are notified from. Without one it
 // returns at once.
 func (s *Service) Follow(ctx context.Context) error {
 	if s.shared == nil {
 		return nil
 	}
-	gen, err := s.auth.Generation()
+	gen, err := s.followFrom, error(nil)
+	if !s.followFromKnown {
+		gen, err = s.auth.Generation()
+	}
 	for err != nil { // no quorum yet
 		select {
 		case <-ctx.Done():

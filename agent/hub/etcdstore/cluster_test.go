@@ -2,14 +2,17 @@ package etcdstore_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
 	"github.com/sluicehq/sluice/agent/hub/authority/store"
 	"github.com/sluicehq/sluice/agent/hub/etcdstore"
@@ -256,5 +259,117 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 	}
 	if code := authority.Code(fmt.Errorf("x: %w", wire.ErrNoQuorum)); code != "no_quorum" {
 		t.Fatalf("wire code of a refusal without quorum: %q", code)
+	}
+}
+
+// TestServiceFollowsCluster: each hub's authority service notifies every
+// change, made through it or another hub, once, in generation order, with
+// a fresh credential for the node (the path to the agents, members.go).
+func TestServiceFollowsCluster(t *testing.T) {
+	h := newHubs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type seen struct {
+		gens   []uint64
+		grants int
+	}
+	var mu sync.Mutex
+	got := make([]seen, 2)
+	svcs := make([]*authority.Service, 2)
+	for i := range 2 {
+		svcs[i] = authority.NewService(h.auths[i])
+		svcs[i].Subscribe(func(c authority.Change) {
+			w, err := wire.OpenWord(h.p.Cert.PublicKey.(ed25519.PublicKey), h.p.ID, c.Word)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			got[i].gens = append(got[i].gens, w.Generation)
+			if c.Grant != nil {
+				got[i].grants++
+			}
+			mu.Unlock()
+		})
+		go svcs[i].Follow(ctx)
+	}
+	m, err := svcs[0].Authority().Redeem(ticket(t, h.p, 1), nodeKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 { // through hub a and hub b in turn
+		if _, err := svcs[i%2].SetAttributes(m.NodeID, map[string]string{"n": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []uint64{1, 2, 3, 4, 5, 6, 7}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		done := len(got[0].gens) >= len(want) && len(got[1].gens) >= len(want)
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a duplicate would come now
+	mu.Lock()
+	defer mu.Unlock()
+	for i, s := range got {
+		if !slices.Equal(s.gens, want) || s.grants != len(want) {
+			t.Errorf("hub %d notified generations %v with %d credentials, want %v, each with one", i, s.gens, s.grants, want)
+		}
+	}
+}
+
+// TestClusterPresenceAndClaims: each hub publishes its agents and relay
+// claims under its lease; every hub's status shows them, with the leader;
+// a hub that stops takes its claims and presence with it at once.
+func TestClusterPresenceAndClaims(t *testing.T) {
+	h := newHubs(t)
+	relays := [][]string{{"db"}, {"db", "web"}, nil}
+	stops := make([]context.CancelFunc, 3)
+	done := make([]chan struct{}, 3)
+	for i := range 3 {
+		c := etcdstore.NewCluster(h.stores[i], etcdstore.ClusterOptions{Name: h.peers[i].Name, Embedded: true, Interval: 50 * time.Millisecond,
+			Presence: func() admin.HubPresence { return admin.HubPresence{Agents: i + 1, Relays: relays[i]} }})
+		ctx, cancel := context.WithCancel(context.Background())
+		stops[i], done[i] = cancel, make(chan struct{})
+		go func() { c.Run(ctx); close(done[i]) }()
+	}
+	defer func() {
+		for i := range 3 {
+			stops[i]()
+			<-done[i]
+		}
+	}()
+	status := func(i int) *admin.ClusterStatus {
+		st, err := etcdstore.NewCluster(h.stores[i], etcdstore.ClusterOptions{Name: h.peers[i].Name, Embedded: true}).ClusterStatus(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	var st *admin.ClusterStatus
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st = status(2); len(st.Hubs) == 3 && len(st.Claims["db"]) == 2 && len(st.Claims["web"]) == 1 {
+			break
+		}
+	}
+	if len(st.Members) != 3 || st.Leader == "" || !st.Healthy || len(st.Hubs) != 3 ||
+		!slices.Equal(st.Claims["db"], []string{"hub-a", "hub-b"}) || !slices.Equal(st.Claims["web"], []string{"hub-b"}) {
+		t.Fatalf("status through hub c: %+v", st)
+	}
+	for _, m := range st.Members {
+		if !m.Live {
+			t.Errorf("member %s not live", m.Name)
+		}
+	}
+	stops[1]() // hub b stops: its lease is revoked
+	<-done[1]
+	st = status(0)
+	if !slices.Equal(st.Claims["db"], []string{"hub-a"}) || len(st.Claims["web"]) != 0 || len(st.Hubs) != 2 {
+		t.Fatalf("status after hub b stopped: claims %v, hubs %+v", st.Claims, st.Hubs)
 	}
 }

@@ -103,6 +103,7 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 // migrate loads the project's hub.db into a store that has no records.
 func (s *Store) migrate(ctx context.Context, p *authority.Project, cluster bool, log *zap.Logger) error {
 	path := authority.DatabasePath(p.Dir)
+	waited := false
 	for {
 		ictx, cancel := context.WithTimeout(ctx, s.timeout)
 		ok, err := s.initialized(ictx)
@@ -125,11 +126,14 @@ func (s *Store) migrate(ctx context.Context, p *authority.Project, cluster bool,
 		case !cluster:
 			return missing(p)
 		}
-		log.Info("waiting for the hub that holds the project's hub.db to load it into the cluster")
+		if !waited {
+			log.Info("waiting for the hub that holds the project's hub.db to load it into the cluster")
+			waited = true
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
