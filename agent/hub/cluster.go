@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -20,13 +21,15 @@ type Cluster interface {
 // clusterTimeout bounds one GET /v1/cluster.
 const clusterTimeout = 5 * time.Second
 
-// withCluster adds GET /v1/cluster to an admin handler.
+// withCluster adds GET /v1/cluster to an admin handler; without a cluster
+// it answers 404 and says why.
 func withCluster(c Cluster, next http.Handler) http.Handler {
-	if c == nil {
-		return next
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+		if c == nil {
+			adminReply(w, nil, fmt.Errorf("cluster status: this hub keeps its records in hub.db alone (agent hub --store bolt), or runs as a relay only: %w", errNoRequest))
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
 		defer cancel()
 		st, err := c.ClusterStatus(ctx)

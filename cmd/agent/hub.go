@@ -40,12 +40,21 @@ sockmap sk_skb redirect (--relay); it never holds a key that can read them.
 
 With --role both (the default) it also runs the project authority: it redeems
 enrollment tickets, issues short-lived credentials and signs the member state,
-with its database (members, used tickets, revocations) in hub.db in the
-project directory, made by 'agentctl project init'. The hub checks it before it
-serves ('agent hub check') and refuses a missing, empty or damaged one, saying
-how to restore a backup ('agentctl hub backup' takes one while the hub runs;
-'agent hub --restore FILE' puts it back while the hub is stopped). --init
-creates the database for a project made before project init did.
+with its records (members, used tickets, revocations) in an etcd member it
+embeds in hub.etcd in the project directory (no other process, no other port).
+The hub.db that 'agentctl project init' made is checked ('agent hub check') and
+migrated into it once, at the first start, and kept renamed; a missing, empty
+or damaged one is refused, saying how to restore a backup ('agentctl hub
+backup' takes one while the hub runs; 'agent hub --restore FILE' puts it back
+while the hub is stopped). --init creates the database for a project made
+before project init did. --store bolt keeps the records in hub.db alone.
+
+Several hubs share the records as a cluster: embedded members (--cluster-name,
+--cluster-peers, peer TLS on certificates the project authority issues) or an
+external etcd (--etcd-endpoints). A ticket is redeemed once across them, a
+change made on one reaches the agents of all, and a hub cut off from the
+majority refuses to enroll or issue (code no_quorum). 'agentctl hub status'
+shows the cluster (docs/hub-cluster.md).
 
 With --role relay it holds no key that can sign a credential, a member update
 or a revocation, and no database: the authority runs elsewhere (agent
@@ -68,6 +77,8 @@ it), and relays the data sessions it has for up to --shutdown-timeout, then
 resets them; a second signal resets them at once. SIGHUP reopens --log-file
 and never stops it.`,
 		Example: `  agent hub --project ./project --listen 0.0.0.0:4443
+  agent hub --project ./project --listen 10.0.0.1:4443 --cluster-name a \
+    --cluster-peers a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380
   agent hub --role relay --project ./relay --listen 0.0.0.0:4443
   agent hub --restore hub.backup --project ./project`,
 		Args: cobra.NoArgs,

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,9 @@ func (f *storeFlags) check(role string) error {
 			return cli.Usagef("--cluster-peers: %v", err)
 		}
 		f.peers = peers
+		if !slices.ContainsFunc(peers, func(p etcdstore.Peer) bool { return p.Name == f.clusterName }) {
+			return cli.Usagef("--cluster-name %q is not one of --cluster-peers", f.clusterName)
+		}
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
-	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
 
 // hubStatusCommand is `agentctl hub status`: the cluster of hubs as the
@@ -20,7 +18,7 @@ import (
 func hubStatusCommand(e *env) *cobra.Command {
 	var socket, project, format string
 	cmd := &cobra.Command{
-		Use:   "status (--project DIR | --hub-admin SOCKET) [-o json]",
+		Use:   "status (--project DIR | --hub-admin SOCKET) [-o json|yaml]",
 		Short: "Show the cluster of hubs: etcd members, leader, each hub's agents, sessions and relay claims, health",
 		Long: `Show where the running hub keeps the authority's records and the cluster of
 hubs that share them, as this hub sees it: the etcd members and which one
@@ -33,9 +31,6 @@ majority says so and shows its last view. A hub on its own hub.db
   agentctl hub status --hub-admin /run/sluice/hub.sock -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "" && format != "json" {
-				return cli.Usagef("-o %q: want json, or nothing for a table", format)
-			}
 			a, err := hubAdmin(socket, project)
 			if err != nil {
 				return err
@@ -44,18 +39,12 @@ majority says so and shows its last view. A hub on its own hub.db
 			if err != nil {
 				return fmt.Errorf("hub status: %w", err)
 			}
-			if format == "json" {
-				enc := json.NewEncoder(e.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			printClusterStatus(e.out, st)
-			return nil
+			return e.emit(format, st, func(w io.Writer) { printClusterStatus(w, st) })
 		},
 	}
 	cmd.Flags().StringVar(&project, "project", "", "project directory of the running hub: its admin socket is hub.sock there")
 	cmd.Flags().StringVar(&socket, "hub-admin", "", "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
-	cmd.Flags().StringVarP(&format, "output", "o", "", "json: the status as JSON")
+	outputFlag(cmd, &format)
 	return cmd
 }
 
