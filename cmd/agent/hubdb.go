@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -130,6 +131,11 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 		return err
 	}
 	out := cmd.OutOrStdout()
+	if _, err := os.Stat(filepath.Join(etcdstore.DataDir(projectDir), "member")); create && err == nil {
+		return &authority.DatabaseError{Path: etcdstore.DataDir(projectDir), Problem: "holds the project's records already (hub.db was migrated into it)",
+			Fix: fmt.Sprintf("start the hub without --init; to start from a backup instead, use `agent hub --restore FILE --project %s`", projectDir),
+			Err: authority.ErrDatabaseExists}
+	}
 	if create {
 		if err := authority.CreateDatabase(p); err != nil {
 			return err

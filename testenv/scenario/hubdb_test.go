@@ -330,4 +330,11 @@ func TestHubBackupRestore(t *testing.T) {
 	if _, err := enroll(t, p, addr, tickets[0]); !errors.Is(err, wire.ErrTicketUsed) {
 		t.Errorf("a ticket used before the backup, after the restore: %v, want ErrTicketUsed", err)
 	}
+	hub.stop()
+	// The restored hub.db was migrated again: --init would make a hub.db
+	// that etcd ignores, so it refuses.
+	r = runAgentBin(t, "hub", "--project", dir, "--init")
+	if !r.exited(20*time.Second) || r.err == nil || !strings.Contains(r.out.String(), "holds the project's records already") {
+		t.Errorf("--init on a project whose records are in etcd: %v\n%s", r.err, r.out.String())
+	}
 }
