@@ -342,5 +342,21 @@ func TestHubCluster(t *testing.T) {
 		if st := c.status(other); !st.Healthy || st.Leader == "" || st.Leader == c.names[lead] {
 			t.Fatalf("status after the leader's hub died: %+v", st)
 		}
+		// Its lease (5 s, extended once by the new leader) lapses: its
+		// presence and relay claims vanish for the others.
+		for {
+			gone := true
+			for _, h := range c.status(other).Hubs {
+				gone = gone && h.Name != c.names[lead]
+			}
+			if gone {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("the killed hub %s is still present in the cluster 30 s later", c.names[lead])
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("the killed hub's lease lapsed (presence and claims gone) %v after the kill", time.Since(start).Round(time.Millisecond))
 	})
 }
