@@ -218,7 +218,12 @@ func (c *Cluster) ClusterStatus(ctx context.Context) (*admin.ClusterStatus, erro
 		return st, nil // cut off: what it knows
 	}
 	for _, m := range ml.Members {
-		cm := admin.ClusterMember{Name: m.Name, ID: strconv.FormatUint(m.ID, 16), PeerURLs: m.PeerURLs, Leader: m.ID == leader, Live: live[m.Name]}
+		cm := admin.ClusterMember{Name: m.Name, ID: strconv.FormatUint(m.ID, 16), Leader: m.ID == leader, Live: live[m.Name]}
+		for _, u := range m.PeerURLs {
+			if u != aloneURL.String() { // a member alone has no peer URL
+				cm.PeerURLs = append(cm.PeerURLs, u)
+			}
+		}
 		if cm.Leader {
 			st.Leader = m.Name
 		}

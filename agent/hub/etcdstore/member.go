@@ -9,6 +9,7 @@ package etcdstore
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,6 +25,9 @@ import (
 
 // DataDir is the embedded member's data directory in a project directory.
 func DataDir(projectDir string) string { return filepath.Join(projectDir, "hub.etcd") }
+
+// aloneURL is the peer URL a member alone advertises, and never serves.
+var aloneURL = url.URL{Scheme: "http", Host: "localhost:0"}
 
 // Peer is one member of a cluster of hubs.
 type Peer struct {
@@ -106,7 +110,7 @@ func StartMember(opts MemberOptions, wait func(time.Duration)) (*Member, error) 
 		// No peer listener; the advertised URL (etcd wants one) is never
 		// dialed, as there is no other member.
 		cfg.ListenPeerUrls = nil
-		cfg.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: "localhost:0"}}
+		cfg.AdvertisePeerUrls = []url.URL{aloneURL}
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	} else {
 		if err := clusterConfig(cfg, opts); err != nil {
@@ -158,6 +162,9 @@ func clusterConfig(cfg *embed.Config, opts MemberOptions) error {
 	listen := *adv
 	if opts.ListenPeer != "" {
 		listen.Host = opts.ListenPeer
+	}
+	if net.ParseIP(listen.Hostname()) == nil {
+		return fmt.Errorf("start etcd member: its peer URL %s names a host, and etcd listens only on an IP address: add --cluster-listen IP:PORT (0.0.0.0:%s for every address)", self.URL, adv.Port())
 	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{listen}, []url.URL{*adv}
 	cfg.InitialCluster = strings.Join(initial, ",")
