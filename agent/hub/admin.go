@@ -51,8 +51,8 @@ func AuthorityAdminHandler(s *authority.Service, log *zap.Logger) http.Handler {
 //	GET  /v1/cluster                     the cluster of hubs (a hub on etcd; cluster.go)
 //
 // Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
-// or no such request), 409 (revoked, or a relay without the authority) or
-// 500.
+// or no such request), 409 (revoked, or a relay without the authority), 503
+// (no quorum: the hub cannot commit to its cluster's store) or 500.
 func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authority, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -129,6 +129,8 @@ func adminReply(w http.ResponseWriter, v any, err error) {
 			code = http.StatusConflict
 		case errors.Is(err, errBadRequest), errors.Is(err, authority.ErrBadAttribute):
 			code = http.StatusBadRequest
+		case errors.Is(err, wire.ErrNoQuorum): // a hub cut off from its cluster
+			code = http.StatusServiceUnavailable
 		default:
 			code = http.StatusInternalServerError
 		}
