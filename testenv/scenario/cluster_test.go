@@ -193,8 +193,9 @@ func (c *clusterEnv) status(i int) *admin.ClusterStatus {
 // one-use ticket redeemed at once through all three wins exactly once (20
 // rounds); a change made through hub a reaches an agent on hub b (the
 // time is logged); a hub partitioned from the two others refuses to
-// enroll (no_quorum), and a revocation made on the majority meanwhile cuts
-// the revoked agent connected to it once the partition heals; with the
+// enroll (no_quorum), loses its lease (its presence vanishes for the
+// majority), and a revocation made on the majority meanwhile cuts the
+// revoked agent connected to it once the partition heals; with the
 // leader's hub killed -9 the two others go on.
 func TestHubCluster(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -296,6 +297,21 @@ func TestHubCluster(t *testing.T) {
 				t.Fatalf("the partitioned hub passed on a revocation it cannot have heard:\n%s", v.Output())
 			}
 		}
+		// Hub c cannot keep its lease alive: its presence and claims
+		// vanish for the majority.
+		present := func(i int, name string) bool {
+			for _, h := range c.status(i).Hubs {
+				if h.Name == name {
+					return true
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(30 * time.Second); present(0, "c"); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the partitioned hub c is still present for the majority 30 s into the partition")
+			}
+		}
 		if err := cut.Close(); err != nil { // heal
 			t.Fatal(err)
 		}
@@ -311,6 +327,12 @@ func TestHubCluster(t *testing.T) {
 			t.Fatalf("agent on the healed hub ended without hearing of its revocation:\n%s", v.Output())
 		}
 		t.Logf("the revocation made during the partition cut the agent on the healed hub %v after the heal", time.Since(healed).Round(time.Millisecond))
+		for deadline := time.Now().Add(30 * time.Second); !present(0, "c"); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the healed hub c did not publish its presence again under a new lease")
+			}
+		}
+		t.Logf("the healed hub holds a new lease %v after the heal", time.Since(healed).Round(time.Millisecond))
 	})
 
 	t.Run("leader killed", func(t *testing.T) {
