@@ -32,7 +32,7 @@ func (h *Hub) AdminHandler() http.Handler {
 	if h.local != nil {
 		db = h.local.Authority()
 	}
-	return adminHandler(h, h.Stats, db, h.log)
+	return withCluster(h.opts.Cluster, adminHandler(h, h.Stats, db, h.log))
 }
 
 // AuthorityAdminHandler serves the member requests of the admin API for an
@@ -48,10 +48,11 @@ func AuthorityAdminHandler(s *authority.Service, log *zap.Logger) http.Handler {
 //	PUT  /v1/members/{node}/attributes   {"attributes": {"k": "v"}}
 //	GET  /v1/stats                       Stats: sessions, limits, refusals (a relay's)
 //	GET  /v1/backup                      a consistent copy of the database (hub.db; the authority's)
+//	GET  /v1/cluster                     the cluster of hubs (a hub on etcd; cluster.go)
 //
 // Errors are {"error": "..."} with 400, 404 (no such member, no stats here,
-// or no such request), 409 (revoked, or a relay without the authority) or
-// 500.
+// or no such request), 409 (revoked, or a relay without the authority), 503
+// (no quorum: the hub cannot commit to its cluster's store) or 500.
 func adminHandler(members MemberAdmin, stats func() Stats, db *authority.Authority, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -128,6 +129,8 @@ func adminReply(w http.ResponseWriter, v any, err error) {
 			code = http.StatusConflict
 		case errors.Is(err, errBadRequest), errors.Is(err, authority.ErrBadAttribute):
 			code = http.StatusBadRequest
+		case errors.Is(err, wire.ErrNoQuorum): // a hub cut off from its cluster
+			code = http.StatusServiceUnavailable
 		default:
 			code = http.StatusInternalServerError
 		}

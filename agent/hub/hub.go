@@ -46,6 +46,9 @@ type HubOptions struct {
 	// HeartbeatInterval is how often the authority in this process signs a
 	// heartbeat for the agents (15s).
 	HeartbeatInterval time.Duration
+	// Cluster, if set, is the cluster of hubs this one is part of, for
+	// GET /v1/cluster (cluster.go).
+	Cluster Cluster
 }
 
 // Hub is the rendezvous point: it keeps the relay names agents claim, relays

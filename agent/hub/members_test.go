@@ -106,6 +106,7 @@ func TestAdminHandler(t *testing.T) {
 		{"PUT", "/v1/members/" + a.Identity.ID() + "/attributes", `{"attributes": {"k": "w"}}`, 200, `"k": "w"`},
 		{"POST", "/v1/members/" + a.Identity.ID() + "/revoke", "", 200, `"revoked": true`},
 		{"PUT", "/v1/members/" + a.Identity.ID() + "/attributes", `{"attributes": {}}`, 409, "revoked"},
+		{"GET", "/v1/cluster", "", 404, "keeps its records in hub.db alone"},
 	} {
 		req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
 		if err != nil {

@@ -46,6 +46,12 @@ var (
 	ErrHubInternal = errors.New("the hub failed to serve the request")
 	// ErrUnsupported means the hub does not know the request.
 	ErrUnsupported = errors.New("the hub does not support this request")
+	// ErrNoQuorum means the hub cannot commit to, or read the committed
+	// state of, the project's shared store now (its etcd member is cut
+	// off from the majority, or the external etcd is unreachable): it
+	// refuses what it could not record. Another hub of the cluster may
+	// serve the request.
+	ErrNoQuorum = errors.New("the hub cannot reach a quorum of the project's shared state; try another hub")
 )
 
 // CodeInternal is the wire code of the hub's own failures.
@@ -74,6 +80,7 @@ var codes = []struct {
 	{"dial_denied", ErrDialDenied},
 	{"unsupported", ErrUnsupported},
 	{"refused", ErrRefused},
+	{"no_quorum", ErrNoQuorum},
 	{CodeInternal, ErrHubInternal},
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/agent/hub"
 	hubadmin "github.com/sluicehq/sluice/agent/hub/admin"
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/hub/etcdstore"
 	"github.com/sluicehq/sluice/agent/metrics"
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
@@ -28,6 +29,7 @@ func hubCommand() *cobra.Command {
 		limits                                     hub.Limits
 		logs                                       logFlags
 		mf                                         metricsFlags
+		sf                                         storeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "hub --project DIR (--listen ADDR | --init | --restore FILE)",
@@ -38,12 +40,21 @@ sockmap sk_skb redirect (--relay); it never holds a key that can read them.
 
 With --role both (the default) it also runs the project authority: it redeems
 enrollment tickets, issues short-lived credentials and signs the member state,
-with its database (members, used tickets, revocations) in hub.db in the
-project directory, made by 'agentctl project init'. The hub checks it before it
-serves ('agent hub check') and refuses a missing, empty or damaged one, saying
-how to restore a backup ('agentctl hub backup' takes one while the hub runs;
-'agent hub --restore FILE' puts it back while the hub is stopped). --init
-creates the database for a project made before project init did.
+with its records (members, used tickets, revocations) in an etcd member it
+embeds in hub.etcd in the project directory (no other process, no other port).
+The hub.db that 'agentctl project init' made is checked ('agent hub check') and
+migrated into it once, at the first start, and kept renamed; a missing, empty
+or damaged one is refused, saying how to restore a backup ('agentctl hub
+backup' takes one while the hub runs; 'agent hub --restore FILE' puts it back
+while the hub is stopped). --init creates the database for a project made
+before project init did. --store bolt keeps the records in hub.db alone.
+
+Several hubs share the records as a cluster: embedded members (--cluster-name,
+--cluster-peers, peer TLS on certificates the project authority issues) or an
+external etcd (--etcd-endpoints). A ticket is redeemed once across them, a
+change made on one reaches the agents of all, and a hub cut off from the
+majority refuses to enroll or issue (code no_quorum). 'agentctl hub status'
+shows the cluster (docs/hub-cluster.md).
 
 With --role relay it holds no key that can sign a credential, a member update
 or a revocation, and no database: the authority runs elsewhere (agent
@@ -66,6 +77,8 @@ it), and relays the data sessions it has for up to --shutdown-timeout, then
 resets them; a second signal resets them at once. SIGHUP reopens --log-file
 and never stops it.`,
 		Example: `  agent hub --project ./project --listen 0.0.0.0:4443
+  agent hub --project ./project --listen 10.0.0.1:4443 --cluster-name a \
+    --cluster-peers a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380
   agent hub --role relay --project ./relay --listen 0.0.0.0:4443
   agent hub --restore hub.backup --project ./project`,
 		Args: cobra.NoArgs,
@@ -94,14 +107,18 @@ and never stops it.`,
 			if shutdownTimeout < 0 {
 				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
+			if err := sf.check(role); err != nil {
+				return err
+			}
 			log, stopLog, err := logs.start(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer stopLog()
 			var (
-				p   *authority.Project
-				svc *authority.Service
+				p     *authority.Project
+				svc   *authority.Service
+				store *etcdstore.Store
 			)
 			ms, err := serveMetrics(mf, log)
 			if err != nil {
@@ -116,15 +133,16 @@ and never stops it.`,
 				if p, err = authority.Load(projectDir); err != nil {
 					return err
 				}
-				if err := checkInChild(cmd.Context(), projectDir, ""); err != nil {
-					return err
-				}
-				auth, err := authority.Open(p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")})
+				auth, st, err := sf.open(cmd.Context(), p, authority.Options{CredentialLifetime: lifetime, Audit: log.Named("audit")}, log)
 				if err != nil {
 					return err
 				}
 				defer auth.Close()
+				store = st
 				svc = authority.NewService(auth)
+				fctx, stopFollow := context.WithCancel(context.Background())
+				defer stopFollow()
+				follow(fctx, svc, log)
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
@@ -142,12 +160,36 @@ and never stops it.`,
 			}
 			limits = limits.WithDefaults()
 			log.Info("hub limits", zap.Any("limits", limits))
-			srv := hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits})
+			if svc != nil {
+				if err := sf.hubCertFor(p, ln.Addr().String(), log); err != nil {
+					ln.Close()
+					return err
+				}
+			}
+			var (
+				srv     *hub.Hub
+				cluster hub.Cluster
+			)
+			c := sf.cluster(store, func() *hub.Hub { return srv }, ln.Addr().String(), log)
+			if c != nil {
+				cluster = c
+			}
+			srv = hub.NewHub(p, hub.HubOptions{Authority: svc, Logger: log, Audit: log.Named("audit"), Sockmap: sm, Limits: limits, Cluster: cluster})
+			if c != nil {
+				cctx, stopCluster := context.WithCancel(context.Background())
+				ran := make(chan struct{})
+				go func() { c.Run(cctx); close(ran) }()
+				defer func() { stopCluster(); <-ran }() // revokes the hub's lease: its claims vanish at once
+
+			}
 			var members metrics.Members
 			if svc != nil {
 				members = svc.Members
 			}
 			ms.start(metrics.NewHubCollector(srv, members), func() error { return metrics.HubReady(srv.Stats(), members) })
+			if c != nil && ms != nil {
+				ms.reg.MustRegister(metrics.NewClusterCollector(c))
+			}
 			if admin == "" {
 				admin = hubadmin.HubSocket(projectDir)
 			}
@@ -181,6 +223,7 @@ and never stops it.`,
 	registerDebug(cmd, &debugSocket)
 	mf.register(cmd, "ready: its database is usable, or with --role relay the authority is linked")
 	registerLimits(cmd, &limits)
+	sf.register(cmd)
 	logs.register(cmd)
 	cmd.AddCommand(hubCheckCommand())
 	return cmd

@@ -8,11 +8,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/agent/hub/authority"
+	"github.com/sluicehq/sluice/agent/hub/etcdstore"
 
 	"github.com/sluicehq/sluice/cmd/internal/cli"
 )
@@ -129,6 +131,11 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 		return err
 	}
 	out := cmd.OutOrStdout()
+	if _, err := os.Stat(filepath.Join(etcdstore.DataDir(projectDir), "member")); create && err == nil {
+		return &authority.DatabaseError{Path: etcdstore.DataDir(projectDir), Problem: "holds the project's records already (hub.db was migrated into it)",
+			Fix: fmt.Sprintf("start the hub without --init; to start from a backup instead, use `agent hub --restore FILE --project %s`", projectDir),
+			Err: authority.ErrDatabaseExists}
+	}
 	if create {
 		if err := authority.CreateDatabase(p); err != nil {
 			return err
@@ -136,6 +143,12 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 		fmt.Fprintf(out, "created an empty hub database %s; start the hub without --init\n", authority.DatabasePath(projectDir))
 		return nil
 	}
+	// A hub on etcd holds its member's data directory: none runs meanwhile.
+	unlock, err := etcdstore.LockDir(etcdstore.DataDir(projectDir))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	kept, err := authority.Restore(p, restore, func(file string) error { return checkInChild(cmd.Context(), projectDir, file) })
 	if err != nil {
 		return err
@@ -143,6 +156,13 @@ func hubDatabaseOp(cmd *cobra.Command, projectDir string, create bool, restore s
 	msg := fmt.Sprintf("restored the hub database %s from %s", authority.DatabasePath(projectDir), restore)
 	if kept != "" {
 		msg += "; the one it replaced is kept as " + kept
+	}
+	keptEtcd, err := asideEtcd(projectDir)
+	if err != nil {
+		return err
+	}
+	if keptEtcd != "" {
+		msg += "; the etcd data it replaces is kept as " + keptEtcd + " (the hub migrates the restored file into etcd at its next start)"
 	}
 	fmt.Fprintln(out, msg)
 	return nil

@@ -32,8 +32,8 @@ func hubAdmin(socket, project string) (*hubadmin.Client, error) {
 func hubCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "hub",
-		Short:   "Back up the running hub's database (on the hub's machine, through its admin socket)",
-		Example: "  agentctl hub backup --project ./project -o hub.backup",
+		Short:   "Back up the running hub's database, or show the cluster of hubs (on the hub's machine, through its admin socket)",
+		Example: "  agentctl hub backup --project ./project -o hub.backup\n  agentctl hub status --project ./project",
 	}
 	var socket, project, out string
 	backup := &cobra.Command{
@@ -76,7 +76,7 @@ Restore it, with the hub stopped, with 'agent hub --restore FILE --project DIR'.
 	backup.Flags().StringVarP(&out, "output", "o", "", "file to write the backup to (required)")
 	backup.Flags().StringVar(&project, "project", "", "project directory of the running hub: its admin socket is hub.sock there")
 	backup.Flags().StringVar(&socket, "hub-admin", "", "unix socket of the hub's admin API, instead of --project (default: $SLUICE_HUB_ADMIN)")
-	cmd.AddCommand(backup)
+	cmd.AddCommand(backup, hubStatusCommand(e))
 	return cmd
 }
 

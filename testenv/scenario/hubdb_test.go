@@ -253,8 +253,9 @@ func enroll(t *testing.T, p *authority.Project, addr, ticket string) (string, er
 	return id.ID(), err
 }
 
-// TestHubBackupRestore: a backup taken with agentctl while the hub serves,
-// restored with `agent hub --restore` (refused while the hub runs), brings
+// TestHubBackupRestore: a backup taken with agentctl while the hub serves
+// (on its embedded etcd member, in hub.db's format), restored with `agent
+// hub --restore` (refused while the hub runs) and migrated again, brings
 // back members, used tickets and revocations: a used ticket stays used, a
 // revoked node stays out.
 func TestHubBackupRestore(t *testing.T) {
@@ -300,7 +301,12 @@ func TestHubBackupRestore(t *testing.T) {
 	}
 
 	hub.stop()
-	if err := os.Truncate(authority.DatabasePath(dir), 0); err != nil { // the disaster
+	// The disaster: the hub's records are gone (its hub.db was migrated
+	// into the embedded etcd member's data at its first start).
+	if _, err := os.Stat(authority.DatabasePath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("hub.db after the hub ran: %v, want it migrated away", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "hub.etcd")); err != nil {
 		t.Fatal(err)
 	}
 	r = runAgentBin(t, "hub", "--project", dir, "--restore", backup)
@@ -323,5 +329,12 @@ func TestHubBackupRestore(t *testing.T) {
 	}
 	if _, err := enroll(t, p, addr, tickets[0]); !errors.Is(err, wire.ErrTicketUsed) {
 		t.Errorf("a ticket used before the backup, after the restore: %v, want ErrTicketUsed", err)
+	}
+	hub.stop()
+	// The restored hub.db was migrated again: --init would make a hub.db
+	// that etcd ignores, so it refuses.
+	r = runAgentBin(t, "hub", "--project", dir, "--init")
+	if !r.exited(20*time.Second) || r.err == nil || !strings.Contains(r.out.String(), "holds the project's records already") {
+		t.Errorf("--init on a project whose records are in etcd: %v\n%s", r.err, r.out.String())
 	}
 }

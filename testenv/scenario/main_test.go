@@ -15,6 +15,9 @@ var bin string
 var appDir string
 
 func TestMain(m *testing.M) {
+	if code, ok := runHelper(); ok { // the cluster test's agents (cluster_helper_test.go)
+		os.Exit(code)
+	}
 	os.Exit(run(m))
 }
 

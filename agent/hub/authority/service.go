@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/hub/authority/store"
 	"github.com/sluicehq/sluice/agent/identity"
 	"github.com/sluicehq/sluice/agent/internal/alpn"
 	"github.com/sluicehq/sluice/agent/wire"
@@ -55,24 +56,43 @@ type Service struct {
 
 	mu   sync.Mutex // serializes changes with their notification; guards the following
 	subs map[*func(Change)]struct{}
+
+	// With a store other hubs share, changes are notified from its watch
+	// (Follow), in generation order, whichever hub made them.
+	shared        store.Shared
+	onFollowError func(node string, err error)
+	// followFrom is the generation when the service was made: Follow
+	// notifies the changes after it (if known; else after the one it
+	// reads when it starts).
+	followFrom      uint64
+	followFromKnown bool
+	fmu             sync.Mutex    // guards the following
+	followed        uint64        // the newest generation Follow notified
+	advanced        chan struct{} // closed when followed grows
 }
 
 // NewService puts an authority to work.
 func NewService(a *Authority) *Service {
 	p := a.project
-	return &Service{auth: a, subs: map[*func(Change)]struct{}{}, tls: &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The authority presents its own certificate: agents pin its key.
-		Certificates: []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
-		NextProtos:   []string{wire.ExchangeALPN},
-		// Any Ed25519 certificate: the handshake proves the agent holds
-		// the node key; the request says what it wants of it.
-		ClientAuth:            tls.RequireAnyClientCert,
-		VerifyPeerCertificate: identity.RequireNodeKey,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return alpn.Require(cs, wire.ExchangeALPN)
-		},
-	}}
+	shared, _ := a.store.(store.Shared)
+	from, err := uint64(0), error(nil)
+	if shared != nil {
+		from, err = a.Generation()
+	}
+	return &Service{auth: a, subs: map[*func(Change)]struct{}{}, shared: shared, advanced: make(chan struct{}),
+		followFrom: from, followFromKnown: err == nil, tls: &tls.Config{
+			MinVersion: tls.VersionTLS13,
+			// The authority presents its own certificate: agents pin its key.
+			Certificates: []tls.Certificate{{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.Key, Leaf: p.Cert}},
+			NextProtos:   []string{wire.ExchangeALPN},
+			// Any Ed25519 certificate: the handshake proves the agent holds
+			// the node key; the request says what it wants of it.
+			ClientAuth:            tls.RequireAnyClientCert,
+			VerifyPeerCertificate: identity.RequireNodeKey,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return alpn.Require(cs, wire.ExchangeALPN)
+			},
+		}}
 }
 
 // Authority is the authority the service runs.
@@ -101,19 +121,34 @@ func (s *Service) notifyLocked(m *Member) error {
 		return err
 	}
 	c := Change{Node: m.NodeID, Word: st}
+	var grantErr error
 	if !m.Revoked {
 		if c.Grant, _, err = s.auth.Issue(m.NodeID); err != nil {
-			return err
+			if s.shared == nil {
+				return err
+			}
+			// From the shared store's watch: the word goes out all the
+			// same (the node learns of its generation and renews).
+			grantErr, c.Grant = err, nil
 		}
 	}
 	for f := range s.subs {
 		(*f)(c)
 	}
-	return nil
+	return grantErr
 }
 
-// change applies one change to the database and notifies it.
+// change applies one change to the database and notifies it (with a shared
+// store, waits until Follow did).
 func (s *Service) change(apply func() (*Member, error)) (*Member, error) {
+	if s.shared != nil {
+		m, err := apply()
+		if err != nil {
+			return nil, err
+		}
+		s.awaitFollowed(m.Generation)
+		return m, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, err := apply()
@@ -125,6 +160,71 @@ func (s *Service) change(apply func() (*Member, error)) (*Member, error) {
 	}
 	return m, nil
 }
+
+// followWait bounds how long a change waits for its notification through
+// the shared store's watch: the change is committed either way, and the
+// watch passes it on once it catches up.
+const followWait = 2 * time.Second
+
+// awaitFollowed waits until Follow notified generation gen.
+func (s *Service) awaitFollowed(gen uint64) {
+	timeout := time.NewTimer(followWait)
+	defer timeout.Stop()
+	for {
+		s.fmu.Lock()
+		done, ch := s.followed >= gen, s.advanced
+		s.fmu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return
+		}
+	}
+}
+
+// Follow notifies the changes to a shared store (store.Shared) made since
+// NewService, whichever hub made them, in generation order and once each,
+// until ctx ends: with
+// such a store, the one place changes are notified from. Without one it
+// returns at once.
+func (s *Service) Follow(ctx context.Context) error {
+	if s.shared == nil {
+		return nil
+	}
+	gen, err := s.followFrom, error(nil)
+	if !s.followFromKnown {
+		gen, err = s.auth.Generation()
+	}
+	for err != nil { // no quorum yet
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		gen, err = s.auth.Generation()
+	}
+	return s.shared.WatchMembers(ctx, gen, func(m Member) {
+		s.mu.Lock()
+		err := s.notifyLocked(&m)
+		s.mu.Unlock()
+		if err != nil && s.onFollowError != nil {
+			s.onFollowError(m.NodeID, err)
+		}
+		s.fmu.Lock()
+		s.followed = max(s.followed, m.Generation)
+		close(s.advanced)
+		s.advanced = make(chan struct{})
+		s.fmu.Unlock()
+	})
+}
+
+// OnFollowError sets what hears of a change Follow could not pass on (a
+// credential it could not issue without quorum: the word went out, the
+// node renews). Set it before Follow runs.
+func (s *Service) OnFollowError(f func(node string, err error)) { s.onFollowError = f }
 
 // Revoke revokes a member for good and tells the relays.
 func (s *Service) Revoke(nodeID string) (*Member, error) {
@@ -238,6 +338,7 @@ var codes = []struct {
 	{"not_member", wire.ErrNotMember},
 	{"revoked", wire.ErrMemberRevoked},
 	{"unsupported", ErrUnsupported},
+	{"no_quorum", wire.ErrNoQuorum},
 }
 
 // Code is the wire code of one of the authority's refusals, or "internal"
@@ -255,7 +356,10 @@ func Code(err error) string {
 // agent caused, a fixed one for the authority's own failures.
 func refusal(err error) *wire.ExchangeReply {
 	code := Code(err)
-	if code == "internal" {
+	switch code {
+	case "no_quorum": // the agent may try another hub; the text says no secret
+		return &wire.ExchangeReply{Error: wire.ErrNoQuorum.Error(), Code: code}
+	case "internal":
 		return &wire.ExchangeReply{Error: "the authority failed to answer; its operator has the cause in its log", Code: code}
 	}
 	return &wire.ExchangeReply{Error: err.Error(), Code: code}

@@ -12,6 +12,7 @@
 package store
 
 import (
+	"context"
 	"io"
 	"slices"
 	"time"
@@ -81,4 +82,16 @@ type Store interface {
 	Backup(open func(size int64) io.Writer) (int64, error)
 	// Close releases the store.
 	Close() error
+}
+
+// Shared is a Store that other hubs write too (etcd): a change any of them
+// makes reaches this hub's agents through WatchMembers, the one path the
+// authority then notifies from (agent/hub/authority's Service.Follow).
+type Shared interface {
+	Store
+	// WatchMembers calls f with every member record changed after
+	// generation gen, in generation order and once each, until ctx ends
+	// (nil) or the watch fails. A record may be newer than the change
+	// that made it move (f gets the record as it is when read).
+	WatchMembers(ctx context.Context, gen uint64, f func(Member)) error
 }
