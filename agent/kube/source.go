@@ -74,6 +74,7 @@ type Source struct {
 	informer cache.SharedIndexInformer
 	factory  informers.SharedInformerFactory
 	kick     chan struct{}
+	dupes    map[string]string // address -> the pods that share it, as last logged (Run's goroutine only)
 
 	mu       sync.Mutex // guards the following
 	synced   bool
@@ -218,18 +219,18 @@ func (s *Source) reconcile() {
 	ws := make([]daemon.Workload, 0, len(objs))
 	seen := map[types.UID]bool{}
 	unbound := map[string]string{}
+	var pods []*corev1.Pod
 	for _, o := range objs {
-		p, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
+		if p, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, p)
 		}
-		m, why := Map(p, s.opts.Node)
-		if why != "" {
-			continue
-		}
+	}
+	for _, p := range s.oneByAddress(pods) {
+		m, _ := Map(p, s.opts.Node)
 		seen[p.UID] = true
 		s.noteSkipped(p, m.Skipped)
 		w := m.Workload
+		var why string
 		w.Bound, why = s.bindingOf(p.UID, netip.MustParseAddr(w.Address))
 		if why != "" {
 			unbound[w.Name] = why
@@ -254,6 +255,58 @@ func (s *Source) reconcile() {
 	if err := s.opts.Store.ReplaceWorkloads(daemon.SourceKubernetes, ws); err != nil {
 		s.log.Error("pod workloads not all applied", zap.Error(err))
 	}
+}
+
+// oneByAddress returns the pods that are workloads, at most one per
+// address. Two running pods with one address happen when the CNI gives a
+// deleted pod's address to a new pod while the old one is still
+// terminating: the one not being deleted has it. Two live pods with one
+// address are a fault of the CNI (or a lie in a pod's status): neither is
+// a workload (fail closed), and it is logged.
+func (s *Source) oneByAddress(pods []*corev1.Pod) []*corev1.Pod {
+	byAddr := map[string][]*corev1.Pod{}
+	var addrs []string
+	for _, p := range pods {
+		m, why := Map(p, s.opts.Node)
+		if why != "" {
+			continue
+		}
+		a := m.Workload.Address
+		if byAddr[a] == nil {
+			addrs = append(addrs, a)
+		}
+		byAddr[a] = append(byAddr[a], p)
+	}
+	var out []*corev1.Pod
+	dupes := map[string]string{}
+	for _, a := range addrs {
+		ps := byAddr[a]
+		if len(ps) > 1 {
+			var live []*corev1.Pod
+			for _, p := range ps {
+				if p.DeletionTimestamp == nil {
+					live = append(live, p)
+				}
+			}
+			ps = live
+		}
+		switch len(ps) {
+		case 0:
+		case 1:
+			out = append(out, ps[0])
+		default:
+			names := make([]string, 0, len(ps))
+			for _, p := range ps {
+				names = append(names, p.Namespace+"/"+p.Name)
+			}
+			dupes[a] = fmt.Sprint(names)
+			if s.dupes[a] != dupes[a] {
+				s.log.Error("several running pods have one address: none of them is a workload until one is left", zap.String("address", a), zap.Strings("pods", names))
+			}
+		}
+	}
+	s.dupes = dupes
+	return out
 }
 
 // bindingOf returns where the pod's address was found, looking for it if

@@ -202,7 +202,10 @@ func TestSourceFollowsPods(t *testing.T) {
 		}
 	}
 	st.mu.Unlock()
-	if n := r.asked[netip.MustParseAddr("10.10.0.2")]; n != 1 {
+	r.mu.Lock()
+	n := r.asked[netip.MustParseAddr("10.10.0.2")]
+	r.mu.Unlock()
+	if n != 1 {
 		t.Errorf("the app's interface was looked up %d times; want once (kept while its address is)", n)
 	}
 
@@ -306,4 +309,37 @@ func TestNewNeedsNode(t *testing.T) {
 	if _, _, err := Client(filepath.Join(t.TempDir(), "missing")); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
 		t.Errorf("Client with a missing kubeconfig: %v", err)
 	}
+}
+
+// TestSourceOneByAddress: of two running pods with one address, the one
+// not being deleted is the workload (a terminating pod whose address the
+// CNI gave to a new pod); two live pods with one address are neither (and
+// logged), until one goes.
+func TestSourceOneByAddress(t *testing.T) {
+	old := pod("old", "10.10.0.2", map[string]string{"app": "old"})
+	now := metav1.Now()
+	old.DeletionTimestamp = &now
+	cs := fake.NewClientset(old, pod("new", "10.10.0.2", map[string]string{"app": "new"}),
+		pod("twin-a", "10.10.0.5", nil), pod("twin-b", "10.10.0.5", nil))
+	core, logs := observer.New(zap.InfoLevel)
+	st := newStore()
+	r := &resolver{known: map[netip.Addr]*daemon.Binding{}, asked: map[netip.Addr]int{}}
+	s, err := New(Options{Client: cs, Node: node, Store: st, Resolve: r.resolve, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	st.await(t, "the new pod only", func(ws []daemon.Workload) bool {
+		return len(ws) == 1 && ws[0].Name == "k8s.analysis.new" && ws[0].Attributes["k8s:app"] == "new"
+	})
+	if n := logs.FilterMessageSnippet("several running pods have one address").Len(); n != 1 {
+		t.Errorf("the twins were logged %d times; want once", n)
+	}
+	if err := cs.CoreV1().Pods("analysis").Delete(context.Background(), "twin-b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st.await(t, "twin-a once alone", func(ws []daemon.Workload) bool {
+		_, ok := named(ws)["k8s.analysis.twin-a"]
+		return len(ws) == 2 && ok
+	})
 }
