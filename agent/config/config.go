@@ -51,11 +51,21 @@ type File struct {
 	StateDir   string `yaml:"state_dir,omitempty" json:"state_dir,omitempty"`     // --state-dir
 	API        string `yaml:"api,omitempty" json:"api,omitempty"`                 // unix socket of the local API (--api)
 	Datapath   string `yaml:"datapath,omitempty" json:"datapath,omitempty"`       // auto, on or off (--datapath)
+	// Kubernetes makes the pods of the agent's node workloads (agent run
+	// --kubernetes; docs/kubernetes-workloads.md).
+	Kubernetes *Kubernetes `yaml:"kubernetes,omitempty" json:"kubernetes,omitempty"`
 
 	Relays    *[]string   `yaml:"relays,omitempty" json:"relays,omitempty"`
 	Outlets   *[]Outlet   `yaml:"outlets,omitempty" json:"outlets,omitempty"`
 	Inlets    *[]Inlet    `yaml:"inlets,omitempty" json:"inlets,omitempty"`
 	Workloads *[]Workload `yaml:"workloads,omitempty" json:"workloads,omitempty"`
+}
+
+// Kubernetes is the agent's `kubernetes:` settings.
+type Kubernetes struct {
+	Enabled    bool   `yaml:"enabled" json:"enabled"`                           // --kubernetes
+	NodeName   string `yaml:"node_name,omitempty" json:"node_name,omitempty"`   // --node-name (default $NODE_NAME)
+	Kubeconfig string `yaml:"kubeconfig,omitempty" json:"kubeconfig,omitempty"` // --kubeconfig (default: in-cluster)
 }
 
 // Outlet is an outlet, as `agentctl tcp-outlet create` takes it.

@@ -132,6 +132,9 @@ func Read(ctx context.Context, a Agent) (Current, error) {
 		c.Outlets = append(c.Outlets, outletOf(o.OutletSpec))
 	}
 	for _, w := range ws {
+		if w.Source != "" {
+			continue // kept by its source (a pod's), not by a file
+		}
 		c.Workloads = append(c.Workloads, workloadOf(w.Workload))
 	}
 	return c, nil

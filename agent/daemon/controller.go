@@ -34,11 +34,13 @@ type datapath struct {
 	planMu sync.RWMutex // guards plan; held while resetting disallowed connections
 	plan   *plan        // what the maps hold; nil until first written
 
-	mu           sync.Mutex // guards the following and serializes data path changes
-	kern         kernel     // nil when the data path is not running
-	kernReason   string     // why kern is nil
-	workloads    []Workload
-	workloadNums map[string]uint32 // workload name -> number in the kernel
+	mu           sync.Mutex            // guards the following and serializes data path changes
+	kern         kernel                // nil when the data path is not running
+	kernReason   string                // why kern is nil
+	workloads    []Workload            // the operator's, then the sourced ones (sourced.go)
+	sourced      map[string][]Workload // source -> the whole set it keeps
+	hidden       map[string]string     // sourced workload -> the operator's workload that hides it
+	workloadNums map[string]uint32     // workload name -> number in the kernel
 	nextWorkload uint32
 	adopted      map[netip.AddrPort]uint32 // pinned portal numbers not yet taken back (see assignPortalLocked)
 	unresolved   []string                  // workload selectors not resolved at the last sync

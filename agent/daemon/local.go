@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"slices"
 
 	"go.uber.org/zap"
@@ -97,7 +96,7 @@ func (d *datapath) followBindingsLocked() {
 		d.ifaces = present
 	}
 	if changed {
-		if err := writeJSON(filepath.Join(d.dir, workloadsFile), d.workloads); err != nil {
+		if err := d.saveWorkloadsLocked(); err != nil {
 			d.log.Error("saving the workloads' bindings failed", zap.Error(err))
 		}
 	}

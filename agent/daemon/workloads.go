@@ -32,6 +32,11 @@ type Workload struct {
 	// workload is bound at the first sync with the data path, when exactly
 	// one container interface has its address.
 	Bound *Binding `json:"bound,omitempty"`
+	// Source is who keeps the workload: "" for the operator (the local
+	// API, the configuration file), or an in-process source such as
+	// SourceKubernetes (sourced.go): set by the agent, never taken from a
+	// request.
+	Source string `json:"source,omitempty"`
 }
 
 // WorkloadInfo is a workload and the number the kernel knows it by.
@@ -116,9 +121,10 @@ func (d *datapath) createWorkload(w Workload) (WorkloadInfo, error) {
 		return WorkloadInfo{}, fmt.Errorf("create workload: %w", err)
 	}
 	w.Bound = nil // the agent's to find, never the caller's to say
+	w.Source = ""
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := w.conflicts(d.workloads); err != nil {
+	if err := w.conflicts(d.operatorsLocked()); err != nil {
 		return WorkloadInfo{}, err
 	}
 	if w.Address != "" && d.kern != nil {
@@ -130,12 +136,14 @@ func (d *datapath) createWorkload(w Workload) (WorkloadInfo, error) {
 			return WorkloadInfo{}, fmt.Errorf("create workload %q: %w: %w", w.Name, err, ErrInvalidWorkload)
 		}
 	}
+	d.yieldSourcedLocked(w) // the operator's workload wins (sourced.go)
 	delete(d.suspects, w.Name)
 	d.workloads = append(d.workloads, w)
 	d.nextWorkload++
 	d.workloadNums[w.Name] = d.nextWorkload
 	d.names.set(d.nextWorkload, w.Name)
 	info := WorkloadInfo{Workload: w, Number: d.nextWorkload}
+	d.mergeSourcedLocked()
 	return info, d.changedWorkloadsLocked()
 }
 
@@ -147,12 +155,22 @@ func (d *datapath) deleteWorkload(name string) error {
 	if i < 0 {
 		return fmt.Errorf("delete workload %q: %w", name, portal.ErrNotFound)
 	}
+	if src := d.workloads[i].Source; src != "" {
+		return fmt.Errorf("delete workload %q: it comes from %s and follows it (delete or relabel the pod instead): %w: %w", name, src, ErrSourcedWorkload, ErrInvalidWorkload)
+	}
+	d.forgetLocked(i)
+	d.mergeSourcedLocked() // a sourced workload it hid comes back
+	return d.changedWorkloadsLocked()
+}
+
+// forgetLocked removes d.workloads[i] and its number.
+func (d *datapath) forgetLocked(i int) {
+	name := d.workloads[i].Name
 	d.workloads = slices.Delete(d.workloads, i, i+1)
 	d.names.forget(d.workloadNums[name])
 	delete(d.workloadNums, name)
 	delete(d.suspects, name)
 	delete(d.unbound, name)
-	return d.changedWorkloadsLocked()
 }
 
 // list is Workloads.
@@ -167,9 +185,10 @@ func (d *datapath) list() []WorkloadInfo {
 	return out
 }
 
-// changedWorkloadsLocked saves the workloads and updates the data path.
+// changedWorkloadsLocked saves the operator's workloads and updates the
+// data path.
 func (d *datapath) changedWorkloadsLocked() error {
-	err := writeJSON(filepath.Join(d.dir, workloadsFile), d.workloads)
+	err := d.saveWorkloadsLocked()
 	if err != nil {
 		return err
 	}
@@ -185,6 +204,7 @@ func (d *datapath) loadWorkloads() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, w := range ws {
+		w.Source = "" // a source says its workloads again at start
 		if err := w.check(); err != nil {
 			return fmt.Errorf("restore saved workloads from %s: %w", workloadsFile, err)
 		}

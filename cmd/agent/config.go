@@ -36,7 +36,7 @@ func loadConfig(path string) (*config.File, error) {
 
 // settings fills the flags the command line did not give from the file's
 // agent settings: flags override the file.
-func (rc *runConfig) settings(cmd *cobra.Command, stateDir, ticket, socket, datapath *string) {
+func (rc *runConfig) settings(cmd *cobra.Command, stateDir, ticket, socket, datapath *string, kf *kubeFlags) {
 	f := rc.file
 	set := func(flag string, v *string, from string) {
 		if from != "" && !cmd.Flags().Changed(flag) {
@@ -49,6 +49,13 @@ func (rc *runConfig) settings(cmd *cobra.Command, stateDir, ticket, socket, data
 	}
 	set("api", socket, f.API)
 	set("datapath", datapath, f.Datapath)
+	if k := f.Kubernetes; k != nil {
+		if !cmd.Flags().Changed("kubernetes") {
+			kf.enabled = k.Enabled
+		}
+		set("node-name", &kf.node, k.NodeName)
+		set("kubeconfig", &kf.kubeconfig, k.Kubeconfig)
+	}
 }
 
 // checkTicket refuses, before the agent enrolls with it, a ticket for
@@ -117,6 +124,7 @@ func restartOnly(old, new *config.File) []string {
 	for _, s := range []struct{ name, a, b string }{
 		{"hub", old.Hub, new.Hub}, {"ticket_file", old.TicketFile, new.TicketFile}, {"state_dir", old.StateDir, new.StateDir},
 		{"api", old.API, new.API}, {"datapath", old.Datapath, new.Datapath},
+		{"kubernetes", fmt.Sprint(old.Kubernetes), fmt.Sprint(new.Kubernetes)},
 	} {
 		if s.a != s.b {
 			ch = append(ch, s.name)

@@ -32,6 +32,7 @@ func runCommand() *cobra.Command {
 		configPath               string
 		dp                       datapathFlags
 		mf                       metricsFlags
+		kf                       kubeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]... [--routed PATTERN]...",
@@ -69,6 +70,11 @@ exit status 2. Once started, the agent is made to match the file, as
 kinds it lists). SIGHUP reads the file again and applies it; a file that is
 wrong then is logged and the running configuration kept.
 
+--kubernetes makes the running pods of this node (--node-name, default
+$NODE_NAME) workloads, with their labels, namespace, service account and name
+as k8s:... attributes (docs/kubernetes-workloads.md); the agent is not ready
+until it has listed them.
+
 SIGTERM or SIGINT stops it gracefully: it takes no new connections (the
 kernel refuses them for transparent inlets), releases its relays at the hub,
 and lets the live connections go on for up to --shutdown-timeout, then resets
@@ -86,7 +92,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 					return err
 				}
 				rc = &runConfig{path: configPath, file: f}
-				rc.settings(cmd, &stateDir, &ticket, &socket, &dp.mode)
+				rc.settings(cmd, &stateDir, &ticket, &socket, &dp.mode, &kf)
 			}
 			if stateDir == "" {
 				return cli.Usagef("--state-dir is required, e.g. --state-dir /var/lib/sluice")
@@ -95,6 +101,9 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				return cli.Usagef("--max-conns %d: want a positive number (0 for the default, 4096)", maxConns)
 			}
 			if err := dp.check(); err != nil {
+				return err
+			}
+			if err := kf.check(); err != nil {
 				return err
 			}
 			if warmIdle < 0 || warmIdle > portal.DefaultWarmIdle {
@@ -141,8 +150,14 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				ln.Close()
 				return err
 			}
+			podSrc, err := kf.start(ctx, a, log)
+			if err != nil {
+				ln.Close()
+				return errors.Join(err, a.Close())
+			}
+			defer podSrc.stop()
 			ms.start(metrics.NewAgentCollector(a), func() error {
-				return metrics.AgentReady(a.Status(), a.Datapath(), dp.mode == daemon.DatapathOn, time.Now())
+				return errors.Join(metrics.AgentReady(a.Status(), a.Datapath(), dp.mode == daemon.DatapathOn, time.Now()), podSrc.ready())
 			})
 			st := a.Status()
 			if rc != nil {
@@ -187,6 +202,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				log.Error("agent stopping: the hub says this node is no longer a member; enroll it again with a new ticket", zap.Error(stopErr))
 			}
 			srv.Close()
+			podSrc.stop()
 			err = a.Close()
 			log.Info("agent stopped")
 			return errors.Join(stopErr, err)
@@ -203,6 +219,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 	registerDebug(cmd, &debugSocket)
 	mf.register(cmd, "ready: credential valid, hub connected, data path attached when --datapath on or a transparent inlet needs it")
 	dp.register(cmd)
+	kf.register(cmd)
 	logs.register(cmd)
 	return cmd
 }

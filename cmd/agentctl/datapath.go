@@ -77,9 +77,9 @@ address ('workload list' says why meanwhile).`,
 				return err
 			}
 			return e.emit(format, ws, func(w io.Writer) {
-				table(w, "NAME\tNUMBER\tSELECTOR\tATTRIBUTES\tBOUND TO", func(tw io.Writer) {
+				table(w, "NAME\tNUMBER\tSELECTOR\tATTRIBUTES\tBOUND TO\tSOURCE", func(tw io.Writer) {
 					for _, wl := range ws {
-						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", wl.Name, wl.Number, selector(wl.Workload), workloadAttributes(wl.Attributes), boundTo(wl))
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", wl.Name, wl.Number, selector(wl.Workload), workloadAttributes(wl.Attributes), boundTo(wl), sourceOf(wl.Workload))
 					}
 				})
 			})
@@ -100,6 +100,15 @@ func selector(w apitype.Workload) string {
 		return "cgroup " + w.Cgroup
 	}
 	return "address " + w.Address
+}
+
+// sourceOf says who keeps a workload: "api" for the operator (the local
+// API or the configuration file), else its source, e.g. "kubernetes".
+func sourceOf(w apitype.Workload) string {
+	if w.Source == "" {
+		return "api"
+	}
+	return w.Source
 }
 
 // boundTo says where a workload named by address is bound, or why it is not.

@@ -18,6 +18,10 @@ type Workload struct {
 	// its address is bound to: set by the agent, never taken from a
 	// request.
 	Bound *Binding `json:"bound,omitempty"`
+	// Source is who keeps the workload: empty for the operator (the local
+	// API, the configuration file), "kubernetes" for a pod of the agent's
+	// node (agent run --kubernetes); set by the agent.
+	Source string `json:"source,omitempty"`
 }
 
 // Binding is where an address workload's address lives: the host-side
