@@ -133,6 +133,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	newClient := func(ticket string) (*relay.Client, error) {
 		return relay.NewClient(relay.ClientOptions{
 			Hub:          cr.enr.Hub,
+			Hubs:         cr.enr.Hubs,
 			Identity:     id,
 			AuthorityKey: cr.enr.AuthorityKey,
 			Ticket:       ticket,

@@ -24,7 +24,10 @@ import (
 // identity, a hello without ticket, the hub's authority key, the default ping
 // interval.
 type AgentOptions struct {
-	Identity     *identity.Identity
+	Identity *identity.Identity
+	// Hubs, if set, are the hubs the client knows (relay.ClientOptions.Hubs);
+	// it connects to the first.
+	Hubs         []string
 	Ticket       string
 	AuthorityKey ed25519.PublicKey
 	PingInterval time.Duration
@@ -68,6 +71,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		grants: make(chan relay.Grant, 16), members: make(chan relay.MemberUpdate, 256)}
 	c, err := relay.NewClient(relay.ClientOptions{
 		Hub:          h.Addr,
+		Hubs:         opts.Hubs,
 		Identity:     opts.Identity,
 		AuthorityKey: opts.AuthorityKey,
 		Ticket:       opts.Ticket,
