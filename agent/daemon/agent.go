@@ -145,6 +145,11 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 				}
 				a.log.Debug("data session announced before the portals started; not served", zap.String("relay", in.Relay), zap.String("from", in.From))
 			},
+			OnGoingAway: func(hub string) {
+				if m := ports.Load(); m != nil {
+					m.HubGoingAway(hub)
+				}
+			},
 			OnMember: a.rev.onMember,
 			OnGrant: func(g relay.Grant) {
 				if err := cr.install(g); err != nil {

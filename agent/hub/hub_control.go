@@ -311,6 +311,11 @@ func (h *Hub) serve(s *session, m *relay.Message) *relay.Message {
 		h.mu.Unlock()
 		return reply
 	case relay.OpDial:
+		if h.drain.isStarted() {
+			// Its data connection would find the port closed: the
+			// agent asks another hub (hub_drain.go).
+			return refuse(reply, fmt.Errorf("dial relay %q: %w", m.Relay, wire.ErrGoingAway))
+		}
 		if m.Relay == relay.AuthorityRelay {
 			if err := h.dials.rate(s.nodeID); err != nil {
 				return refuse(reply, fmt.Errorf("dial the authority: %w", err))

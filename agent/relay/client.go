@@ -55,6 +55,9 @@ type ClientOptions struct {
 	Logger       *zap.Logger        // zap.NewNop()
 	OnIncoming   func(Incoming)     // called on its own goroutine
 	OnGrant      func(Grant)        // called for every fresh credential after the first
+	// OnGoingAway, if set, is called (on its own goroutine) with the
+	// address of a hub that said it is going away, on any link.
+	OnGoingAway func(hub string)
 	// OnMember is called, in order, with each word on a member the hub
 	// sends: those listed with a credential (on every connection, before
 	// the connection is used for anything else) and those it pushes.
@@ -311,7 +314,6 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	c.nextID = 2
 	c.mu.Unlock()
 	go c.read(conn, dec, addr)
-	c.legs.kick() // the hub of the control link needs no other link
 	return g, nil
 }
 
@@ -548,6 +550,7 @@ func (c *Client) read(conn *tls.Conn, dec *FrameReader, addr string) {
 			c.released(m.Relay, m.Error)
 		case OpGoAway:
 			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", addr))
+			c.goingAway(addr)
 			c.lost(conn, ErrHubGoingAway)
 			return
 		case OpIncoming:
@@ -627,7 +630,7 @@ func (c *Client) request(ctx context.Context, m *Message) (*Message, error) {
 	c.mu.Unlock()
 	if err != nil {
 		c.lost(conn, err)
-		return nil, fmt.Errorf("%s: %w", m.Op, err)
+		return nil, fmt.Errorf("%s: %w: %w", m.Op, ErrNotConnected, err)
 	}
 	select {
 	case r, ok := <-ch:

@@ -9,9 +9,11 @@ import (
 	"github.com/sluicehq/sluice/agent/wire"
 )
 
-// ErrHubGoingAway means the hub closed the control connection because it is
-// shutting down (it said so first); the agent reconnects at once.
-var ErrHubGoingAway = errors.New("the hub is shutting down")
+// ErrHubGoingAway means the hub is shutting down: it said so before it
+// closed the control connection, or refused a dial with code "going_away";
+// the agent moves to another hub (or reconnects to this one's successor)
+// at once.
+var ErrHubGoingAway = wire.ErrGoingAway
 
 // Reconnection. The wait before each attempt is drawn at random, with full
 // jitter: after n failures in a row it is uniform in [0, min(cap,

@@ -43,11 +43,96 @@ func (c *Client) withHub(token []byte, addr string) []byte {
 	return append(slices.Clip(token), addr...)
 }
 
+// goingAway hands the word that the hub at addr is going away on.
+func (c *Client) goingAway(addr string) {
+	if c.opts.OnGoingAway != nil {
+		go c.opts.OnGoingAway(addr)
+	}
+}
+
+// elsewhere reports whether a request that failed with err may succeed
+// on another hub: the control link was lost before the hub answered, or
+// the hub refused it because it is going away. The link to a hub going
+// away is dropped, so that the client moves at once.
+func (c *Client) elsewhere(err error) bool {
+	var h *HubError
+	if errors.As(err, &h) && errors.Is(err, ErrHubGoingAway) {
+		c.dropConn(err)
+		return true
+	}
+	return errors.Is(err, ErrNotConnected)
+}
+
+// hubRefused drops the control link if it is on addr, whose port refused
+// a data connection: a hub that stopped listening is going away or broken,
+// and the next request should wait for a link to another hub rather than
+// be sent there (a hub closes its listener before it says it is going
+// away). A client of one hub keeps its link, as it always did.
+func (c *Client) hubRefused(addr string, err error) {
+	if len(c.hubs) < 2 {
+		return
+	}
+	c.mu.Lock()
+	conn := c.conn
+	if c.addr != addr {
+		conn = nil
+	}
+	c.mu.Unlock()
+	if conn != nil {
+		c.lost(conn, err)
+	}
+}
+
+// TokenHub is the hub a token from Dial or Incoming leads to, or "" for
+// the token of a client of one hub.
+func TokenHub(token []byte) string {
+	if len(token) <= TokenSize {
+		return ""
+	}
+	return string(token[TokenSize:])
+}
+
 // refusedByHub reports whether err is a hub's refusal (or a hub the client
 // does not trust): another hub of the project would say the same.
 func refusedByHub(err error) bool {
 	var h *HubError
 	return errors.As(err, &h) || errors.Is(err, ErrHubUntrusted)
+}
+
+// ErrSessionLost means a data connection failed before its session
+// started, for a reason of the hub's: it refused or reset the connection,
+// or closed it before its ack (a hub going away, or dead). Nothing was
+// sent: a new Dial (on the hub the client moved to) may succeed.
+var ErrSessionLost = errors.New("the hub lost the session before it started")
+
+// linkWait bounds how long Dial waits for a client of several hubs to
+// move its control link to another hub.
+const linkWait = 3 * time.Second
+
+// awaitLink waits, for a client of several hubs, until the control link is
+// up again, for at most linkWait or until ctx is done; it reports whether
+// the link is up. A client of one hub does not wait: its requests fail at
+// once while its hub is away, as they always did.
+func (c *Client) awaitLink(ctx context.Context) bool {
+	if len(c.hubs) < 2 {
+		return false
+	}
+	deadline := time.Now().Add(linkWait)
+	for {
+		c.mu.Lock()
+		up := c.conn != nil
+		c.mu.Unlock()
+		if up {
+			return true
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // hub is the address the control link is on, or tries next.
@@ -167,9 +252,15 @@ func (ls *legs) adjust(ctx context.Context) {
 	c := ls.c
 	c.mu.Lock()
 	var want []string
+	// The control link's hub needs no leg once the control link holds
+	// every name there: until then the leg serves it.
+	held := c.conn != nil
+	for _, cl := range c.claims {
+		held = held && cl.held
+	}
 	if len(c.claims) > 0 {
 		for _, h := range c.hubs {
-			if c.conn == nil || h != c.addr {
+			if !held || h != c.addr {
 				want = append(want, h)
 			}
 		}
@@ -446,6 +537,7 @@ func (l *leg) read(conn *tls.Conn, lc *legConn, c *Client) {
 			delete(l.claimed, m.Relay)
 			l.mu.Unlock()
 		case OpGoAway:
+			c.goingAway(l.addr)
 			conn.Close()
 			lc.ended <- ErrHubGoingAway
 			return

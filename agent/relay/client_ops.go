@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,6 +31,9 @@ func wrap(err error, format string, args ...any) error {
 // token to present on a data connection and the owner's node ID.
 func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
 	r, err := c.request(ctx, &Message{Op: OpDial, Relay: relay})
+	for try := 0; try < 2 && c.elsewhere(err) && c.awaitLink(ctx); try++ {
+		r, err = c.request(ctx, &Message{Op: OpDial, Relay: relay})
+	}
 	if err != nil {
 		return nil, "", wrap(err, "dial relay %q", relay)
 	}
@@ -56,6 +60,12 @@ func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, erro
 func (c *Client) openData(ctx context.Context, addr string, token []byte) (*net.TCPConn, error) {
 	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			c.hubRefused(addr, err)
+		}
 		return nil, fmt.Errorf("open data connection to hub %s: %w", addr, err)
 	}
 	tc := conn.(*net.TCPConn)
@@ -63,10 +73,13 @@ func (c *Client) openData(ctx context.Context, addr string, token []byte) (*net.
 	head = append(append(head, DataMagic...), token...)
 	if _, err := tc.Write(head); err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("open data connection to hub %s: %w", addr, err)
+		return nil, fmt.Errorf("open data connection to hub %s: %w: %w", addr, ErrSessionLost, err)
 	}
 	if err := awaitAck(ctx, tc); err != nil {
 		tc.Close()
+		if errors.Is(err, ErrNoSession) || errors.Is(err, syscall.ECONNRESET) {
+			err = fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
 		return nil, fmt.Errorf("open data connection to hub %s: %w", addr, err)
 	}
 	return tc, nil
@@ -263,6 +276,7 @@ func (c *Client) reconnect(ctx context.Context) error {
 		c.log.Warn("publishing outlet policies failed", zap.Error(err))
 	}
 	c.reclaimAll(ctx)
+	c.legs.kick() // a leg to this hub is no longer needed once the names are held here
 	return nil
 }
 

@@ -46,6 +46,10 @@ var (
 	ErrHubInternal = errors.New("the hub failed to serve the request")
 	// ErrUnsupported means the hub does not know the request.
 	ErrUnsupported = errors.New("the hub does not support this request")
+	// ErrGoingAway means the hub is shutting down: it serves no new
+	// session, and the agent asks another hub (docs/hub-cluster.md). An
+	// agent that does not know the code takes it for ErrRefused.
+	ErrGoingAway = errors.New("the hub is going away; ask another hub")
 )
 
 // CodeInternal is the wire code of the hub's own failures.
@@ -73,6 +77,7 @@ var codes = []struct {
 	{"rate_limited", ErrRateLimited},
 	{"dial_denied", ErrDialDenied},
 	{"unsupported", ErrUnsupported},
+	{"going_away", ErrGoingAway},
 	{"refused", ErrRefused},
 	{CodeInternal, ErrHubInternal},
 }

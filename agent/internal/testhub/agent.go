@@ -49,6 +49,7 @@ type Agent struct {
 
 	stop     context.CancelFunc
 	incoming atomic.Pointer[func(relay.Incoming)]
+	away     atomic.Pointer[func(string)]
 	grants   chan relay.Grant
 	members  chan relay.MemberUpdate
 }
@@ -81,6 +82,11 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)
+			}
+		},
+		OnGoingAway: func(hub string) {
+			if f := a.away.Load(); f != nil {
+				(*f)(hub)
 			}
 		},
 		OnMember: func(u relay.MemberUpdate) {
@@ -152,6 +158,9 @@ func (a *Agent) Stop() { a.stop() }
 
 // OnIncoming sets what the agent does with incoming data sessions.
 func (a *Agent) OnIncoming(f func(relay.Incoming)) { a.incoming.Store(&f) }
+
+// OnGoingAway sets what the agent does when a hub says it is going away.
+func (a *Agent) OnGoingAway(f func(hub string)) { a.away.Store(&f) }
 
 // ErrNoGrant is returned by NextGrant when no grant arrives in time.
 var ErrNoGrant = errors.New("no grant arrived")
