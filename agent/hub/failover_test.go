@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,4 +165,98 @@ func TestFailoverToAnotherHub(t *testing.T) {
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("new connections after the hub's death: median %v, max %v over %d rounds", took[len(took)/2], took[len(took)-1], rounds)
+}
+
+// blackHole is a listener that accepts connections, records when, and
+// never answers: each agent that dials it makes one attempt and waits.
+type blackHole struct {
+	addr  string
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func newBlackHole(t *testing.T) *blackHole {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackHole{addr: ln.Addr().String()}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.times = append(b.times, time.Now())
+			conns = append(conns, c)
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return b
+}
+
+func (b *blackHole) arrivals() []time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.times)
+}
+
+// TestFailoverSpreadsAgents: the agents of a hub that dies do not all come
+// to the other hubs at once: each waits a random time before it moves
+// (full jitter, client_end.go), and they spread over the hubs left. The
+// other hubs are black holes that take each agent's first attempt and hold
+// it, so their accept times are the agents' attempts. Of 40 agents, no
+// 5ms window holds more than a quarter of the attempts (uniform over
+// 100ms it holds about 2 on average), and each hub left gets some.
+func TestFailoverSpreadsAgents(t *testing.T) {
+	const agents = 40
+	h := testhub.Start(t, testhub.Options{})
+	holes := []*blackHole{newBlackHole(t), newBlackHole(t)}
+	hubs := []string{h.Addr, holes[0].addr, holes[1].addr}
+	ticket := h.Ticket(t, authority.TicketOptions{Usage: agents, Hubs: hubs})
+	for range agents {
+		if _, err := h.Connect(t, testhub.AgentOptions{Hubs: hubs, Ticket: ticket}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := time.Now()
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	var arrivals []time.Duration
+	testhub.WaitFor(wait, func() bool { return len(holes[0].arrivals())+len(holes[1].arrivals()) >= agents })
+	for i, b := range holes {
+		got := b.arrivals()
+		if len(got) == 0 {
+			t.Errorf("hub %d of the 2 left got none of the %d agents: not spread", i+1, agents)
+		}
+		for _, at := range got {
+			arrivals = append(arrivals, at.Sub(killed))
+		}
+	}
+	if len(arrivals) != agents {
+		t.Fatalf("%d attempts on the hubs left, want one from each of the %d agents", len(arrivals), agents)
+	}
+	slices.Sort(arrivals)
+	busiest := 0
+	for i := range arrivals {
+		j := sort.Search(len(arrivals), func(j int) bool { return arrivals[j] >= arrivals[i]+5*time.Millisecond })
+		busiest = max(busiest, j-i)
+	}
+	t.Logf("%d agents' first attempts after the hub's death: from %v to %v, median %v; at most %d within 5ms",
+		len(arrivals), arrivals[0], arrivals[len(arrivals)-1], arrivals[len(arrivals)/2], busiest)
+	if busiest > agents/4 {
+		t.Errorf("%d of %d agents came within 5ms: a thundering herd", busiest, agents)
+	}
 }
