@@ -217,6 +217,7 @@ func (c *Client) maintain(ctx context.Context) {
 		}
 		switch {
 		case !connected:
+			c.log.Debug("connecting to hub", zap.String("hub", c.hub()))
 			err := c.reconnect(ctx)
 			if noLongerMember(err) {
 				c.log.Error("the hub says this node is no longer a member; not reconnecting", zap.String("hub", c.hub()), zap.Error(err))
