@@ -126,6 +126,23 @@ func TestFailoverToAnotherHub(t *testing.T) {
 	sessions := answer(out)
 	claim(t, out, "svc")
 	c.waitClaimed(t, "svc", nil)
+	// The outlet's agent shows its links: the control link and one to
+	// each other hub, holding the relay there; the inlet's, one link.
+	if !testhub.WaitFor(wait, func() bool {
+		links := out.Client.Status().Hubs
+		roles := map[string]int{}
+		for _, l := range links {
+			if l.Connected && (l.Role == "control" || slices.Equal(l.Relays, []string{"svc"})) {
+				roles[l.Role]++
+			}
+		}
+		return len(links) == 3 && roles["control"] == 1 && roles["outlet"] == 2
+	}) {
+		t.Errorf("the outlet's agent shows links %+v, want a control link and two outlet links holding svc", out.Client.Status().Hubs)
+	}
+	if links := in.Client.Status().Hubs; len(links) != 3 || links[0].Role != "control" || links[1].Role != "standby" || links[2].Role != "standby" {
+		t.Errorf("the inlet's agent shows links %+v, want one control link and two hubs on standby", links)
+	}
 
 	const rounds = 5
 	var took []time.Duration

@@ -163,8 +163,9 @@ func (c *Client) moveLocked() {
 // HubStatus is one link to a hub.
 type HubStatus struct {
 	Addr string `json:"addr"`
-	// Role is "control" (the link requests go on) or "outlet" (a link
-	// that only takes sessions for this agent's relay names).
+	// Role is "control" (the link requests go on), "outlet" (a link that
+	// only takes sessions for this agent's relay names) or "standby" (no
+	// link: the hub is there to fail over to).
 	Role      string    `json:"role"`
 	Connected bool      `json:"connected"`
 	Since     time.Time `json:"since,omitzero"`
