@@ -554,6 +554,10 @@ func (c *Client) read(conn *tls.Conn, dec *FrameReader, addr string) {
 			c.lost(conn, ErrHubGoingAway)
 			return
 		case OpIncoming:
+			if len(m.Token) != TokenSize {
+				c.log.Warn("dropped an incoming session with a malformed token", zap.String("hub", addr), zap.Int("bytes", len(m.Token)))
+				continue
+			}
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: c.withHub(m.Token, addr), From: m.Node})
 			}

@@ -530,6 +530,10 @@ func (l *leg) read(conn *tls.Conn, lc *legConn, c *Client) {
 		}
 		switch m.Op {
 		case OpIncoming:
+			if len(m.Token) != TokenSize {
+				c.log.Warn("dropped an incoming session with a malformed token", zap.String("hub", l.addr), zap.Int("bytes", len(m.Token)))
+				continue
+			}
 			if c.opts.OnIncoming != nil {
 				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: c.withHub(m.Token, l.addr), From: m.Node})
 			}

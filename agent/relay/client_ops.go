@@ -50,7 +50,7 @@ func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner st
 // a bare one goes to the hub of the control link.
 func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, error) {
 	addr := c.linkHub()
-	if len(token) > TokenSize {
+	if len(c.hubs) > 1 && len(token) > TokenSize {
 		token, addr = token[:TokenSize], string(token[TokenSize:])
 	}
 	return c.openData(ctx, addr, token)

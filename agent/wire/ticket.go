@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -101,8 +102,13 @@ func ParseTicket(s string) (*Ticket, error) {
 	if !ed25519.Verify(t.AuthorityKey, []byte(signed), sig) {
 		return nil, fmt.Errorf("parse ticket: signature does not match: %w", ErrTicketMalformed)
 	}
-	if len(t.Hubs) > MaxHubs || (len(t.Hubs) > 0 && t.Hubs[0] != t.Hub) || slices.Contains(t.Hubs, "") {
+	if len(t.Hubs) > MaxHubs || (len(t.Hubs) > 0 && t.Hubs[0] != t.Hub) {
 		return nil, fmt.Errorf("parse ticket: hub list %q: at most %d addresses, the first the ticket's hub %q: %w", t.Hubs, MaxHubs, t.Hub, ErrTicketMalformed)
+	}
+	for _, h := range t.Addresses() {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return nil, fmt.Errorf("parse ticket: hub address %q: %w: %w", h, err, ErrTicketMalformed)
+		}
 	}
 	return &t, nil
 }
