@@ -136,6 +136,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	newClient := func(ticket string) (*relay.Client, error) {
 		return relay.NewClient(relay.ClientOptions{
 			Hub:          cr.enr.Hub,
+			Hubs:         cr.enr.Hubs,
 			Identity:     id,
 			AuthorityKey: cr.enr.AuthorityKey,
 			Ticket:       ticket,
@@ -146,6 +147,11 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 					return
 				}
 				a.log.Debug("data session announced before the portals started; not served", zap.String("relay", in.Relay), zap.String("from", in.From))
+			},
+			OnGoingAway: func(hub string) {
+				if m := ports.Load(); m != nil {
+					m.HubGoingAway(hub)
+				}
 			},
 			OnMember: a.rev.onMember,
 			OnGrant: func(g relay.Grant) {

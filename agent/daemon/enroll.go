@@ -77,7 +77,7 @@ func (c *credentials) loadEnrollment(ticket string) (string, error) {
 		return "", err
 	}
 	if !found {
-		c.enr = enrollment{Hub: t.Hub, Project: t.Project, AuthorityKey: t.AuthorityKey, Node: c.id.ID()}
+		c.enr = enrollment{Hub: t.Hub, Hubs: t.Hubs, Project: t.Project, AuthorityKey: t.AuthorityKey, Node: c.id.ID()}
 		c.ticketID = t.ID
 		return ticket, nil
 	}
@@ -90,7 +90,7 @@ func (c *credentials) loadEnrollment(ticket string) (string, error) {
 		return "", nil
 	}
 	// A new ticket names the hub to use from now on, as at enrollment.
-	c.enr.Hub, c.enr.AuthorityKey = t.Hub, t.AuthorityKey
+	c.enr.Hub, c.enr.Hubs, c.enr.AuthorityKey = t.Hub, t.Hubs, t.AuthorityKey
 	c.ticketID = t.ID
 	return ticket, nil
 }

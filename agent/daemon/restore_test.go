@@ -18,10 +18,11 @@ import (
 )
 
 // TestFailedRestoreKeepsTheConfiguration: an agent restarted while its
-// relay name is held by another node and its inlet's port by another
-// process starts anyway, leaves portals.json as it was, shows both failed
-// with why and when it tries again, and brings each up, without a restart,
-// once it can.
+// inlet's port is held by another process starts anyway, leaves
+// portals.json as it was, shows the inlet failed with why and when it
+// tries again, and brings it up, without a restart, once it can. Its relay
+// name, which another node claimed meanwhile, it claims too: both are
+// replicas (docs/hub-cluster.md).
 func TestFailedRestoreKeepsTheConfiguration(t *testing.T) {
 	h := testhub.Start(t, testhub.Options{})
 	ctx := context.Background()
@@ -72,8 +73,8 @@ func TestFailedRestoreKeepsTheConfiguration(t *testing.T) {
 	}
 	unchanged("after the failed restore")
 	st := b.Status()
-	if len(st.Relays) != 1 || st.Relays[0].Claimed || !strings.Contains(st.Relays[0].Error, "held by node "+other.Status().Node) || st.Relays[0].NextRetry.IsZero() {
-		t.Errorf("relays %+v: want pg not claimed, held by the other node, and a next try", st.Relays)
+	if len(st.Relays) != 1 || !st.Relays[0].Claimed {
+		t.Errorf("relays %+v: want pg claimed, a replica beside the other node", st.Relays)
 	}
 	if len(st.Inlets) != 1 || st.Inlets[0].State != StateFailed || !strings.Contains(st.Inlets[0].Error, "address already in use") ||
 		st.Inlets[0].NextRetry.IsZero() || st.Inlets[0].From != port {
@@ -87,12 +88,7 @@ func TestFailedRestoreKeepsTheConfiguration(t *testing.T) {
 	if !testhub.WaitFor(10*time.Second, func() bool { ins := b.Inlets(); return len(ins) == 1 && ins[0].State == StateRunning }) {
 		t.Errorf("inlet not started once its port was free: %+v", b.Inlets())
 	}
-	if err := other.DeleteRelay(ctx, "pg"); err != nil {
-		t.Fatal(err)
-	}
-	if !testhub.WaitFor(10*time.Second, func() bool { r := b.Relays(); return len(r) == 1 && r[0].Claimed }) {
-		t.Errorf("relay not claimed once the other node let it go: %+v", b.Relays())
-	}
+
 	unchanged("once everything runs")
 	if err := b.DeleteInlet("db"); err != nil {
 		t.Fatal(err)

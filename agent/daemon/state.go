@@ -35,7 +35,10 @@ var ErrNotEnrolled = errors.New("agent is not enrolled")
 
 // enrollment is what an agent remembers of its project.
 type enrollment struct {
-	Hub          string            `json:"hub"`
+	Hub string `json:"hub"`
+	// Hubs are every hub of the project, from the ticket (Hub first);
+	// empty for a ticket of one hub.
+	Hubs         []string          `json:"hubs,omitempty"`
 	Project      string            `json:"project"`
 	AuthorityKey ed25519.PublicKey `json:"authority_key"`
 	Node         string            `json:"node"`

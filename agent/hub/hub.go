@@ -76,8 +76,8 @@ type Hub struct {
 
 	drain draining // a graceful shutdown (hub_drain.go)
 
-	mu        sync.Mutex // guards the following
-	relays    map[string]*session
+	mu        sync.Mutex            // guards the following
+	relays    map[string][]*session // the holders of each name (hub_replicas.go)
 	pending   map[[relay.TokenSize]byte]*pairing
 	sessions  map[*session]struct{}
 	authority *session // the authority's link, when it runs elsewhere
@@ -106,7 +106,7 @@ func NewHub(p *authority.Project, opts HubOptions) *Hub {
 	opts.Limits = opts.Limits.WithDefaults()
 	h := &Hub{
 		project: p, local: opts.Authority, roster: newRoster(p), log: opts.Logger, opts: opts,
-		relays:   map[string]*session{},
+		relays:   map[string][]*session{},
 		pending:  map[[relay.TokenSize]byte]*pairing{},
 		sessions: map[*session]struct{}{},
 		private:  privateTexts(p),
@@ -229,7 +229,9 @@ func (h *Hub) shutdown() {
 type Stats struct {
 	Sessions int      `json:"sessions"`
 	Relays   []string `json:"relays"`
-	Pending  int      `json:"pending"`
+	// Replicas are the holders of each relay name (hub_replicas.go).
+	Replicas map[string][]Replica `json:"replicas"`
+	Pending  int                  `json:"pending"`
 	// Relay is how data sessions cross the hub: "splice" or "sockmap".
 	Relay string `json:"relay"`
 	// Spliced counts the bytes relayed in both directions by data sessions
@@ -284,6 +286,7 @@ func (h *Hub) Stats() Stats {
 	for name := range h.relays {
 		st.Relays = append(st.Relays, name)
 	}
+	st.Replicas = h.replicasLocked()
 	return st
 }
 
@@ -353,6 +356,7 @@ func (h *Hub) handleData(ctx context.Context, c *net.TCPConn, ps *pass) {
 	if !ready {
 		return
 	}
+	defer p.end()
 	p.release()
 	if p.local {
 		h.exchangeLocal(ctx, p.inlet)
@@ -421,10 +425,27 @@ type pairing struct {
 	inletTok, outletTok [relay.TokenSize]byte
 	inlet, outlet       *net.TCPConn
 	timer               *time.Timer
-	release             func() // ends the session's count as pending; idempotent
+	release             func()                  // ends the session's count as pending; idempotent
+	owner               atomic.Pointer[session] // the replica it was announced to; nil for the authority
 	// local: the other side is the authority in this process, not a
 	// connection; the inlet's connection alone starts the session.
 	local bool
+}
+
+// announceTo counts the session as owner's (and no longer a previous
+// owner's, whose connection failed before it heard of it).
+func (p *pairing) announceTo(owner *session) {
+	owner.active.Add(1)
+	if prev := p.owner.Swap(owner); prev != nil {
+		prev.active.Add(-1)
+	}
+}
+
+// end takes the session off its owner's active count, once.
+func (p *pairing) end() {
+	if o := p.owner.Swap(nil); o != nil {
+		o.active.Add(-1)
+	}
 }
 
 // join records c under tok and reports whether both sides are present.
@@ -477,6 +498,7 @@ func (h *Hub) newPairing(relay, from string, release func()) (*pairing, error) {
 		h.mu.Unlock()
 		if live || live2 {
 			p.release()
+			p.end()
 			if ok, n := h.logs.timeout.Allow(time.Now()); ok {
 				h.log.Info("data session timed out waiting for its peer", zap.String("relay", relay), zap.String("from", from),
 					zap.Int64("more_not_logged", n))

@@ -32,6 +32,7 @@ type session struct {
 	nodeID string
 
 	cred      atomic.Pointer[credential.Credential] // what it acts with; nil while limited
+	active    atomic.Int64                          // data sessions announced to it and not ended (hub_replicas.go)
 	exchanges int                                   // data sessions to the authority while limited
 
 	wmu sync.Mutex // guards enc: one frame at a time
@@ -305,12 +306,15 @@ func (h *Hub) serve(s *session, m *relay.Message) *relay.Message {
 		return h.claim(s, m.Relay, m.IfFree, reply)
 	case relay.OpRelease:
 		h.mu.Lock()
-		if h.relays[m.Relay] == s {
-			delete(h.relays, m.Relay)
-		}
+		h.unclaimLocked(m.Relay, s)
 		h.mu.Unlock()
 		return reply
 	case relay.OpDial:
+		if h.drain.isStarted() {
+			// Its data connection would find the port closed: the
+			// agent asks another hub (hub_drain.go).
+			return refuse(reply, fmt.Errorf("dial relay %q: %w", m.Relay, wire.ErrGoingAway))
+		}
 		if m.Relay == relay.AuthorityRelay {
 			if err := h.dials.rate(s.nodeID); err != nil {
 				return refuse(reply, fmt.Errorf("dial the authority: %w", err))
@@ -339,14 +343,18 @@ func (h *Hub) claim(s *session, name string, ifFree bool, reply *relay.Message) 
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cur := h.relays[name]
-	if cur != nil && cur != s && cur.nodeID != s.nodeID {
-		return refuse(reply, fmt.Errorf("claim relay %q: held by node %s: %w", name, cur.nodeID, wire.ErrRelayTaken))
-	}
+	holders := h.relays[name]
+	cur, i := replicaOf(holders, s.nodeID)
 	if err := takeOver(cur, s, name, ifFree); err != nil {
 		return refuse(reply, err)
 	}
-	h.relays[name] = s
+	if i >= 0 {
+		holders = slices.Clone(holders)
+		holders[i] = s
+	} else {
+		holders = append(slices.Clip(holders), s) // another replica
+	}
+	h.relays[name] = holders
 	return reply
 }
 
@@ -357,12 +365,13 @@ func (h *Hub) dial(s *session, name string, reply *relay.Message) *relay.Message
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
 	}
 	h.mu.Lock()
-	owner := h.relays[name]
+	holders := h.relays[name]
 	h.mu.Unlock()
-	if owner == nil {
+	if len(holders) == 0 {
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, wire.ErrNoRelay))
 	}
-	if err := h.dialAllowed(s, owner); err != nil {
+	owner, err := pickReplica(holders, func(o *session) error { return h.dialAllowed(s, o) })
+	if owner == nil {
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
 	}
 	release, err := h.dials.reserve(s.nodeID)
@@ -374,9 +383,17 @@ func (h *Hub) dial(s *session, name string, reply *relay.Message) *relay.Message
 		release()
 		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
 	}
-	push := &relay.Message{Op: relay.OpIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
-	if err := owner.send(push); err != nil {
-		return refuse(reply, fmt.Errorf("dial relay %q: owner unreachable: %w", name, wire.ErrNoRelay))
+	// A replica whose connection fails now is passed over for the next.
+	for {
+		p.announceTo(owner)
+		push := &relay.Message{Op: relay.OpIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
+		if err := owner.send(push); err == nil {
+			break
+		}
+		holders = withoutReplica(holders, owner)
+		if owner, _ = pickReplica(holders, func(o *session) error { return h.dialAllowed(s, o) }); owner == nil {
+			return refuse(reply, fmt.Errorf("dial relay %q: owner unreachable: %w", name, wire.ErrNoRelay))
+		}
 	}
 	reply.Token = p.inletTok[:]
 	reply.Node = owner.nodeID
@@ -414,13 +431,21 @@ func (h *Hub) dialAllowed(s, owner *session) error {
 	return h.dials.allows(owner, attrs)
 }
 
+// unclaimLocked takes s off the holders of name; h.mu is held.
+func (h *Hub) unclaimLocked(name string, s *session) {
+	holders := withoutReplica(h.relays[name], s)
+	if len(holders) == 0 {
+		delete(h.relays, name)
+		return
+	}
+	h.relays[name] = holders
+}
+
 func (h *Hub) drop(s *session) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.sessions, s)
-	for name, owner := range h.relays {
-		if owner == s {
-			delete(h.relays, name)
-		}
+	for name := range h.relays {
+		h.unclaimLocked(name, s)
 	}
 }

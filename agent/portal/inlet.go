@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/policy"
+	"github.com/sluicehq/sluice/agent/relay"
 )
 
 // Inlet connection pipeline:
@@ -324,7 +325,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 	untap(res.Err)
 	s.app.Store(nil)
 	flow.ended(res)
-	if res.Err == nil && in.ctx.Err() == nil {
+	if res.Err == nil && in.ctx.Err() == nil && !m.gone.crosses(s) {
 		in.pool.put(s)
 		return
 	}
@@ -347,6 +348,10 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 // connected to its target; else a new one (whose handshake decides).
 func (m *Manager) session(in *inlet) (*session, error) {
 	for s := in.pool.take(); s != nil; s = in.pool.take() {
+		if m.gone.crosses(s) {
+			s.close()
+			continue
+		}
 		if err := channel.Authorize(m.opts.Verifier, in.allow, s.peer); err != nil {
 			s.close()
 			break // a new channel's handshake decides
@@ -420,6 +425,10 @@ func (in *inlet) target() string {
 	return "relay " + strconv.Quote(in.spec.Via)
 }
 
+// maxSessionTries bounds the data sessions an inlet asks for, for one
+// connection, when the hub loses them before they start.
+const maxSessionTries = 3
+
 // openChannel asks the hub for a session to the relay (or dials the outlet
 // agent directly) and runs the TLS handshake with the outlet's agent.
 func (m *Manager) openChannel(in *inlet) (*session, error) {
@@ -429,21 +438,31 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 		err   error
 	)
 	start := time.Now()
-	if in.spec.Direct == "" {
+	var (
+		raw    *net.TCPConn
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	if in.spec.Direct != "" {
+		ctx, cancel = context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+		raw, err = m.dialDirect(ctx, in.spec.Direct)
+	}
+	// A session the hub lost before it started (it is going away, or
+	// died) is asked for again: the client has moved to another hub.
+	for try := 1; in.spec.Direct == ""; try++ {
 		// The hub's word first: it may ask this node to wait (pace.go).
 		if token, owner, err = m.dialHub(in); err != nil {
 			return nil, err
 		}
 		in.peer.Store(&owner)
-	}
-	ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
-	defer cancel()
-	var raw *net.TCPConn
-	if in.spec.Direct != "" {
-		raw, err = m.dialDirect(ctx, in.spec.Direct)
-	} else {
+		ctx, cancel = context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
 		raw, err = m.opts.Hub.OpenData(ctx, token)
+		if !errors.Is(err, relay.ErrSessionLost) || try == maxSessionTries {
+			break
+		}
+		cancel()
 	}
+	defer cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -468,7 +487,7 @@ func (m *Manager) openChannel(in *inlet) (*session, error) {
 	m.tapWire(ch, in.spec.Name, peer.NodeID, true)
 	in.channels.Add(1)
 	m.timings.Handshake(in.spec.Name, time.Since(start))
-	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer)}
+	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer), hub: hubOf(token), opened: start}
 	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
 	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),
 		func() bool { return s.app.Load() != nil }, s.abort)

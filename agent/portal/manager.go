@@ -98,7 +98,8 @@ type Manager struct {
 	drainCtx  context.Context
 	drainDone context.CancelFunc
 
-	work work // connections served, for Drain (drain.go)
+	work work     // connections served, for Drain (drain.go)
+	gone hubsGone // hubs that said they are going away (hubs.go)
 
 	mu       sync.Mutex        // guards the following
 	closed   bool              // Close began: no new work

@@ -49,7 +49,9 @@ type session struct {
 	app        atomic.Pointer[net.TCPConn] // the connection it carries now
 	first      *verdictPump                // a new channel, until its first connection runs
 	untrack    func()                      // ends its tracking and its expiry watch
-	expire     *time.Timer                 // while warm
+	hub        string                      // the hub it crosses, for a client of several ("": one)
+	opened     time.Time
+	expire     *time.Timer // while warm
 }
 
 // reuseUntil is when a channel opened with own (the inlet's credential)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -42,13 +43,21 @@ type Incoming struct {
 
 // ClientOptions configure a Client. Hub, Identity and AuthorityKey are required.
 type ClientOptions struct {
-	Hub          string             // HOST:PORT of the hub
+	Hub string // HOST:PORT of the hub
+	// Hubs, if set, are every hub of the project (Hub need not be one of
+	// them): the client connects to the first and moves to another when
+	// its hub fails or goes away; while it wants relay names it keeps a
+	// link to every other hub too (client_hubs.go).
+	Hubs         []string
 	Identity     *identity.Identity // the node key
 	AuthorityKey ed25519.PublicKey  // pinned project authority
 	Ticket       string             // if set, the first connection redeems it
 	Logger       *zap.Logger        // zap.NewNop()
 	OnIncoming   func(Incoming)     // called on its own goroutine
 	OnGrant      func(Grant)        // called for every fresh credential after the first
+	// OnGoingAway, if set, is called (on its own goroutine) with the
+	// address of a hub that said it is going away, on any link.
+	OnGoingAway func(hub string)
 	// OnMember is called, in order, with each word on a member the hub
 	// sends: those listed with a credential (on every connection, before
 	// the connection is used for anything else) and those it pushes.
@@ -66,11 +75,14 @@ const DefaultMaxStale = 4 * DefaultHeartbeatInterval
 
 // Status describes the control link.
 type Status struct {
-	Hub       string    `json:"hub"`
-	Connected bool      `json:"connected"`
-	Since     time.Time `json:"since"`
-	LastError string    `json:"last_error,omitempty"`
-	Relays    []string  `json:"relays"`
+	Hub string `json:"hub"` // the hub of the control link, or the one it tries next
+	// Hubs are the links to every hub of the project, when there are
+	// several (client_hubs.go).
+	Hubs      []HubStatus `json:"hubs,omitempty"`
+	Connected bool        `json:"connected"`
+	Since     time.Time   `json:"since"`
+	LastError string      `json:"last_error,omitempty"`
+	Relays    []string    `json:"relays"`
 	// MemberGeneration is the project's member-state generation up to
 	// which this agent has heard every word of the authority.
 	MemberGeneration uint64 `json:"member_generation"`
@@ -89,10 +101,15 @@ type Status struct {
 type Client struct {
 	opts    ClientOptions
 	log     *zap.Logger
-	tlsConf *tls.Config
+	tlsConf *tls.Config // without ServerName and VerifyConnection: see tlsFor
 	dialer  net.Dialer
+	hubs    []string // every hub, at least one
+	legs    *legs    // links to the other hubs, while relay names are wanted (client_hubs.go)
 
 	mu      sync.Mutex // guards the following
+	cur     int        // the hub the control link is on, or tries next: hubs[cur]
+	addr    string     // the hub of conn
+	cred    []byte     // the newest credential, DER: what links to other hubs present
 	conn    *tls.Conn
 	enc     *json.Encoder
 	waiting map[uint64]chan *Message
@@ -123,10 +140,16 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Identity == nil || len(opts.AuthorityKey) != ed25519.PublicKeySize {
 		return nil, errors.New("new relay client: identity and authority key are required")
 	}
-	host, _, err := net.SplitHostPort(opts.Hub)
-	if err != nil {
-		return nil, fmt.Errorf("new relay client: hub address %q: %w", opts.Hub, err)
+	hubs := opts.Hubs
+	if len(hubs) == 0 {
+		hubs = []string{opts.Hub}
 	}
+	for _, h := range hubs {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return nil, fmt.Errorf("new relay client: hub address %q: %w", h, err)
+		}
+	}
+	opts.Hub = hubs[0]
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -140,24 +163,33 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, log: opts.Logger, waiting: map[uint64]chan *Message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
+	c := &Client{opts: opts, log: opts.Logger, hubs: slices.Clone(hubs), waiting: map[uint64]chan *Message{}, claims: map[string]*claim{}, wake: make(chan struct{}, 1)}
+	c.legs = newLegs(c)
 	c.dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
 	c.tlsConf = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
-		ServerName:   host,
 		NextProtos:   []string{ControlALPN},
 		Certificates: []tls.Certificate{self},
 		// The hub is verified against the pinned authority key, not the
 		// system roots: see verifyHub.
 		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := alpn.Require(cs, ControlALPN); err != nil {
-				return err
-			}
-			return VerifyHub(cs.PeerCertificates, opts.AuthorityKey, host)
-		},
 	}
 	return c, nil
+}
+
+// tlsFor is the TLS configuration of a control connection to the hub at
+// addr: its certificate must name addr's host.
+func (c *Client) tlsFor(addr string) *tls.Config {
+	host, _, _ := net.SplitHostPort(addr)
+	conf := c.tlsConf.Clone()
+	conf.ServerName = host
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := alpn.Require(cs, ControlALPN); err != nil {
+			return err
+		}
+		return VerifyHub(cs.PeerCertificates, c.opts.AuthorityKey, host)
+	}
+	return conf
 }
 
 // VerifyHub checks that the hub's chain is [hub, authority], that the
@@ -187,13 +219,27 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 	if c.opts.Ticket != "" {
 		op = wire.OpEnroll
 	}
-	g, err := c.connect(ctx, op)
+	// A hub that cannot be reached is skipped for the next; a refusal is
+	// the project's answer, the same on every hub.
+	var (
+		g   Grant
+		err error
+	)
+	for range c.hubs {
+		if g, err = c.connect(ctx, op); err == nil || refusedByHub(err) || ctx.Err() != nil {
+			break
+		}
+		c.mu.Lock()
+		c.moveLocked()
+		c.mu.Unlock()
+	}
 	if err != nil {
 		return Grant{}, err
 	}
 	c.scheduleRenew(g)
 	go c.maintain(ctx)
 	go c.claimLoop(ctx)
+	go c.legs.run(ctx)
 	return g, nil
 }
 
@@ -202,6 +248,7 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 func (c *Client) StartOffline(ctx context.Context) {
 	go c.maintain(ctx)
 	go c.claimLoop(ctx)
+	go c.legs.run(ctx)
 }
 
 // connectTimeout bounds a connection's setup: handshake, exchange with the
@@ -216,14 +263,15 @@ const connectTimeout = 20 * time.Second
 func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	raw, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)
+	addr := c.hub()
+	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return Grant{}, fmt.Errorf("connect to hub %s: %w", c.opts.Hub, err)
+		return Grant{}, fmt.Errorf("connect to hub %s: %w", addr, err)
 	}
-	conn := tls.Client(raw, c.tlsConf)
+	conn := tls.Client(raw, c.tlsFor(addr))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return Grant{}, fmt.Errorf("connect to hub %s: %w", c.opts.Hub, err)
+		return Grant{}, fmt.Errorf("connect to hub %s: %w", addr, err)
 	}
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
@@ -244,7 +292,7 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		if err != nil {
 			return Grant{}, wrap(err, "reach the authority")
 		}
-		g, err := c.exchange(ctx, r.Token, op)
+		g, err := c.exchange(ctx, addr, r.Token, op)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -257,15 +305,15 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 	}()
 	if err != nil {
 		conn.Close()
-		return Grant{}, fmt.Errorf("%s with hub %s: %w", op, c.opts.Hub, err)
+		return Grant{}, fmt.Errorf("%s with hub %s: %w", op, addr, err)
 	}
 	conn.SetDeadline(time.Time{})
 	c.opts.Ticket = "" // redeemed: every later connection is a hello
 	c.mu.Lock()
-	c.conn, c.enc, c.since, c.lastErr = conn, enc, time.Now(), nil
+	c.conn, c.enc, c.since, c.lastErr, c.addr = conn, enc, time.Now(), nil, addr
 	c.nextID = 2
 	c.mu.Unlock()
-	go c.read(conn, dec)
+	go c.read(conn, dec, addr)
 	return g, nil
 }
 
@@ -299,8 +347,8 @@ func exchangeConfig(certs []tls.Certificate, pinned ed25519.PublicKey) *tls.Conf
 // exchange asks the authority, end to end through the data session of
 // token, for a credential (op: enroll, hello or renew), and takes the member
 // state that comes with it.
-func (c *Client) exchange(ctx context.Context, token []byte, op string) (Grant, error) {
-	raw, err := c.OpenData(ctx, token)
+func (c *Client) exchange(ctx context.Context, addr string, token []byte, op string) (Grant, error) {
+	raw, err := c.openData(ctx, addr, token)
 	if err != nil {
 		return Grant{}, fmt.Errorf("reach the authority: %w", err)
 	}
@@ -349,6 +397,9 @@ func (c *Client) checkGrant(ca *x509.Certificate, g *Grant) error {
 		return fmt.Errorf("check credential: it names node %s, this is %s: %w", cred.NodeID, c.opts.Identity.ID(), ErrHubUntrusted)
 	}
 	g.Node, g.Project, g.Attributes, g.Authority = cred.NodeID, cred.ProjectID, cred.Attributes, ca.Raw
+	c.mu.Lock()
+	c.cred = g.Credential
+	c.mu.Unlock()
 	return nil
 }
 
@@ -476,7 +527,7 @@ func (c *Client) kick() {
 }
 
 // read delivers replies and incoming sessions until the connection fails.
-func (c *Client) read(conn *tls.Conn, dec *FrameReader) {
+func (c *Client) read(conn *tls.Conn, dec *FrameReader, addr string) {
 	var refusal error // the hub's last word before it closes, if any
 	for {
 		var m Message
@@ -498,12 +549,17 @@ func (c *Client) read(conn *tls.Conn, dec *FrameReader) {
 		case OpReleased:
 			c.released(m.Relay, m.Error)
 		case OpGoAway:
-			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", c.opts.Hub))
+			c.log.Info("the hub is shutting down; reconnecting", zap.String("hub", addr))
+			c.goingAway(addr)
 			c.lost(conn, ErrHubGoingAway)
 			return
 		case OpIncoming:
+			if len(m.Token) != TokenSize {
+				c.log.Warn("dropped an incoming session with a malformed token", zap.String("hub", addr), zap.Int("bytes", len(m.Token)))
+				continue
+			}
 			if c.opts.OnIncoming != nil {
-				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: m.Token, From: m.Node})
+				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: c.withHub(m.Token, addr), From: m.Node})
 			}
 		case OpReply:
 			if m.ID == 0 && m.Error != "" { // answers no request: the hub closes the link
@@ -530,6 +586,7 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 		return
 	}
 	c.conn, c.enc, c.lastErr = nil, nil, err
+	c.moveLocked() // the next attempt goes to another hub
 	c.unheldLocked(err)
 	for id, ch := range c.waiting {
 		close(ch)
@@ -542,7 +599,7 @@ func (c *Client) lost(conn *tls.Conn, err error) {
 func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Hub: c.opts.Hub, Connected: c.conn != nil, Since: c.since, MemberGeneration: c.synced,
+	st := Status{Hub: c.hubs[c.cur], Hubs: c.legs.status(c.conn, c.addr, c.since, c.lastErr), Connected: c.conn != nil, Since: c.since, MemberGeneration: c.synced,
 		AuthorityHeard: c.beat.Time, AuthorityGeneration: c.beat.Generation, Stale: c.staleLocked(time.Now())}
 	if c.lastErr != nil {
 		st.LastError = c.lastErr.Error()
@@ -577,7 +634,7 @@ func (c *Client) request(ctx context.Context, m *Message) (*Message, error) {
 	c.mu.Unlock()
 	if err != nil {
 		c.lost(conn, err)
-		return nil, fmt.Errorf("%s: %w", m.Op, err)
+		return nil, fmt.Errorf("%s: %w: %w", m.Op, ErrNotConnected, err)
 	}
 	select {
 	case r, ok := <-ch:
@@ -600,5 +657,5 @@ func (c *Client) request(ctx context.Context, m *Message) (*Message, error) {
 // (OpenData), with dialer d: the authority's link to a relay
 // (hub.RunAuthorityLink) takes the sessions agents open to it with one.
 func NewDataClient(hub string, d net.Dialer) *Client {
-	return &Client{opts: ClientOptions{Hub: hub}, dialer: d}
+	return &Client{opts: ClientOptions{Hub: hub}, hubs: []string{hub}, dialer: d}
 }

@@ -59,6 +59,7 @@ func (c *Client) Claim(ctx context.Context, name string) error {
 	c.mu.Lock()
 	c.claims[name] = &claim{held: true}
 	c.mu.Unlock()
+	c.legs.kick()
 	return nil
 }
 
@@ -81,6 +82,7 @@ func (c *Client) Release(ctx context.Context, name string) error {
 	c.mu.Lock()
 	delete(c.claims, name)
 	c.mu.Unlock()
+	c.legs.kick()
 	if _, err := c.request(ctx, &Message{Op: OpRelease, Relay: name}); err != nil {
 		return wrap(err, "release relay %q", name)
 	}

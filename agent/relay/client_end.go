@@ -9,17 +9,21 @@ import (
 	"github.com/sluicehq/sluice/agent/wire"
 )
 
-// ErrHubGoingAway means the hub closed the control connection because it is
-// shutting down (it said so first); the agent reconnects at once.
-var ErrHubGoingAway = errors.New("the hub is shutting down")
+// ErrHubGoingAway means the hub is shutting down: it said so before it
+// closed the control connection, or refused a dial with code "going_away";
+// the agent moves to another hub (or reconnects to this one's successor)
+// at once.
+var ErrHubGoingAway = wire.ErrGoingAway
 
 // Reconnection. The wait before each attempt is drawn at random, with full
 // jitter: after n failures in a row it is uniform in [0, min(cap,
 // base·2^n)) (https://aws.amazon.com/builders-library/timeouts-retries-and-backoff-with-jitter/).
 // Agents that lost a hub at the same moment (it restarted, it went away)
-// then come back spread over the interval, not all at the same moments.
+// then come back spread over the interval, not all at the same moments:
+// the first attempt after a hub is lost comes within 250ms, so a thousand
+// agents that lose their hub reach the others at about 4 a millisecond.
 const (
-	retryBase = 100 * time.Millisecond
+	retryBase = 250 * time.Millisecond
 	retryCap  = 5 * time.Second
 )
 

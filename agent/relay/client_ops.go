@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,33 +31,56 @@ func wrap(err error, format string, args ...any) error {
 // token to present on a data connection and the owner's node ID.
 func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
 	r, err := c.request(ctx, &Message{Op: OpDial, Relay: relay})
+	for try := 0; try < 2 && c.elsewhere(err) && c.awaitLink(ctx); try++ {
+		r, err = c.request(ctx, &Message{Op: OpDial, Relay: relay})
+	}
 	if err != nil {
 		return nil, "", wrap(err, "dial relay %q", relay)
 	}
 	if len(r.Token) != TokenSize {
 		return nil, "", fmt.Errorf("dial relay %q: hub sent a %d-byte token", relay, len(r.Token))
 	}
-	return r.Token, r.Node, nil
+	return c.withHub(r.Token, c.linkHub()), r.Node, nil
 }
 
 // OpenData opens a data connection to the hub, presents token and waits,
 // until ctx is done, for the hub's ack: the session's other side has come
 // and the hub relays the two. The bytes that follow go to the other side.
+// A token from Dial or Incoming names the hub that issued it (withHub);
+// a bare one goes to the hub of the control link.
 func (c *Client) OpenData(ctx context.Context, token []byte) (*net.TCPConn, error) {
-	conn, err := c.dialer.DialContext(ctx, "tcp", c.opts.Hub)
+	addr := c.linkHub()
+	if len(c.hubs) > 1 && len(token) > TokenSize {
+		token, addr = token[:TokenSize], string(token[TokenSize:])
+	}
+	return c.openData(ctx, addr, token)
+}
+
+// openData opens a data connection to the hub at addr for token.
+func (c *Client) openData(ctx context.Context, addr string, token []byte) (*net.TCPConn, error) {
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			c.hubRefused(addr, err)
+		}
+		return nil, fmt.Errorf("open data connection to hub %s: %w", addr, err)
 	}
 	tc := conn.(*net.TCPConn)
 	head := make([]byte, 0, len(DataMagic)+TokenSize)
 	head = append(append(head, DataMagic...), token...)
 	if _, err := tc.Write(head); err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+		return nil, fmt.Errorf("open data connection to hub %s: %w: %w", addr, ErrSessionLost, err)
 	}
 	if err := awaitAck(ctx, tc); err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("open data connection to hub %s: %w", c.opts.Hub, err)
+		if errors.Is(err, ErrNoSession) || errors.Is(err, syscall.ECONNRESET) {
+			err = fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
+		return nil, fmt.Errorf("open data connection to hub %s: %w", addr, err)
 	}
 	return tc, nil
 }
@@ -91,7 +115,7 @@ func (c *Client) Renew(ctx context.Context) (Grant, error) {
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential: reach the authority")
 	}
-	g, err := c.exchange(ctx, r.Token, wire.OpRenew)
+	g, err := c.exchange(ctx, c.linkHub(), r.Token, wire.OpRenew)
 	if err != nil {
 		return Grant{}, wrap(err, "renew credential")
 	}
@@ -193,15 +217,20 @@ func (c *Client) maintain(ctx context.Context) {
 		}
 		switch {
 		case !connected:
+			c.log.Debug("connecting to hub", zap.String("hub", c.hub()))
 			err := c.reconnect(ctx)
 			if noLongerMember(err) {
-				c.log.Error("the hub says this node is no longer a member; not reconnecting", zap.String("hub", c.opts.Hub), zap.Error(err))
+				c.log.Error("the hub says this node is no longer a member; not reconnecting", zap.String("hub", c.hub()), zap.Error(err))
 				c.end.finish(err)
 				return
 			}
 			if err != nil {
 				delay = retries.next()
-				c.log.Warn("hub unreachable", zap.String("hub", c.opts.Hub), zap.Error(err), zap.Duration("retry_in", delay))
+				c.mu.Lock()
+				failed := c.hubs[c.cur]
+				c.moveLocked()
+				c.mu.Unlock()
+				c.log.Warn("hub unreachable", zap.String("hub", failed), zap.Error(err), zap.String("next_hub", c.hub()), zap.Duration("retry_in", delay))
 				continue
 			}
 			retries.reset()
@@ -239,7 +268,7 @@ func (c *Client) reconnect(ctx context.Context) error {
 		c.mu.Unlock()
 		return err
 	}
-	c.log.Info("connected to hub", zap.String("hub", c.opts.Hub))
+	c.log.Info("connected to hub", zap.String("hub", c.linkHub()))
 	c.scheduleRenew(g)
 	c.grant(g)
 	// The policies go before the claims, so that no dial reaches this
@@ -248,6 +277,7 @@ func (c *Client) reconnect(ctx context.Context) error {
 		c.log.Warn("publishing outlet policies failed", zap.Error(err))
 	}
 	c.reclaimAll(ctx)
+	c.legs.kick() // a leg to this hub is no longer needed once the names are held here
 	return nil
 }
 

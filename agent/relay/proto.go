@@ -84,7 +84,11 @@ const (
 const (
 	// opGoAway (hub → agent): the hub is shutting down; the agent drops the
 	// connection and reconnects at once, after a random wait (client_end.go),
-	// to the hub that takes its place. Its data sessions go on meanwhile.
+	// to another hub of its project (client_hubs.go), or to the hub that
+	// takes this one's place. Its data sessions go on meanwhile. A dial
+	// during the drain is refused with code "going_away" (wire.ErrGoingAway).
+	// An agent that knows neither ignores the push (unknown ops are
+	// skipped) and sees the refusal as "refused".
 	OpGoAway = "goaway"
 )
 

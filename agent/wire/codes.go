@@ -52,6 +52,10 @@ var (
 	// refuses what it could not record. Another hub of the cluster may
 	// serve the request.
 	ErrNoQuorum = errors.New("the hub cannot reach a quorum of the project's shared state; try another hub")
+	// ErrGoingAway means the hub is shutting down: it serves no new
+	// session, and the agent asks another hub (docs/hub-cluster.md). An
+	// agent that does not know the code takes it for ErrRefused.
+	ErrGoingAway = errors.New("the hub is going away; ask another hub")
 )
 
 // CodeInternal is the wire code of the hub's own failures.
@@ -79,6 +83,7 @@ var codes = []struct {
 	{"rate_limited", ErrRateLimited},
 	{"dial_denied", ErrDialDenied},
 	{"unsupported", ErrUnsupported},
+	{"going_away", ErrGoingAway},
 	{"refused", ErrRefused},
 	{"no_quorum", ErrNoQuorum},
 	{CodeInternal, ErrHubInternal},

@@ -23,6 +23,8 @@ func fuzzTickets(tb testing.TB) (map[string]*Ticket, ed25519.PublicKey) {
 		{ID: "fedcba9876543210fedcba9876543210", Project: "p1", Hub: "hub.example:4443", AuthorityKey: pub,
 			Attributes: map[string]string{"postgres-outlet": "true", "env": "prod ünïcode \"quoted\""},
 			Relays:     []string{"pg", "postgres"}, Expires: exp, Usage: 1000},
+		{ID: "00112233445566778899aabbccddeeff", Project: "p1", Hub: "hub1.example:4443", AuthorityKey: pub,
+			Hubs: []string{"hub1.example:4443", "hub2.example:4443", "[2001:db8::3]:4443"}, Expires: exp, Usage: 1},
 	} {
 		s, err := t.Sign(key)
 		if err != nil {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -27,9 +29,13 @@ var (
 
 // Ticket is the signed content of an enrollment ticket.
 type Ticket struct {
-	ID           string            `json:"id"`
-	Project      string            `json:"project"`
-	Hub          string            `json:"hub"`
+	ID      string `json:"id"`
+	Project string `json:"project"`
+	Hub     string `json:"hub"`
+	// Hubs, if set, are every hub of the project, Hub first: an agent
+	// fails over between them (docs/hub-cluster.md). Older agents read
+	// only Hub.
+	Hubs         []string          `json:"hubs,omitempty"`
 	AuthorityKey []byte            `json:"authority_key"`
 	Attributes   map[string]string `json:"attributes,omitempty"`
 	Relays       []string          `json:"relays,omitempty"`
@@ -96,5 +102,25 @@ func ParseTicket(s string) (*Ticket, error) {
 	if !ed25519.Verify(t.AuthorityKey, []byte(signed), sig) {
 		return nil, fmt.Errorf("parse ticket: signature does not match: %w", ErrTicketMalformed)
 	}
+	if len(t.Hubs) > MaxHubs || (len(t.Hubs) > 0 && t.Hubs[0] != t.Hub) {
+		return nil, fmt.Errorf("parse ticket: hub list %q: at most %d addresses, the first the ticket's hub %q: %w", t.Hubs, MaxHubs, t.Hub, ErrTicketMalformed)
+	}
+	for _, h := range t.Addresses() {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return nil, fmt.Errorf("parse ticket: hub address %q: %w: %w", h, err, ErrTicketMalformed)
+		}
+	}
 	return &t, nil
+}
+
+// MaxHubs bounds the hub addresses a ticket lists.
+const MaxHubs = 16
+
+// Addresses are the hubs an agent enrolled with t may connect to: Hubs,
+// or Hub alone for a ticket of one hub (or of an older authority).
+func (t *Ticket) Addresses() []string {
+	if len(t.Hubs) > 0 {
+		return slices.Clone(t.Hubs)
+	}
+	return []string{t.Hub}
 }

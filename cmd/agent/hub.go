@@ -71,9 +71,9 @@ used), and each member's dial requests and waiting data sessions are limited.
 Refusals are counted in the admin API's GET /v1/stats; docs/hub.md explains
 each limit.
 
-SIGTERM or SIGINT stops it gracefully: it refuses new connections, tells
-every agent it goes away (they reconnect at once, to the hub that replaces
-it), and relays the data sessions it has for up to --shutdown-timeout, then
+SIGTERM or SIGINT stops it gracefully: it refuses new connections and dials
+(code going_away), tells every agent it goes away (they reconnect at once, to
+another hub their ticket lists or to the hub that replaces it), and relays the data sessions it has for up to --shutdown-timeout, then
 resets them; a second signal resets them at once. SIGHUP reopens --log-file
 and never stops it.`,
 		Example: `  agent hub --project ./project --listen 0.0.0.0:4443

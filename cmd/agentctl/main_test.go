@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,6 +38,48 @@ func TestProjectAndTicket(t *testing.T) {
 	}
 	if tk.Attributes["postgres-outlet"] != "true" || tk.Attributes["flag"] != "true" || tk.Usage != 2 || tk.Relays[0] != "postgres" || tk.Hub != "198.18.0.1:4443" {
 		t.Errorf("ticket %+v", tk)
+	}
+}
+
+// TestTicketHubs: --hub lists every hub, the first the ticket's hub, each
+// once; one --hub replaces the project's address; a bad address is refused.
+func TestTicketHubs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "project")
+	if _, err := agentctl(t, "project", "init", "--dir", dir, "--hub-address", "198.18.0.1:4443"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		hubs     []string
+		hub      string
+		addrs    []string
+		refusing string
+	}{
+		{nil, "198.18.0.1:4443", []string{"198.18.0.1:4443"}, ""},
+		{[]string{"hub2:4443"}, "hub2:4443", []string{"hub2:4443"}, ""},
+		{[]string{"h1:4443", "h2:4443", "h1:4443", "h3:4443"}, "h1:4443", []string{"h1:4443", "h2:4443", "h3:4443"}, ""},
+		{[]string{"h1:4443", "no-port"}, "", nil, "want HOST:PORT"},
+	} {
+		args := []string{"ticket", "create", "--project", dir}
+		for _, h := range c.hubs {
+			args = append(args, "--hub", h)
+		}
+		out, err := agentctl(t, args...)
+		if c.refusing != "" {
+			if err == nil || !strings.Contains(err.Error(), c.refusing) {
+				t.Errorf("ticket create --hub %v = %v, want a refusal saying %q", c.hubs, err, c.refusing)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("ticket create --hub %v: %v", c.hubs, err)
+		}
+		tk, err := wire.ParseTicket(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Hub != c.hub || !slices.Equal(tk.Addresses(), c.addrs) || (len(c.addrs) == 1) != (len(tk.Hubs) == 0) {
+			t.Errorf("ticket create --hub %v: hub %q, hubs %q, want %q and %q", c.hubs, tk.Hub, tk.Hubs, c.hub, c.addrs)
+		}
 	}
 }
 

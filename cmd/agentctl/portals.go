@@ -280,6 +280,26 @@ func printRelays(w io.Writer, rs []apitype.RelayInfo) {
 	})
 }
 
+// printHubs prints the agent's links to the hubs of a project of several:
+// the control link, and an outlet link to every other hub while the agent
+// has relay names (docs/hub-cluster.md).
+func printHubs(w io.Writer, hs []apitype.HubLink) {
+	table(w, "HUB\tLINK\tSTATE\tRELAYS", func(tw io.Writer) {
+		for _, h := range hs {
+			state := "disconnected"
+			switch {
+			case h.Connected:
+				state = "connected since " + h.Since.Format(time.RFC3339)
+			case h.Role == "standby":
+				state = "-"
+			case h.LastError != "":
+				state += " (" + h.LastError + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Addr, h.Role, state, strings.Join(h.Relays, ","))
+		}
+	})
+}
+
 func statusCommand(e *env) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
@@ -316,6 +336,10 @@ func printStatus(w io.Writer, st apitype.Status) {
 	fmt.Fprintf(w, "Credential:  expires %s (in %s), generation %d\nHub:         %s, %s\nMembers:     heard up to generation %d\n\n",
 		st.Credential.Expires.Format(time.RFC3339), st.Credential.ExpiresIn, st.Credential.Generation, st.Hub.Hub, link,
 		st.Hub.MemberGeneration)
+	if len(st.Hub.Hubs) > 0 {
+		printHubs(w, st.Hub.Hubs)
+		fmt.Fprintln(w)
+	}
 	printRelays(w, st.Relays)
 	fmt.Fprintln(w)
 	printInlets(w, st.Inlets)

@@ -85,20 +85,26 @@ func ticketCommand(e *env) *cobra.Command {
 		dir    string
 		attrs  []string
 		relays []string
+		hubs   []string
 		expiry time.Duration
 		usage  int
 		format string
 	)
 	create := &cobra.Command{
-		Use:   "create --project DIR [--attribute K=V]... [--relay NAME]... [--expires-in 10m] [--usage-count 1]",
+		Use:   "create --project DIR [--attribute K=V]... [--relay NAME]... [--hub HOST:PORT]... [--expires-in 10m] [--usage-count 1]",
 		Short: "Issue an enrollment ticket and print it alone on standard output",
 		Long: `Issue an enrollment ticket signed by the project's authority. The ticket names the
 hub and the authority's key, so an agent needs nothing else to enroll. Its holder
 gets the attributes given with --attribute in its credentials, and may claim the
 relay names given with --relay. The hub refuses it after --expires-in, or after
---usage-count redemptions. An attribute without =V is set to "true".`,
+--usage-count redemptions. An attribute without =V is set to "true".
+
+With several hubs (docs/hub-cluster.md), list every one with --hub, the first the
+one agents enroll with: agents fail over between them. Without --hub the ticket
+names the project's hub address (project init --hub-address).`,
 		Example: `  agentctl ticket create --project ./project --attribute postgres-outlet=true --relay postgres > bank.ticket
-  agentctl ticket create --project ./project --attribute postgres-inlet --usage-count 20 --expires-in 24h > fleet.ticket`,
+  agentctl ticket create --project ./project --attribute postgres-inlet --usage-count 20 --expires-in 24h > fleet.ticket
+  agentctl ticket create --project ./project --relay postgres --hub hub1:4443 --hub hub2:4443 --hub hub3:4443 > bank.ticket`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -114,7 +120,7 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 			if err != nil {
 				return err
 			}
-			s, tk, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage})
+			s, tk, err := p.NewTicket(authority.TicketOptions{Attributes: parseAttributes(attrs), Relays: relays, ExpiresIn: expiry, Usage: usage, Hubs: hubs})
 			if err != nil {
 				return err
 			}
@@ -125,6 +131,7 @@ relay names given with --relay. The hub refuses it after --expires-in, or after
 	create.Flags().StringVar(&dir, "project", "", "project directory (required)")
 	create.Flags().StringArrayVar(&attrs, "attribute", nil, "attribute K=V for the holder's credentials (repeatable)")
 	create.Flags().StringArrayVar(&relays, "relay", nil, "relay name the holder may claim (repeatable)")
+	create.Flags().StringArrayVar(&hubs, "hub", nil, "HOST:PORT of a hub agents may use, the first the one they enroll with (repeatable; default: the project's hub address)")
 	create.Flags().DurationVar(&expiry, "expires-in", authority.DefaultTicketExpiry, "how long the ticket can be redeemed")
 	create.Flags().IntVar(&usage, "usage-count", authority.DefaultTicketUsage, "how many times the ticket can be redeemed")
 	cmd.AddCommand(create)

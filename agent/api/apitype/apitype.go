@@ -51,7 +51,10 @@ type CredentialStatus struct {
 
 // HubStatus is the agent's link to the hub (relay.Status).
 type HubStatus struct {
-	Hub       string    `json:"hub"`
+	Hub string `json:"hub"`
+	// Hubs are the links to every hub of the project, when there are
+	// several (relay.HubStatus).
+	Hubs      []HubLink `json:"hubs,omitempty"`
 	Connected bool      `json:"connected"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
@@ -66,6 +69,20 @@ type HubStatus struct {
 	AuthorityHeard      time.Time `json:"authority_heard,omitzero"`
 	AuthorityGeneration uint64    `json:"authority_generation"`
 	Stale               bool      `json:"member_state_stale"`
+}
+
+// HubLink is one link to a hub of a project of several (relay.HubStatus).
+type HubLink struct {
+	Addr string `json:"addr"`
+	// Role is "control" (the link requests go on), "outlet" (a link that
+	// only takes sessions for this agent's relay names) or "standby" (no
+	// link: the hub is there to fail over to).
+	Role      string    `json:"role"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	// Relays are the names an outlet link holds on its hub.
+	Relays []string `json:"relays,omitempty"`
 }
 
 // RelayInfo describes a relay name this agent claims (GET and POST

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -25,6 +26,9 @@ type TicketOptions struct {
 	Relays     []string
 	ExpiresIn  time.Duration
 	Usage      int
+	// Hubs, if set, are the addresses of every hub agents may use, the
+	// first the one they enroll with; empty: the project's hub address.
+	Hubs []string
 }
 
 // NewTicket signs a ticket with the project authority and returns it encoded.
@@ -53,6 +57,26 @@ func (p *Project) NewTicket(opts TicketOptions) (string, *wire.Ticket, error) {
 			return "", nil, fmt.Errorf("create ticket: %w", err)
 		}
 	}
+	var hubs []string // opts.Hubs, each once, in order
+	for _, h := range opts.Hubs {
+		if !slices.Contains(hubs, h) {
+			hubs = append(hubs, h)
+		}
+	}
+	if len(hubs) > wire.MaxHubs {
+		return "", nil, fmt.Errorf("create ticket: %d hubs, at most %d", len(hubs), wire.MaxHubs)
+	}
+	for _, h := range hubs {
+		if _, err := checkHubAddress(h); err != nil {
+			return "", nil, fmt.Errorf("create ticket: %w", err)
+		}
+	}
+	hub := p.HubAddress
+	if len(hubs) == 1 {
+		hub, hubs = hubs[0], nil
+	} else if len(hubs) > 1 {
+		hub = hubs[0]
+	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return "", nil, fmt.Errorf("create ticket: %w", err)
@@ -60,7 +84,8 @@ func (p *Project) NewTicket(opts TicketOptions) (string, *wire.Ticket, error) {
 	t := &wire.Ticket{
 		ID:           hex.EncodeToString(id[:]),
 		Project:      p.ID,
-		Hub:          p.HubAddress,
+		Hub:          hub,
+		Hubs:         hubs,
 		AuthorityKey: p.AuthorityPublicKey(),
 		Attributes:   opts.Attributes,
 		Relays:       relays,

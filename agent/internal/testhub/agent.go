@@ -24,7 +24,10 @@ import (
 // identity, a hello without ticket, the hub's authority key, the default ping
 // interval.
 type AgentOptions struct {
-	Identity     *identity.Identity
+	Identity *identity.Identity
+	// Hubs, if set, are the hubs the client knows (relay.ClientOptions.Hubs);
+	// it connects to the first.
+	Hubs         []string
 	Ticket       string
 	AuthorityKey ed25519.PublicKey
 	PingInterval time.Duration
@@ -46,6 +49,7 @@ type Agent struct {
 
 	stop     context.CancelFunc
 	incoming atomic.Pointer[func(relay.Incoming)]
+	away     atomic.Pointer[func(string)]
 	grants   chan relay.Grant
 	members  chan relay.MemberUpdate
 }
@@ -68,6 +72,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		grants: make(chan relay.Grant, 16), members: make(chan relay.MemberUpdate, 256)}
 	c, err := relay.NewClient(relay.ClientOptions{
 		Hub:          h.Addr,
+		Hubs:         opts.Hubs,
 		Identity:     opts.Identity,
 		AuthorityKey: opts.AuthorityKey,
 		Ticket:       opts.Ticket,
@@ -77,6 +82,11 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)
+			}
+		},
+		OnGoingAway: func(hub string) {
+			if f := a.away.Load(); f != nil {
+				(*f)(hub)
 			}
 		},
 		OnMember: func(u relay.MemberUpdate) {
@@ -148,6 +158,9 @@ func (a *Agent) Stop() { a.stop() }
 
 // OnIncoming sets what the agent does with incoming data sessions.
 func (a *Agent) OnIncoming(f func(relay.Incoming)) { a.incoming.Store(&f) }
+
+// OnGoingAway sets what the agent does when a hub says it is going away.
+func (a *Agent) OnGoingAway(f func(hub string)) { a.away.Store(&f) }
 
 // ErrNoGrant is returned by NextGrant when no grant arrives in time.
 var ErrNoGrant = errors.New("no grant arrived")

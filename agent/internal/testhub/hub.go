@@ -96,6 +96,33 @@ func Start(t testing.TB, opts Options) *Hub {
 	return h
 }
 
+// StartPeer serves h's project, with h's authority, on another port of
+// 127.0.0.1: one more hub of the project, as the hubs of a cluster share
+// the authority's state (the hub certificate names 127.0.0.1, valid for
+// every peer). listener, if set, wraps its listener. It stops when the
+// test ends; its Restart serves it again on its address.
+func (h *Hub) StartPeer(t testing.TB, listener func(net.Listener) net.Listener) *Hub {
+	t.Helper()
+	if h.relayP != nil {
+		t.Fatal("testhub: a Split hub has no peers")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Hub{Project: h.Project, Auth: h.Auth, Service: h.Service, Addr: ln.Addr().String(), opts: h.opts}
+	if listener != nil {
+		ln = listener(ln)
+	}
+	p.serve(ln)
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
 // StartAuthority links the authority of a Split hub to it, in the
 // background, and waits (up to 10s) until the hub has the link.
 func (h *Hub) StartAuthority() {
