@@ -73,7 +73,18 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // ProcOptions.Cgroup) so that Close can kill it and everything it spawns.
 // name names the log file.
 func (ns *NS) Start(name string, argv []string, opts ProcOptions) (*Process, error) {
-	e := ns.env
+	cmd, cgfd, err := ns.command(argv, opts)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	defer unix.Close(cgfd)
+	return ns.env.start(name, ns.name, cmd, opts.Stdin)
+}
+
+// start starts cmd, built by command or hostCommand (whose cgroup fd stays
+// open until it returns), as the Process name, logged and tracked; where
+// names the namespace for errors.
+func (e *Env) start(name, where string, cmd *exec.Cmd, stdin io.Reader) (*Process, error) {
 	logDir := filepath.Join(e.dir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -82,20 +93,14 @@ func (ns *NS) Start(name string, argv []string, opts ProcOptions) (*Process, err
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	cmd, cgfd, err := ns.command(argv, opts)
-	if err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	defer unix.Close(cgfd)
 	p := &Process{name: name, logPath: logPath, cmd: cmd, out: newOutputBuffer(), done: make(chan struct{})}
 	w := io.MultiWriter(logFile, p.out)
 	cmd.Stdout, cmd.Stderr = w, w // the same writer: one pipe, ordered output
-	cmd.Stdin = opts.Stdin
+	cmd.Stdin = stdin
 	cmd.WaitDelay = pipeGrace
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s in %s: %w", name, ns.name, err)
+		return nil, fmt.Errorf("start %s in %s: %w", name, where, err)
 	}
 	go func() {
 		err := cmd.Wait()

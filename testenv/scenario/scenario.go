@@ -112,6 +112,9 @@ type Options struct {
 	// Metrics starts the hub and every agent with --metrics on
 	// MetricsAddr, the loopback of its own namespace (metrics.go).
 	Metrics bool
+	// AgentImages start the agents of those names ("analysis") from a
+	// container image with podman instead of the agent binary (image.go).
+	AgentImages map[string]string
 }
 
 // Scenario is the running story.
@@ -359,9 +362,13 @@ func (s *Scenario) StartDatapathAgent(ctx context.Context, name string, ns *test
 }
 
 func (s *Scenario) newAgent(name string, ns *testenv.NS) *Agent {
-	return &Agent{Name: name, NS: ns, s: s,
+	a := &Agent{Name: name, NS: ns, s: s,
 		StateDir: filepath.Join(s.Env.Dir(), name+"-state"),
 		Socket:   filepath.Join(s.Env.Dir(), name+".sock")}
+	if s.image(name) != "" { // the container's /run/sluice
+		a.Socket = filepath.Join(s.Env.Dir(), name+"-run", "agent.sock")
+	}
+	return a
 }
 
 func (s *Scenario) startAgent(ctx context.Context, a *Agent, ticket string) (*Agent, error) {
@@ -370,6 +377,9 @@ func (s *Scenario) startAgent(ctx context.Context, a *Agent, ticket string) (*Ag
 }
 
 func (a *Agent) start(ctx context.Context, ticket string) error {
+	if a.s.image(a.Name) != "" {
+		return a.startContainer(ctx, ticket, append(append([]string(nil), a.s.opts.AgentArgs[a.Name]...), a.s.metricsArgs()...))
+	}
 	args := []string{filepath.Join(a.s.opts.Bin, "agent"), "run", "--state-dir", a.StateDir, "--api", a.Socket}
 	if a.BPFDir == "" {
 		args = append(args, "--datapath", "off")
@@ -402,6 +412,24 @@ func (a *Agent) start(ctx context.Context, ticket string) error {
 // is ready.
 func (a *Agent) StartAgain(ctx context.Context) error { return a.start(ctx, "") }
 
+// Kill kills the agent at once (SIGKILL), as a crash would: its process,
+// or its container.
+func (a *Agent) Kill(ctx context.Context) error {
+	if a.ContainerName() != "" {
+		return a.killContainer(ctx)
+	}
+	return a.Proc.Kill()
+}
+
+// Stop stops the agent gracefully (SIGTERM) and waits until it exited: its
+// process, or its container (podman stop).
+func (a *Agent) Stop(ctx context.Context) error {
+	if a.ContainerName() != "" {
+		return a.stopContainer(ctx)
+	}
+	return a.Proc.Stop()
+}
+
 // Restart stops the agent and starts it again on the same state directory,
 // without a ticket.
 func (a *Agent) Restart(ctx context.Context) error {
@@ -429,6 +457,9 @@ func (a *Agent) Cleanup(ctx context.Context) error {
 		if err := a.Proc.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s agent: %w", a.Name, err))
 		}
+	}
+	if a.ContainerName() != "" {
+		errs = append(errs, a.removeContainer(ctx))
 	}
 	if a.BPFDir != "" {
 		if _, err := a.NS.Run(ctx, filepath.Join(a.s.opts.Bin, "agent"), "cleanup", "--bpf-dir", a.BPFDir); err != nil {

@@ -457,7 +457,7 @@ func testAgentKilled(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	if got, err := s.Psql(ctx, app, scenario.ServiceIP, scenario.ServicePort, "SELECT '"+alive+"'"); err != nil || got != alive {
 		t.Fatalf("psql before the kill: %q, %v", got, err)
 	}
-	if err := a.Proc.Kill(); err != nil {
+	if err := a.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
 	dead := marker(t)
