@@ -73,17 +73,32 @@ analysis_file() {
 analysis() { local v=$1; shift; $COMPOSE -p analysis_corp -f "$(analysis_file "$v")" "$@"; }
 
 build_images() {
-  log "building the images (base $BASE_IMAGE)"
-  # deploy/docker/Dockerfile uses RUN --mount=type=cache: BuildKit.
-  DOCKER_BUILDKIT=1 $DOCKER build -q --label "$label" -f "$root/deploy/docker/Dockerfile" \
+  log "building the images (base $BASE_IMAGE, Go $GO_IMAGE)"
+  local logs pids=() names=() i failed=0
+  logs=$(mktemp -d)
+  # deploy/docker/Dockerfile uses RUN --mount=type=cache: BuildKit. The three
+  # builds run side by side (the agent's compiles, the others download).
+  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$root/deploy/docker/Dockerfile" \
     --build-arg GO_IMAGE="$GO_IMAGE" \
     --build-arg VERSION="$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo example)" \
     --build-arg REVISION="$(git -C "$root" rev-parse HEAD 2>/dev/null || true)" \
-    -t "$SLUICE_AGENT_IMAGE" "$root" >/dev/null
-  DOCKER_BUILDKIT=1 $DOCKER build -q --label "$label" -f "$here/bank_corp/postgres.dockerfile" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_POSTGRES_IMAGE" "$here/bank_corp" >/dev/null
-  DOCKER_BUILDKIT=1 $DOCKER build -q --label "$label" -f "$here/analysis_corp/app.dockerfile" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_APP_IMAGE" "$root/testenv/scenario/app" >/dev/null
+    -t "$SLUICE_AGENT_IMAGE" "$root" >"$logs/agent" 2>&1 &
+  pids+=($!) names+=(agent)
+  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/bank_corp/postgres.dockerfile" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_POSTGRES_IMAGE" "$here/bank_corp" >"$logs/postgres" 2>&1 &
+  pids+=($!) names+=(postgres)
+  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/analysis_corp/app.dockerfile" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_APP_IMAGE" "$root/testenv/scenario/app" >"$logs/app" 2>&1 &
+  pids+=($!) names+=(app)
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "run.sh: building the ${names[$i]} image failed:" >&2
+      tail -n 30 "$logs/${names[$i]}" >&2
+      failed=1
+    fi
+  done
+  rm -rf "$logs"
+  [ "$failed" = 0 ] || exit 1
   echo "built $SLUICE_AGENT_IMAGE, $SLUICE_POSTGRES_IMAGE, $SLUICE_APP_IMAGE"
 }
 
