@@ -13,6 +13,8 @@
 #                          connections to 10.200.0.10:5432 with BPF (Linux,
 #                          kernel 6.6+ or clsact; needs the capabilities in
 #                          analysis_corp/docker-compose.transparent.yml)
+#   ./run.sh build [agent|postgres|app]...
+#                          build those images only (all three by default)
 #   ./run.sh cleanup       remove every container, network, volume, image and
 #                          BPF pin it made
 #
@@ -72,24 +74,33 @@ analysis_file() {
 }
 analysis() { local v=$1; shift; $COMPOSE -p analysis_corp -f "$(analysis_file "$v")" "$@"; }
 
+# build_images [agent] [postgres] [app]: builds those images (all three by
+# default), side by side.
 build_images() {
-  log "building the images (base $BASE_IMAGE, Go $GO_IMAGE)"
+  local want=" ${*:-agent postgres app} "
+  log "building the images:$want(base $BASE_IMAGE, Go $GO_IMAGE)"
   local logs pids=() names=() i failed=0
   logs=$(mktemp -d)
-  # deploy/docker/Dockerfile uses RUN --mount=type=cache: BuildKit. The three
+  # deploy/docker/Dockerfile uses RUN --mount=type=cache: BuildKit. The
   # builds run side by side (the agent's compiles, the others download).
-  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$root/deploy/docker/Dockerfile" \
-    --build-arg GO_IMAGE="$GO_IMAGE" \
-    --build-arg VERSION="$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo example)" \
-    --build-arg REVISION="$(git -C "$root" rev-parse HEAD 2>/dev/null || true)" \
-    -t "$SLUICE_AGENT_IMAGE" "$root" >"$logs/agent" 2>&1 &
-  pids+=($!) names+=(agent)
-  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/bank_corp/postgres.dockerfile" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_POSTGRES_IMAGE" "$here/bank_corp" >"$logs/postgres" 2>&1 &
-  pids+=($!) names+=(postgres)
-  DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/analysis_corp/app.dockerfile" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_APP_IMAGE" "$root/testenv/scenario/app" >"$logs/app" 2>&1 &
-  pids+=($!) names+=(app)
+  if [[ $want == *" agent "* ]]; then
+    DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$root/deploy/docker/Dockerfile" \
+      --build-arg GO_IMAGE="$GO_IMAGE" \
+      --build-arg VERSION="$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo example)" \
+      --build-arg REVISION="$(git -C "$root" rev-parse HEAD 2>/dev/null || true)" \
+      -t "$SLUICE_AGENT_IMAGE" "$root" >"$logs/agent" 2>&1 &
+    pids+=($!) names+=(agent)
+  fi
+  if [[ $want == *" postgres "* ]]; then
+    DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/bank_corp/postgres.dockerfile" \
+      --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_POSTGRES_IMAGE" "$here/bank_corp" >"$logs/postgres" 2>&1 &
+    pids+=($!) names+=(postgres)
+  fi
+  if [[ $want == *" app "* ]]; then
+    DOCKER_BUILDKIT=1 $DOCKER build --label "$label" -f "$here/analysis_corp/app.dockerfile" \
+      --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$SLUICE_APP_IMAGE" "$root/testenv/scenario/app" >"$logs/app" 2>&1 &
+    pids+=($!) names+=(app)
+  fi
   for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
       echo "run.sh: building the ${names[$i]} image failed:" >&2
@@ -99,7 +110,7 @@ build_images() {
   done
   rm -rf "$logs"
   [ "$failed" = 0 ] || exit 1
-  echo "built $SLUICE_AGENT_IMAGE, $SLUICE_POSTGRES_IMAGE, $SLUICE_APP_IMAGE"
+  echo "built:$want"
 }
 
 agentctl() { $DOCKER exec "$hub" /usr/bin/agentctl "$@"; }
@@ -213,6 +224,12 @@ cleanup() {
 
 case "${1:-explicit}" in
   explicit|transparent) run "${1:-explicit}" ;;
+  build)
+    shift
+    for n in "$@"; do
+      case $n in agent|postgres|app) ;; *) echo "run.sh build: no image $n (agent, postgres, app)" >&2; exit 2 ;; esac
+    done
+    build_images "$@" ;;
   cleanup) cleanup ;;
-  *) echo "usage: $0 [explicit|transparent|cleanup]" >&2; exit 2 ;;
+  *) echo "usage: $0 [explicit|transparent|build [agent|postgres|app]...|cleanup]" >&2; exit 2 ;;
 esac

@@ -49,8 +49,10 @@ need=()
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "compose-test: installing ${need[*]}"
+  apt-get update -qq -o DPkg::Lock::Timeout=300
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}" >/dev/null
 fi
 
@@ -71,6 +73,11 @@ stop_captures() {
 cleanup() {
   local code=$?
   set +e
+  if [ -n "${agent_build:-}" ] && kill -0 "$agent_build" 2>/dev/null; then
+    # The agent's build, still running: its docker client, then run.sh.
+    kill $(ps -o pid= --ppid "$agent_build") "$agent_build" 2>/dev/null
+    wait "$agent_build" 2>/dev/null
+  fi
   stop_captures
   if [ -n "${SLUICE_COMPOSE_KEEP:-}" ]; then
     echo "compose-test: SLUICE_COMPOSE_KEEP is set: everything stays (captures in $work); ./run.sh cleanup and ./dockerd.sh stop remove it"
@@ -88,10 +95,33 @@ trap 'exit 130' INT TERM
 
 ./dockerd.sh start
 
+# The agent image's build stage, as deploy/docker/build.sh makes it for
+# buildah: this machine's Go toolchain at /usr/local/go (as in the golang
+# images), a static busybox for RUN's /bin/sh, and the CA bundle (the module
+# proxy may sit behind a proxy whose CA only this machine trusts). It needs
+# no base image, so the agent's build (the longest: it compiles) starts at
+# once, while debootstrap runs.
+if ! $DOCKER image inspect "$goimage" >/dev/null 2>&1; then
+  g=$work/goimage
+  mkdir -p "$g/usr/local" "$g/bin" "$g/etc/ssl/certs" "$g/root" "$g/go" "$g/tmp"
+  chmod 1777 "$g/tmp"
+  cp -al "$(go env GOROOT)" "$g/usr/local/go" 2>/dev/null || cp -a "$(go env GOROOT)" "$g/usr/local/go"
+  cp "$(command -v busybox)" "$g/bin/busybox"
+  for a in $(busybox --list); do [ -e "$g/bin/$a" ] || ln -s busybox "$g/bin/$a"; done
+  cp /etc/ssl/certs/ca-certificates.crt "$g/etc/ssl/certs/"
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$g/etc/passwd"
+  tar -C "$g" -c . | $DOCKER import --change 'ENV PATH=/usr/local/go/bin:/go/bin:/bin' \
+    --change 'ENV GOPATH=/go' --change 'ENV HOME=/root' - "$goimage" >/dev/null
+  rm -rf "$g"
+  echo "compose-test: made $goimage ($(elapsed))"
+fi
+./run.sh build agent >"$work/build-agent.log" 2>&1 &
+agent_build=$!
+
 if ! $DOCKER image inspect "$base" >/dev/null 2>&1; then
   if [ ! -f "$cache/rootfs/etc/debian_version" ]; then
     echo "compose-test: debootstrap --variant=minbase bookworm (kept in $cache/rootfs)"
-    rm -rf "$cache/rootfs"
+    rm -rf "$cache/rootfs" "$cache/rootfs.tmp"
     mkdir -p "$cache"
     debootstrap --variant=minbase bookworm "$cache/rootfs.tmp" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
       { tail -n 20 "$work/debootstrap.log" >&2; rm -rf "$cache/rootfs.tmp"; fail "debootstrap"; }
@@ -100,25 +130,10 @@ if ! $DOCKER image inspect "$base" >/dev/null 2>&1; then
   tar -C "$cache/rootfs" -c . | $DOCKER import - "$base" >/dev/null
   echo "compose-test: imported $base ($(elapsed))"
 fi
-
-# The agent image's build stage: the base, this machine's Go toolchain at
-# /usr/local/go (as in the golang images) and its CA bundle (the module
-# proxy may sit behind a proxy whose CA only this machine trusts).
-if ! $DOCKER image inspect "$goimage" >/dev/null 2>&1; then
-  mkdir "$work/go"
-  cp -al "$(go env GOROOT)" "$work/go/go" 2>/dev/null || cp -a "$(go env GOROOT)" "$work/go/go"
-  cp /etc/ssl/certs/ca-certificates.crt "$work/go/"
-  cat >"$work/go/Dockerfile" <<'EOF'
-ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
-COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY go /usr/local/go
-ENV PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-EOF
-  DOCKER_BUILDKIT=1 $DOCKER build -q --build-arg BASE_IMAGE="$base" -t "$goimage" "$work/go" >/dev/null
-  rm -rf "$work/go"
-  echo "compose-test: built $goimage ($(elapsed))"
-fi
+./run.sh build postgres app
+wait "$agent_build" || { cat "$work/build-agent.log" >&2; agent_build=; fail "building the agent image"; }
+agent_build=
+echo "compose-test: built the agent image ($(elapsed))"
 
 # capture_cmd VARIANT: the command run.sh runs once the networks exist. Two
 # captures: the internet network's bridge, where the hub's traffic crosses
@@ -199,9 +214,7 @@ check_output() {
 }
 
 for variant in explicit transparent; do
-  build=
-  [ "$variant" = explicit ] || build=1
-  SLUICE_SKIP_BUILD=$build SLUICE_BEFORE_START="$(capture_cmd "$variant")" ./run.sh "$variant" 2>&1 | tee "$work/$variant.out"
+  SLUICE_SKIP_BUILD=1 SLUICE_BEFORE_START="$(capture_cmd "$variant")" ./run.sh "$variant" 2>&1 | tee "$work/$variant.out"
   [ "${PIPESTATUS[0]}" = 0 ] || fail "$variant: run.sh failed"
   stop_captures
   check_output "$variant"
