@@ -96,6 +96,18 @@ bench-quick: bench-deps bench-build
 	$(BIN)/sluice-bench run --quick --bin $(BIN) --out bench/out
 	$(BIN)/sluice-bench check --bin $(BIN) bench/out/results.json
 
+# The agent's container image (deploy/docker/Dockerfile, docs/container.md),
+# built here with buildah from a local Go build image, without a registry.
+IMAGE ?= localhost/sluice-agent:dev
+.PHONY: image clean-images
+image:
+	deploy/docker/build.sh $(IMAGE)
+
+# Removes what make image and TestImageScenario keep: $(IMAGE), the local Go
+# build image and the module and build caches of the image build.
+clean-images:
+	deploy/docker/build.sh --clean $(IMAGE)
+
 # The seed's story with Docker Compose (examples/docker-compose): installs
 # docker.io, docker-compose and debootstrap if missing, starts dockerd if
 # none runs, builds the images from a local Debian base, plays the explicit

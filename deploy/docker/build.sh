@@ -3,11 +3,14 @@
 # pulling from a registry (docs/container.md): with buildah (or podman
 # build), from a local Go build image made from this machine's Go toolchain.
 #
-#   deploy/docker/build.sh [IMAGE]        (default localhost/sluice-agent:dev)
+#   deploy/docker/build.sh [IMAGE]          (default localhost/sluice-agent:dev)
+#   deploy/docker/build.sh --clean [IMAGE]  removes IMAGE, the Go build images
+#                                           and the build's caches (make clean-images)
 #
 # Environment:
-#   GO_IMAGE   the build stage's base; made here if it does not exist
-#              (default localhost/sluice-go:<the Go version of $GOROOT>)
+#   GO_IMAGE   the build stage's base, already in local storage (default
+#              localhost/sluice-go:<the Go version of $GOROOT>, made here if
+#              it does not exist)
 #   GOROOT     the toolchain copied into it (default: `go env GOROOT`)
 #   VERSION    the version stamped in the binaries (default: git describe)
 #   REVISION   the revision stamped in them (default: git rev-parse HEAD)
@@ -22,6 +25,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+clean=false
+if [ "${1:-}" = --clean ]; then
+  clean=true
+  shift
+fi
 image=${1:-localhost/sluice-agent:dev}
 
 if command -v buildah >/dev/null 2>&1; then
@@ -33,6 +41,26 @@ elif command -v podman >/dev/null 2>&1; then
 else
   echo "build.sh: needs buildah or podman (apt-get install buildah), or build with docker (docs/container.md)" >&2
   exit 1
+fi
+
+# The caches of the Dockerfile's RUN --mount=type=cache,id=... (buildah
+# keeps them under /var/tmp/buildah-cache as root).
+caches=(/var/tmp/buildah-cache/sluice-go-mod /var/tmp/buildah-cache/sluice-go-build)
+
+if $clean; then
+  label=label=org.opencontainers.image.title=sluice-go
+  if command -v podman >/dev/null 2>&1; then
+    go_images=$(podman images --noheading --filter "$label" --format '{{.Repository}}:{{.Tag}}')
+    # and the agent images a rebuild under the same tag left untagged
+    old=$(podman images --noheading --filter label=org.opencontainers.image.title=sluice-agent --filter dangling=true --format '{{.ID}}')
+    podman rmi --force --ignore "$image" $go_images $old >/dev/null
+  else
+    go_images=$(buildah images --noheading --filter "$label" --format '{{.Name}}:{{.Tag}}')
+    for i in "$image" $go_images; do buildah rmi --force "$i" >/dev/null 2>&1 || true; done
+  fi
+  rm -rf "${caches[@]}"
+  echo "build.sh: removed $image $(echo $go_images) ${caches[*]}"
+  exit 0
 fi
 
 goroot=${GOROOT:-$(go env GOROOT)}
@@ -76,7 +104,13 @@ make_go_image() {
   trap - EXIT
 }
 
-exists "$go_image" || make_go_image
+if ! exists "$go_image"; then
+  if [ -n "${GO_IMAGE:-}" ]; then
+    echo "build.sh: GO_IMAGE $GO_IMAGE is not in local storage and nothing is pulled: pull it first (podman pull $GO_IMAGE), or unset GO_IMAGE to make one from this machine's Go" >&2
+    exit 1
+  fi
+  make_go_image
+fi
 
 "${bud[@]}" --isolation chroot --format docker --pull=never -f deploy/docker/Dockerfile \
   --build-arg GO_IMAGE="$go_image" --build-arg VERSION="$version" --build-arg REVISION="$revision" \

@@ -23,10 +23,12 @@ import (
 // real deployment) and the cgroup v2 hierarchy.
 
 // ContainerCaps are the capabilities the agent's container gets, and no
-// others (--cap-drop all): the agent with the data path on needs no more.
-// --privileged would add the rest, among them CAP_SYS_RESOURCE, which some
-// hosts (this one) withhold, and the container then fails to start.
-var ContainerCaps = []string{"BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "DAC_OVERRIDE"}
+// others (--cap-drop all): the set the agent with the data path on needs,
+// found by experiment with the systemd unit (loader.Capabilities on the
+// deploy branch; CAP_SYS_ADMIN covers bpf() and perf events). --privileged
+// would add the rest, among them CAP_SYS_RESOURCE, which some hosts (this
+// one) withhold, and the container then fails to start.
+var ContainerCaps = []string{"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"}
 
 // ContainerLabel marks the containers a scenario started, with the env's
 // run id as the value.
@@ -71,7 +73,9 @@ func (a *Agent) startContainer(ctx context.Context, ticket string, extra []strin
 	}
 	// The agent dies with its container, but a container whose podman
 	// client was killed lives on: remove any left by an earlier start.
-	a.removeContainer(ctx)
+	if err := a.removeContainer(ctx); err != nil {
+		return fmt.Errorf("start %s agent from its image: %w", a.Name, err)
+	}
 	args := []string{podman, "run", "--rm", "--name", a.ContainerName(), "--label", ContainerLabel + "=" + a.s.Env.RunID(),
 		// runc: crun refuses hosts with cgroup v1 and v2 controllers both
 		// (hybrid), and runc runs everywhere crun does.
