@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -54,13 +55,38 @@ func NetnsCookieBehind(ifindex int) (uint64, error) {
 
 // namespacePaths lists where network namespaces can be opened: the named
 // ones (iproute2's, Docker's), then those of processes, then of threads.
+// The processes' paths are built, not globbed: a glob of /proc/*/ns/net
+// reads each /proc/PID/ns directory, which only the process's owner (or
+// CAP_DAC_READ_SEARCH) may list, while opening ns/net itself needs only
+// CAP_SYS_PTRACE; an agent with just the data path's capabilities missed
+// every container whose processes run as another user.
 func namespacePaths() []string {
 	var out []string
-	for _, pattern := range []string{"/run/netns/*", "/var/run/docker/netns/*", "/proc/[0-9]*/ns/net", "/proc/[0-9]*/task/[0-9]*/ns/net"} {
+	for _, pattern := range []string{"/run/netns/*", "/var/run/docker/netns/*"} {
 		m, _ := filepath.Glob(pattern)
 		out = append(out, m...)
 	}
-	return out
+	procs, _ := os.ReadDir("/proc")
+	var tasks []string
+	for _, p := range procs {
+		if !isPID(p.Name()) {
+			continue
+		}
+		out = append(out, "/proc/"+p.Name()+"/ns/net")
+		ts, _ := os.ReadDir("/proc/" + p.Name() + "/task")
+		for _, t := range ts {
+			if isPID(t.Name()) {
+				tasks = append(tasks, "/proc/"+p.Name()+"/task/"+t.Name()+"/ns/net")
+			}
+		}
+	}
+	return append(out, tasks...)
+}
+
+// isPID says whether a /proc entry's name is a process (or thread) ID.
+func isPID(name string) bool {
+	_, err := strconv.ParseUint(name, 10, 32)
+	return err == nil
 }
 
 // netnsCookie reads a namespace's cookie through a socket made inside it.

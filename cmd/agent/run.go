@@ -35,7 +35,7 @@ func runCommand() *cobra.Command {
 		kf                       kubeFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]... [--routed PATTERN]...",
+		Use:   "run (--state-dir DIR | --config FILE) [--ticket TICKET|@FILE|env:NAME] [--api PATH] [--datapath auto|on|off] [--bpf-dir DIR] [--bridge NAME]... [--routed PATTERN]...",
 		Short: "Run the agent on this host",
 		Long: `Run the agent: create (or load) the node identity in --state-dir, enroll
 with the hub using --ticket the first time, keep a credential renewed, and serve
@@ -120,6 +120,9 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				return err
 			}
 			defer stopLog()
+			if ticket, err = ticketFromEnv(ticket); err != nil {
+				return err
+			}
 			if ticket, err = cli.ReadSecret("--ticket", ticket); err != nil {
 				return err
 			}
@@ -210,7 +213,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file (docs/config.md): the agent settings below that the command line does not give, and the relays, inlets, outlets and workloads to run; SIGHUP reloads it")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "directory for the identity key, credential and saved portals (required)")
-	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file (needed only the first time; ignored once redeemed)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "enrollment ticket, or @FILE to read it from a file, or env:NAME from the environment variable NAME (needed only the first time; ignored once redeemed)")
 	cmd.Flags().StringVar(&socket, "api", "", fmt.Sprintf("unix socket of the local API (default %s)", api.DefaultSocket))
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
