@@ -94,6 +94,7 @@ type Agent struct {
 	taps   capture.Taps     // agentctl capture (capture.go)
 	cancel context.CancelFunc
 	loops  sync.WaitGroup // goroutines Close waits for
+	holds  holds          // what keeps it from being ready besides its own state (holds.go)
 }
 
 // Start loads or creates the identity, enrolls with the ticket (or says hello

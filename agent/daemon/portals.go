@@ -166,6 +166,9 @@ type Status struct {
 	Relays     []RelayInfo       `json:"relays"`
 	Inlets     []InletInfo       `json:"inlets"`
 	Outlets    []OutletInfo      `json:"outlets"`
+	// Pending lists what keeps the agent from being ready besides its
+	// credential, hub link and data path ("name: why"; Agent.Hold).
+	Pending []string `json:"pending,omitempty"`
 }
 
 // CredentialStatus describes the current credential.
@@ -181,7 +184,7 @@ type CredentialStatus struct {
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	st := Status{Node: a.creds.id.ID(), Project: a.creds.enr.Project, Hub: a.client.Status(),
-		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets()}
+		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets(), Pending: a.holds.pending()}
 	if c := a.creds.cred.Load(); c != nil {
 		st.Attributes = c.Attributes
 		st.Credential = CredentialStatus{

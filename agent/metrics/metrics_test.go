@@ -225,6 +225,11 @@ func TestAgentReady(t *testing.T) {
 	if err := AgentReady(off.st, off.dp, true, now); !errors.Is(err, ErrDatapathOff) {
 		t.Errorf("--datapath on without data path: %v, want ErrDatapathOff", err)
 	}
+	held := *a
+	held.st.Pending = []string{"configuration: the configuration file is not applied yet"}
+	if err := AgentReady(held.st, held.dp, true, now); !errors.Is(err, ErrPending) || !strings.Contains(err.Error(), "not applied yet") {
+		t.Errorf("held back: %v, want ErrPending with the reason", err)
+	}
 }
 
 // TestHandler: /healthz answers while the process serves; /readyz gives

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -19,6 +20,27 @@ type runConfig struct {
 	path string
 	file *config.File
 }
+
+// errConfigPending holds the agent back from ready until its file is applied,
+// so that nothing that waits for readiness (agentctl wait --ready in a compose
+// health check, a readiness probe on /readyz) starts before the file's inlets
+// exist.
+var errConfigPending = errors.New("the configuration file is not applied yet")
+
+// holdName is the agent's readiness hold for its configuration file.
+const holdName = "configuration"
+
+// record keeps the outcome of applying the file as the agent's readiness:
+// a file not applied in full holds it back until a SIGHUP applies it.
+func (rc *runConfig) record(a holder, err error) {
+	if err != nil {
+		err = fmt.Errorf("%s not fully applied (fix it and send SIGHUP): %w", rc.path, err)
+	}
+	a.Hold(holdName, err)
+}
+
+// holder is the agent as record needs it.
+type holder interface{ Hold(name string, err error) }
 
 // loadConfig reads and checks the whole file; its error names the file
 // and matches config.ErrInvalid when the file is wrong (exit status 2).
@@ -102,7 +124,7 @@ func applyConfig(ctx context.Context, log *zap.Logger, socket, path string, f *c
 
 // reload is SIGHUP with --config: the file read again and applied; a file
 // that is not valid is logged and the running configuration kept.
-func (rc *runConfig) reload(ctx context.Context, log *zap.Logger, socket string) {
+func (rc *runConfig) reload(ctx context.Context, log *zap.Logger, socket string, a holder) {
 	f, err := loadConfig(rc.path)
 	if err != nil {
 		log.Error("SIGHUP: configuration not reloaded; the running configuration stays", zap.Error(err))
@@ -113,7 +135,9 @@ func (rc *runConfig) reload(ctx context.Context, log *zap.Logger, socket string)
 			zap.String("changed", strings.Join(ch, ", ")))
 	}
 	log.Info("SIGHUP: reloading the configuration", zap.String("config", rc.path))
-	if err := applyConfig(ctx, log, socket, rc.path, f); err != nil {
+	err = applyConfig(ctx, log, socket, rc.path, f)
+	rc.record(a, err)
+	if err != nil {
 		log.Error("SIGHUP: configuration not fully applied; fix it and send SIGHUP again", zap.Error(err))
 	}
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/agent/api"
 	"github.com/sluicehq/sluice/agent/hub/authority"
@@ -129,5 +131,70 @@ func TestConfigWrongAtStart(t *testing.T) {
 				t.Errorf("the agent created %v before it refused the file", entries)
 			}
 		})
+	}
+}
+
+// TestConfigHoldsReadiness: the agent is not ready until its file is applied
+// in full (its status lists what holds it back, which `agentctl wait --ready`
+// and /readyz wait for), so a compose health check or a readiness probe
+// never passes before the file's inlets exist; a file that could not be
+// applied keeps it unready until a SIGHUP applies it.
+func TestConfigHoldsReadiness(t *testing.T) {
+	h := startHub(t)
+	dir := t.TempDir()
+	ticket, _, err := h.project.NewTicket(authority.TicketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "ticket"), ticket)
+	busy, err := net.Listen("tcp", "127.0.0.1:0") // the inlet's address, taken
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	sock := filepath.Join(dir, "agent.sock")
+	cfg := filepath.Join(dir, "agent.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`hub: %s
+ticket_file: %s
+state_dir: %s
+api: %s
+datapath: off
+inlets:
+  - name: pg
+    from: %s
+    via: postgres
+    allow: postgres-outlet
+`, h.project.HubAddress, filepath.Join(dir, "ticket"), filepath.Join(dir, "state"), sock, busy.Addr()))
+	a := startCommand(t, "run", "--config", cfg)
+	a.waitOutput(t, "", "configuration not fully applied")
+	st, err := api.NewClient(sock).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 1 || !strings.HasPrefix(st.Pending[0], "configuration: "+cfg+" not fully applied") {
+		t.Fatalf("status pending %q; want the configuration file named", st.Pending)
+	}
+	if !st.Hub.Connected {
+		t.Fatalf("hub not connected: the test proves nothing about the hold")
+	}
+
+	busy.Close()
+	a.signal(t, syscall.SIGHUP)
+	a.waitOutput(t, "", "configuration applied")
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		st, err = api.NewClient(sock).Status(context.Background())
+		if err == nil && len(st.Pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after SIGHUP applied the file: pending %q, %v; want none", st.Pending, err)
+		}
+	}
+	if ins, err := api.NewClient(sock).Inlets(context.Background()); err != nil || len(ins) != 1 {
+		t.Errorf("inlets once ready: %+v, %v; want pg", ins, err)
+	}
+	a.signal(t, syscall.SIGTERM)
+	if code := a.exit(t); code != 0 {
+		t.Errorf("exit %d after SIGTERM:\n%s", code, a.out.String())
 	}
 }

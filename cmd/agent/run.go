@@ -153,6 +153,9 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 				ln.Close()
 				return err
 			}
+			if rc != nil {
+				a.Hold(holdName, errConfigPending) // until applyConfig below
+			}
 			podSrc, err := kf.start(ctx, a, log)
 			if err != nil {
 				ln.Close()
@@ -180,10 +183,12 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 			}
 			defer stopDebug()
 			if rc != nil {
-				if err := applyConfig(ctx, log, socket, rc.path, rc.file); err != nil {
+				err := applyConfig(ctx, log, socket, rc.path, rc.file)
+				rc.record(a, err)
+				if err != nil {
 					log.Error("configuration not fully applied; fix it and send SIGHUP", zap.Error(err))
 				}
-				reload := func() { rc.reload(ctx, log, socket) }
+				reload := func() { rc.reload(ctx, log, socket, a) }
 				logs.reload.Store(&reload)
 			}
 			notifyState(log, "READY=1\nSTATUS=enrolled, portals up")

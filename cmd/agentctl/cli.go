@@ -95,6 +95,9 @@ func readiness(ctx context.Context, c *api.Client) (string, error) {
 	if dp.Enabled && dp.Error != "" {
 		return "its data path is not attached: " + dp.Error, nil
 	}
+	if len(st.Pending) > 0 {
+		return "waiting for " + strings.Join(st.Pending, "; "), nil
+	}
 	return "", nil
 }
 

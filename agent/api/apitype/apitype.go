@@ -37,6 +37,10 @@ type Status struct {
 	Relays     []RelayInfo       `json:"relays"`
 	Inlets     []InletInfo       `json:"inlets"`
 	Outlets    []OutletInfo      `json:"outlets"`
+	// Pending lists what keeps the agent from being ready besides its
+	// credential, hub link and data path ("name: why"): its configuration
+	// file not applied yet, say.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // CredentialStatus describes the current credential.
