@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 
@@ -299,6 +300,7 @@ func (s *Source) oneByAddress(pods []*corev1.Pod) []*corev1.Pod {
 			for _, p := range ps {
 				names = append(names, p.Namespace+"/"+p.Name)
 			}
+			sort.Strings(names) // the informer's store lists in no order
 			dupes[a] = fmt.Sprint(names)
 			if s.dupes[a] != dupes[a] {
 				s.log.Error("several running pods have one address: none of them is a workload until one is left", zap.String("address", a), zap.Strings("pods", names))
