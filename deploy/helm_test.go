@@ -18,6 +18,7 @@ import (
 	release "helm.sh/helm/v4/pkg/release/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/agent/config"
@@ -47,6 +48,10 @@ type rendered struct {
 	stateful  *appsv1.StatefulSet
 	services  []*corev1.Service
 	configMap *corev1.ConfigMap
+	// With kubernetes.workloads (chart_pods_test.go).
+	serviceAccount *corev1.ServiceAccount
+	clusterRole    *rbacv1.ClusterRole
+	binding        *rbacv1.ClusterRoleBinding
 }
 
 // render renders the chart with vals (nil: the defaults) through Helm's
@@ -55,25 +60,9 @@ type rendered struct {
 // meant to have, fails.
 func render(t *testing.T, vals map[string]any) *rendered {
 	t.Helper()
-	ch, err := loader.Load(chartDir)
+	rel, err := renderRelease(vals)
 	if err != nil {
 		t.Fatal(err)
-	}
-	inst := action.NewInstall(action.NewConfiguration())
-	inst.DryRunStrategy = action.DryRunClient
-	inst.Replace = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = namespace
-	if vals == nil {
-		vals = map[string]any{}
-	}
-	ri, err := inst.Run(ch, vals)
-	if err != nil {
-		t.Fatalf("render the chart: %v", err)
-	}
-	rel, ok := ri.(*release.Release)
-	if !ok {
-		t.Fatalf("render the chart: a %T, want a *release.Release", ri)
 	}
 	r := &rendered{manifest: rel.Manifest, notes: rel.Info.Notes}
 	for i, doc := range strings.Split(rel.Manifest, "\n---\n") {
@@ -100,6 +89,15 @@ func render(t *testing.T, vals map[string]any) *rendered {
 		case "ConfigMap":
 			r.configMap = &corev1.ConfigMap{}
 			obj = r.configMap
+		case "ServiceAccount":
+			r.serviceAccount = &corev1.ServiceAccount{}
+			obj = r.serviceAccount
+		case "ClusterRole":
+			r.clusterRole = &rbacv1.ClusterRole{}
+			obj = r.clusterRole
+		case "ClusterRoleBinding":
+			r.binding = &rbacv1.ClusterRoleBinding{}
+			obj = r.binding
 		default:
 			t.Fatalf("object %d: kind %q, which the chart is not meant to render:\n%s", i, meta.Kind, doc)
 		}
@@ -110,20 +108,48 @@ func render(t *testing.T, vals map[string]any) *rendered {
 	return r
 }
 
+// renderRelease renders the chart with vals (nil: the defaults) through
+// Helm's library, client side only.
+func renderRelease(vals map[string]any) (*release.Release, error) {
+	ch, err := loader.Load(chartDir)
+	if err != nil {
+		return nil, err
+	}
+	inst := action.NewInstall(action.NewConfiguration())
+	inst.DryRunStrategy = action.DryRunClient
+	inst.Replace = true
+	inst.ReleaseName = releaseName
+	inst.Namespace = namespace
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	ri, err := inst.Run(ch, vals)
+	if err != nil {
+		return nil, fmt.Errorf("render the chart: %w", err)
+	}
+	rel, ok := ri.(*release.Release)
+	if !ok {
+		return nil, fmt.Errorf("render the chart: a %T, want a *release.Release", ri)
+	}
+	return rel, nil
+}
+
 // TestChartRendersStrictly: every object of the chart, with its default
 // values and with the agent or the hub alone, decodes strictly into its
 // k8s.io/api type, and the strict decoding does catch a field that does
 // not exist.
 func TestChartRendersStrictly(t *testing.T) {
 	r := render(t, nil)
-	if r.daemonSet == nil || r.stateful == nil || len(r.services) != 1 || r.configMap == nil {
-		t.Fatalf("default values render DaemonSet %v, StatefulSet %v, %d Services, ConfigMap %v; want one of each",
-			r.daemonSet != nil, r.stateful != nil, len(r.services), r.configMap != nil)
+	if r.daemonSet == nil || r.stateful == nil || len(r.services) != 1 || r.configMap == nil ||
+		r.serviceAccount == nil || r.clusterRole == nil || r.binding == nil {
+		t.Fatalf("default values render DaemonSet %v, StatefulSet %v, %d Services, ConfigMap %v, ServiceAccount %v, ClusterRole %v, ClusterRoleBinding %v; want one of each",
+			r.daemonSet != nil, r.stateful != nil, len(r.services), r.configMap != nil, r.serviceAccount != nil, r.clusterRole != nil, r.binding != nil)
 	}
 	if r := render(t, map[string]any{"hub": map[string]any{"enabled": false}}); r.stateful != nil || len(r.services) != 0 || r.daemonSet == nil {
 		t.Errorf("hub.enabled=false still renders the hub, or not the agent")
 	}
-	if r := render(t, map[string]any{"agent": map[string]any{"enabled": false}}); r.daemonSet != nil || r.configMap != nil || r.stateful == nil {
+	if r := render(t, map[string]any{"agent": map[string]any{"enabled": false}}); r.daemonSet != nil || r.configMap != nil || r.serviceAccount != nil ||
+		r.clusterRole != nil || r.binding != nil || r.stateful == nil {
 		t.Errorf("agent.enabled=false still renders the agent, or not the hub")
 	}
 	var ds appsv1.DaemonSet

@@ -38,3 +38,31 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "sluice.hubAddress" -}}
 {{- default (printf "%s-hub.%s.svc:%d" (include "sluice.fullname" .) .Release.Namespace (int .Values.hub.port)) .Values.hub.address -}}
 {{- end -}}
+
+{{/* "true" when the agent makes its node's pods workloads
+(kubernetes.workloads), else "": use with `if include`. */}}
+{{- define "sluice.podWorkloads" -}}
+{{- $on := .Values.kubernetes.workloads -}}
+{{- if not (kindIs "bool" $on) -}}
+{{- fail (printf "kubernetes.workloads: %v (%s): want true or false, unquoted" $on (kindOf $on)) -}}
+{{- end -}}
+{{- if and .Values.agent.enabled $on -}}true{{- end -}}
+{{- end -}}
+
+{{/* The agent's configuration file (the ConfigMap's agent.yaml):
+agent.config, with kubernetes: {enabled: true} when kubernetes.workloads. */}}
+{{- define "sluice.agentConfig" -}}
+{{- $config := deepCopy .Values.agent.config -}}
+{{- if hasKey $config "kubernetes" -}}
+{{- fail "agent.config.kubernetes: set kubernetes.workloads instead (the chart writes the kubernetes: key and the ServiceAccount and RBAC it needs)" -}}
+{{- end -}}
+{{- if include "sluice.podWorkloads" . -}}
+{{- $_ := set $config "kubernetes" (dict "enabled" true) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The agent's ServiceAccount (with kubernetes.workloads). */}}
+{{- define "sluice.agentServiceAccount" -}}
+{{- include "sluice.fullname" . }}-agent
+{{- end -}}
