@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Several hubs (docs/hub-cluster.md, "Agents and hubs"). A client knows
@@ -52,15 +54,33 @@ func (c *Client) goingAway(addr string) {
 
 // elsewhere reports whether a request that failed with err may succeed
 // on another hub: the control link was lost before the hub answered, or
-// the hub refused it because it is going away. The link to a hub going
-// away is dropped, so that the client moves at once.
+// the hub refused it for a reason of its own (hubCannotServe). The link to
+// such a hub is dropped, so that the client moves at once; a client of one
+// hub keeps its link to a hub without quorum (there is nowhere to move,
+// and the link still serves the sessions and claims it has).
 func (c *Client) elsewhere(err error) bool {
-	var h *HubError
-	if errors.As(err, &h) && errors.Is(err, ErrHubGoingAway) {
+	if c.moveFrom(err) {
 		c.dropConn(err)
 		return true
 	}
 	return errors.Is(err, ErrNotConnected)
+}
+
+// moveFrom reports whether the control link should leave its hub for
+// another because of err: the hub is going away, or it has no quorum and
+// there is another hub to ask.
+func (c *Client) moveFrom(err error) bool {
+	return hubCannotServe(err) && (len(c.hubs) > 1 || errors.Is(err, ErrHubGoingAway))
+}
+
+// hubCannotServe reports whether err is a refusal of the hub's own, which
+// another hub of the cluster need not share: it is going away, or it
+// cannot reach a quorum of the project's shared state (wire.ErrNoQuorum:
+// its etcd member is cut off from the majority). Every other refusal is
+// the project's answer, the same on every hub.
+func hubCannotServe(err error) bool {
+	var h *HubError
+	return errors.As(err, &h) && (errors.Is(err, ErrHubGoingAway) || errors.Is(err, wire.ErrNoQuorum))
 }
 
 // hubRefused drops the control link if it is on addr, whose port refused
