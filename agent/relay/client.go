@@ -219,14 +219,15 @@ func (c *Client) Start(ctx context.Context) (Grant, error) {
 	if c.opts.Ticket != "" {
 		op = wire.OpEnroll
 	}
-	// A hub that cannot be reached is skipped for the next; a refusal is
-	// the project's answer, the same on every hub.
+	// A hub that cannot be reached, or cannot serve (hubCannotServe: it
+	// is going away, or has no quorum), is skipped for the next; any other
+	// refusal is the project's answer, the same on every hub.
 	var (
 		g   Grant
 		err error
 	)
 	for range c.hubs {
-		if g, err = c.connect(ctx, op); err == nil || refusedByHub(err) || ctx.Err() != nil {
+		if g, err = c.connect(ctx, op); err == nil || refusedByHub(err) && !hubCannotServe(err) || ctx.Err() != nil {
 			break
 		}
 		c.mu.Lock()

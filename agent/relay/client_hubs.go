@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sluicehq/sluice/agent/wire"
 )
 
 // Several hubs (docs/hub-cluster.md, "Agents and hubs"). A client knows
@@ -52,15 +54,33 @@ func (c *Client) goingAway(addr string) {
 
 // elsewhere reports whether a request that failed with err may succeed
 // on another hub: the control link was lost before the hub answered, or
-// the hub refused it because it is going away. The link to a hub going
-// away is dropped, so that the client moves at once.
+// the hub refused it for a reason of its own (hubCannotServe). The link to
+// such a hub is dropped, so that the client moves at once; a client of one
+// hub keeps its link to a hub without quorum (there is nowhere to move,
+// and the link still serves the sessions and claims it has).
 func (c *Client) elsewhere(err error) bool {
-	var h *HubError
-	if errors.As(err, &h) && errors.Is(err, ErrHubGoingAway) {
+	if c.moveFrom(err) {
 		c.dropConn(err)
 		return true
 	}
 	return errors.Is(err, ErrNotConnected)
+}
+
+// moveFrom reports whether the control link should leave its hub for
+// another because of err: the hub is going away, or it has no quorum and
+// there is another hub to ask.
+func (c *Client) moveFrom(err error) bool {
+	return hubCannotServe(err) && (len(c.hubs) > 1 || errors.Is(err, ErrHubGoingAway))
+}
+
+// hubCannotServe reports whether err is a refusal of the hub's own, which
+// another hub of the cluster need not share: it is going away, or it
+// cannot reach a quorum of the project's shared state (wire.ErrNoQuorum:
+// its etcd member is cut off from the majority). Every other refusal is
+// the project's answer, the same on every hub.
+func hubCannotServe(err error) bool {
+	var h *HubError
+	return errors.As(err, &h) && (errors.Is(err, ErrHubGoingAway) || errors.Is(err, wire.ErrNoQuorum))
 }
 
 // hubRefused drops the control link if it is on addr, whose port refused
@@ -415,7 +435,7 @@ func (l *leg) session(ctx context.Context, c *Client) (up bool, err error) {
 	}
 	lc := &legConn{conn: conn, enc: json.NewEncoder(conn), replies: make(chan *Message, 16), ended: make(chan error, 1)}
 	go l.read(conn, lc, c)
-	presented, err := l.present(cctx, lc, c, nil)
+	told, err := l.present(cctx, lc, c, presented{})
 	if err != nil {
 		return false, err
 	}
@@ -426,7 +446,7 @@ func (l *leg) session(ctx context.Context, c *Client) (up bool, err error) {
 	t := time.NewTicker(legSync)
 	defer t.Stop()
 	for {
-		if presented, err = l.present(ctx, lc, c, presented); err != nil {
+		if told, err = l.present(ctx, lc, c, told); err != nil {
 			return true, err
 		}
 		l.sync(ctx, lc, c)
@@ -450,28 +470,39 @@ func (l *leg) session(ctx context.Context, c *Client) (up bool, err error) {
 	}
 }
 
+// presented is what a leg told its hub: the credential, and the outlet
+// policies (sent: some were published).
+type presented struct {
+	cred     []byte
+	policies []string
+	sent     bool
+}
+
 // present presents the client's newest credential if it is not the one
-// presented already, and then the published policies; it returns what it
-// presented.
-func (l *leg) present(ctx context.Context, lc *legConn, c *Client, presented []byte) ([]byte, error) {
+// presented already, and the published policies if they are not those
+// sent already (PublishPolicies kicks the legs when they change); it
+// returns what the hub now has.
+func (l *leg) present(ctx context.Context, lc *legConn, c *Client, was presented) (presented, error) {
 	c.mu.Lock()
 	cred, policies := c.cred, c.policies
 	c.mu.Unlock()
 	if cred == nil {
-		return nil, fmt.Errorf("link to hub %s: no credential yet: %w", l.addr, ErrNotConnected)
+		return was, fmt.Errorf("link to hub %s: no credential yet: %w", l.addr, ErrNotConnected)
 	}
-	if slices.Equal(cred, presented) {
-		return presented, nil
-	}
-	if _, err := lc.call(ctx, &Message{Op: OpPresent, Credential: cred, Generation: c.Synced()}); err != nil {
-		return nil, wrap(err, "link to hub %s: present the credential", l.addr)
-	}
-	if policies != nil {
-		if _, err := lc.call(ctx, &Message{Op: OpPolicies, Policies: policies}); err != nil && !errors.Is(err, ErrRefused) {
-			return nil, wrap(err, "link to hub %s: publish outlet policies", l.addr)
+	now := was
+	if !slices.Equal(cred, was.cred) {
+		if _, err := lc.call(ctx, &Message{Op: OpPresent, Credential: cred, Generation: c.Synced()}); err != nil {
+			return was, wrap(err, "link to hub %s: present the credential", l.addr)
 		}
+		now = presented{cred: cred}
 	}
-	return cred, nil
+	if policies != nil && (!now.sent || !slices.Equal(policies, now.policies)) {
+		if _, err := lc.call(ctx, &Message{Op: OpPolicies, Policies: policies}); err != nil && !errors.Is(err, ErrRefused) {
+			return now, wrap(err, "link to hub %s: publish outlet policies", l.addr)
+		}
+		now.policies, now.sent = policies, true
+	}
+	return now, nil
 }
 
 // sync claims the names the client wants that the leg does not hold

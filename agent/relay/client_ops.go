@@ -237,6 +237,12 @@ func (c *Client) maintain(ctx context.Context) {
 			delay = -1
 		case !time.Now().Before(renewAt):
 			g, err := c.Renew(ctx)
+			if err != nil && len(c.hubs) > 1 && hubCannotServe(err) {
+				// Another hub may renew it: move there now.
+				c.log.Warn("credential renewal refused by the hub; moving to another hub", zap.String("hub", c.linkHub()), zap.Error(err))
+				c.dropConn(err)
+				continue
+			}
 			if err != nil {
 				c.log.Warn("credential renewal failed", zap.Error(err))
 				c.mu.Lock()

@@ -25,6 +25,7 @@ func (c *Client) PublishPolicies(ctx context.Context, exprs []string) error {
 	c.mu.Lock()
 	c.policies = list
 	c.mu.Unlock()
+	c.legs.kick() // the links to the other hubs publish them too
 	return c.sendPolicies(ctx, list)
 }
 

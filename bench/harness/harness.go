@@ -53,6 +53,11 @@ type Config struct {
 	// each Sluice path while it is measured; Metrics starts the hub and the
 	// agents with --metrics and scrapes them every second (observe.go).
 	Capture, Metrics bool
+	// HubCluster, 2 or more, runs the Sluice paths' hub as a cluster of
+	// that many hubs in one etcd cluster (scenario.Options.HubCluster):
+	// the agents' tickets list them all and they use the first. The
+	// sockmap path needs one hub.
+	HubCluster int
 }
 
 // Full is the configuration of make bench.
@@ -171,6 +176,7 @@ func (r *run) setup(ctx context.Context) error {
 		opts.AgentArgs["bank"] = append(opts.AgentArgs["bank"], "--direct-listen", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort))
 	}
 	opts.HubArgs = r.cfg.observerArgs(opts.AgentArgs)
+	opts.HubCluster = r.cfg.HubCluster
 	sc, err := scenario.New(r.env, opts)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sluicehq/sluice/bench/peers"
 	"github.com/sluicehq/sluice/bench/report"
@@ -65,6 +66,14 @@ func (r *run) paths() []path {
 		{id: report.Direct, title: "Sluice agent to agent (no hub)", mayFail: r.direct != "",
 			where: "app -> inlet agent 10.10.0.1 -> outlet agent's --direct-listen 198.18.0.3 (firewall hole) -> service",
 			open:  r.openDirect},
+	}
+	if n := r.cfg.HubCluster; n > 1 {
+		for i := range all {
+			if all[i].id == report.Hub || all[i].id == report.Sockmap || all[i].id == report.Transparent {
+				all[i].where = strings.Replace(all[i].where, "hub 198.18.0.1", "hub a", 1) +
+					fmt.Sprintf(" [hub cluster: %d hubs in one etcd cluster, each on its host (%s...); the agents use hub a, the first their tickets list]", n, testenv.SeedHubHostAddr(0))
+			}
+		}
 	}
 	if len(r.cfg.Only) == 0 {
 		return all

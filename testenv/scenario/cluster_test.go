@@ -29,13 +29,14 @@ type clusterEnv struct {
 	dirs  []string // project directories
 	procs []*testenv.Process
 	peers string
-	exe   string // this test binary: the helper agents
-	n     int    // helper processes started
+	args  []string // extra `agent hub` arguments
+	exe   string   // this test binary: the helper agents
+	n     int      // helper processes started
 }
 
 const clusterHubPort, clusterPeerPort = "4443", "2380"
 
-func newClusterEnv(t *testing.T) *clusterEnv {
+func newClusterEnv(t *testing.T, hubArgs ...string) *clusterEnv {
 	env := testenv.NewT(t)
 	seed, err := testenv.NewSeed(env)
 	if err != nil {
@@ -45,7 +46,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clusterEnv{t: t, seed: seed, exe: exe}
+	c := &clusterEnv{t: t, seed: seed, exe: exe, args: hubArgs}
 	var peers []string
 	for i, name := range []string{"a", "b", "c"} {
 		addr := testenv.SeedHubHostAddr(i)
@@ -94,8 +95,8 @@ func copyProject(t *testing.T, from, to string) {
 }
 
 func (c *clusterEnv) startHub(i int) {
-	p, err := c.hosts[i].Start("hub-"+c.names[i], []string{filepath.Join(bin, "agent"), "hub", "--project", c.dirs[i],
-		"--listen", c.addrs[i], "--cluster-name", c.names[i], "--cluster-peers", c.peers}, testenv.ProcOptions{})
+	p, err := c.hosts[i].Start("hub-"+c.names[i], append([]string{filepath.Join(bin, "agent"), "hub", "--project", c.dirs[i],
+		"--listen", c.addrs[i], "--cluster-name", c.names[i], "--cluster-peers", c.peers}, c.args...), testenv.ProcOptions{})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -115,6 +115,10 @@ type Options struct {
 	// AgentImages start the agents of those names ("analysis") from a
 	// container image with podman instead of the agent binary (image.go).
 	AgentImages map[string]string
+	// HubCluster, 2 or more, runs that many hubs in one etcd cluster, each
+	// on a host of its own on the internet side, with tickets that list
+	// them all (cluster.go); Hub is the first. RestartHub is not supported.
+	HubCluster int
 }
 
 // Scenario is the running story.
@@ -126,6 +130,8 @@ type Scenario struct {
 
 	Postgres *testenv.Process
 	Hub      *testenv.Process
+	// Hubs are the cluster's hub processes (Options.HubCluster).
+	Hubs []*testenv.Process
 	// Authority is the authority's own process with SplitAuthority, and
 	// RelayDir the relay's project directory.
 	Authority *testenv.Process
@@ -180,7 +186,7 @@ func (s *Scenario) step(msg string) {
 }
 
 // HubAddress is where agents dial the hub.
-func (s *Scenario) HubAddress() string { return s.Seed.HubAddr + ":" + HubPort }
+func (s *Scenario) HubAddress() string { return s.hubAddrs()[0] }
 
 // Ctl runs agentctl with args on the host and returns its standard output.
 func (s *Scenario) Ctl(ctx context.Context, args ...string) (string, error) {
@@ -208,7 +214,11 @@ func (s *Scenario) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := s.StartHub(ctx); err != nil {
+	start := s.StartHub
+	if s.opts.HubCluster > 1 {
+		start = s.startCluster
+	}
+	if err := start(ctx); err != nil {
 		return err
 	}
 	if s.opts.SplitAuthority {
@@ -327,6 +337,9 @@ func (s *Scenario) StartAuthority(ctx context.Context) error {
 // RestartHub stops the hub and starts it again with extra `agent hub`
 // arguments (none: as Start started it). Agents reconnect on their own.
 func (s *Scenario) RestartHub(ctx context.Context, args ...string) error {
+	if s.opts.HubCluster > 1 {
+		return errors.New("restart hub: not supported with a cluster of hubs")
+	}
 	if s.Hub != nil {
 		if err := s.Hub.Stop(); err != nil {
 			return fmt.Errorf("stop hub: %w", err)
@@ -338,6 +351,11 @@ func (s *Scenario) RestartHub(ctx context.Context, args ...string) error {
 
 // Ticket issues a ticket with extra `agentctl ticket create` flags.
 func (s *Scenario) Ticket(ctx context.Context, flags ...string) (string, error) {
+	if s.opts.HubCluster > 1 {
+		for _, h := range s.hubAddrs() {
+			flags = append(flags, "--hub", h)
+		}
+	}
 	out, err := s.Ctl(ctx, append([]string{"ticket", "create", "--project", s.ProjectDir}, flags...)...)
 	return strings.TrimSpace(out), err
 }

@@ -103,6 +103,19 @@ func Start(t testing.TB, opts Options) *Hub {
 // test ends; its Restart serves it again on its address.
 func (h *Hub) StartPeer(t testing.TB, listener func(net.Listener) net.Listener) *Hub {
 	t.Helper()
+	return h.startPeer(t, listener, h.Service)
+}
+
+// StartPeerWith is StartPeer with an authority of its own, svc, of h's
+// project: a hub whose authority's store fails apart from h's (one cut
+// off from its cluster's quorum, say). The test closes svc's authority.
+func (h *Hub) StartPeerWith(t testing.TB, svc *authority.Service) *Hub {
+	t.Helper()
+	return h.startPeer(t, nil, svc)
+}
+
+func (h *Hub) startPeer(t testing.TB, listener func(net.Listener) net.Listener, svc *authority.Service) *Hub {
+	t.Helper()
 	if h.relayP != nil {
 		t.Fatal("testhub: a Split hub has no peers")
 	}
@@ -110,7 +123,7 @@ func (h *Hub) StartPeer(t testing.TB, listener func(net.Listener) net.Listener) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Hub{Project: h.Project, Auth: h.Auth, Service: h.Service, Addr: ln.Addr().String(), opts: h.opts}
+	p := &Hub{Project: h.Project, Auth: svc.Authority(), Service: svc, Addr: ln.Addr().String(), opts: h.opts}
 	if listener != nil {
 		ln = listener(ln)
 	}

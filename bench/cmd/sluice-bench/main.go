@@ -29,7 +29,7 @@ func main() {
 
 const usage = `usage: sluice-bench run|check|serve|client|fwd [flags]
   run     run the benchmark (as root): --quick, --out DIR, --readme FILE, --svg FILE, --only IDS,
-          --capture, --metrics (observers on the Sluice paths)
+          --capture, --metrics (observers on the Sluice paths), --hub-cluster N (N clustered hubs)
   check   check that results.json has every metric of every path: check [--bin DIR] FILE
   serve   the load server: --listen ADDR
   client  the load client: --addr ADDR[,ADDR...] --mode throughput|latency|setup|idle

@@ -29,8 +29,12 @@ func runBench(ctx context.Context, args []string) error {
 	keep := fs.String("keep-dir", "", "keep the run's logs and configurations in this directory")
 	capture := fs.Bool("capture", false, "while each Sluice path is measured, run agentctl capture --decrypted -w /dev/null against both its agents (the cost of capturing)")
 	metrics := fs.Bool("metrics", false, "start the hub and the agents with --metrics and scrape each once a second while the Sluice paths are measured (the cost of metrics)")
+	hubCluster := fs.Int("hub-cluster", 0, "run the hub as a cluster of this many hubs in one etcd cluster (2 or more; docs/hub-cluster.md): compare with one hub; the sockmap path needs one hub")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *hubCluster == 1 || *hubCluster < 0 {
+		return fmt.Errorf("--hub-cluster %d: want 0 (one hub) or 2 or more", *hubCluster)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("run needs root (network namespaces): sudo make bench")
@@ -60,6 +64,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	cfg.Dir = *keep
 	cfg.Capture, cfg.Metrics = *capture, *metrics
+	cfg.HubCluster = *hubCluster
 	start := time.Now()
 	cfg.Progress = func(s string) { fmt.Printf("%6.1fs %s\n", time.Since(start).Seconds(), s) }
 	res, err := harness.Run(ctx, cfg)
