@@ -28,9 +28,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/sluicehq/sluice/agent/daemon"
@@ -55,7 +55,7 @@ const retryResolve = time.Second
 
 // Options configure New. Client, Node and Store are required.
 type Options struct {
-	Client kubernetes.Interface
+	Client PodClient
 	Node   string // the node whose pods are workloads (spec.nodeName)
 	Store  Store
 	Log    *zap.Logger // nil: no logs
@@ -73,7 +73,6 @@ type Source struct {
 	opts     Options
 	log      *zap.Logger
 	informer cache.SharedIndexInformer
-	factory  informers.SharedInformerFactory
 	kick     chan struct{}
 	dupes    map[string]string // address -> the pods that share it, as last logged (Run's goroutine only)
 
@@ -110,9 +109,17 @@ func New(opts Options) (*Source, error) {
 	s := &Source{opts: opts, log: opts.Log, kick: make(chan struct{}, 1),
 		bindings: map[types.UID]podIface{}, skipped: map[types.UID]string{}, unbound: map[string]string{}}
 	selector := fields.OneTermEqualSelector("spec.nodeName", opts.Node).String()
-	s.factory = informers.NewSharedInformerFactoryWithOptions(listThenWatch{opts.Client}, opts.Resync,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }))
-	s.informer = s.factory.Core().V1().Pods().Informer()
+	lw := listThenWatch{&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return opts.Client.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return opts.Client.Watch(ctx, o)
+		},
+	}}
+	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, opts.Resync, cache.Indexers{})
 	if err := s.informer.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
 		return nil, fmt.Errorf("watch pods: %w", err)
 	}
@@ -132,15 +139,15 @@ func New(opts Options) (*Source, error) {
 	return s, nil
 }
 
-// listThenWatch is the client as the informer sees it: one that lists,
-// then watches. client-go's watch-list streaming (the WatchListClient
-// feature, on by default) retries a refused or failed connection inside
-// the reflector, logging it only at klog's verbosity 2 and never to the
-// watch error handler: an agent whose API server is unreachable, or whose
+// listThenWatch is the list and watch of the node's pods as the informer
+// sees them: a client that lists, then watches. client-go's watch-list
+// streaming (the WatchListClient feature, on by default) retries a refused
+// or failed connection inside the reflector, logging it only at klog's
+// verbosity 2 and never to the watch error handler: an agent whose API server is unreachable, or whose
 // RBAC forbids the list, would say nothing and look as if it had no pods.
 // A plain list fails to the handler, which says why and keeps the agent
 // not ready (TestSourceUnreachable).
-type listThenWatch struct{ kubernetes.Interface }
+type listThenWatch struct{ *cache.ListWatch }
 
 // IsWatchListSemanticsUnSupported turns watch-list streaming off
 // (watchlist.DoesClientNotSupportWatchListSemantics).
@@ -167,8 +174,12 @@ func (s *Source) watchError(_ context.Context, _ *cache.Reflector, err error) {
 
 // Run watches the pods and feeds the store until ctx ends.
 func (s *Source) Run(ctx context.Context) {
-	s.factory.Start(ctx.Done())
-	defer s.factory.Shutdown()
+	// The informer stops with Run, and Run returns once it has.
+	ictx, stop := context.WithCancel(ctx)
+	var informer sync.WaitGroup
+	informer.Go(func() { s.informer.RunWithContext(ictx) })
+	defer informer.Wait()
+	defer stop()
 	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
 		return
 	}

@@ -162,7 +162,7 @@ func TestSourceFollowsPods(t *testing.T) {
 	selectors := fieldSelectors(cs)
 	r := &resolver{known: map[netip.Addr]*daemon.Binding{netip.MustParseAddr("10.10.0.2"): appVeth}, asked: map[netip.Addr]int{}}
 	st := newStore()
-	s, err := New(Options{Client: cs, Node: node, Store: st, Resolve: r.resolve, Resync: 20 * time.Millisecond})
+	s, err := New(Options{Client: cs.CoreV1().Pods(""), Node: node, Store: st, Resolve: r.resolve, Resync: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ current-context: c
 }
 
 func TestNewNeedsNode(t *testing.T) {
-	if _, err := New(Options{Client: fake.NewClientset(), Store: newStore()}); err == nil || !strings.Contains(err.Error(), "NODE_NAME") {
+	if _, err := New(Options{Client: fake.NewClientset().CoreV1().Pods(""), Store: newStore()}); err == nil || !strings.Contains(err.Error(), "NODE_NAME") {
 		t.Errorf("New without a node: %v", err)
 	}
 	if _, _, err := Client(filepath.Join(t.TempDir(), "missing")); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
@@ -324,7 +324,7 @@ func TestSourceOneByAddress(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	st := newStore()
 	r := &resolver{known: map[netip.Addr]*daemon.Binding{}, asked: map[netip.Addr]int{}}
-	s, err := New(Options{Client: cs, Node: node, Store: st, Resolve: r.resolve, Log: zap.New(core)})
+	s, err := New(Options{Client: cs.CoreV1().Pods(""), Node: node, Store: st, Resolve: r.resolve, Log: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
