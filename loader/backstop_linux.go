@@ -65,8 +65,15 @@ func backstopRules(o Options) (map[netip.AddrPort]bool, error) {
 
 // SetBackstop makes the backstop rules exactly one per service in svcs
 // (the transparent services; IPv4). See the comment above.
-func (d *Datapath) SetBackstop(svcs []netip.AddrPort) error {
-	have, err := backstopRules(d.opts)
+func (d *Datapath) SetBackstop(svcs []netip.AddrPort) error { return syncBackstop(d.opts, svcs) }
+
+// removeBackstop deletes every backstop rule.
+func removeBackstop(o Options) error { return syncBackstop(o, nil) }
+
+// syncBackstop adds the rules of svcs that are missing and deletes the
+// others.
+func syncBackstop(o Options, svcs []netip.AddrPort) error {
+	have, err := backstopRules(o)
 	if err != nil {
 		return err
 	}
@@ -80,30 +87,15 @@ func (d *Datapath) SetBackstop(svcs []netip.AddrPort) error {
 		if have[s] {
 			continue
 		}
-		if err := netlink.RuleAdd(backstopRule(d.opts, s)); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := netlink.RuleAdd(backstopRule(o, s)); err != nil && !errors.Is(err, unix.EEXIST) {
 			errs = append(errs, fmt.Errorf("add backstop rule for %s: %w", s, err))
 		}
 	}
 	for s := range have {
 		if !want[s] {
-			if err := netlink.RuleDel(backstopRule(d.opts, s)); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := netlink.RuleDel(backstopRule(o, s)); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("delete backstop rule for %s: %w", s, err))
 			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeBackstop deletes every backstop rule.
-func removeBackstop(o Options) error {
-	have, err := backstopRules(o)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for s := range have {
-		if err := netlink.RuleDel(backstopRule(o, s)); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete backstop rule for %s: %w", s, err))
 		}
 	}
 	return errors.Join(errs...)

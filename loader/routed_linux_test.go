@@ -333,12 +333,20 @@ func ruleLines(svcs []netip.AddrPort) []string {
 func TestRoutedWorkloadSources(t *testing.T) {
 	r, _ := routedHost(t, loader.Options{})
 	host, a, b := r.Host, r.A, r.B
-	if _, err := a.NS.Start("sleep", []string{"sleep", "300"}, testenv.ProcOptions{}); err != nil {
+	// `ip netns exec` moves the process into the pod's namespace after it
+	// is born in the cgroup: it says ready once it is there.
+	p, err := a.NS.Start("sleep", []string{"sh", "-c", "echo ready; exec sleep 300"}, testenv.ProcOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitOutput(ctx, "ready"); err != nil {
 		t.Fatal(err)
 	}
 	var veths []loader.ContainerVeth
 	var cg []int
-	err := host.Do(func() (err error) {
+	err = host.Do(func() (err error) {
 		if veths, err = loader.ContainerVeths(); err != nil {
 			return err
 		}

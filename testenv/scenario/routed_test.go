@@ -214,14 +214,7 @@ func testRoutedAgentKilled(t *testing.T, ctx context.Context, s *scenario.Scenar
 	if c := inletCounters(t, ctx, a); c.NoListener <= before {
 		t.Errorf("kernel counters after the restart %+v: want the refusals while dead counted no_listener (more than %d)", c, before)
 	}
-	var got string
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		got, err = s.Psql(ctx, pod.NS, scenario.ServiceIP, scenario.ServicePort, "SELECT 1")
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	got, err := selectOneWithin(ctx, s, pod.NS, 5*time.Second)
 	if err != nil || got != "1" {
 		t.Errorf("psql through the restarted agent: %q, %v", got, err)
 	}

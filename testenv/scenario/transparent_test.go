@@ -489,14 +489,7 @@ func testAgentKilled(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	if after := linkPins(t, a); !slices.Equal(after, pins) {
 		t.Errorf("link pins after restart %v, before %v", after, pins)
 	}
-	var got string
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		got, err = s.Psql(ctx, app, scenario.ServiceIP, scenario.ServicePort, "SELECT 1")
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	got, err := selectOneWithin(ctx, s, app, 5*time.Second)
 	if err != nil || got != "1" {
 		t.Errorf("psql through the restarted agent: %q, %v", got, err)
 	}
@@ -533,6 +526,18 @@ func testCleanup(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	for _, dev := range slices.Compact(slices.Sorted(slices.Values(devices))) {
 		if in, eg, err := host.TCXPrograms(dev); err != nil || in+eg != 0 {
 			t.Errorf("after cleanup, %s has %d+%d TCX programs (%v); want none", dev, in, eg, err)
+		}
+	}
+}
+
+// selectOneWithin runs SELECT 1 through the service address from ns until
+// it succeeds or d has passed (an agent just restarted takes its veths and
+// listener back), and returns the last answer.
+func selectOneWithin(ctx context.Context, s *scenario.Scenario, ns *testenv.NS, d time.Duration) (string, error) {
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		got, err := s.Psql(ctx, ns, scenario.ServiceIP, scenario.ServicePort, "SELECT 1")
+		if err == nil || time.Now().After(deadline) {
+			return got, err
 		}
 	}
 }
