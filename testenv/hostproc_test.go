@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,8 +32,12 @@ func TestStartOnHost(t *testing.T) {
 	if err := p.WaitOutput(ctx, "ready"); err != nil {
 		t.Fatal(err)
 	}
-	net, _ := os.Readlink("/proc/self/ns/net")
+	// This thread's namespaces, not /proc/self's: the main thread may be
+	// locked inside a parallel test's namespace just now.
+	runtime.LockOSThread()
+	net, _ := os.Readlink("/proc/thread-self/ns/net")
 	mnt, _ := os.Readlink("/proc/thread-self/ns/mnt")
+	runtime.UnlockOSThread()
 	if want := "net=" + net + " mnt=" + mnt; !strings.Contains(p.Output(), want) {
 		t.Errorf("output %q; want the test's namespaces %q", p.Output(), want)
 	}
