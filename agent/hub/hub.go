@@ -491,20 +491,35 @@ func (h *Hub) newPairing(relay, from string, release func()) (*pairing, error) {
 	h.mu.Unlock()
 	p.timer = time.AfterFunc(h.opts.SessionTimeout, func() {
 		h.mu.Lock()
-		_, live := h.pending[p.inletTok]
-		_, live2 := h.pending[p.outletTok]
-		delete(h.pending, p.inletTok)
-		delete(h.pending, p.outletTok)
+		live := h.forgetLocked(p)
 		h.mu.Unlock()
-		if live || live2 {
-			p.release()
-			p.end()
+		if live {
+			p.fail()
 			if ok, n := h.logs.timeout.Allow(time.Now()); ok {
 				h.log.Info("data session timed out waiting for its peer", zap.String("relay", relay), zap.String("from", from),
 					zap.Int64("more_not_logged", n))
 			}
-			p.close()
 		}
 	})
 	return p, nil
+}
+
+// forgetLocked takes a half-paired session off the pending ones and
+// reports whether it was still there; h.mu is held.
+func (h *Hub) forgetLocked(p *pairing) bool {
+	_, live := h.pending[p.inletTok]
+	_, live2 := h.pending[p.outletTok]
+	delete(h.pending, p.inletTok)
+	delete(h.pending, p.outletTok)
+	return live || live2
+}
+
+// fail ends a session that never started: its counts, and the connection
+// that came (its agent reads EOF before the ack: relay.ErrSessionLost,
+// and asks again).
+func (p *pairing) fail() {
+	p.timer.Stop()
+	p.release()
+	p.end()
+	p.close()
 }

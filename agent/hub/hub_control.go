@@ -33,6 +33,7 @@ type session struct {
 
 	cred      atomic.Pointer[credential.Credential] // what it acts with; nil while limited
 	active    atomic.Int64                          // data sessions announced to it and not ended (hub_replicas.go)
+	gone      atomic.Bool                           // dropped: its connection ended (set under Hub.mu)
 	exchanges int                                   // data sessions to the authority while limited
 
 	wmu sync.Mutex // guards enc: one frame at a time
@@ -387,7 +388,9 @@ func (h *Hub) dial(s *session, name string, reply *relay.Message) *relay.Message
 	for {
 		p.announceTo(owner)
 		push := &relay.Message{Op: relay.OpIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
-		if err := owner.send(push); err == nil {
+		// An owner dropped after it was picked fails the session itself
+		// (drop), or is passed over here: never a dial left to time out.
+		if err := owner.send(push); err == nil && !owner.gone.Load() {
 			break
 		}
 		holders = withoutReplica(holders, owner)
@@ -441,11 +444,24 @@ func (h *Hub) unclaimLocked(name string, s *session) {
 	h.relays[name] = holders
 }
 
+// drop forgets a session whose connection ended: its claims, and the data
+// sessions announced to it that it will never open, which fail at once
+// rather than leave their inlets waiting for SessionTimeout.
 func (h *Hub) drop(s *session) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	s.gone.Store(true)
 	delete(h.sessions, s)
 	for name := range h.relays {
 		h.unclaimLocked(name, s)
+	}
+	var orphans []*pairing
+	for _, p := range h.pending {
+		if p.owner.Load() == s && h.forgetLocked(p) {
+			orphans = append(orphans, p)
+		}
+	}
+	h.mu.Unlock()
+	for _, p := range orphans {
+		p.fail()
 	}
 }

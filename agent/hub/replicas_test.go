@@ -2,13 +2,16 @@ package hub_test
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/hub"
 	"github.com/sluicehq/sluice/agent/internal/testhub"
+	"github.com/sluicehq/sluice/agent/relay"
 )
 
 // activeByNode is the hub's count of active sessions of each replica of name.
@@ -104,4 +107,61 @@ func TestReplicaDeath(t *testing.T) {
 	}
 	slices.Sort(took)
 	t.Logf("new sessions on the live replica after the other died: median %v, max %v", took[len(took)/2], took[len(took)-1])
+}
+
+// TestReplicaDiesBeforeOpening: a replica that dies after the hub announced
+// a session to it, before it opened its data connection, fails that
+// session at once: the inlet reads relay.ErrSessionLost (and asks again),
+// not a wait until the hub's SessionTimeout (set to a minute here). With
+// the other replica alive the second dial goes there.
+func TestReplicaDiesBeforeOpening(t *testing.T) {
+	h := testhub.Start(t, testhub.Options{Hub: hub.HubOptions{SessionTimeout: time.Minute}})
+	a, b := h.Enroll(t, nil, "svc"), h.Enroll(t, nil, "svc")
+	announced := make(chan struct{}, 1)
+	a.OnIncoming(func(relay.Incoming) { announced <- struct{}{} }) // hears of it, never opens it
+	bIn := answer(b)
+	claim(t, a, "svc")
+	claim(t, b, "svc")
+	in := h.Enroll(t, nil)
+	for {
+		tok, owner, err := in.Client.Dial(t.Context(), "svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner != a.Identity.ID() {
+			// b had fewer: end it, and ask again until a gets one.
+			c, err := in.Client.OpenData(t.Context(), tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next(t, bIn)
+			c.Close()
+			continue
+		}
+		select {
+		case <-announced:
+		case <-time.After(wait):
+			t.Fatal("the hub did not announce the session to its replica")
+		}
+		a.Stop()
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		c, err := in.Client.OpenData(ctx, tok)
+		if err == nil {
+			c.Close()
+			t.Fatal("a session announced to a replica that died opened")
+		}
+		if !errors.Is(err, relay.ErrSessionLost) {
+			t.Fatalf("open data for a session whose replica died: %v, want relay.ErrSessionLost", err)
+		}
+		t.Logf("the inlet learned the session was lost %v after asking (its replica died first)", time.Since(start).Round(time.Millisecond))
+		break
+	}
+	conn, owner := dialData(t, in, "svc")
+	if owner != b.Identity.ID() {
+		t.Errorf("the next session went to %s, want the live replica %s", owner, b.Identity.ID())
+	}
+	next(t, bIn)
+	conn.Close()
 }

@@ -456,6 +456,14 @@ func TestHubClusterFailover(t *testing.T) {
 		if n < 20 {
 			t.Errorf("only %d new connections in the 3 s after the replica's kill", n)
 		}
+		// The connection in flight at the kill ends at once, either way:
+		// a session announced to the dead replica fails at the hub, and the
+		// inlet asks again (it hung for the hub's SessionTimeout before).
+		for _, p := range loop.since(killed.Add(-5 * time.Second)) {
+			if p.start.Before(killed) && p.end.Sub(killed) > 2*time.Second {
+				t.Errorf("the connection in flight at the replica's kill ended %v after it (%v)", p.end.Sub(killed).Round(time.Millisecond), p.err)
+			}
+		}
 		tx, aborted, errs := c.pgbenchVerdict(load, 15*time.Second)
 		figure := "none failed"
 		if lastFail >= 0 {
