@@ -54,7 +54,13 @@ func (n *node) logText() string {
 
 func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string]string, relays ...string) *node {
 	t.Helper()
-	a := h.EnrollWith(t, testhub.AgentOptions{Direct: opts.Direct}, attrs, relays...)
+	return newNodeWith(t, h, testhub.AgentOptions{Direct: opts.Direct}, opts, attrs, relays...)
+}
+
+// newNodeWith is newNode with the relay client's options ao.
+func newNodeWith(t testing.TB, h *testhub.Hub, ao testhub.AgentOptions, opts portal.Options, attrs map[string]string, relays ...string) *node {
+	t.Helper()
+	a := h.EnrollWith(t, ao, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
 	if opts.MemberStateCurrent == nil {
 		opts.MemberStateCurrent = func() bool { return !a.Client.Status().Stale }
