@@ -24,10 +24,10 @@ import (
 const testPunchTimeout = 5 * time.Second
 
 // pathOptions are the portal options of a test run on the path its name
-// ends with: a subtest "direct" takes direct paths, any other goes
-// through the hub.
+// says: a subtest "direct" (and its own subtests) takes direct paths, any
+// other goes through the hub.
 func pathOptions(t testing.TB) portal.Options {
-	if strings.HasSuffix(t.Name(), "/direct") {
+	if strings.Contains(t.Name()+"/", "/direct/") {
 		return portal.Options{Direct: true, PunchTimeout: testPunchTimeout}
 	}
 	return portal.Options{}
@@ -222,5 +222,34 @@ func TestDirectPinsOwner(t *testing.T) {
 	}
 	if ctr := s.in.m.Direct(); ctr.AttemptsFailed != 1 || ctr.ChannelsDirect != 0 {
 		t.Errorf("direct counters %+v: want one failed attempt, no direct channel", ctr)
+	}
+}
+
+// TestRevocationResetsChannels: a revoked inlet node's live connection is
+// reset (the agent's reviewer calls ReviewPeer when the authority's word
+// comes), and its new connections are refused, on either path.
+func TestRevocationResetsChannels(t *testing.T) { bothPaths(t, testRevocationResetsChannels) }
+
+func testRevocationResetsChannels(t *testing.T) {
+	s := newStandard(t, nil, "")
+	c := dial(t, s.inletAddr)
+	echo(t, c, "live")
+	node := s.in.Identity.ID()
+	if _, err := s.h.Relay().Revoke(node); err != nil {
+		t.Fatal(err)
+	}
+	heard(t, s.h, s.out.Agent, node)
+	if n := s.out.m.ReviewPeer(node, nil, true); n != 1 {
+		t.Errorf("the outlet's agent reset %d channels of the revoked node, want 1", n)
+	}
+	if got, err := io.ReadAll(c); len(got) != 0 || !pipe.IsReset(err) {
+		t.Errorf("the revoked node's live connection read %q, %v; want a reset", got, err)
+	}
+	if n := s.tg.accepted.Load(); n != 1 {
+		t.Errorf("the target accepted %d connections, want 1", n)
+	}
+	refusedAt(t, s.inletAddr, []byte("after the revocation"))
+	if n := s.tg.accepted.Load(); n != 1 {
+		t.Errorf("the target accepted %d connections after the revocation, want none more", n-1)
 	}
 }
