@@ -500,7 +500,7 @@ func (m *Manager) openChannel(in *inlet, force bool) (*session, error) {
 // openPunched makes a direct path for the session d and runs the
 // handshake on it; on any failure the caller goes through the hub.
 func (m *Manager) openPunched(in *inlet, d dialed, start time.Time) (*session, error) {
-	ctx, cancel := context.WithTimeout(in.ctx, min(m.opts.HandshakeTimeout, directHandshakeTimeout))
+	ctx, cancel := context.WithTimeout(in.ctx, m.punchTimeout(m.directHub())+min(m.opts.HandshakeTimeout, directHandshakeTimeout))
 	defer cancel()
 	raw, err := m.punchInlet(ctx, d)
 	if err != nil {

@@ -31,7 +31,7 @@ var (
 // (no firewall in front of either agent) an attempt succeeds only when the
 // two sides' connects overlap in time (direct.go): many at once starve
 // each other of the CPU and all fall back.
-const maxAttempts = 4
+const maxAttempts = 2
 
 // Path names, in PeerPath and metrics.
 const (
