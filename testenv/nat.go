@@ -1,6 +1,12 @@
 package testenv
 
-import "fmt"
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
 
 // Addresses of the NAT routers' private links (NewSeedBehindNAT). The
 // routers take the company hosts' public addresses of the seed
@@ -81,4 +87,30 @@ func (s *Seed) behindRouter(opts NATOptions) func(role, uplink, bridge, bridgeCI
 		return s.natHost(natHost{role: role, up: router, upBridge: NATLAN, uplink: private, gateway: routerAddr,
 			bridge: bridge, bridgeCIDR: bridgeCIDR})
 	}
+}
+
+// FlushConntrackWith forgets the connections the kernel tracks in ns to or
+// from peer (either end of the original direction), as `conntrack -D -s
+// peer` and `-D -d peer` do, and returns how many it forgot. Unlike
+// FlushConntrack, the other flows (an agent's control link to the hub)
+// keep their state: a NAT router that lost the mappings of one peer's
+// flows (expired, or moved to another path).
+func (ns *NS) FlushConntrackWith(peer netip.Addr) (uint, error) {
+	var filters []netlink.CustomConntrackFilter
+	for _, tp := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstIP} {
+		f := &netlink.ConntrackFilter{}
+		if err := f.AddIP(tp, peer.AsSlice()); err != nil {
+			return 0, fmt.Errorf("flush conntrack with %s in %s: %w", peer, ns.name, err)
+		}
+		filters = append(filters, f)
+	}
+	family := netlink.InetFamily(unix.AF_INET)
+	if peer.Is6() && !peer.Is4In6() {
+		family = unix.AF_INET6
+	}
+	n, err := ns.nl.ConntrackDeleteFilters(netlink.ConntrackTable, family, filters...)
+	if err != nil {
+		return n, fmt.Errorf("flush conntrack with %s in %s: %w", peer, ns.name, err)
+	}
+	return n, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,7 +48,8 @@ func TestNATKeepsPorts(t *testing.T) {
 
 // TestNATRandomPorts: routers with `masquerade random,fully-random` map
 // each connection to another port; with StrictConntrack, a flow whose entry
-// the router forgot is dropped from then on.
+// the router forgot is dropped from then on, and FlushConntrackWith forgets
+// only the flows with one peer.
 func TestNATRandomPorts(t *testing.T) {
 	t.Parallel()
 	e := NewT(t)
@@ -74,14 +76,34 @@ func TestNATRandomPorts(t *testing.T) {
 	}
 	noNewInbound(t, s)
 
-	conn, _ := dialWhoAmI(t, s.BankHost, hub)
-	defer conn.Close()
-	must(t, echo(conn, "before flush"))
+	// A second address on the internet: forgetting the flows with it
+	// leaves those with the hub alone.
+	const other = "198.18.0.9"
+	must(t, s.Internet.ConfigureLink(SeedWAN, other+seedPrefix))
+	otherAddr := listen(t, s.Internet, other+":0")
+	toHub, _ := dialWhoAmI(t, s.BankHost, hub)
+	defer toHub.Close()
+	toOther, _ := dialWhoAmI(t, s.BankHost, otherAddr)
+	defer toOther.Close()
+	must(t, echo(toHub, "before flush"))
+	must(t, echo(toOther, "before flush"))
+	if n, err := s.BankRouter.FlushConntrackWith(netip.MustParseAddr(other)); err != nil || n != 1 {
+		t.Errorf("flush conntrack with %s: %d entries, %v; want 1", other, n, err)
+	}
+	must(t, echo(toHub, "after the other's flush"))
+	dead(t, toOther, "after its flush")
 	must(t, s.BankRouter.FlushConntrack())
-	err = echo(conn, "after flush")
+	dead(t, toHub, "after the flush")
+}
+
+// dead checks that a flow gets no answer (tcp_loose 0: its packets are
+// dropped once the router forgot it).
+func dead(t *testing.T, c net.Conn, when string) {
+	t.Helper()
+	err := echo(c, when)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Errorf("a flow after the router's conntrack was flushed (tcp_loose 0): %v, want no answer (dropped)", err)
+		t.Errorf("a flow %s (tcp_loose 0): %v, want no answer (dropped)", when, err)
 	}
 }
 
