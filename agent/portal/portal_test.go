@@ -18,7 +18,6 @@ import (
 	"github.com/sluicehq/sluice/agent/internal/testhub"
 	"github.com/sluicehq/sluice/agent/pipe"
 	"github.com/sluicehq/sluice/agent/portal"
-	"github.com/sluicehq/sluice/agent/relay"
 )
 
 // The tests run the whole path in-process:
@@ -55,7 +54,7 @@ func (n *node) logText() string {
 
 func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string]string, relays ...string) *node {
 	t.Helper()
-	a := h.Enroll(t, attrs, relays...)
+	a := h.EnrollWith(t, testhub.AgentOptions{Direct: opts.Direct}, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
 	if opts.MemberStateCurrent == nil {
 		opts.MemberStateCurrent = func() bool { return !a.Client.Status().Stale }
@@ -65,7 +64,7 @@ func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string
 		opts.Logger = zap.New(core)
 	}
 	m := portal.New(opts)
-	a.OnIncoming(func(in relay.Incoming) { m.HandleIncoming(in.Token, in.From) })
+	a.OnIncoming(m.HandleSession)
 	t.Cleanup(func() { m.Close() })
 	for _, r := range relays {
 		if err := a.Client.Claim(t.Context(), r); err != nil {
@@ -289,6 +288,12 @@ type standard struct {
 
 func newStandard(t *testing.T, inAttrs map[string]string, inAllow string) *standard {
 	t.Helper()
+	return newStandardWith(t, pathOptions(t), inAttrs, inAllow)
+}
+
+// newStandardWith is newStandard with both nodes' portal options opts.
+func newStandardWith(t *testing.T, opts portal.Options, inAttrs map[string]string, inAllow string) *standard {
+	t.Helper()
 	if inAttrs == nil {
 		inAttrs = map[string]string{"web-inlet": "true"}
 	}
@@ -297,9 +302,9 @@ func newStandard(t *testing.T, inAttrs map[string]string, inAllow string) *stand
 	}
 	s := &standard{h: testhub.Start(t, testhub.Options{})}
 	s.tg = newTarget(t, bytes.ToUpper)
-	s.out = newNode(t, s.h, portal.Options{}, map[string]string{"web-outlet": "true"}, "web")
+	s.out = newNode(t, s.h, opts, map[string]string{"web-outlet": "true"}, "web")
 	s.out.outlet(t, portal.OutletSpec{Name: "web", To: s.tg.addr, Allow: "web-inlet"})
-	s.in = newNode(t, s.h, portal.Options{}, inAttrs)
+	s.in = newNode(t, s.h, opts, inAttrs)
 	s.inletAddr = s.in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: inAllow})
 	return s
 }
