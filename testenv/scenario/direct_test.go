@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/agent/api/apitype"
 	"github.com/sluicehq/sluice/testenv"
 	"github.com/sluicehq/sluice/testenv/scenario"
 )
@@ -39,6 +40,7 @@ func TestDirectPathSeed(t *testing.T) {
 	runPgbenchClean(t, s, 2, 3*time.Second)
 	bank := nodeOf(t, ctx, s.Bank)
 	expectPath(t, ctx, s.Analysis, bank, "direct")
+	expectCounters(t, ctx, s, "direct")
 	expectNoneRelayed(t, ctx, s)
 
 	t.Run("Revoked", func(t *testing.T) {
@@ -84,6 +86,7 @@ func TestDirectPathBehindNAT(t *testing.T) {
 	runPgbenchClean(t, s, 2, 3*time.Second)
 	bank := nodeOf(t, ctx, s.Bank)
 	expectPath(t, ctx, s.Analysis, bank, "direct")
+	expectCounters(t, ctx, s, "direct")
 	expectNoneRelayed(t, ctx, s)
 
 	t.Run("FlushLoose", func(t *testing.T) {
@@ -201,6 +204,7 @@ func TestDirectPathRandomNAT(t *testing.T) {
 	logSetup(t, ctx, s)
 	runPgbenchClean(t, s, 2, 3*time.Second)
 	expectPath(t, ctx, s.Analysis, nodeOf(t, ctx, s.Bank), "relayed")
+	expectCounters(t, ctx, s, "not offered")
 	n := relayedAfterRestart(t, ctx, s)
 	if n == 0 {
 		t.Fatal("the hub relayed no byte of pgbench's sessions behind randomizing NATs")
@@ -224,6 +228,7 @@ func TestDirectPathBlocked(t *testing.T) {
 	logSetup(t, ctx, s)
 	runPgbenchClean(t, s, 2, 2*time.Second)
 	expectPath(t, ctx, s.Analysis, nodeOf(t, ctx, s.Bank), "relayed")
+	expectCounters(t, ctx, s, "failed")
 }
 
 // startDirect starts the scenario with the open explicit inlet and the
@@ -395,6 +400,11 @@ func waitPath(ctx context.Context, a *scenario.Agent, node, want string, since t
 
 // hubRelayed reads the bytes the hub relayed in data sessions that ended.
 func hubRelayed(ctx context.Context, s *scenario.Scenario) (int64, error) {
+	return hubMetric(ctx, s, "sluice_hub_relayed_bytes_total")
+}
+
+// hubMetric reads a metric of the hub that has no labels.
+func hubMetric(ctx context.Context, s *scenario.Scenario, name string) (int64, error) {
 	code, body, err := scenario.Get(ctx, s.Seed.Internet, "/metrics")
 	if err != nil {
 		return 0, err
@@ -402,14 +412,53 @@ func hubRelayed(ctx context.Context, s *scenario.Scenario) (int64, error) {
 	if code != 200 {
 		return 0, fmt.Errorf("hub metrics: status %d", code)
 	}
-	const name = "sluice_hub_relayed_bytes_total "
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			return int64(f), err
 		}
 	}
-	return 0, fmt.Errorf("hub metrics: no %s", strings.TrimSpace(name))
+	return 0, fmt.Errorf("hub metrics: no %s", name)
+}
+
+// directCounters reads the direct_paths counters of an agent's status.
+func directCounters(t *testing.T, ctx context.Context, a *scenario.Agent) apitype.DirectCounters {
+	t.Helper()
+	out, err := a.Ctl(ctx, "status", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st apitype.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	return st.DirectPaths
+}
+
+// expectCounters checks the inlet agent's direct path counters and the
+// hub's punches against how the direct attempts went: "direct" (they
+// worked: no channel relayed), "failed" (offered, none worked) or "not
+// offered" (the hub saw a NAT that changes ports and offered none).
+func expectCounters(t *testing.T, ctx context.Context, s *scenario.Scenario, want string) {
+	t.Helper()
+	c := directCounters(t, ctx, s.Analysis)
+	punches, err := hubMetric(ctx, s, "sluice_hub_punches_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	switch want {
+	case "direct":
+		ok = c.AttemptsOK > 0 && c.ChannelsDirect > 0 && c.ChannelsRelayed == 0 && c.AttemptsFailed == 0 && punches > 0
+	case "failed":
+		ok = c.AttemptsFailed > 0 && c.AttemptsOK == 0 && c.ChannelsDirect == 0 && punches > 0
+	case "not offered":
+		ok = c.NotOffered > 0 && c.AttemptsOK == 0 && c.AttemptsFailed == 0 && c.ChannelsDirect == 0 && punches == 0
+	}
+	t.Logf("inlet agent's direct paths: %+v; hub punches: %d", c, punches)
+	if !ok {
+		t.Errorf("direct path counters do not say %q", want)
+	}
 }
 
 // relayedAfterRestart restarts the inlet's agent, which ends every channel
