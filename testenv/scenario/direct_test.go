@@ -99,6 +99,7 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		if aborted > 0 || len(errs) > 0 || tx == 0 {
 			t.Errorf("pgbench across a flush picked up loosely: %d transactions, %d clients aborted, errors %q\n%s", tx, aborted, errs, p.OutputTail(2000))
 		}
+		t.Logf("the inlet's router flushed its conntrack table (tcp_loose 1) mid-run: pgbench %d transactions, no error", tx)
 		expectPath(t, ctx, s.Analysis, bank, "direct")
 	})
 
@@ -169,6 +170,10 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		if err := s.Seed.BankRouter.FlushConntrack(); err != nil {
 			t.Fatal(err)
 		}
+		detected, err := waitPath(ctx, s.Analysis, bank, "relayed", broke, 15*time.Second)
+		if err != nil {
+			t.Fatalf("the break was not detected: %v", err)
+		}
 		var served time.Duration
 		for {
 			c, err := openSessionAt(ctx, s.Seed.App.NS, directInlet)
@@ -187,8 +192,8 @@ func TestDirectPathBehindNAT(t *testing.T) {
 			t.Fatalf("the peer did not come back to direct: %v", err)
 		}
 		tx, aborted, errs := pgbenchResult(t, p, 30*time.Second)
-		t.Logf("the outlet's router flushed its whole conntrack table (tcp_loose 0): a new connection served again after %v, direct again after %v; pgbench: %d transactions, %d clients aborted, errors %q",
-			served.Round(time.Millisecond), back.Round(time.Millisecond), tx, aborted, errs)
+		t.Logf("the outlet's router flushed its whole conntrack table (tcp_loose 0): break detected after %v, a new connection served again after %v, direct again after %v; pgbench: %d transactions, %d clients aborted, errors %q",
+			detected.Round(time.Millisecond), served.Round(time.Millisecond), back.Round(time.Millisecond), tx, aborted, errs)
 		if aborted == 0 {
 			t.Errorf("pgbench's direct connections survived a flush of the outlet's router with strict tracking:\n%s", p.OutputTail(2000))
 		}
