@@ -211,3 +211,12 @@ func (b breakWatch) Abort() error {
 	}
 	return b.Pump.Abort()
 }
+
+// join is a func that calls fs in order.
+func join(fs ...func()) func() {
+	return func() {
+		for _, f := range fs {
+			f()
+		}
+	}
+}

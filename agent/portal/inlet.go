@@ -538,6 +538,7 @@ func (m *Manager) secure(ctx context.Context, in *inlet, raw *net.TCPConn, token
 	closed := m.paths.opened(peer.NodeID, direct, relay.TCPRTT(raw), in)
 	if direct {
 		m.dropWarm(peer.NodeID, false) // the next connections go direct
+		closed = join(closed, m.paths.trackRaw(raw))
 	}
 	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
 	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),

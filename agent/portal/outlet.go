@@ -55,6 +55,7 @@ func (m *Manager) handleIncoming(in relay.Incoming) {
 	if in.Punch.IsValid() {
 		if raw := m.punchOutlet(m.ctx, in, log); raw != nil {
 			dctx, cancel := context.WithTimeout(m.ctx, min(m.opts.HandshakeTimeout, directHandshakeTimeout))
+			defer m.paths.trackRaw(raw)()
 			ok := m.serveChannel(dctx, raw, true, log.With(zap.String("path", "direct")), release, cancel)
 			cancel()
 			if ok {

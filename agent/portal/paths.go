@@ -2,6 +2,7 @@ package portal
 
 import (
 	"math/rand/v2"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,8 @@ import (
 // jittered) opens a direct channel, which goes to the warm pool; the idle
 // relayed channels to the peer are closed then, so that the next
 // connections go direct.
-const (
-	backoffMin = 5 * time.Second
+var (
+	backoffMin = 5 * time.Second // a variable for tests only
 	backoffMax = 5 * time.Minute
 )
 
@@ -83,6 +84,9 @@ type peerState struct {
 // paths are the peers' paths.
 type paths struct {
 	counters directCounters
+
+	rawMu sync.Mutex // guards raws
+	raws  map[*net.TCPConn]struct{}
 
 	mu    sync.Mutex // guards peers
 	peers map[string]*peerState
@@ -257,6 +261,22 @@ func (p *paths) stop() {
 		if ps.retry != nil {
 			ps.retry.Stop()
 		}
+	}
+}
+
+// trackRaw records the connection of a live direct channel (for tests:
+// AbortDirectForTest); the returned func forgets it.
+func (p *paths) trackRaw(c *net.TCPConn) (forget func()) {
+	p.rawMu.Lock()
+	if p.raws == nil {
+		p.raws = map[*net.TCPConn]struct{}{}
+	}
+	p.raws[c] = struct{}{}
+	p.rawMu.Unlock()
+	return func() {
+		p.rawMu.Lock()
+		delete(p.raws, c)
+		p.rawMu.Unlock()
 	}
 }
 

@@ -54,7 +54,13 @@ func (n *node) logText() string {
 
 func newNode(t testing.TB, h *testhub.Hub, opts portal.Options, attrs map[string]string, relays ...string) *node {
 	t.Helper()
-	a := h.EnrollWith(t, testhub.AgentOptions{Direct: opts.Direct}, attrs, relays...)
+	return newNodeWith(t, h, testhub.AgentOptions{Direct: opts.Direct}, opts, attrs, relays...)
+}
+
+// newNodeWith is newNode with the relay client's options ao.
+func newNodeWith(t testing.TB, h *testhub.Hub, ao testhub.AgentOptions, opts portal.Options, attrs map[string]string, relays ...string) *node {
+	t.Helper()
+	a := h.EnrollWith(t, ao, attrs, relays...)
 	opts.Hub, opts.Keys, opts.Verifier = a.Client, a.Keys, a.Verifier
 	if opts.MemberStateCurrent == nil {
 		opts.MemberStateCurrent = func() bool { return !a.Client.Status().Stale }
@@ -288,7 +294,17 @@ type standard struct {
 
 func newStandard(t *testing.T, inAttrs map[string]string, inAllow string) *standard {
 	t.Helper()
-	return newStandardWith(t, pathOptions(t), inAttrs, inAllow)
+	opts := pathOptions(t)
+	s := newStandardWith(t, opts, inAttrs, inAllow)
+	if opts.Direct {
+		// Registered after the nodes' cleanups, so it runs before them.
+		t.Cleanup(func() {
+			if c := s.in.m.Direct(); c.ChannelsRelayed != 0 {
+				t.Errorf("on direct paths, %d channels went through the hub (%+v)", c.ChannelsRelayed, c)
+			}
+		})
+	}
+	return s
 }
 
 // newStandardWith is newStandard with both nodes' portal options opts.
@@ -317,7 +333,9 @@ func (s *standard) outletCounters(t *testing.T) func() portal.CounterValues {
 	return func() portal.CounterValues { return s.out.outletCounters(t, "web") }
 }
 
-func TestConcurrentConnections(t *testing.T) {
+func TestConcurrentConnections(t *testing.T) { bothPaths(t, testConcurrentConnections) }
+
+func testConcurrentConnections(t *testing.T) {
 	const n = 50
 	s := newStandard(t, nil, "")
 	var total int64
@@ -360,7 +378,9 @@ func TestConcurrentConnections(t *testing.T) {
 
 // TestOutletPolicyRefuses: the inlet agent lacks the attribute the outlet
 // requires; the outlet refuses the channel and nothing reaches the target.
-func TestOutletPolicyRefuses(t *testing.T) {
+func TestOutletPolicyRefuses(t *testing.T) { bothPaths(t, testOutletPolicyRefuses) }
+
+func testOutletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, map[string]string{"web-inlet": "false"}, "")
 	refusedAt(t, s.inletAddr, []byte("let me in"))
 	eventually(t, "outlet", s.outletCounters(t), portal.CounterValues{Refused: 1})
@@ -378,7 +398,9 @@ func TestOutletPolicyRefuses(t *testing.T) {
 
 // TestInletPolicyRefuses: the inlet does not trust the outlet agent's
 // attributes, so it refuses during the handshake, before the outlet dials.
-func TestInletPolicyRefuses(t *testing.T) {
+func TestInletPolicyRefuses(t *testing.T) { bothPaths(t, testInletPolicyRefuses) }
+
+func testInletPolicyRefuses(t *testing.T) {
 	s := newStandard(t, nil, `env == "prod"`)
 	refusedAt(t, s.inletAddr, nil)
 	eventually(t, "inlet", s.inletCounters(t), portal.CounterValues{Accepted: 1, Refused: 1})
@@ -415,7 +437,9 @@ func TestTargetUnreachable(t *testing.T) {
 
 // TestResetPropagates: an RST on one end reaches the other end as an RST,
 // through the inlet, the hub's splice and the outlet.
-func TestResetPropagates(t *testing.T) {
+func TestResetPropagates(t *testing.T) { bothPaths(t, testResetPropagates) }
+
+func testResetPropagates(t *testing.T) {
 	t.Run("from the app", func(t *testing.T) {
 		s := newStandard(t, nil, "")
 		c := dial(t, s.inletAddr)
