@@ -172,3 +172,15 @@ func port(t *testing.T, a net.Addr) string {
 	}
 	return p
 }
+
+// TestFirewallRefusesBadMasquerade: the masquerade flags go into an
+// nftables script, so anything but the statement's flags is refused
+// before a namespace is touched (no privileges needed).
+func TestFirewallRefusesBadMasquerade(t *testing.T) {
+	var e Env
+	for _, flags := range []string{"random;", "random\n}\ntable ip x {", "fully-random,", "to 1.2.3.4", "RANDOM"} {
+		if err := e.firewall(nil, SeedUplink, flags, false); err == nil || !strings.Contains(err.Error(), "invalid masquerade flags") {
+			t.Errorf("firewall with masquerade flags %q: %v, want refused", flags, err)
+		}
+	}
+}
