@@ -461,16 +461,20 @@ func expectCounters(t *testing.T, ctx context.Context, s *scenario.Scenario, wan
 	if err != nil {
 		t.Fatal(err)
 	}
+	direct, err := hubMetric(ctx, s, "sluice_hub_direct_sessions_total")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var ok bool
 	switch want {
 	case "direct":
-		ok = c.AttemptsOK > 0 && c.ChannelsDirect > 0 && c.ChannelsRelayed == 0 && c.AttemptsFailed == 0 && punches > 0
+		ok = c.AttemptsOK > 0 && c.ChannelsDirect > 0 && c.ChannelsRelayed == 0 && c.AttemptsFailed == 0 && punches > 0 && direct > 0
 	case "failed":
-		ok = c.AttemptsFailed > 0 && c.AttemptsOK == 0 && c.ChannelsDirect == 0 && punches > 0
+		ok = c.AttemptsFailed > 0 && c.AttemptsOK == 0 && c.ChannelsDirect == 0 && punches > 0 && direct == 0
 	case "not offered":
-		ok = c.NotOffered > 0 && c.AttemptsOK == 0 && c.AttemptsFailed == 0 && c.ChannelsDirect == 0 && punches == 0
+		ok = c.NotOffered > 0 && c.AttemptsOK == 0 && c.AttemptsFailed == 0 && c.ChannelsDirect == 0 && punches == 0 && direct == 0
 	}
-	t.Logf("inlet agent's direct paths: %+v; hub punches: %d", c, punches)
+	t.Logf("inlet agent's direct paths: %+v; hub: %d punches, %d direct sessions", c, punches, direct)
 	if !ok {
 		t.Errorf("direct path counters do not say %q", want)
 	}
