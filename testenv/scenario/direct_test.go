@@ -138,15 +138,17 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		// dead flow: it must be reset when the break is noticed, never
 		// hang or end cleanly.
 		noticed := broke.Add(detected)
-		var failed []string
-		cut := 0
+		var failed, cut []string
+		var window int // sessions opened between the break and its detection
 		for _, a := range attempts {
+			if a.at.After(broke) && a.at.Before(noticed) {
+				window++
+			}
 			switch {
 			case a.err == nil || a.at.Before(broke):
 			case a.at.Before(noticed) && errors.Is(a.err, syscall.ECONNRESET):
-				cut++
-				t.Logf("a session opened %v after the break, before the inlet noticed it, was reset after %v",
-					a.at.Sub(broke).Round(time.Millisecond), a.took.Round(time.Millisecond))
+				cut = append(cut, fmt.Sprintf("opened %v after the break, reset after %v",
+					a.at.Sub(broke).Round(time.Millisecond), a.took.Round(time.Millisecond)))
 			default:
 				failed = append(failed, fmt.Sprintf("%v after the break, after %v: %v", a.at.Sub(broke).Round(time.Millisecond), a.took.Round(time.Millisecond), a.err))
 			}
@@ -159,8 +161,8 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		}
 		slices.Sort(after)
 		if len(after) > 0 {
-			t.Logf("connect loop: %d attempts, %d reset before the break was noticed; after it, %d sessions answered in %v median, %v max",
-				len(attempts), cut, len(after), after[len(after)/2].Round(10*time.Microsecond), after[len(after)-1].Round(10*time.Microsecond))
+			t.Logf("connect loop: %d sessions; of the %d opened between the break and its detection, %d reset (%s); after it, %d answered in %v median, %v max",
+				len(attempts), window, len(cut), strings.Join(cut, "; "), len(after), after[len(after)/2].Round(10*time.Microsecond), after[len(after)-1].Round(10*time.Microsecond))
 		}
 		if len(failed) > 0 {
 			t.Errorf("new connections failed after the break:\n%s", strings.Join(failed, "\n"))
@@ -533,9 +535,9 @@ func logSetup(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 		later[0].Round(10*time.Microsecond), later[len(later)-1].Round(10*time.Microsecond))
 }
 
-// sessionLoop opens sessions through the portal one after the other, 100
-// ms apart (each with a round trip to PostgreSQL, sessionRoundTrip), and
-// records each outcome.
+// sessionLoop opens a session through the portal every 100 ms, each with a
+// round trip to PostgreSQL (sessionRoundTrip) and without waiting for the
+// others, and records each outcome.
 type sessionLoop struct {
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -558,11 +560,15 @@ func startSessionLoop(ctx context.Context, ns *testenv.NS) *sessionLoop {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			start := time.Now()
-			err := sessionRoundTrip(ctx, ns)
-			l.mu.Lock()
-			l.attempts = append(l.attempts, sessionTry{start, time.Since(start), err})
-			l.mu.Unlock()
+			// Each on its own: one that hangs until the break is
+			// noticed does not hold back the next.
+			l.wg.Go(func() {
+				start := time.Now()
+				err := sessionRoundTrip(ctx, ns)
+				l.mu.Lock()
+				l.attempts = append(l.attempts, sessionTry{start, time.Since(start), err})
+				l.mu.Unlock()
+			})
 		}
 	})
 	return l
