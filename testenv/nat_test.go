@@ -57,6 +57,14 @@ func TestNATRandomPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The setting is per namespace: the routers' is 0, the hosts' behind
+	// them the kernel's default.
+	for ns, want := range map[*NS]string{s.AnalysisRouter: "0", s.BankRouter: "0", s.AnalysisHost: "1", s.BankHost: "1"} {
+		out, err := ns.Run(context.Background(), "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")
+		if got := strings.TrimSpace(string(out)); err != nil || got != want {
+			t.Errorf("nf_conntrack_tcp_loose in %s = %q, %v; want %s", ns.Name(), got, err, want)
+		}
+	}
 	hub := listen(t, s.Internet, SeedHubAddr+":0")
 	kept := 0
 	const n = 5
