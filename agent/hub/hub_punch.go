@@ -65,15 +65,17 @@ func (h *Hub) punchFor(o *session, m *relay.Message, reply *relay.Message) *rela
 	p := h.pending[tok]
 	ok := p != nil && len(m.Token) == relay.TokenSize && tok == p.outletTok && p.punch != nil &&
 		p.owner.Load() == o && !p.punch.punched
+	var inlet *session
 	if ok {
 		p.punch.punched = true
+		inlet = p.punch.inlet
 	}
 	h.mu.Unlock()
 	if !ok {
 		return refuse(reply, fmt.Errorf("punch: no session with a direct path announced to this node under that token: %w", wire.ErrRefused))
 	}
 	at := netip.AddrPortFrom(o.public.Addr(), uint16(m.Port))
-	p.punch.inlet.push(&relay.Message{Op: relay.OpPunchAt, Token: p.inletTok[:], Addr: at.String()})
+	inlet.push(&relay.Message{Op: relay.OpPunchAt, Token: p.inletTok[:], Addr: at.String()})
 	h.punches.Add(1)
 	return reply
 }

@@ -68,24 +68,32 @@ func (m *Manager) punchTimeout(d DirectHub) time.Duration {
 }
 
 // dialed is a dial's answer, with the port held for a direct path the hub
-// offered (nil: none).
+// offered (nil: none) and the end of the attempt's count (paths.try).
 type dialed struct {
 	relay.Dialed
 	hold *portHold
+	done func()
 }
 
 // dialFor asks the hub for a session for in, with a direct path if the
-// manager takes them and in's last peer is not relayed after a failure
-// (force: a background attempt, which asks all the same).
+// manager takes them, in's last peer is not relayed after a failure (force:
+// a background attempt, which asks all the same) and not too many attempts
+// to it are under way.
 func (m *Manager) dialFor(in *inlet, force bool) (dialed, error) {
 	dh := m.directHub()
-	var hold *portHold
-	if dh != nil && (force || m.paths.mayTry(in.lastPeer())) {
-		if ip, ok := dh.PunchLocal(nil); ok {
-			var err error
-			if hold, err = holdPort(ip); err != nil {
-				m.log.Debug("no direct path: cannot hold a port", zap.Error(err))
+	var (
+		hold *portHold
+		done = func() {}
+	)
+	if dh != nil {
+		if d, ok := m.paths.try(in.lastPeer(), force); ok {
+			if ip, ok := dh.PunchLocal(nil); ok {
+				var err error
+				if hold, err = holdPort(ip); err != nil {
+					m.log.Debug("no direct path: cannot hold a port", zap.Error(err))
+				}
 			}
+			done = d
 		}
 	}
 	port := 0
@@ -93,22 +101,28 @@ func (m *Manager) dialFor(in *inlet, force bool) (dialed, error) {
 		port = hold.port()
 	}
 	d, err := m.dialHub(in, port)
-	if err != nil {
-		hold.close()
-		return dialed{}, err
-	}
-	if hold != nil && !d.Punch {
+	if err != nil || hold != nil && !d.Punch {
 		hold.close()
 		hold = nil
+	}
+	if err != nil {
+		done()
+		return dialed{}, err
+	}
+	if port != 0 && !d.Punch {
 		m.paths.counters.NotOffered.Add(1)
 	}
-	return dialed{Dialed: d, hold: hold}, nil
+	if hold == nil {
+		done()
+	}
+	return dialed{Dialed: d, hold: hold, done: done}, nil
 }
 
 // punchInlet makes the inlet's side of a direct path: it waits for the
 // hub's word on the owner's port and connects to it from the held port,
 // within the punch timeout.
 func (m *Manager) punchInlet(ctx context.Context, d dialed) (*net.TCPConn, error) {
+	defer d.done()
 	defer d.hold.close()
 	dh := m.directHub()
 	ctx, cancel := context.WithTimeout(ctx, m.punchTimeout(dh))
@@ -117,8 +131,8 @@ func (m *Manager) punchInlet(ctx context.Context, d dialed) (*net.TCPConn, error
 	if err != nil {
 		return nil, fmt.Errorf("direct path: %w", err)
 	}
-	if m.punchTo != nil {
-		at = m.punchTo(at)
+	if f := m.punchTo.Load(); f != nil {
+		at = (*f)(at)
 	}
 	raw, err := punchDial(ctx, d.hold, at)
 	if err != nil {
@@ -152,8 +166,8 @@ func (m *Manager) punchOutlet(ctx context.Context, in relay.Incoming, log *zap.L
 	ctx, cancel := context.WithTimeout(ctx, m.punchTimeout(dh))
 	defer cancel()
 	target := in.Punch
-	if m.punchTo != nil {
-		target = m.punchTo(target)
+	if f := m.punchTo.Load(); f != nil {
+		target = (*f)(target)
 	}
 	type result struct {
 		c   *net.TCPConn

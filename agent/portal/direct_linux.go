@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
+	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,30 +67,103 @@ func (h *portHold) close() {
 	}
 }
 
-func reuseAddr(_, _ string, raw syscall.RawConn) error {
-	var serr error
-	err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	})
-	return errors.Join(err, serr)
+// punchDial connects from the held port to peer until it works or ctx is
+// done. A refusal (the peer's kernel answered with a reset: nothing drops
+// SYNs in front of it, and its own SYN is not out yet) is tried again at
+// once. Such a path works only when the two sides' connects overlap in
+// time; on loopback each SYN is answered inside the connect call that sent
+// it, so the tries run on a thread of their own, in blocking connect calls
+// (bounded by SO_SNDTIMEO), not parked and woken by the Go scheduler,
+// whose two sides could then take turns on one CPU and never overlap.
+func punchDial(ctx context.Context, h *portHold, peer netip.AddrPort) (*net.TCPConn, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(minPunchTimeout)
+	}
+	type result struct {
+		c   *net.TCPConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		c, err := punchLoop(ctx, h.addr, peer, deadline)
+		ch <- result{c, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() { // the loop ends by its deadline
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect %s → %s: %w", h.addr, peer, ctx.Err())
+	}
 }
 
-// punchDial connects from the held port to peer until it works or ctx is
-// done. A refusal (the peer's kernel answered with a reset: no firewall in
-// front of it, and its own SYN is not out yet) is tried again at once.
-func punchDial(ctx context.Context, h *portHold, peer netip.AddrPort) (*net.TCPConn, error) {
-	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(h.addr), Control: reuseAddr}
-	tries := 0
-	for {
-		tries++
-		c, err := d.DialContext(ctx, "tcp", peer.String())
-		if err == nil {
-			return c.(*net.TCPConn), nil
+func sockaddr(ap netip.AddrPort) (int, unix.Sockaddr) {
+	if ap.Addr().Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+}
+
+// punchLoop tries blocking connects from local to peer until one works,
+// one fails otherwise than refused, or deadline.
+func punchLoop(ctx context.Context, local, peer netip.AddrPort, deadline time.Time) (*net.TCPConn, error) {
+	family, from := sockaddr(local)
+	_, to := sockaddr(peer)
+	var last error
+	for tries := 1; ; tries++ {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("connect %s → %s (%d tries, last %v): %w", local, peer, tries-1, last, context.DeadlineExceeded)
 		}
-		if ctx.Err() != nil || !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("connect %s → %s (%d tries): %w", h.addr, peer, tries, err)
+		c, err := connectOnce(family, from, to, left)
+		switch {
+		case err == nil:
+			return c, nil
+		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EADDRINUSE), errors.Is(err, unix.EADDRNOTAVAIL), errors.Is(err, unix.EINTR):
+			last = err
+		default:
+			return nil, fmt.Errorf("connect %s → %s (%d tries): %w", local, peer, tries, err)
 		}
 	}
+}
+
+// connectOnce makes one blocking connect from a socket bound to from, for
+// at most left.
+func connectOnce(family int, from, to unix.Sockaddr, left time.Duration) (*net.TCPConn, error) {
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	tv := unix.NsecToTimeval(max(left, time.Millisecond).Nanoseconds())
+	if err := errors.Join(
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1),
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv),
+		unix.Bind(fd, from)); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Connect(fd, to); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EINPROGRESS) || errors.Is(err, unix.EAGAIN) {
+			err = fmt.Errorf("connect: %w", os.ErrDeadlineExceeded) // SO_SNDTIMEO ran out
+		}
+		return nil, err
+	}
+	// net.FileConn takes a duplicate, in non-blocking mode, to the poller.
+	f := os.NewFile(uintptr(fd), "direct")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // Break detection on a direct path (docs/direct-paths.md): unacknowledged

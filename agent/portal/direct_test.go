@@ -49,23 +49,53 @@ func peerPath(n *node, peer string) portal.PeerPath {
 	return portal.PeerPath{}
 }
 
-// TestChannelGoesDirect: with direct paths on, a channel goes straight to
-// the outlet's agent: the hub coordinated one punch, relayed 0 bytes, and
-// the inlet's agent says the peer is direct.
-func TestChannelGoesDirect(t *testing.T) {
-	s := newDirectStandard(t)
-	if got, err := roundTrip(dial(t, s.inletAddr), []byte("hello")); err != nil || string(got) != "HELLO" {
-		t.Fatalf("connection: %q, %v", got, err)
+// goDirect opens connections through s until one goes direct, as a
+// background attempt would: where nothing drops SYNs (loopback) an attempt
+// is a race that a loaded machine may lose (docs/direct-paths.md), and the
+// connection then goes through the hub. It returns how many fell back.
+func goDirect(t *testing.T, s *standard) int64 {
+	t.Helper()
+	for i := 0; ; i++ {
+		if got, err := roundTrip(dial(t, s.inletAddr), []byte("hello")); err != nil || string(got) != "HELLO" {
+			t.Fatalf("connection: %q, %v", got, err)
+		}
+		c := s.in.m.Direct()
+		if c.ChannelsDirect > 0 {
+			if c.AttemptsFailed > 0 {
+				t.Logf("%d direct attempts lost the race on loopback and fell back to the hub", c.AttemptsFailed)
+			}
+			return c.AttemptsFailed
+		}
+		if i == 20 {
+			t.Fatalf("no channel went direct in %d connections: %+v", i+1, c)
+		}
+		// A relayed peer waits for its background attempt (a short
+		// backoff here); its channel is then warm and direct.
+		testhub.WaitFor(wait, func() bool { return peerPath(s.in, s.out.Identity.ID()).NextAttempt.IsZero() })
 	}
+}
+
+// TestChannelGoesDirect: with direct paths on, a channel goes straight to
+// the outlet's agent: the hub coordinated a punch, relayed 0 bytes of it,
+// and the inlet's agent says the peer is direct.
+func TestChannelGoesDirect(t *testing.T) {
+	defer portal.SetDirectBackoffForTest(20 * time.Millisecond)()
+	s := newDirectStandard(t)
+	fellBack := goDirect(t, s)
+	// The inlet tells the hub its session went direct without waiting.
+	testhub.WaitFor(wait, func() bool { return s.h.Relay().Stats().Direct >= 1 })
 	st := s.h.Relay().Stats()
-	if st.Spliced != 0 || st.Punches != 1 || st.Direct != 1 {
-		t.Errorf("hub: %d bytes relayed, %d punches, %d direct sessions; want 0, 1, 1", st.Spliced, st.Punches, st.Direct)
+	if st.Punches < 1 || st.Direct < 1 {
+		t.Errorf("hub: %d punches, %d direct sessions; want at least 1 each", st.Punches, st.Direct)
+	}
+	if fellBack == 0 && st.Spliced != 0 {
+		t.Errorf("hub relayed %d bytes of a direct channel, want 0", st.Spliced)
 	}
 	p := peerPath(s.in, s.out.Identity.ID())
 	if p.Path != portal.PathDirect || p.Since.IsZero() {
 		t.Errorf("peer path %+v, want direct", p)
 	}
-	if c := s.in.m.Direct(); c.ChannelsDirect != 1 || c.AttemptsOK != 1 || c.ChannelsRelayed != 0 {
+	if c := s.in.m.Direct(); c.ChannelsDirect < 1 || c.AttemptsOK < 1 || c.ChannelsRelayed != c.AttemptsFailed {
 		t.Errorf("direct counters %+v", c)
 	}
 }
@@ -148,10 +178,11 @@ func TestNoAttemptWhenNotOffered(t *testing.T) {
 func TestDirectBreaks(t *testing.T) {
 	defer portal.SetDirectBackoffForTest(300 * time.Millisecond)()
 	s := newDirectStandard(t)
-	c := dial(t, s.inletAddr)
+	goDirect(t, s)
+	c := dial(t, s.inletAddr) // on the warm direct channel
 	echo(t, c, "before")
-	if n := portal.AbortDirectForTest(s.out.m); n != 1 {
-		t.Fatalf("reset %d direct connections at the outlet, want 1", n)
+	if n := portal.AbortDirectForTest(s.out.m); n < 1 { // c's, and any warm one
+		t.Fatalf("reset %d direct connections at the outlet, want c's at least", n)
 	}
 	if got, err := io.ReadAll(c); len(got) != 0 || !pipe.IsReset(err) {
 		t.Errorf("the app's connection over the broken path read %q, %v; want a reset", got, err)
@@ -171,11 +202,16 @@ func TestDirectBreaks(t *testing.T) {
 	if p := s.h.Relay().Stats().Punches; p > punches+1 {
 		t.Errorf("%d punches after the break, want at most one (the background attempt)", p-punches)
 	}
-	if !testhub.WaitFor(wait, func() bool {
+	// Background attempts after 0.3 s, 0.6 s, 1.2 s...: each a race on
+	// loopback, which a loaded machine may lose a few times.
+	if !testhub.WaitFor(3*wait, func() bool {
 		p := peerPath(s.in, s.out.Identity.ID())
 		return p.Path == portal.PathDirect && p.DirectChannels == 1
 	}) {
 		t.Fatalf("no background attempt brought the peer back to direct: %+v", peerPath(s.in, s.out.Identity.ID()))
+	}
+	if !testhub.WaitFor(wait, func() bool { return s.inletInfo(t).Warm == 1 }) {
+		t.Fatal("the background attempt's direct channel is not warm")
 	}
 	reused := s.inletInfo(t).WarmReused
 	if got, err := roundTrip(dial(t, s.inletAddr), []byte("again")); err != nil || string(got) != "AGAIN" {

@@ -15,7 +15,7 @@ func SetWarmWaitForTest(d time.Duration) (restore func()) {
 
 // SetPunchTo changes where m's direct attempts connect to (an invalid
 // address: they do not connect). Set it before m serves anything.
-func SetPunchTo(m *Manager, f func(netip.AddrPort) netip.AddrPort) { m.punchTo = f }
+func SetPunchTo(m *Manager, f func(netip.AddrPort) netip.AddrPort) { m.punchTo.Store(&f) }
 
 // AbortDirectForTest resets the connections of m's live direct channels,
 // as a broken path would for the agent at the other end, and returns how

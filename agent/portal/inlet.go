@@ -333,7 +333,9 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 	untap(res.Err)
 	s.app.Store(nil)
 	flow.ended(res)
-	if res.Err == nil && in.ctx.Err() == nil && !m.gone.crosses(s) {
+	// A relayed channel to a peer that is direct now is not kept: the next
+	// connection goes direct.
+	if res.Err == nil && in.ctx.Err() == nil && !m.gone.crosses(s) && (s.direct || !m.paths.isDirect(s.peer.NodeID)) {
 		in.pool.put(s)
 		return
 	}
@@ -466,6 +468,15 @@ func (m *Manager) openChannel(in *inlet, force bool) (*session, error) {
 			if err == nil {
 				return s, nil
 			}
+			if refusedByPolicy(err) && (in.spec.OutletNode != "" || !errors.Is(err, channel.ErrWrongPeer)) {
+				// The peer proved who it is and this agent refused it (its
+				// attributes, or not the node the operator pinned): the
+				// path worked, and the hub would carry the same answer. A
+				// node other than the one the hub named is the path's
+				// fault: through the hub.
+				m.directHub().PunchDone(d.Token)
+				return nil, err
+			}
 			m.log.Info("direct path failed; through the hub", zap.String("inlet", in.spec.Name), zap.String("node", d.Owner),
 				zap.Duration("after", time.Since(start)), zap.Error(err))
 			m.fellBack(d.Owner, in)
@@ -489,7 +500,7 @@ func (m *Manager) openChannel(in *inlet, force bool) (*session, error) {
 // openPunched makes a direct path for the session d and runs the
 // handshake on it; on any failure the caller goes through the hub.
 func (m *Manager) openPunched(in *inlet, d dialed, start time.Time) (*session, error) {
-	ctx, cancel := context.WithTimeout(in.ctx, min(m.opts.HandshakeTimeout, directHandshakeTimeout))
+	ctx, cancel := context.WithTimeout(in.ctx, m.punchTimeout(m.directHub())+min(m.opts.HandshakeTimeout, directHandshakeTimeout))
 	defer cancel()
 	raw, err := m.punchInlet(ctx, d)
 	if err != nil {

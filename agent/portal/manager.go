@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -112,7 +113,7 @@ type Manager struct {
 	paths paths    // the paths to the peers (paths.go)
 	// punchTo, set by tests only, changes where a direct attempt connects
 	// to (an invalid address: it does not connect).
-	punchTo func(netip.AddrPort) netip.AddrPort
+	punchTo atomic.Pointer[func(netip.AddrPort) netip.AddrPort]
 
 	mu       sync.Mutex        // guards the following
 	closed   bool              // Close began: no new work

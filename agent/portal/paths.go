@@ -26,6 +26,13 @@ var (
 	backoffMax = 5 * time.Minute
 )
 
+// maxAttempts bounds the direct attempts to one peer at once; a new
+// channel past it goes through the hub at once. Where nothing drops SYNs
+// (no firewall in front of either agent) an attempt succeeds only when the
+// two sides' connects overlap in time (direct.go): many at once starve
+// each other of the CPU and all fall back.
+const maxAttempts = 2
+
 // Path names, in PeerPath and metrics.
 const (
 	PathDirect  = "direct"
@@ -88,8 +95,9 @@ type paths struct {
 	rawMu sync.Mutex // guards raws
 	raws  map[*net.TCPConn]struct{}
 
-	mu    sync.Mutex // guards peers
-	peers map[string]*peerState
+	mu       sync.Mutex // guards peers and inflight
+	peers    map[string]*peerState
+	inflight map[string]int // direct attempts under way, by peer
 }
 
 func (p *paths) peerLocked(node string) *peerState {
@@ -104,12 +112,37 @@ func (p *paths) peerLocked(node string) *peerState {
 	return ps
 }
 
-// mayTry reports whether a new channel to node may try a direct path.
-func (p *paths) mayTry(node string) bool {
+// try reports whether a new channel to node may try a direct path (force:
+// a background attempt, which may even if node is relayed), and counts the
+// attempt until done is called.
+func (p *paths) try(node string, force bool) (done func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ps := p.peers[node]; ps != nil && ps.blocked && !force || p.inflight[node] >= maxAttempts {
+		return nil, false
+	}
+	if p.inflight == nil {
+		p.inflight = map[string]int{}
+	}
+	p.inflight[node]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.inflight[node]--; p.inflight[node] <= 0 {
+				delete(p.inflight, node)
+			}
+		})
+	}, true
+}
+
+// isDirect reports whether node's channels go direct now.
+func (p *paths) isDirect(node string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ps := p.peers[node]
-	return ps == nil || !ps.blocked
+	return ps != nil && ps.direct
 }
 
 // opened records a channel to node on its path; closed, called when it
