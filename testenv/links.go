@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
@@ -150,10 +151,13 @@ func (e *Env) Container(host *NS, bridge, name, cidr, gateway string) (*Containe
 	return &Container{NS: ns, Addr: ip.String(), Veth: hostSide, Cgroup: cg}, nil
 }
 
-// firewallRules is the nftables script of Firewall; %[1]q is the uplink.
-// Replies (established, related) come in; anything else arriving on the
-// uplink, for the host or to be forwarded, is dropped. Everything leaving
-// through the uplink is masqueraded behind the host's uplink address.
+// firewallRules is the nftables script of Firewall; %[1]q is the uplink,
+// %[2]s the masquerade statement's flags, %[3]s the forward chain's first
+// rule. Replies (established, related) come in; anything else arriving on
+// the uplink, for the host or to be forwarded, is dropped. Everything
+// leaving through the uplink is masqueraded behind the host's uplink
+// address: without flags, Linux keeps the source port when no other
+// mapping holds it.
 const firewallRules = `table inet sluice_fw {
 	chain input {
 		type filter hook input priority filter; policy accept;
@@ -162,6 +166,7 @@ const firewallRules = `table inet sluice_fw {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
+		%[3]s
 		iifname %[1]q ct state established,related accept
 		iifname %[1]q drop
 	}
@@ -169,7 +174,7 @@ const firewallRules = `table inet sluice_fw {
 table ip sluice_nat {
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname %[1]q masquerade
+		oifname %[1]q masquerade %[2]s
 	}
 }
 `
@@ -178,18 +183,37 @@ table ip sluice_nat {
 // masquerade out of uplink, and every new connection arriving on uplink
 // dropped, both to the host and through it. It runs `nft -f -` inside host.
 func (e *Env) Firewall(host *NS, uplink string) error {
+	return e.firewall(host, uplink, "", false)
+}
+
+// firewall is Firewall with the masquerade statement's flags (such as
+// "random,fully-random"; "" for none), and, with dropInvalid, a forward
+// rule that drops the packets conntrack does not track (ct state invalid),
+// as a NAT router's firewall does: without it they would leave un-NATed,
+// with their private source address.
+func (e *Env) firewall(host *NS, uplink, masquerade string, dropInvalid bool) error {
 	if err := checkIfName(uplink); err != nil {
 		return fmt.Errorf("set firewall: %w", err)
+	}
+	if masquerade != "" && !validMasquerade.MatchString(masquerade) {
+		return fmt.Errorf("set firewall: invalid masquerade flags %q", masquerade)
 	}
 	if err := host.SetSysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	script := fmt.Sprintf(firewallRules, uplink)
+	first := ""
+	if dropInvalid {
+		first = "ct state invalid drop"
+	}
+	script := fmt.Sprintf(firewallRules, uplink, masquerade, first)
 	_, err := host.run(ctx, []string{"nft", "-f", "-"}, ProcOptions{Stdin: strings.NewReader(script)})
 	if err != nil {
 		return fmt.Errorf("set firewall in %s: %w", host.name, err)
 	}
 	return nil
 }
+
+// validMasquerade matches the flags of nftables' masquerade statement.
+var validMasquerade = regexp.MustCompile(`^(random|fully-random|persistent)(,(random|fully-random|persistent))*$`)

@@ -37,10 +37,18 @@ type Seed struct {
 	App          *Container // in analysis_corp, 10.10.0.2/24
 	BankHost     *NS        // up0 198.18.0.3/24, bridge bank_corp 10.20.0.1/24
 	Postgres     *Container // in bank_corp, 10.20.0.2/24
+	// AnalysisRouter and BankRouter are the NAT routers in front of the
+	// company hosts (NewSeedBehindNAT); nil in the seed itself.
+	AnalysisRouter *NS
+	BankRouter     *NS
 }
 
 // NewSeed builds the seed topology in e. It starts no process.
-func NewSeed(e *Env) (*Seed, error) {
+func NewSeed(e *Env) (*Seed, error) { return newSeed(e, nil) }
+
+// newSeed builds the seed, with each company host behind a NAT router if
+// nat is not nil.
+func newSeed(e *Env, nat *NATOptions) (*Seed, error) {
 	s := &Seed{Env: e, HubAddr: SeedHubAddr}
 	var err error
 	if s.Internet, err = e.Namespace("internet"); err != nil {
@@ -49,7 +57,11 @@ func NewSeed(e *Env) (*Seed, error) {
 	if err := e.Bridge(s.Internet, SeedWAN, SeedHubAddr+seedPrefix); err != nil {
 		return nil, err
 	}
-	if s.AnalysisHost, err = s.companyHost("analysis", SeedAnalysisUp, SeedAnalysisNet, SeedAnalysisGW+seedPrefix); err != nil {
+	company := s.companyHost
+	if nat != nil {
+		company = s.behindRouter(*nat)
+	}
+	if s.AnalysisHost, err = company("analysis", SeedAnalysisUp, SeedAnalysisNet, SeedAnalysisGW+seedPrefix); err != nil {
 		return nil, err
 	}
 	if s.App, err = e.Container(s.AnalysisHost, SeedAnalysisNet, "app", SeedAppAddr+seedPrefix, SeedAnalysisGW); err != nil {
@@ -58,7 +70,7 @@ func NewSeed(e *Env) (*Seed, error) {
 	if err := s.App.NS.SetHosts(map[string]string{"sluice": SeedAnalysisGW}); err != nil {
 		return nil, err
 	}
-	if s.BankHost, err = s.companyHost("bank", SeedBankUp, SeedBankNet, SeedBankGW+seedPrefix); err != nil {
+	if s.BankHost, err = company("bank", SeedBankUp, SeedBankNet, SeedBankGW+seedPrefix); err != nil {
 		return nil, err
 	}
 	if err := s.BankHost.SetHosts(map[string]string{"postgres": SeedPostgresAddr}); err != nil {
@@ -74,27 +86,46 @@ func NewSeed(e *Env) (*Seed, error) {
 // default route via the internet) with a container bridge, behind a NAT
 // firewall.
 func (s *Seed) companyHost(role, uplink, bridge, bridgeCIDR string) (*NS, error) {
+	return s.natHost(natHost{role: role, up: s.Internet, upBridge: SeedWAN, uplink: uplink, gateway: SeedHubAddr,
+		bridge: bridge, bridgeCIDR: bridgeCIDR})
+}
+
+// natHost describes a host behind a NAT firewall: its uplink up0 is a port
+// of upBridge in up, its default route goes via gateway, its own bridge has
+// the address bridgeCIDR.
+type natHost struct {
+	role, uplink, gateway string
+	up                    *NS
+	upBridge              string
+	bridge, bridgeCIDR    string
+	masquerade            string // the masquerade statement's flags ("" keeps ports when it can)
+	dropInvalid           bool   // drop forwarded packets conntrack does not track
+}
+
+// natHost makes the host h describes.
+func (s *Seed) natHost(h natHost) (*NS, error) {
 	e := s.Env
-	host, err := e.Namespace(role)
+	host, err := e.Namespace(h.role)
 	if err != nil {
 		return nil, err
 	}
-	wanSide := e.LinkName()
-	if err := e.Veth(host, SeedUplink, uplink+seedPrefix, s.Internet, wanSide, ""); err != nil {
+	upSide := e.LinkName()
+	if err := e.Veth(host, SeedUplink, h.uplink+seedPrefix, h.up, upSide, ""); err != nil {
 		return nil, err
 	}
-	if err := e.AttachToBridge(s.Internet, wanSide, SeedWAN); err != nil {
+	if err := e.AttachToBridge(h.up, upSide, h.upBridge); err != nil {
 		return nil, err
 	}
-	// The internet has no route back to 10.x: only NAT makes replies work.
-	if err := host.AddRoute("default", SeedHubAddr); err != nil {
+	// Upstream has no route back to the bridge's network: only NAT makes
+	// replies work.
+	if err := host.AddRoute("default", h.gateway); err != nil {
 		return nil, err
 	}
-	if err := e.Bridge(host, bridge, bridgeCIDR); err != nil {
+	if err := e.Bridge(host, h.bridge, h.bridgeCIDR); err != nil {
 		return nil, err
 	}
-	if err := e.Firewall(host, SeedUplink); err != nil {
-		return nil, fmt.Errorf("build %s host: %w", role, err)
+	if err := e.firewall(host, SeedUplink, h.masquerade, h.dropInvalid); err != nil {
+		return nil, fmt.Errorf("build %s host: %w", h.role, err)
 	}
 	return host, nil
 }

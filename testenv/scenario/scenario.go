@@ -119,6 +119,9 @@ type Options struct {
 	// on a host of its own on the internet side, with tickets that list
 	// them all (cluster.go); Hub is the first. RestartHub is not supported.
 	HubCluster int
+	// NAT, if not nil, puts each company host behind a NAT router of its
+	// own (testenv.NewSeedBehindNAT) instead of the seed's firewall alone.
+	NAT *testenv.NATOptions
 }
 
 // Scenario is the running story.
@@ -167,7 +170,12 @@ func New(env *testenv.Env, opts Options) (*Scenario, error) {
 	}
 	s := &Scenario{Env: env, opts: opts, ProjectDir: filepath.Join(env.Dir(), "project")}
 	s.step("building the topology: internet, analysis_corp and bank_corp behind NAT")
-	seed, err := testenv.NewSeed(env)
+	newSeed := testenv.NewSeed
+	if opts.NAT != nil {
+		s.step("the company hosts are behind NAT routers of their own")
+		newSeed = func(e *testenv.Env) (*testenv.Seed, error) { return testenv.NewSeedBehindNAT(e, *opts.NAT) }
+	}
+	seed, err := newSeed(env)
 	if err != nil {
 		return nil, err
 	}
