@@ -266,10 +266,8 @@ const (
 func (m *measurer) idleConns() int {
 	n := m.cfg.IdleConns
 	per := agentFDsPerConn
-	for _, p := range m.o.procs {
-		if p.Name == report.HubProc {
-			per = hubFDsPerConn
-		}
+	if m.o.hub { // the direct path through NAT measures the hub's CPU, but it holds none
+		per = hubFDsPerConn
 	}
 	if m.cfg.FileLimit > 0 {
 		if fit := (int(m.cfg.FileLimit) - fdReserve) / per / 100 * 100; fit < n {
