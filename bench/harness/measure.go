@@ -147,7 +147,11 @@ func (m *measurer) percentiles(ctx context.Context, what, unit, p50, p99 string,
 // (and of pgbench and PostgreSQL, for reference): per transaction pgbench
 // reports, in µs. The sum over the path's own processes is TunnelTotal.
 func (m *measurer) pgbench(ctx context.Context) error {
-	procs := append([]peers.Proc{{Name: report.PostgresProc, Pid: m.sc.Postgres.Pid(), Tree: true}}, m.o.procs...)
+	tunnel := m.o.procs
+	if m.o.pgProcs != nil {
+		tunnel = m.o.pgProcs
+	}
+	procs := append([]peers.Proc{{Name: report.PostgresProc, Pid: m.sc.Postgres.Pid(), Tree: true}}, tunnel...)
 	for _, s := range []struct {
 		id, name string
 		flags    []string
@@ -186,16 +190,25 @@ func (m *measurer) pgbench(ctx context.Context) error {
 			perTx := func(ticks uint64) float64 { return float64(ticks) / clockTicks * 1e6 / float64(tx) }
 			parts := []string{fmt.Sprintf("%s %.0f", report.PgbenchProc, perTx(clientTicks))}
 			m.res.AddCPUPerTx(s.id, report.PgbenchProc, perTx(clientTicks))
+			// Processes of one name (socat's, one per port) count as one.
+			var names []string
+			ticks := map[string]uint64{}
 			var total uint64
 			for k, p := range procs {
 				t := after[p.Pid].ticks - before[p.Pid].ticks
-				m.res.AddCPUPerTx(s.id, p.Name, perTx(t))
-				parts = append(parts, fmt.Sprintf("%s %.0f", p.Name, perTx(t)))
+				if _, ok := ticks[p.Name]; !ok {
+					names = append(names, p.Name)
+				}
+				ticks[p.Name] += t
 				if k > 0 {
 					total += t
 				}
 			}
-			if len(m.o.procs) > 0 {
+			for _, name := range names {
+				m.res.AddCPUPerTx(s.id, name, perTx(ticks[name]))
+				parts = append(parts, fmt.Sprintf("%s %.0f", name, perTx(ticks[name])))
+			}
+			if len(tunnel) > 0 {
 				m.res.AddCPUPerTx(s.id, report.TunnelTotal, perTx(total))
 				parts = append(parts, fmt.Sprintf("%s %.0f", report.TunnelTotal, perTx(total)))
 			}

@@ -23,10 +23,13 @@ type path struct {
 
 // opened is a path ready to measure.
 type opened struct {
-	bench    string // host:port the app dials to reach the load server
-	pgHost   string // and PostgreSQL
-	pgPort   string
-	procs    []peers.Proc      // processes on the path (besides client and server)
+	bench  string // host:port the app dials to reach the load server
+	pgHost string // and PostgreSQL
+	pgPort string
+	procs  []peers.Proc // processes on the path (besides client and server)
+	// pgProcs, if set, are the processes that carry PostgreSQL's port,
+	// where procs are those of the load server's (socat: one pair each).
+	pgProcs  []peers.Proc
 	idle     []string          // Sluice: the inlets (host:port) for idle connections
 	memProcs []peers.Proc      // Sluice: the processes whose RSS per idle connection is reported
 	agents   []*scenario.Agent // Sluice: the inlet's and the outlet's agents (observers)
@@ -108,7 +111,7 @@ func (r *run) tunnelPath(id, title string, k int, start func(context.Context, pe
 				return nil, err
 			}
 			return &opened{bench: fmt.Sprintf("%s:%d", peers.ClientAddr, fw[0].Port), pgHost: peers.ClientAddr, pgPort: fmt.Sprint(fw[1].Port),
-				procs: t.Procs, close: t.Close}, nil
+				procs: t.Procs, pgProcs: t.All, close: t.Close}, nil
 		}}
 }
 
