@@ -353,6 +353,15 @@ func DirectPathsUnsupported(bin string) string {
 	return ""
 }
 
+// SockmapOverflowed tells whether the sockmap path's unavailable reason is
+// the reset bench/README.md documents for it: the hub resets a session
+// whose peer has more than its bound waiting, which a bulk sample can reach
+// (the kernel gives the redirects no backpressure). Any other reason is a
+// failure.
+func SockmapOverflowed(reason string) bool {
+	return strings.Contains(reason, "throughput: ") && strings.HasSuffix(reason, "connection reset by peer")
+}
+
 // hasFlag tells whether `binary ARGS... --help` lists flag.
 func hasFlag(binary, flag string, args ...string) bool {
 	out, _ := exec.Command(binary, append(args, "--help")...).CombinedOutput()

@@ -126,3 +126,19 @@ func TestRelayedOnly(t *testing.T) {
 		t.Errorf("on: analysis args %q, want %q", r.agentArgs["analysis"], want)
 	}
 }
+
+func TestSockmapOverflowed(t *testing.T) {
+	reset := "single-stream throughput: process client: exit status 1: sluice-bench: run throughput: write: write tcp 10.10.0.2:23078->10.10.0.1:7601: write: connection reset by peer"
+	if !SockmapOverflowed(reset) {
+		t.Errorf("the documented reset in a bulk sample not accepted: %q", reset)
+	}
+	for _, other := range []string{
+		"set up sluice-sockmap: agent hub: unknown flag: --relay",
+		"pgbench select-only: exit status 2: connection reset by peer",
+		"single-stream throughput: process client: exit status 1: dial tcp 10.10.0.1:7601: connection refused",
+	} {
+		if SockmapOverflowed(other) {
+			t.Errorf("accepted as the documented reset: %q", other)
+		}
+	}
+}
