@@ -55,6 +55,10 @@ type Options struct {
 	// Timings, if set, receives the portals' setup and handshake times
 	// (the agent's metrics).
 	Timings portal.Timings
+	// DirectPaths lets channels go straight to the peer agent when the hub
+	// coordinates a direct path (agent run --direct-paths auto; off: every
+	// channel through the hub; docs/direct-paths.md).
+	DirectPaths bool
 }
 
 // Agent is a running agent: the wiring of its parts, and the local API's
@@ -142,9 +146,10 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 			AuthorityKey: cr.enr.AuthorityKey,
 			Ticket:       ticket,
 			Logger:       a.log.Named("hub"),
+			Direct:       opts.DirectPaths,
 			OnIncoming: func(in relay.Incoming) {
 				if m := ports.Load(); m != nil {
-					m.HandleIncoming(in.Token, in.From)
+					m.HandleSession(in)
 					return
 				}
 				a.log.Debug("data session announced before the portals started; not served", zap.String("relay", in.Relay), zap.String("from", in.From))
@@ -214,6 +219,7 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 		// while the member state is current (docs/members.md).
 		MemberStateCurrent: func() bool { return !a.client.Status().Stale },
 		Taps:               &a.taps,
+		Direct:             opts.DirectPaths,
 	})
 	ports.Store(a.ports)
 	a.dp.ports, a.rev.ports, a.rev.sync = a.ports, a.ports, a.dp.sync

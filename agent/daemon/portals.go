@@ -169,6 +169,11 @@ type Status struct {
 	// Pending lists what keeps the agent from being ready besides its
 	// credential, hub link and data path ("name: why"; Agent.Hold).
 	Pending []string `json:"pending,omitempty"`
+	// Peers are the paths of the inlets' channels, by outlet node, and
+	// DirectPaths the counts of channels by path and of direct attempts
+	// (docs/direct-paths.md).
+	Peers       []portal.PeerPath     `json:"peers"`
+	DirectPaths portal.DirectCounters `json:"direct_paths"`
 }
 
 // CredentialStatus describes the current credential.
@@ -184,7 +189,8 @@ type CredentialStatus struct {
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	st := Status{Node: a.creds.id.ID(), Project: a.creds.enr.Project, Hub: a.client.Status(),
-		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets(), Pending: a.holds.pending()}
+		Relays: a.Relays(), Inlets: a.Inlets(), Outlets: a.Outlets(), Pending: a.holds.pending(),
+		Peers: a.ports.Peers(), DirectPaths: a.ports.Direct()}
 	if c := a.creds.cred.Load(); c != nil {
 		st.Attributes = c.Attributes
 		st.Credential = CredentialStatus{

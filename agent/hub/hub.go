@@ -64,6 +64,8 @@ type Hub struct {
 
 	spliced    atomic.Int64 // bytes relayed, both directions, however
 	redirected atomic.Int64 // of those, bytes the kernel redirected (sockmap)
+	punches    atomic.Int64 // direct paths coordinated: opPunchAt passed on (hub_punch.go)
+	direct     atomic.Int64 // sessions whose inlet said they went direct
 
 	// memberMu serializes member changes with their pushes, so that every
 	// session gets the authority's words in generation order.
@@ -241,6 +243,12 @@ type Stats struct {
 	// Redirected counts, of those, the bytes the kernel redirected from
 	// socket to socket (sockmap mode); the rest the hub copied.
 	Redirected int64 `json:"redirected_bytes"`
+	// Punches counts the direct paths the hub coordinated (the owner's
+	// port passed on to the inlet), Direct the sessions whose inlet said
+	// they went direct: the hub carries none of their bytes
+	// (hub_punch.go).
+	Punches int64 `json:"punches"`
+	Direct  int64 `json:"direct_sessions"`
 	// Unauthenticated is how many connections have not authenticated yet,
 	// UnauthenticatedPeak the most there were at once, and
 	// UnauthenticatedSourcePeak the most from one source at once.
@@ -268,7 +276,7 @@ func (h *Hub) Stats() Stats {
 		pairings[p] = true
 	}
 	st := Stats{Sessions: len(h.sessions), Pending: len(pairings), Relay: "splice",
-		Spliced: h.spliced.Load(), Redirected: h.redirected.Load(),
+		Spliced: h.spliced.Load(), Redirected: h.redirected.Load(), Punches: h.punches.Load(), Direct: h.direct.Load(),
 		Refused: h.refused.snapshot(), Limits: h.opts.Limits}
 	st.Unauthenticated, st.UnauthenticatedPeak, st.UnauthenticatedSourcePeak = h.gate.usage()
 	switch {
@@ -427,6 +435,7 @@ type pairing struct {
 	timer               *time.Timer
 	release             func()                  // ends the session's count as pending; idempotent
 	owner               atomic.Pointer[session] // the replica it was announced to; nil for the authority
+	punch               *punch                  // the direct-path offer, if any; guarded by Hub.mu (hub_punch.go)
 	// local: the other side is the authority in this process, not a
 	// connection; the inlet's connection alone starts the session.
 	local bool

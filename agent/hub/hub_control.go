@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,8 @@ type session struct {
 	active    atomic.Int64                          // data sessions announced to it and not ended (hub_replicas.go)
 	gone      atomic.Bool                           // dropped: its connection ended (set under Hub.mu)
 	exchanges int                                   // data sessions to the authority while limited
+	public    netip.AddrPort                        // the control connection's remote address (hub_punch.go)
+	direct    atomic.Bool                           // may be offered direct paths (hub_punch.go)
 
 	wmu sync.Mutex // guards enc: one frame at a time
 	enc *json.Encoder
@@ -154,7 +157,7 @@ func (h *Hub) handleControl(ctx context.Context, c *net.TCPConn, head []byte, ps
 		return
 	}
 	pub := conn.ConnectionState().PeerCertificates[0].PublicKey.(ed25519.PublicKey)
-	s := &session{conn: conn, pub: pub, nodeID: identity.NodeID(pub), enc: json.NewEncoder(conn)}
+	s := &session{conn: conn, pub: pub, nodeID: identity.NodeID(pub), enc: json.NewEncoder(conn), public: remoteAddrPort(c)}
 	dec := relay.NewFrameReader(conn, relay.MaxAgentMessage)
 	log := h.log.With(zap.String("node", s.nodeID), zap.Stringer("remote", c.RemoteAddr()))
 	defer h.drop(s)
@@ -259,6 +262,7 @@ func (h *Hub) present(s *session, m *relay.Message, reply *relay.Message) *relay
 		h.mu.Unlock()
 	}
 	s.cred.Store(cred)
+	s.observe(m)
 	reply.Generation, reply.Words, reply.Heartbeat = h.roster.since(m.Generation)
 	return reply
 }
@@ -322,7 +326,11 @@ func (h *Hub) serve(s *session, m *relay.Message) *relay.Message {
 			}
 			return h.dialAuthority(s, reply)
 		}
-		return h.dial(s, m.Relay, reply)
+		return h.dial(s, m, reply)
+	case relay.OpPunch:
+		return h.punchFor(s, m, reply)
+	case relay.OpDirect:
+		return h.wentDirect(s, m, reply)
 	case relay.OpPolicies:
 		if err := h.dials.publish(s, m.Policies); err != nil {
 			return refuse(reply, err)
@@ -359,7 +367,11 @@ func (h *Hub) claim(s *session, name string, ifFree bool, reply *relay.Message) 
 	return reply
 }
 
-func (h *Hub) dial(s *session, name string, reply *relay.Message) *relay.Message {
+func (h *Hub) dial(s *session, m *relay.Message, reply *relay.Message) *relay.Message {
+	name := m.Relay
+	if err := checkPort(m.Port); err != nil {
+		return refuse(reply, fmt.Errorf("dial relay %q: %w", name, err))
+	}
 	// Cheapest first: the token bucket before the database, the policy
 	// filter before a pending session is counted (dials.go).
 	if err := h.dials.rate(s.nodeID); err != nil {
@@ -388,6 +400,14 @@ func (h *Hub) dial(s *session, name string, reply *relay.Message) *relay.Message
 	for {
 		p.announceTo(owner)
 		push := &relay.Message{Op: relay.OpIncoming, Relay: name, Token: p.outletTok[:], Node: s.nodeID}
+		reply.Direct = offer(s, owner, m.Port)
+		h.mu.Lock()
+		p.punch = nil
+		if reply.Direct {
+			p.punch = &punch{inlet: s, port: uint16(m.Port)}
+			push.Addr = netip.AddrPortFrom(s.public.Addr(), uint16(m.Port)).String()
+		}
+		h.mu.Unlock()
 		// An owner dropped after it was picked fails the session itself
 		// (drop), or is passed over here: never a dial left to time out.
 		if err := owner.send(push); err == nil && !owner.gone.Load() {

@@ -85,6 +85,9 @@ func (c *AgentCollector) Describe(ch chan<- *prometheus.Desc) {
 		kernBytes, kernEnabled, credExpiry, hubConnected, memberStale, memberGeneration} {
 		ch <- d
 	}
+	for _, d := range agentDirectDescs {
+		ch <- d
+	}
 }
 
 // Collect reads the agent's state and sends its metrics.
@@ -108,6 +111,7 @@ func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, hubConnected, boolValue(st.Hub.Connected))
 	gauge(ch, memberStale, boolValue(st.Hub.Stale))
 	gauge(ch, memberGeneration, float64(st.Hub.MemberGeneration))
+	collectDirect(ch, st)
 	collectKernel(ch, c.a.Datapath())
 }
 

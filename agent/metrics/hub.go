@@ -59,6 +59,9 @@ func (c *HubCollector) Describe(ch chan<- *prometheus.Desc) {
 		hubRefusals, hubAuthority, hubGeneration, hubMembers} {
 		ch <- d
 	}
+	for _, d := range hubDirectDescs {
+		ch <- d
+	}
 }
 
 // Collect reads the hub's state and sends its metrics.
@@ -69,6 +72,7 @@ func (c *HubCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, hubRelays, float64(len(st.Relays)))
 	counter(ch, hubRelayed, st.Spliced)
 	counter(ch, hubRedirected, st.Redirected)
+	collectHubDirect(ch, st)
 	gauge(ch, hubUnauth, float64(st.Unauthenticated))
 	r := st.Refused
 	for _, v := range []struct {

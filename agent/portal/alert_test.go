@@ -24,7 +24,9 @@ const alertHint = "may have rejected this agent's credential"
 // of another project; the outlet's agent rejects it in its handshake with a
 // TLS alert. The inlet counts a failure, not a refusal, and its log says
 // what the alert may mean.
-func TestUntrustedCredentialIsFailure(t *testing.T) {
+func TestUntrustedCredentialIsFailure(t *testing.T) { bothPaths(t, testUntrustedCredentialIsFailure) }
+
+func testUntrustedCredentialIsFailure(t *testing.T) {
 	s := newStandard(t, nil, "")
 	stranger := testhub.Start(t, testhub.Options{}).Enroll(t, map[string]string{"web-inlet": "true"})
 	s.in.Keys.Set(stranger.Keys.Get())

@@ -32,9 +32,11 @@ func newExpiringPair(t *testing.T) *expiringPair {
 	p.inCurrent.Store(true)
 	p.outCurrent.Store(true)
 	p.tg = newTarget(t, bytes.ToUpper)
-	p.out = newNode(t, p.h, portal.Options{MemberStateCurrent: p.outCurrent.Load}, map[string]string{"web-outlet": "true"}, "web")
+	outOpts, inOpts := pathOptions(t), pathOptions(t)
+	outOpts.MemberStateCurrent, inOpts.MemberStateCurrent = p.outCurrent.Load, p.inCurrent.Load
+	p.out = newNode(t, p.h, outOpts, map[string]string{"web-outlet": "true"}, "web")
 	p.out.outlet(t, portal.OutletSpec{Name: "web", To: p.tg.addr, Allow: "web-inlet"})
-	p.in = newNode(t, p.h, portal.Options{MemberStateCurrent: p.inCurrent.Load}, map[string]string{"web-inlet": "true"})
+	p.in = newNode(t, p.h, inOpts, map[string]string{"web-inlet": "true"})
 	p.inletAddr = p.in.inlet(t, portal.InletSpec{Name: "web", Via: "web", Allow: "web-outlet"})
 	return p
 }
@@ -56,7 +58,9 @@ func sleepUntil(t time.Time) { time.Sleep(time.Until(t) + 200*time.Millisecond) 
 // TestConnectionOutlivesCredential: a connection flowing when its channel's
 // credentials expire goes on while both agents' member state is current;
 // both agents say so, and the channel carries no further connection.
-func TestConnectionOutlivesCredential(t *testing.T) {
+func TestConnectionOutlivesCredential(t *testing.T) { bothPaths(t, testConnectionOutlivesCredential) }
+
+func testConnectionOutlivesCredential(t *testing.T) {
 	t.Parallel()
 	p := newExpiringPair(t)
 	c, expired := p.connect(t)
@@ -86,7 +90,9 @@ func TestConnectionOutlivesCredential(t *testing.T) {
 // TestConnectionResetAtExpiry: if an agent's member state is not current
 // when its channel's credential expires, or stops being current later, it
 // resets the connection at both ends.
-func TestConnectionResetAtExpiry(t *testing.T) {
+func TestConnectionResetAtExpiry(t *testing.T) { bothPaths(t, testConnectionResetAtExpiry) }
+
+func testConnectionResetAtExpiry(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		stale func(p *expiringPair) *atomic.Bool

@@ -41,6 +41,7 @@ import (
 // Control bytes of a portal channel (channel.Conn.WriteControl).
 const (
 	ctlOpen           byte = 0x10 // inlet → outlet: connect to your target
+	ctlWarm           byte = 0x11 // inlet → outlet: no connection yet, keep the channel warm (a background direct attempt)
 	statusOK          byte = 0    // outlet → inlet: connected to target
 	statusUnreachable byte = 1    // the outlet could not connect to its target
 	statusNoOutlet    byte = 2    // the agent has no outlet by the name asked for
@@ -321,11 +322,20 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 		flow.opened() // openWarm had the outlet's word
 	}
 	untap := m.tapStream(s.ch, app, in.spec.Name, s.peer.NodeID, true)
+	var broke atomic.Bool
+	if s.direct {
+		stream = breakWatch{stream, s.ch.Raw(), &broke}
+	}
 	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
+	if broke.Load() {
+		m.broke(s.peer.NodeID, in)
+	}
 	untap(res.Err)
 	s.app.Store(nil)
 	flow.ended(res)
-	if res.Err == nil && in.ctx.Err() == nil && !m.gone.crosses(s) {
+	// A relayed channel to a peer that is direct now is not kept: the next
+	// connection goes direct.
+	if res.Err == nil && in.ctx.Err() == nil && !m.gone.crosses(s) && (s.direct || !m.paths.isDirect(s.peer.NodeID)) {
 		in.pool.put(s)
 		return
 	}
@@ -404,7 +414,7 @@ func peerClosed(err error) bool {
 // openCold opens a new channel and sends the open request; the outlet's
 // status comes among the data (verdictPump).
 func (m *Manager) openCold(in *inlet) (*session, error) {
-	s, err := m.openChannel(in)
+	s, err := m.openChannel(in, false)
 	if err != nil {
 		return nil, err
 	}
@@ -430,68 +440,121 @@ func (in *inlet) target() string {
 const maxSessionTries = 3
 
 // openChannel asks the hub for a session to the relay (or dials the outlet
-// agent directly) and runs the TLS handshake with the outlet's agent.
-func (m *Manager) openChannel(in *inlet) (*session, error) {
-	var (
-		token []byte
-		owner string
-		err   error
-	)
+// agent directly) and runs the TLS handshake with the outlet's agent: on a
+// direct path if the hub offers one and it can be made (direct.go), else
+// through the hub. force: a background attempt at a direct path (paths.go).
+func (m *Manager) openChannel(in *inlet, force bool) (*session, error) {
 	start := time.Now()
-	var (
-		raw    *net.TCPConn
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
 	if in.spec.Direct != "" {
-		ctx, cancel = context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
-		raw, err = m.dialDirect(ctx, in.spec.Direct)
+		ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+		defer cancel()
+		raw, err := m.dialDirect(ctx, in.spec.Direct)
+		if err != nil {
+			return nil, err
+		}
+		return m.secure(ctx, in, raw, nil, "", start, false)
 	}
 	// A session the hub lost before it started (it is going away, or
 	// died) is asked for again: the client has moved to another hub.
-	for try := 1; in.spec.Direct == ""; try++ {
+	for try := 1; ; try++ {
 		// The hub's word first: it may ask this node to wait (pace.go).
-		if token, owner, err = m.dialHub(in); err != nil {
+		d, err := m.dialFor(in, force)
+		if err != nil {
 			return nil, err
 		}
-		in.peer.Store(&owner)
-		ctx, cancel = context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
-		raw, err = m.opts.Hub.OpenData(ctx, token)
-		if !errors.Is(err, relay.ErrSessionLost) || try == maxSessionTries {
-			break
+		in.peer.Store(&d.Owner)
+		if d.hold != nil {
+			s, err := m.openPunched(in, d, start)
+			if err == nil {
+				return s, nil
+			}
+			if refusedByPolicy(err) && (in.spec.OutletNode != "" || !errors.Is(err, channel.ErrWrongPeer)) {
+				// The peer proved who it is and this agent refused it (its
+				// attributes, or not the node the operator pinned): the
+				// path worked, and the hub would carry the same answer. A
+				// node other than the one the hub named is the path's
+				// fault: through the hub.
+				m.directHub().PunchDone(d.Token)
+				return nil, err
+			}
+			m.log.Info("direct path failed; through the hub", zap.String("inlet", in.spec.Name), zap.String("node", d.Owner),
+				zap.Duration("after", time.Since(start)), zap.Error(err))
+			m.fellBack(d.Owner, in)
 		}
+		ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
+		raw, err := m.opts.Hub.OpenData(ctx, d.Token)
+		if errors.Is(err, relay.ErrSessionLost) && try < maxSessionTries {
+			cancel()
+			continue
+		}
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		s, err := m.secure(ctx, in, raw, d.Token, d.Owner, start, false)
 		cancel()
+		return s, err
 	}
+}
+
+// openPunched makes a direct path for the session d and runs the
+// handshake on it; on any failure the caller goes through the hub.
+func (m *Manager) openPunched(in *inlet, d dialed, start time.Time) (*session, error) {
+	ctx, cancel := context.WithTimeout(in.ctx, m.punchTimeout(m.directHub())+min(m.opts.HandshakeTimeout, directHandshakeTimeout))
 	defer cancel()
+	raw, err := m.punchInlet(ctx, d)
 	if err != nil {
 		return nil, err
 	}
+	s, err := m.secure(ctx, in, raw, d.Token, d.Owner, start, true)
+	if err != nil {
+		return nil, err
+	}
+	m.paths.counters.AttemptsOK.Add(1)
+	m.directHub().PunchDone(d.Token)
+	m.log.Debug("direct path made", zap.String("inlet", in.spec.Name), zap.String("node", d.Owner), zap.Duration("after", time.Since(start)))
+	return s, nil
+}
+
+// secure runs the TLS handshake with the outlet's agent on raw and makes
+// the channel's session. It resets raw if it fails.
+func (m *Manager) secure(ctx context.Context, in *inlet, raw *net.TCPConn, token []byte, owner string, start time.Time, direct bool) (*session, error) {
 	own := m.opts.Keys.Get()                    // the credential the handshake presents, or a newer one
 	expect := cmp.Or(in.spec.OutletNode, owner) // the operator's pin, else the hub's word
 	tc := tls.Client(channel.Boundary(raw), channel.Client(m.opts.Keys, m.opts.Verifier, in.spec.Outlet, expect, in.allow))
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
+	fail := func(err error) (*session, error) {
+		if direct {
+			pipe.TCP(raw).Abort() // the outlet's side falls back at once
+		} else {
+			raw.Close()
+		}
 		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fail(err)
 	}
 	peer, err := peerCredential(tc)
 	if err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
+		return fail(err)
 	}
 	ch, err := channel.NewConn(raw, tc, true)
 	if err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("secure channel to %s: %w", in.target(), err)
+		return fail(err)
 	}
 	ch.OnControl = outletStatus
 	m.tapWire(ch, in.spec.Name, peer.NodeID, true)
 	in.channels.Add(1)
 	m.timings.Handshake(in.spec.Name, time.Since(start))
-	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer), hub: hubOf(token), opened: start}
+	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer), hub: hubOf(token), opened: start, direct: direct, in: in}
+	closed := m.paths.opened(peer.NodeID, direct, relay.TCPRTT(raw), in)
+	if direct {
+		m.dropWarm(peer.NodeID, false) // the next connections go direct
+		closed = join(closed, m.paths.trackRaw(raw))
+	}
 	untrack := m.chans.track(peer.NodeID, in.allow, s.abort)
 	unwatch := m.watchExpiry(channelExpiry(own, peer), m.log.With(zap.String("inlet", in.spec.Name), zap.String("node", peer.NodeID)),
 		func() bool { return s.app.Load() != nil }, s.abort)
-	s.untrack = func() { untrack(); unwatch() }
+	s.untrack = func() { untrack(); unwatch(); closed() }
 	return s, nil
 }
 

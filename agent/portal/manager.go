@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,6 +77,14 @@ type Options struct {
 	MaxPendingPerNode int     // DefaultMaxPendingPerNode (64)
 	IncomingRate      float64 // DefaultIncomingRate (1000)
 	IncomingBurst     int     // DefaultIncomingBurst (2000)
+
+	// Direct, if set, lets inlets and outlets take direct paths when the
+	// hub offers them (direct.go; the Hub must be a DirectHub, and the
+	// system Linux). PunchTimeout bounds a direct attempt from the hub's
+	// answer until the connection is made: 0 means four control round
+	// trips, at least 100 ms.
+	Direct       bool
+	PunchTimeout time.Duration
 }
 
 // Manager owns an agent's inlets and outlets: it is the one registry of
@@ -98,8 +108,12 @@ type Manager struct {
 	drainCtx  context.Context
 	drainDone context.CancelFunc
 
-	work work     // connections served, for Drain (drain.go)
-	gone hubsGone // hubs that said they are going away (hubs.go)
+	work  work     // connections served, for Drain (drain.go)
+	gone  hubsGone // hubs that said they are going away (hubs.go)
+	paths paths    // the paths to the peers (paths.go)
+	// punchTo, set by tests only, changes where a direct attempt connects
+	// to (an invalid address: it does not connect).
+	punchTo atomic.Pointer[func(netip.AddrPort) netip.AddrPort]
 
 	mu       sync.Mutex        // guards the following
 	closed   bool              // Close began: no new work
@@ -151,6 +165,7 @@ func (m *Manager) Close() error {
 	}
 	m.mu.Unlock()
 	m.stop()
+	m.paths.stop()
 	m.wg.Wait()
 	return errors.Join(errs...)
 }

@@ -58,7 +58,9 @@ func heard(t *testing.T, h *testhub.Hub, a *testhub.Agent, node string) {
 // before the change, a new channel with the fresh credential the hub pushed
 // to the node, and a new channel with the credential from before the change
 // (a node that keeps presenting it). Nothing more reaches the target.
-func TestInletNodeLosesAttribute(t *testing.T) {
+func TestInletNodeLosesAttribute(t *testing.T) { bothPaths(t, testInletNodeLosesAttribute) }
+
+func testInletNodeLosesAttribute(t *testing.T) {
 	s := newStandard(t, nil, "")
 	s.warmUp(t)
 	before := s.in.Keys.Get()
@@ -100,7 +102,9 @@ func TestInletNodeLosesAttribute(t *testing.T) {
 // outlet's node. The inlet no longer uses the warm channel to it, refuses a
 // new channel with the node's fresh credential and one with its credential
 // from before the change.
-func TestOutletNodeLosesAttribute(t *testing.T) {
+func TestOutletNodeLosesAttribute(t *testing.T) { bothPaths(t, testOutletNodeLosesAttribute) }
+
+func testOutletNodeLosesAttribute(t *testing.T) {
 	s := newStandard(t, nil, "")
 	s.warmUp(t)
 	before := s.out.Keys.Get()
@@ -135,6 +139,10 @@ func TestOutletNodeLosesAttribute(t *testing.T) {
 // TestAttributeChangeThatStillAllows: a change the policies still admit
 // leaves the warm channel in use, and the node's fresh credential works.
 func TestAttributeChangeThatStillAllows(t *testing.T) {
+	bothPaths(t, testAttributeChangeThatStillAllows)
+}
+
+func testAttributeChangeThatStillAllows(t *testing.T) {
 	s := newStandard(t, nil, "")
 	s.warmUp(t)
 	node := s.in.Identity.ID()
@@ -160,7 +168,9 @@ func TestAttributeChangeThatStillAllows(t *testing.T) {
 // TestOutletNodePin: an inlet pinned to a node refuses a channel to any
 // other one, even one whose attributes its policy allows (as a relay that
 // steers the inlet elsewhere would make it), and works with the right one.
-func TestOutletNodePin(t *testing.T) {
+func TestOutletNodePin(t *testing.T) { bothPaths(t, testOutletNodePin) }
+
+func testOutletNodePin(t *testing.T) {
 	s := newStandard(t, nil, "")
 	// Another agent with the outlet's attributes: the one a dishonest
 	// relay could steer to. The pin names it, not the relay's owner.

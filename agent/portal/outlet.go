@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/agent/credential"
 	"github.com/sluicehq/sluice/agent/flowlog"
 	"github.com/sluicehq/sluice/agent/pipe"
+	"github.com/sluicehq/sluice/agent/relay"
 )
 
 // Outlet session pipeline:
@@ -27,10 +28,15 @@ import (
 //	    ──> status (control) ──> pipe.Run(channel, target)
 
 // HandleIncoming serves one data session the hub announced for a relay this
-// agent owns. from is the inlet agent's node ID, as the hub says; the channel
-// authenticates it independently. Past the limits on pending sessions
-// (incoming.go) it waits for room, then drops the session.
+// agent owns, through the hub. from is the inlet agent's node ID, as the hub
+// says; the channel authenticates it independently. Past the limits on
+// pending sessions (incoming.go) it waits for room, then drops the session.
 func (m *Manager) HandleIncoming(token []byte, from string) {
+	m.handleIncoming(relay.Incoming{Token: token, From: from})
+}
+
+func (m *Manager) handleIncoming(in relay.Incoming) {
+	from := in.From
 	wctx, cancel := context.WithTimeout(m.ctx, incomingWait)
 	release, err := m.incoming.acquire(wctx, from)
 	cancel()
@@ -46,14 +52,26 @@ func (m *Manager) HandleIncoming(token []byte, from string) {
 	}
 	defer m.leave()
 	log := m.log.With(zap.String("from", from))
+	if in.Punch.IsValid() {
+		if raw := m.punchOutlet(m.ctx, in, log); raw != nil {
+			dctx, cancel := context.WithTimeout(m.ctx, min(m.opts.HandshakeTimeout, directHandshakeTimeout))
+			defer m.paths.trackRaw(raw)()
+			ok := m.serveChannel(dctx, raw, true, log.With(zap.String("path", "direct")), release, cancel)
+			cancel()
+			if ok {
+				return
+			}
+			log.Info("direct path failed at its handshake; through the hub")
+		}
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	raw, err := m.opts.Hub.OpenData(ctx, token)
+	raw, err := m.opts.Hub.OpenData(ctx, in.Token)
 	if err != nil {
 		log.Warn("outlet session failed", zap.Error(err))
 		return
 	}
-	m.serveChannel(ctx, raw, true, log, release)
+	m.serveChannel(ctx, raw, true, log, release, nil)
 }
 
 // ServeDirect serves a channel an inlet opened straight to this agent
@@ -67,34 +85,45 @@ func (m *Manager) ServeDirect(raw *net.TCPConn) {
 	defer m.leave()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.HandshakeTimeout)
 	defer cancel()
-	m.serveChannel(ctx, raw, false, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {})
+	m.serveChannel(ctx, raw, false, m.log.With(zap.Stringer("from", raw.RemoteAddr())), func() {}, nil)
 }
 
 // serveChannel runs the server side of a channel on raw: handshake, then
 // the outlet the inlet named, authorized once the inlet's agent proved who
 // it is. handshaken is called once the handshake succeeded: the session is
-// no longer pending.
-func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed bool, log *zap.Logger, handshaken func()) {
+// no longer pending. On a direct path (direct set) a failed handshake
+// resets raw and reports false, so the caller goes through the hub;
+// direct, called once the handshake is over, ends the handshake's context.
+// It reports true otherwise, once the channel ended.
+func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed bool, log *zap.Logger, handshaken func(), direct func()) bool {
 	own := m.opts.Keys.Get() // the credential the handshake presents, or a newer one
 	tc := tls.Server(channel.Boundary(raw), channel.Server(m.opts.Keys, m.opts.Verifier))
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if direct != nil {
+			pipe.TCP(raw).Abort()
+			log.Debug("outlet handshake on a direct path failed", zap.Error(err))
+			return false
+		}
 		raw.Close()
 		log.Warn("outlet refused a channel", zap.Error(err))
-		return
+		return true
+	}
+	if direct != nil {
+		direct()
 	}
 	handshaken()
 	peer, err := peerCredential(tc)
 	if err != nil {
 		raw.Close()
 		log.Warn("outlet session failed", zap.Error(err))
-		return
+		return true
 	}
 	log = log.With(zap.String("node", peer.NodeID))
 	ch, err := channel.NewConn(raw, tc, false)
 	if err != nil {
 		raw.Close()
 		log.Warn("outlet session failed", zap.Error(err))
-		return
+		return true
 	}
 	// Every way out ends the channel: one left open would look warm to the
 	// inlet, which would send it a connection no one answers.
@@ -103,7 +132,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed boo
 	if err != nil {
 		log.Warn("inlet asked for an outlet this agent does not have", zap.Error(err))
 		closeWithStatus(ch, statusNoOutlet)
-		return
+		return true
 	}
 	m.tapWire(ch, o.spec.Name, peer.NodeID, dialed) // before anyone else may Abort ch
 	defer m.chans.track(peer.NodeID, o.allow, func() { ch.Abort() })()
@@ -117,7 +146,7 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed boo
 	// first also requires the credential to be the node's current one.
 	for first := true; ; first = false {
 		if !m.awaitOpen(o, ch, first, expires, log) {
-			return
+			return true
 		}
 		authorize := channel.Authorize
 		if first {
@@ -128,13 +157,13 @@ func (m *Manager) serveChannel(ctx context.Context, raw *net.TCPConn, dialed boo
 			m.outletFlow(o, peer).refused(flowlog.ByPolicy, err)
 			log.Warn("outlet refused a connection", zap.Error(err))
 			closeWithStatus(ch, statusDenied)
-			return
+			return true
 		}
 		busy.Store(true)
 		ok := m.serveOutlet(o, ch, m.outletFlow(o, peer), peer.NodeID, log)
 		busy.Store(false)
 		if !ok {
-			return
+			return true
 		}
 	}
 }
@@ -170,6 +199,12 @@ func (m *Manager) awaitOpen(o *outlet, ch *channel.Conn, first bool, expires tim
 		// Removed while the request came: no status, so that the inlet
 		// takes its connection elsewhere.
 		err = errors.New("read open request: the outlet was removed")
+	}
+	if err == nil && b == ctlWarm && first {
+		// A background direct attempt's channel: no connection yet; it
+		// waits as a warm one, and its first connection is still admitted
+		// as the first (channel.Admit).
+		return m.awaitOpen(o, ch, false, expires, log)
 	}
 	if err == nil && b != ctlOpen {
 		err = fmt.Errorf("read open request: control byte %#x: %w", b, channel.ErrBadRecord)

@@ -27,21 +27,30 @@ const (
 // hubPaceWait is a variable so that a test can shorten it.
 var hubPaceWait = 20 * time.Second
 
-// dialHub asks the hub for a data session to in's relay, waiting and asking
-// again while the hub says to slow down.
-func (m *Manager) dialHub(in *inlet) (token []byte, owner string, err error) {
+// dialHub asks the hub for a data session to in's relay, with a direct
+// path from port if not 0 (direct.go), waiting and asking again while the
+// hub says to slow down.
+func (m *Manager) dialHub(in *inlet, port int) (relay.Dialed, error) {
 	deadline := time.Now().Add(hubPaceWait)
 	window := paceMin
 	for {
 		ctx, cancel := context.WithTimeout(in.ctx, m.opts.HandshakeTimeout)
-		token, owner, err = m.opts.Hub.Dial(ctx, in.spec.Via)
+		var (
+			d   relay.Dialed
+			err error
+		)
+		if dh, ok := m.opts.Hub.(DirectHub); ok && port != 0 {
+			d, err = dh.DialPort(ctx, in.spec.Via, port)
+		} else {
+			d.Token, d.Owner, err = m.opts.Hub.Dial(ctx, in.spec.Via)
+		}
 		cancel()
 		if !errors.Is(err, relay.ErrRateLimited) {
-			return token, owner, err
+			return d, err
 		}
 		pause := rand.N(window) + time.Millisecond
 		if time.Now().Add(pause).After(deadline) {
-			return nil, "", fmt.Errorf("%w (asked for %v)", err, hubPaceWait)
+			return relay.Dialed{}, fmt.Errorf("%w (asked for %v)", err, hubPaceWait)
 		}
 		if ok, n := m.pace.Allow(time.Now()); ok {
 			m.log.Warn("hub asks this node to slow down: new connections wait",
@@ -51,7 +60,7 @@ func (m *Manager) dialHub(in *inlet) (token []byte, owner string, err error) {
 		select {
 		case <-in.ctx.Done():
 			t.Stop()
-			return nil, "", fmt.Errorf("dial relay %q: %w", in.spec.Via, in.ctx.Err())
+			return relay.Dialed{}, fmt.Errorf("dial relay %q: %w", in.spec.Via, in.ctx.Err())
 		case <-t.C:
 		}
 		window = min(2*window, paceMax)

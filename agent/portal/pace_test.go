@@ -36,7 +36,7 @@ func TestPacingIsBounded(t *testing.T) {
 	m := &Manager{opts: Options{Hub: hub, HandshakeTimeout: time.Second}, log: zap.NewNop()}
 	in := &inlet{spec: InletSpec{Name: "web", Via: "web"}, ctx: context.Background()}
 	start := time.Now()
-	_, _, err := m.dialHub(in)
+	_, err := m.dialHub(in, 0)
 	took := time.Since(start)
 	if !errors.Is(err, relay.ErrRateLimited) {
 		t.Fatalf("pacing against a hub that always refuses: %v, want relay.ErrRateLimited", err)
@@ -52,7 +52,7 @@ func TestPacingIsBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in = &inlet{spec: InletSpec{Name: "web", Via: "web"}, ctx: ctx}
 	done := make(chan error, 1)
-	go func() { _, _, err := m.dialHub(in); done <- err }()
+	go func() { _, err := m.dialHub(in, 0); done <- err }()
 	time.Sleep(50 * time.Millisecond)
 	cancel()
 	select {

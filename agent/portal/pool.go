@@ -52,6 +52,8 @@ type session struct {
 	hub        string                      // the hub it crosses, for a client of several ("": one)
 	opened     time.Time
 	expire     *time.Timer // while warm
+	direct     bool        // on a direct path, not through the hub (direct.go)
+	in         *inlet
 }
 
 // reuseUntil is when a channel opened with own (the inlet's credential)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"sync"
@@ -39,6 +40,9 @@ type Incoming struct {
 	Relay string
 	Token []byte
 	From  string // node ID of the inlet's agent
+	// Punch, if valid, is the inlet's public address and port: the hub
+	// offers a direct path (client_punch.go, Client.Punch).
+	Punch netip.AddrPort
 }
 
 // ClientOptions configure a Client. Hub, Identity and AuthorityKey are required.
@@ -63,6 +67,10 @@ type ClientOptions struct {
 	// the connection is used for anything else) and those it pushes.
 	OnMember     func(MemberUpdate)
 	PingInterval time.Duration // 15s
+	// Direct, if set, tells the hub that this agent takes direct paths
+	// (docs/direct-paths.md): it may offer them when the agent's NAT keeps
+	// ports. Off: every data session goes through the hub.
+	Direct bool
 	// MaxStale is how old the authority's newest heartbeat may be before
 	// the client reports its member state stale (DefaultMaxStale).
 	MaxStale time.Duration
@@ -133,6 +141,8 @@ type Client struct {
 	policies []string
 
 	end ending // set when the client stops for good (client_end.go)
+
+	punches punchWaits // OpPunchAt words by token (client_punch.go)
 }
 
 // NewClient prepares a client; Start connects it.
@@ -297,7 +307,8 @@ func (c *Client) connect(ctx context.Context, op string) (Grant, error) {
 		if err != nil {
 			return Grant{}, err
 		}
-		r, err = call(&Message{ID: 2, Op: OpPresent, Credential: g.Credential, Generation: c.Synced()})
+		r, err = call(&Message{ID: 2, Op: OpPresent, Credential: g.Credential, Generation: c.Synced(),
+			Local: raw.LocalAddr().String(), Direct: c.opts.Direct})
 		if err != nil {
 			return Grant{}, wrap(err, "present the credential")
 		}
@@ -560,8 +571,10 @@ func (c *Client) read(conn *tls.Conn, dec *FrameReader, addr string) {
 				continue
 			}
 			if c.opts.OnIncoming != nil {
-				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: c.withHub(m.Token, addr), From: m.Node})
+				go c.opts.OnIncoming(Incoming{Relay: m.Relay, Token: c.withHub(m.Token, addr), From: m.Node, Punch: punchAddr(m.Addr)})
 			}
+		case OpPunchAt:
+			c.punchAt(&m, addr)
 		case OpReply:
 			if m.ID == 0 && m.Error != "" { // answers no request: the hub closes the link
 				refusal = errorOf(&m)

@@ -30,17 +30,35 @@ func wrap(err error, format string, args ...any) error {
 // Dial asks the hub for a data session to the owner of relay. It returns the
 // token to present on a data connection and the owner's node ID.
 func (c *Client) Dial(ctx context.Context, relay string) (token []byte, owner string, err error) {
-	r, err := c.request(ctx, &Message{Op: OpDial, Relay: relay})
+	d, err := c.DialPort(ctx, relay, 0)
+	return d.Token, d.Owner, err
+}
+
+// Dialed is the hub's answer to a dial.
+type Dialed struct {
+	Token []byte // to present on a data connection (OpenData)
+	Owner string // the node ID of the relay's owner the hub picked
+	// Punch: the hub offered a direct path from the port dialed with; its
+	// word on where to connect comes later (AwaitPunch).
+	Punch bool
+}
+
+// DialPort asks the hub for a data session to the owner of relay, like
+// Dial, and for a direct path from port, a local port of the control
+// link's address this agent bound (0: none wanted; client_punch.go).
+func (c *Client) DialPort(ctx context.Context, relay string, port int) (Dialed, error) {
+	dial := func() (*Message, error) { return c.request(ctx, &Message{Op: OpDial, Relay: relay, Port: port}) }
+	r, err := dial()
 	for try := 0; try < 2 && c.elsewhere(err) && c.awaitLink(ctx); try++ {
-		r, err = c.request(ctx, &Message{Op: OpDial, Relay: relay})
+		r, err = dial()
 	}
 	if err != nil {
-		return nil, "", wrap(err, "dial relay %q", relay)
+		return Dialed{}, wrap(err, "dial relay %q", relay)
 	}
 	if len(r.Token) != TokenSize {
-		return nil, "", fmt.Errorf("dial relay %q: hub sent a %d-byte token", relay, len(r.Token))
+		return Dialed{}, fmt.Errorf("dial relay %q: hub sent a %d-byte token", relay, len(r.Token))
 	}
-	return c.withHub(r.Token, c.linkHub()), r.Node, nil
+	return Dialed{Token: c.withHub(r.Token, c.linkHub()), Owner: r.Node, Punch: r.Direct && port != 0}, nil
 }
 
 // OpenData opens a data connection to the hub, presents token and waits,

@@ -92,6 +92,24 @@ const (
 	OpGoAway = "goaway"
 )
 
+// Direct paths (docs/direct-paths.md; agent/hub/hub_punch.go,
+// client_punch.go). The hub coordinates a TCP simultaneous open between an
+// inlet and the owner of a relay, when both keep their ports across their
+// NATs (the hub sees the control connection come from the port the agent
+// says it bound) and both asked for direct paths.
+const (
+	// OpPunch, outlet → hub: the owner bound Port for the session of Token
+	// (its own token) and connects from it to the inlet's address; the hub
+	// tells the inlet (OpPunchAt).
+	OpPunch = "punch"
+	// OpPunchAt, hub → inlet: connect from the port of the dial of Token
+	// (the inlet's token) to Addr, the owner's public address and port.
+	OpPunchAt = "punch_at"
+	// OpDirect, inlet → hub: the session of Token went direct; the hub
+	// forgets its pairing (the tokens were the fallback).
+	OpDirect = "direct"
+)
+
 // DefaultHeartbeatInterval is how often the authority signs a heartbeat.
 const DefaultHeartbeatInterval = 15 * time.Second
 
@@ -128,6 +146,18 @@ type Message struct {
 	// IfFree, in opClaim: claim Relay only if no other connection of this
 	// node holds it (a name the agent yielded). Older hubs ignore it.
 	IfFree bool `json:"if_free,omitempty"`
+
+	// Direct paths. Local, in opPresent: the control connection's local
+	// address as the agent bound it. Direct: in opPresent, the agent takes
+	// direct paths; in a dial's reply, the hub offered one (OpPunchAt
+	// follows). Port: in opDial the inlet's bound port (0: no direct path
+	// wanted), in opPunch the owner's. Addr: in opIncoming the inlet's
+	// public address and port to connect to ("" when no direct path is
+	// offered), in opPunchAt the owner's.
+	Local  string `json:"local,omitempty"`
+	Direct bool   `json:"direct,omitempty"`
+	Port   int    `json:"port,omitempty"`
+	Addr   string `json:"addr,omitempty"`
 
 	// Cause, hub-side only and never sent, is the error behind a refusal
 	// with code "internal", for the hub's log.

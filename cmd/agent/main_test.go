@@ -23,6 +23,7 @@ func TestBadInputIsExplained(t *testing.T) {
 		{[]string{"run", "--state-dir", state, "--shutdown-timeout", "-1s"}, "--shutdown-timeout -1s: want 0 or more"},
 		{[]string{"run", "--state-dir", state, "--warm-idle", "-1s"}, "--warm-idle -1s: want 0 (no warm channels) to 30s"},
 		{[]string{"run", "--state-dir", state, "--warm-idle", "1m"}, "--warm-idle 1m0s: want 0 (no warm channels) to 30s"},
+		{[]string{"run", "--state-dir", state, "--direct-paths", "on"}, `--direct-paths "on": want auto or off`},
 		{[]string{"run", "--state-dir", state, "--log-file", filepath.Join(t.TempDir(), "missing", "agent.log")}, "--log-file: open"},
 		{[]string{"hub", "--project", t.TempDir(), "--listen", "127.0.0.1:0", "--shutdown-timeout", "-1s"}, "--shutdown-timeout -1s: want 0 or more"},
 		{[]string{"hub"}, "--project and --listen are required"},

@@ -23,7 +23,7 @@ import (
 func runCommand() *cobra.Command {
 	var (
 		stateDir, ticket, socket string
-		direct                   string
+		direct, directPaths      string
 		maxConns                 int
 		shutdownTimeout          time.Duration
 		warmIdle                 time.Duration
@@ -112,6 +112,9 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 			if warmIdle == 0 {
 				warmIdle = -1 // the portals' "never"
 			}
+			if directPaths != "auto" && directPaths != "off" {
+				return cli.Usagef("--direct-paths %q: want auto or off", directPaths)
+			}
 			if shutdownTimeout < 0 {
 				return cli.Usagef("--shutdown-timeout %v: want 0 or more", shutdownTimeout)
 			}
@@ -148,7 +151,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 			ctx := cmd.Context()
 			a, err := daemon.Start(ctx, daemon.Options{StateDir: stateDir, Ticket: ticket, Logger: log,
 				Datapath: dp.mode, BPFDir: dp.dir, Bridges: dp.bridges, Routed: dp.routed, Accelerate: dp.accel, DirectListen: direct, MaxConns: maxConns,
-				WarmIdle: warmIdle, Timings: ms.timings()})
+				WarmIdle: warmIdle, Timings: ms.timings(), DirectPaths: directPaths != "off"})
 			if err != nil {
 				ln.Close()
 				return err
@@ -223,6 +226,7 @@ them; a second signal resets them at once. SIGHUP reopens --log-file, reloads
 	cmd.Flags().StringVar(&direct, "direct-listen", "", "also accept portal channels straight from inlets (tcp-inlet --direct) on ADDR:PORT, without the hub; this opens a listening port (default: none)")
 	cmd.Flags().IntVar(&maxConns, "max-conns", 0, "open connections allowed per inlet and per outlet; more are refused with a reset (default 4096)")
 	cmd.Flags().DurationVar(&warmIdle, "warm-idle", portal.DefaultWarmIdle, "how long a channel whose connection ended stays open to carry the inlet's next one without a new handshake, at most 30s; 0 turns warm channels off")
+	cmd.Flags().StringVar(&directPaths, "direct-paths", "auto", "auto: channels go straight to the peer agent when the hub can coordinate a TCP simultaneous open between both agents' NATs, through the hub otherwise (docs/direct-paths.md); off: always through the hub")
 	cmd.Flags().DurationVar(&shutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT, how long live connections may go on before they are reset; no new ones are taken meanwhile")
 	registerDebug(cmd, &debugSocket)
 	mf.register(cmd, "ready: credential valid, hub connected, data path attached when --datapath on or a transparent inlet needs it")

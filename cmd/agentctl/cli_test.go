@@ -71,6 +71,8 @@ func (f *fakeAPI) serve(t *testing.T) string {
 		st := apitype.Status{Node: "n1", Credential: apitype.CredentialStatus{Expires: time.Now().Add(time.Hour)},
 			Hub: apitype.HubStatus{Hub: "127.0.0.1:4443", LastError: "dial tcp 127.0.0.1:4443: connection refused"}}
 		st.Hub.Connected = f.connected == nil || f.connected()
+		st.Peers = []apitype.PeerPath{{Node: "n-peer", Path: "direct", Since: time.Now().Add(-time.Minute), RTT: 412 * time.Microsecond, DirectChannels: 3}}
+		st.DirectPaths = apitype.DirectCounters{ChannelsDirect: 3, AttemptsOK: 3, AttemptsFailed: 1}
 		json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, _ *http.Request) {

@@ -345,4 +345,6 @@ func printStatus(w io.Writer, st apitype.Status) {
 	printInlets(w, st.Inlets)
 	fmt.Fprintln(w)
 	printOutlets(w, st.Outlets)
+	fmt.Fprintln(w)
+	printPeers(w, st.Peers, st.DirectPaths)
 }

@@ -78,6 +78,14 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	} else {
 		t.Logf("the binaries in %s have no --debug-socket: goroutines are not counted", bin)
 	}
+	if hasFlag("agent", "--direct-paths", "run") {
+		// The faults and the truncation trials are about the sessions the
+		// hub relays (a hub killed mid-stream must reset them): no direct
+		// paths (docs/direct-paths.md).
+		for _, a := range []string{"analysis", "bank"} {
+			opts.AgentArgs[a] = append(opts.AgentArgs[a], "--direct-paths", "off")
+		}
+	}
 	s, err := scenario.New(env, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -178,8 +178,10 @@ func testCapture(t *testing.T, ctx context.Context, s *scenario.Scenario) {
 	if bytes.Contains(all, []byte(mark)) || strings.Contains(tcpdumpA(t, wire.path), mark) {
 		t.Error("the marker is in plaintext in the wire capture")
 	}
-	if !strings.Contains(tcpdumpA(t, wire.path), s.Seed.HubAddr+"."+scenario.HubPort) {
-		t.Error("the wire capture shows no connection to the hub's address")
+	// The seed's agents keep their ports: the channel goes straight to the
+	// bank's agent (docs/direct-paths.md), not to the hub.
+	if !strings.Contains(tcpdumpA(t, wire.path), " > "+testenv.SeedBankUp+".") {
+		t.Error("the wire capture shows no connection to the bank agent's address: the channel did not go direct")
 	}
 	for _, c := range []*runningCapture{inPlain, outPlain, wire} {
 		fi, err := os.Stat(c.path)

@@ -33,7 +33,8 @@ const (
 )
 
 // failAgent is an agent of TestHubClusterFailover: `agent run` without the
-// data path, enrolled with a ticket that lists the three hubs.
+// data path, enrolled with a ticket that lists the three hubs, and with no
+// direct paths: the test is about the sessions the hubs relay.
 type failAgent struct {
 	name   string
 	socket string
@@ -49,7 +50,7 @@ func (c *clusterEnv) startFailAgent(ns *testenv.NS, name, ticket string) *failAg
 		c.t.Fatal(err)
 	}
 	p, err := ns.Start(name+"-agent", []string{filepath.Join(bin, "agent"), "run", "--state-dir", filepath.Join(dir, name+"-state"),
-		"--api", a.socket, "--datapath", "off", "--ticket", "@" + tf}, testenv.ProcOptions{})
+		"--api", a.socket, "--datapath", "off", "--direct-paths", "off", "--ticket", "@" + tf}, testenv.ProcOptions{})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -41,6 +41,37 @@ type Status struct {
 	// credential, hub link and data path ("name: why"): its configuration
 	// file not applied yet, say.
 	Pending []string `json:"pending,omitempty"`
+	// Peers are the paths of the inlets' channels, by outlet node, and
+	// DirectPaths the counts of channels by path and of direct attempts
+	// (docs/direct-paths.md).
+	Peers       []PeerPath     `json:"peers"`
+	DirectPaths DirectCounters `json:"direct_paths"`
+}
+
+// PeerPath is the path of the channels to one peer (portal.PeerPath).
+type PeerPath struct {
+	Node  string    `json:"node"`
+	Path  string    `json:"path"` // "direct" or "relayed"
+	Since time.Time `json:"since"`
+	// RTT is the kernel's smoothed round trip time of the newest channel's
+	// connection: to the peer when direct, to the hub when relayed.
+	RTT             time.Duration `json:"rtt_ns"`
+	DirectChannels  int64         `json:"direct_channels"`
+	RelayedChannels int64         `json:"relayed_channels"`
+	// NextAttempt is when a relayed peer gets its next background attempt
+	// at a direct path, if one is planned.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// DirectCounters count channels by path and direct attempts by outcome
+// (portal.DirectCounters).
+type DirectCounters struct {
+	ChannelsDirect  int64 `json:"channels_direct"`
+	ChannelsRelayed int64 `json:"channels_relayed"`
+	AttemptsOK      int64 `json:"attempts_ok"`
+	AttemptsFailed  int64 `json:"attempts_failed"`
+	NotOffered      int64 `json:"attempts_not_offered"`
+	Breaks          int64 `json:"breaks"`
 }
 
 // CredentialStatus describes the current credential.

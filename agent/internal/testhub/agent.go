@@ -33,6 +33,7 @@ type AgentOptions struct {
 	PingInterval time.Duration
 	Logger       *zap.Logger // the client's; zap.NewNop()
 	MaxStale     time.Duration
+	Direct       bool // the client asks for direct paths (relay.ClientOptions.Direct)
 }
 
 // Agent is a node with a started relay.Client, and the channel keys and
@@ -79,6 +80,7 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 		PingInterval: opts.PingInterval,
 		Logger:       opts.Logger,
 		MaxStale:     opts.MaxStale,
+		Direct:       opts.Direct,
 		OnIncoming: func(in relay.Incoming) {
 			if f := a.incoming.Load(); f != nil {
 				(*f)(in)
@@ -132,7 +134,15 @@ func (h *Hub) Connect(t testing.TB, opts AgentOptions) (*Agent, error) {
 // with it; it fails the test if the hub refuses.
 func (h *Hub) Enroll(t testing.TB, attrs map[string]string, relays ...string) *Agent {
 	t.Helper()
-	a, err := h.Connect(t, AgentOptions{Ticket: h.Ticket(t, authority.TicketOptions{Attributes: attrs, Relays: relays})})
+	return h.EnrollWith(t, AgentOptions{}, attrs, relays...)
+}
+
+// EnrollWith is Enroll with the client options opts (its Ticket is made
+// here).
+func (h *Hub) EnrollWith(t testing.TB, opts AgentOptions, attrs map[string]string, relays ...string) *Agent {
+	t.Helper()
+	opts.Ticket = h.Ticket(t, authority.TicketOptions{Attributes: attrs, Relays: relays})
+	a, err := h.Connect(t, opts)
 	if err != nil {
 		t.Fatalf("enroll: %v", err)
 	}
