@@ -58,6 +58,10 @@ type Config struct {
 	// the agents' tickets list them all and they use the first. The
 	// sockmap path needs one hub.
 	HubCluster int
+	// Profile, if set, is where the CPU profiles of each Sluice path's
+	// processes during its first pgbench select-only sample go
+	// (profile.go); the pgbench samples must then be timed (-T).
+	Profile string
 }
 
 // Full is the configuration of make bench.
@@ -91,6 +95,12 @@ type run struct {
 	server *testenv.Process
 	// direct is "" if the agents support direct channels, else why not.
 	direct string
+	// directPaths is "" if the agents make direct paths through NATs
+	// (agent run --direct-paths), else why not.
+	directPaths string
+	// agentArgs are the scenario's AgentArgs: the map the agents' start
+	// reads, so that a path can change them before it restarts its agents.
+	agentArgs map[string][]string
 	// maxConns: agent run has --max-conns (else portals allow 4096).
 	maxConns bool
 	results  *report.Results
@@ -109,8 +119,13 @@ func Run(ctx context.Context, cfg Config) (res *report.Results, err error) {
 	if cfg.Repeats < 1 {
 		return nil, errors.New("run benchmark: repeats < 1")
 	}
+	if cfg.Profile != "" {
+		if _, err := ProfileSeconds(cfg.Pgbench); err != nil {
+			return nil, fmt.Errorf("run benchmark: %w", err)
+		}
+	}
 	start := time.Now()
-	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin), maxConns: hasFlag(cfg.Bin+"/agent", "--max-conns", "run")}
+	r := &run{cfg: cfg, direct: DirectUnsupported(cfg.Bin), directPaths: DirectPathsUnsupported(cfg.Bin), maxConns: hasFlag(cfg.Bin+"/agent", "--max-conns", "run")}
 	r.results = &report.Results{Date: start.UTC().Format("2006-01-02 15:04 UTC"), Machine: machine(), Config: report.Config{
 		Quick: cfg.Quick, Repeats: cfg.Repeats, ThroughputSeconds: cfg.Throughput.Seconds(), LatencySeconds: cfg.Latency.Seconds(),
 		SetupSeconds: cfg.Setup.Seconds(), SetupMaxConns: cfg.SetupMax, Pgbench: strings.Join(cfg.Pgbench, " "), IdleConns: cfg.IdleConns, FileLimit: cfg.FileLimit, FileLimitNote: cfg.FileLimitNote,
@@ -172,10 +187,18 @@ func (r *run) setup(ctx context.Context) error {
 			opts.AgentArgs[a] = []string{"--max-conns", fmt.Sprint(max(4096, r.cfg.IdleConns+100))}
 		}
 	}
+	if r.directPaths == "" {
+		// The hub paths stay relayed; the direct path through the NATs
+		// takes this off its agents (directNATArgs).
+		for _, a := range []string{"bank", "analysis", transparentAgent} {
+			opts.AgentArgs[a] = append(opts.AgentArgs[a], relayedOnly...)
+		}
+	}
+	r.agentArgs = opts.AgentArgs
 	if r.direct == "" {
 		opts.AgentArgs["bank"] = append(opts.AgentArgs["bank"], "--direct-listen", fmt.Sprintf("%s:%d", testenv.SeedBankUp, directPort))
 	}
-	opts.HubArgs = r.cfg.observerArgs(opts.AgentArgs)
+	opts.HubArgs = append(r.cfg.observerArgs(opts.AgentArgs), r.profileArgs(opts.AgentArgs)...)
 	opts.HubCluster = r.cfg.HubCluster
 	sc, err := scenario.New(r.env, opts)
 	if err != nil {
@@ -220,7 +243,46 @@ func (r *run) pg(ctx context.Context, ns *testenv.NS, host, port string, args ..
 	return string(out), err
 }
 
-var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+// pgCPU is pg with pgbench run by a shell that prints its own
+// /proc/PID/stat once pgbench has exited: its children's times (cutime,
+// cstime) are then pgbench's CPU time, returned in clock ticks.
+func (r *run) pgCPU(ctx context.Context, ns *testenv.NS, host, port string, args ...string) (string, uint64, error) {
+	script := `pgbench "$@"; rc=$?; echo; echo "pgbench-cpu: $(cat /proc/$$/stat)"; exit $rc`
+	argv := append([]string{"sh", "-c", script, "sh", "-h", host, "-p", port, "-U", "postgres"}, args...)
+	argv = append(argv, "postgres")
+	b, err := ns.RunOpts(ctx, argv, testenv.ProcOptions{Env: []string{"PGPASSWORD=" + scenario.PGPassword, "PGCONNECT_TIMEOUT=10"}})
+	out := string(b)
+	if err != nil {
+		return out, 0, err
+	}
+	_, stat, ok := strings.Cut(out, "pgbench-cpu: ")
+	if !ok {
+		return out, 0, fmt.Errorf("pgbench's CPU time: no stat line in %q", tail(out, 500))
+	}
+	ticks, err := childTicks(strings.TrimSpace(stat))
+	return out, ticks, err
+}
+
+var (
+	tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	txRE  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+)
+
+// parseTransactions finds how many transactions pgbench processed.
+func parseTransactions(out string) (int, error) {
+	m := txRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("parse pgbench output: no transaction count in %q", tail(out, 500))
+	}
+	n, err := strconv.Atoi(m[1])
+	if err == nil && n == 0 {
+		err = errors.New("no transaction processed")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("parse pgbench output: %w", err)
+	}
+	return n, nil
+}
 
 // parseTPS finds pgbench's rate without the initial connection time.
 func parseTPS(out string) (float64, error) {
@@ -280,6 +342,24 @@ func DirectUnsupported(bin string) string {
 		return "agent run has no --direct-listen flag yet"
 	}
 	return ""
+}
+
+// DirectPathsUnsupported says why the agents in bin cannot make direct
+// paths through NATs (agent run --direct-paths), or "" if they can.
+func DirectPathsUnsupported(bin string) string {
+	if !hasFlag(bin+"/agent", "--direct-paths", "run") {
+		return "agent run has no --direct-paths flag yet"
+	}
+	return ""
+}
+
+// SockmapOverflowed tells whether the sockmap path's unavailable reason is
+// the reset bench/README.md documents for it: the hub resets a session
+// whose peer has more than its bound waiting, which a bulk sample can reach
+// (the kernel gives the redirects no backpressure). Any other reason is a
+// failure.
+func SockmapOverflowed(reason string) bool {
+	return strings.Contains(reason, "throughput: ") && strings.HasSuffix(reason, "connection reset by peer")
 }
 
 // hasFlag tells whether `binary ARGS... --help` lists flag.

@@ -142,24 +142,77 @@ func (m *measurer) percentiles(ctx context.Context, what, unit, p50, p99 string,
 	return nil
 }
 
-// pgbench runs select-only and TPC-B-like pgbench from the app container.
+// pgbench runs select-only and TPC-B-like pgbench from the app container,
+// and around each sample reads the CPU time of every process on the path
+// (and of pgbench and PostgreSQL, for reference): per transaction pgbench
+// reports, in µs. The sum over the path's own processes is TunnelTotal.
 func (m *measurer) pgbench(ctx context.Context) error {
+	tunnel := m.o.procs
+	if m.o.pgProcs != nil {
+		tunnel = m.o.pgProcs
+	}
+	procs := append([]peers.Proc{{Name: report.PostgresProc, Pid: m.sc.Postgres.Pid(), Tree: true}}, tunnel...)
 	for _, s := range []struct {
 		id, name string
 		flags    []string
 	}{{report.PgSelect, "pgbench select-only", []string{"-S"}}, {report.PgTPCB, "pgbench TPC-B-like", nil}} {
 		for i := 1; i <= m.cfg.Repeats; i++ {
+			before, err := cpuSnapshot(procs)
+			if err != nil {
+				return err
+			}
+			stop, err := m.startProfiles(ctx, s.id, i)
+			if err != nil {
+				return err
+			}
 			args := append([]string{"-n", "-c", "4", "-j", "2"}, m.cfg.Pgbench...)
-			out, err := m.pg(ctx, m.seed.App.NS, m.o.pgHost, m.o.pgPort, append(args, s.flags...)...)
+			out, clientTicks, err := m.pgCPU(ctx, m.seed.App.NS, m.o.pgHost, m.o.pgPort, append(args, s.flags...)...)
+			if perr := stop(); err == nil {
+				err = perr
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			settle(procs, before) // PostgreSQL reaps the backends of pgbench's connections
+			after, err := cpuSnapshot(procs)
+			if err != nil {
+				return err
 			}
 			tps, err := parseTPS(out)
 			if err != nil {
 				return err
 			}
+			tx, err := parseTransactions(out)
+			if err != nil {
+				return err
+			}
 			m.res.Add(s.id, tps)
-			m.step(s.name, i, "%.0f tps", tps)
+			perTx := func(ticks uint64) float64 { return float64(ticks) / clockTicks * 1e6 / float64(tx) }
+			parts := []string{fmt.Sprintf("%s %.0f", report.PgbenchProc, perTx(clientTicks))}
+			m.res.AddCPUPerTx(s.id, report.PgbenchProc, perTx(clientTicks))
+			// Processes of one name (socat's, one per port) count as one.
+			var names []string
+			ticks := map[string]uint64{}
+			var total uint64
+			for k, p := range procs {
+				t := after[p.Pid].ticks - before[p.Pid].ticks
+				if _, ok := ticks[p.Name]; !ok {
+					names = append(names, p.Name)
+				}
+				ticks[p.Name] += t
+				if k > 0 {
+					total += t
+				}
+			}
+			for _, name := range names {
+				m.res.AddCPUPerTx(s.id, name, perTx(ticks[name]))
+				parts = append(parts, fmt.Sprintf("%s %.0f", name, perTx(ticks[name])))
+			}
+			if len(tunnel) > 0 {
+				m.res.AddCPUPerTx(s.id, report.TunnelTotal, perTx(total))
+				parts = append(parts, fmt.Sprintf("%s %.0f", report.TunnelTotal, perTx(total)))
+			}
+			m.step(s.name, i, "%.0f tps, %d transactions (CPU µs/tx: %s)", tps, tx, strings.Join(parts, ", "))
 		}
 	}
 	return nil
@@ -226,10 +279,8 @@ const (
 func (m *measurer) idleConns() int {
 	n := m.cfg.IdleConns
 	per := agentFDsPerConn
-	for _, p := range m.o.procs {
-		if p.Name == report.HubProc {
-			per = hubFDsPerConn
-		}
+	if m.o.hub { // the direct path through NAT measures the hub's CPU, but it holds none
+		per = hubFDsPerConn
 	}
 	if m.cfg.FileLimit > 0 {
 		if fit := (int(m.cfg.FileLimit) - fdReserve) / per / 100 * 100; fit < n {

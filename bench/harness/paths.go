@@ -23,10 +23,13 @@ type path struct {
 
 // opened is a path ready to measure.
 type opened struct {
-	bench    string // host:port the app dials to reach the load server
-	pgHost   string // and PostgreSQL
-	pgPort   string
-	procs    []peers.Proc      // processes on the path (besides client and server)
+	bench  string // host:port the app dials to reach the load server
+	pgHost string // and PostgreSQL
+	pgPort string
+	procs  []peers.Proc // processes on the path (besides client and server)
+	// pgProcs, if set, are the processes that carry PostgreSQL's port,
+	// where procs are those of the load server's (socat: one pair each).
+	pgProcs  []peers.Proc
 	idle     []string          // Sluice: the inlets (host:port) for idle connections
 	memProcs []peers.Proc      // Sluice: the processes whose RSS per idle connection is reported
 	agents   []*scenario.Agent // Sluice: the inlet's and the outlet's agents (observers)
@@ -66,6 +69,9 @@ func (r *run) paths() []path {
 		{id: report.Direct, title: "Sluice agent to agent (no hub)", mayFail: r.direct != "",
 			where: "app -> inlet agent 10.10.0.1 -> outlet agent's --direct-listen 198.18.0.3 (firewall hole) -> service",
 			open:  r.openDirect},
+		{id: report.DirectNAT, title: "Sluice direct through NAT", mayFail: r.directPaths != "",
+			where: "app -> inlet agent 10.10.0.1 -> TCP simultaneous open through both hosts' NAT firewalls, no hole (the hub coordinates it and carries no byte) -> outlet agent (bank host) -> service",
+			open:  r.openDirectNAT},
 	}
 	if n := r.cfg.HubCluster; n > 1 {
 		for i := range all {
@@ -105,7 +111,7 @@ func (r *run) tunnelPath(id, title string, k int, start func(context.Context, pe
 				return nil, err
 			}
 			return &opened{bench: fmt.Sprintf("%s:%d", peers.ClientAddr, fw[0].Port), pgHost: peers.ClientAddr, pgPort: fmt.Sprint(fw[1].Port),
-				procs: t.Procs, close: t.Close}, nil
+				procs: t.Procs, pgProcs: t.All, close: t.Close}, nil
 		}}
 }
 
@@ -339,5 +345,53 @@ func (r *run) openDirect(ctx context.Context) (*opened, error) {
 	o.memProcs = o.procs
 	o.agents = []*scenario.Agent{r.sc.Analysis, r.sc.Bank}
 	o.close = func() error { return errors.Join(deleteInlets(context.Background(), r.sc.Analysis, ins), hole.Close()) }
+	return o, nil
+}
+
+// relayedOnly keeps an agent's channels on the hub (the design of issue 15:
+// docs of agent run --direct-paths): the "via hub" paths measure the relay.
+var relayedOnly = []string{"--direct-paths", "off"}
+
+// setRelayedOnly adds (on) or removes relayedOnly from the arguments the
+// named agents start with next.
+func (r *run) setRelayedOnly(on bool, agents ...string) {
+	for _, a := range agents {
+		args := r.agentArgs[a]
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == relayedOnly[0] && args[i+1] == relayedOnly[1] {
+				args = append(args[:i:i], args[i+2:]...)
+				i--
+			}
+		}
+		if on {
+			args = append(args, relayedOnly...)
+		}
+		r.agentArgs[a] = args
+	}
+}
+
+// openDirectNAT: explicit inlets on the analysis agent to the bank agent's
+// outlets, both agents with the default options (direct paths on), no
+// firewall hole: the channels go straight through both NATs. The hub's CPU
+// is measured too: it should carry nothing.
+func (r *run) openDirectNAT(ctx context.Context) (*opened, error) {
+	if r.directPaths != "" {
+		return nil, errors.New(r.directPaths)
+	}
+	r.setRelayedOnly(false, "analysis", "bank")
+	// The next path's restart starts them relayed again.
+	defer r.setRelayedOnly(true, "analysis", "bank")
+	if err := restart(ctx, r.sc.Analysis, r.sc.Bank); err != nil {
+		return nil, err
+	}
+	ins := r.sluiceInlets("nat", func(i int) string { return fmt.Sprintf("0.0.0.0:%d", 7901+i) })
+	o, err := r.createInlets(ctx, r.sc.Analysis, ins, viaGateway, "--via", scenario.BankRelay)
+	if err != nil {
+		return nil, errors.Join(err, deleteInlets(context.Background(), r.sc.Analysis, ins))
+	}
+	o.procs = r.agentProcs(r.sc.Analysis, true)
+	o.memProcs = r.agentProcs(r.sc.Analysis, false)
+	o.agents = []*scenario.Agent{r.sc.Analysis, r.sc.Bank}
+	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
 	return o, nil
 }

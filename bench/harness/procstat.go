@@ -34,18 +34,27 @@ func statTicks(pid int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read cpu time: %w", err)
 	}
+	return sumStat(string(b), 11, 15)
+}
+
+// childTicks reads fields 16-17 (cutime, cstime) of a /proc/PID/stat line:
+// the CPU time of the children the process waited for.
+func childTicks(stat string) (uint64, error) { return sumStat(stat, 13, 15) }
+
+// sumStat adds the fields [from, to) of a /proc/PID/stat line, counted from
+// field 3 (state).
+func sumStat(s string, from, to int) (uint64, error) {
 	// The command name (field 2) may hold spaces: split after its ')'.
-	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("read cpu time: bad /proc/%d/stat", pid)
+		return 0, fmt.Errorf("read cpu time: bad stat line %q", s)
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 15 {
-		return 0, fmt.Errorf("read cpu time: short /proc/%d/stat", pid)
+	if len(f) < to {
+		return 0, fmt.Errorf("read cpu time: short stat line %q", s)
 	}
 	var total uint64
-	for _, k := range f[11:15] {
+	for _, k := range f[from:to] {
 		v, err := strconv.ParseInt(k, 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("read cpu time: %w", err)

@@ -49,7 +49,11 @@ type Env struct {
 
 // Tunnel is a running peer; Close stops it and closes its firewall holes.
 type Tunnel struct {
-	Procs   []Proc
+	Procs []Proc
+	// All is every process of the tunnel where Procs keeps one of each
+	// name (socat: a pair per forwarded port, Procs those of the bench
+	// port); nil if Procs is all of them.
+	All     []Proc
 	closers []func() error
 }
 

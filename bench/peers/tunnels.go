@@ -40,6 +40,7 @@ func Socat(ctx context.Context, e Env, fw []Forward) (*Tunnel, error) {
 		}
 		t.add("socat client", client, true)
 	}
+	t.All = append([]Proc(nil), t.Procs...)
 	t.Procs = mergeProcs(t.Procs)
 	return t, nil
 }

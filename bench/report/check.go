@@ -11,7 +11,8 @@ import (
 const MinRepeats = 3
 
 // Check fails unless every path has at least MinRepeats samples of every
-// metric of Defs, CPU figures, and (Sluice paths) idle memory figures, or
+// metric of Defs, CPU figures (per GB, and per transaction of each pgbench
+// script), and (Sluice paths) idle memory figures, or
 // an unavailable reason that mayBeUnavailable accepts. It also wants every
 // target line computed. It never looks at how fast anything was.
 func Check(r *Results, mayBeUnavailable func(p *Path) error) error {
@@ -32,6 +33,9 @@ func Check(r *Results, mayBeUnavailable func(p *Path) error) error {
 			}
 		}
 		errs = append(errs, checkProcs(p, "CPU", p.CPU)...)
+		for _, script := range PgScripts {
+			errs = append(errs, checkProcs(p, "CPU per transaction of "+script, p.CPUPerTx[script])...)
+		}
 		if p.IsSluice() {
 			errs = append(errs, checkProcs(p, "idle memory", p.Memory)...)
 		}

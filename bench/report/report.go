@@ -45,9 +45,14 @@ const (
 
 // Units of the per-process metrics.
 const (
-	CPUUnit = "s/GB"
-	MemUnit = "KiB/conn"
+	CPUUnit   = "s/GB"
+	MemUnit   = "KiB/conn"
+	CPUTxUnit = "µs/tx"
 )
+
+// PgScripts are the pgbench scripts whose CPU per transaction is measured
+// (keys of Path.CPUPerTx), in table order.
+var PgScripts = []string{PgSelect, PgTPCB}
 
 // Path IDs, in run order.
 const (
@@ -60,6 +65,7 @@ const (
 	Sockmap     = "sluice-sockmap"
 	Transparent = "sluice-transparent"
 	Direct      = "sluice-direct"
+	DirectNAT   = "sluice-direct-nat"
 )
 
 // Metric is the samples of one measurement and their summary.
@@ -100,8 +106,12 @@ type Path struct {
 	Metrics     map[string]*Metric `json:"metrics"`
 	CPU         []*ProcMetric      `json:"cpu_per_gb,omitempty"`        // s/GB during single-stream throughput
 	Memory      []*ProcMetric      `json:"idle_kib_per_conn,omitempty"` // Sluice paths: agents' RSS per idle connection
-	IdleConns   int                `json:"idle_conns,omitempty"`        // how many idle connections Memory was measured with
-	IdleNote    string             `json:"idle_note,omitempty"`         // why fewer than Config.IdleConns, if so
+	// CPUPerTx is, per pgbench script (PgSelect, PgTPCB), the CPU time of
+	// each process (and TunnelTotal, the sum over the tunnel's own) per
+	// transaction pgbench reported, in µs.
+	CPUPerTx  map[string][]*ProcMetric `json:"cpu_per_tx,omitempty"`
+	IdleConns int                      `json:"idle_conns,omitempty"` // how many idle connections Memory was measured with
+	IdleNote  string                   `json:"idle_note,omitempty"`  // why fewer than Config.IdleConns, if so
 }
 
 // NewPath returns a path with no samples.
@@ -130,6 +140,18 @@ func (p *Path) AddMemory(process string, v float64) *Metric {
 	return addProc(&p.Memory, process, MemUnit, v)
 }
 
+// AddCPUPerTx records a CPU-per-transaction sample (µs) of a process
+// during the pgbench script.
+func (p *Path) AddCPUPerTx(script, process string, v float64) *Metric {
+	if p.CPUPerTx == nil {
+		p.CPUPerTx = map[string][]*ProcMetric{}
+	}
+	l := p.CPUPerTx[script]
+	m := addProc(&l, process, CPUTxUnit, v)
+	p.CPUPerTx[script] = l
+	return m
+}
+
 func addProc(list *[]*ProcMetric, process, unit string, v float64) *Metric {
 	for _, pm := range *list {
 		if pm.Process == process {
@@ -155,7 +177,7 @@ func Proc(list []*ProcMetric, process string) *Metric {
 
 // IsSluice tells whether the path is one of Sluice's.
 func (p *Path) IsSluice() bool {
-	return p.ID == Hub || p.ID == Sockmap || p.ID == Transparent || p.ID == Direct
+	return p.ID == Hub || p.ID == Sockmap || p.ID == Transparent || p.ID == Direct || p.ID == DirectNAT
 }
 
 func def(id string) Def {

@@ -14,7 +14,7 @@ import (
 // plus 0, 1 and 2 in its three samples.
 func sample() *Results {
 	r := &Results{Date: "2026-01-01", Machine: Machine{NProc: 2, CPU: "test cpu", Kernel: "6.0"}, Config: Config{Repeats: 3, IdleConns: 10}}
-	for i, id := range []string{Raw, Socat, Stunnel, SSH, WireGuard, Hub, Transparent, Direct, Sockmap} {
+	for i, id := range []string{Raw, Socat, Stunnel, SSH, WireGuard, Hub, Transparent, Direct, Sockmap, DirectNAT} {
 		p := NewPath(id, "title "+id, "where "+id)
 		for _, d := range Defs {
 			for k := range 3 {
@@ -30,6 +30,17 @@ func sample() *Results {
 				p.AddCPU(proc, float64(k+1))
 				if p.IsSluice() && proc != "client" && proc != "server" {
 					p.AddMemory(proc, float64(30+k))
+				}
+			}
+		}
+		// CPU per transaction: pgbench and postgres 5, 6, 7 µs; the
+		// tunnel's total 100*(i+1) plus 0, 10, 20.
+		for _, script := range PgScripts {
+			for k := range 3 {
+				p.AddCPUPerTx(script, PgbenchProc, float64(5+k))
+				p.AddCPUPerTx(script, PostgresProc, float64(5+k))
+				if id != Raw {
+					p.AddCPUPerTx(script, TunnelTotal, float64(100*(i+1)+10*k))
 				}
 			}
 		}
@@ -58,51 +69,53 @@ func TestMetricSummary(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	r := sample()
-	var hub []Target
+	byPath := map[string][]Target{}
 	for _, tg := range r.Targets {
-		if tg.Path == Hub {
-			hub = append(hub, tg)
-		}
+		byPath[tg.Path] = append(byPath[tg.Path], tg)
 		if tg.Error != "" {
 			t.Errorf("target %+v not computed", tg)
 		}
 	}
-	if len(hub) != len(ratioSpecs)+3 {
-		t.Fatalf("%d hub targets: %+v", len(hub), hub)
-	}
-	// hub (index 5) medians: 61; stunnel (index 2): 31; raw: 11.
-	want := map[string]float64{
-		"1-stream >= 1.5x stunnel":          61.0 / 31,
-		"1-stream >= 0.6x raw":              61.0 / 11,
-		"RTT p50 <= 0.35x stunnel":          61.0 / 31,
-		"setup p50 <= stunnel's":            61.0 / 31,
-		"hub CPU/GB <= 0.25x inlet agent's": 1,
-	}
-	for _, tg := range hub {
-		if w, ok := want[tg.What]; ok {
-			if tg.Got != w {
-				t.Errorf("%s: got %v, want %v", tg.What, tg.Got, w)
-			}
-			delete(want, tg.What)
+	for _, id := range []string{DirectNAT, Hub, Sockmap, Transparent} {
+		if len(byPath[id]) != len(ratioSpecs)+1 {
+			t.Fatalf("%d %s targets: %+v", len(byPath[id]), id, byPath[id])
 		}
 	}
-	if len(want) != 0 {
-		t.Errorf("targets missing: %v", want)
+	// Medians: hub (index 5) 61, CPU/tx total 610; direct through NAT
+	// (index 9) 101, 1010; stunnel (index 2) 31, 310.
+	type want struct {
+		got float64
+		met bool
 	}
-	for _, tg := range hub {
-		switch tg.What {
-		case "1-stream >= 1.5x stunnel", "1-stream >= 0.6x raw":
-			if !tg.Met {
-				t.Errorf("%s should be met: %+v", tg.What, tg)
+	wants := map[string]map[string]want{
+		Hub: {
+			"1-stream >= 1.3x stunnel":                                     {61.0 / 31, true},
+			"RTT p50 <= stunnel's":                                         {61.0 / 31, false},
+			"pgbench -S >= 1.1x stunnel":                                   {61.0 / 31, true},
+			"CPU/tx (pgbench -S, all tunnel processes) <= 0.9x stunnel":    {610.0 / 310, false},
+			"CPU/tx (pgbench TPC-B, all tunnel processes) <= 0.9x stunnel": {610.0 / 310, false},
+			"setup p50 <= 0.3x stunnel":                                    {61.0 / 31, false},
+			"hub CPU/GB <= 0.5x inlet agent's":                             {1, false},
+		},
+		DirectNAT: {
+			"1-stream >= 1.5x stunnel":                                  {101.0 / 31, true},
+			"RTT p50 <= 0.8x stunnel":                                   {101.0 / 31, false},
+			"pgbench TPC-B >= 1.3x stunnel":                             {101.0 / 31, true},
+			"CPU/tx (pgbench -S, all tunnel processes) <= 0.7x stunnel": {1010.0 / 310, false},
+			"hub CPU/GB <= 0.05x inlet agent's (≈ 0)":                   {1, false},
+		},
+	}
+	for id, w := range wants {
+		for _, tg := range byPath[id] {
+			if x, ok := w[tg.What]; ok {
+				if tg.Got != x.got || tg.Met != x.met {
+					t.Errorf("%s %s: got %v (met %v), want %v (met %v)", id, tg.What, tg.Got, tg.Met, x.got, x.met)
+				}
+				delete(w, tg.What)
 			}
-		case "RTT p50 <= 0.35x stunnel", "hub CPU/GB <= 0.25x inlet agent's":
-			if tg.Met {
-				t.Errorf("%s should not be met: %+v", tg.What, tg)
-			}
-		case "inlet agent memory per idle connection <= 64 KiB":
-			if !tg.Met || tg.Got != 31 {
-				t.Errorf("%+v", tg)
-			}
+		}
+		if len(w) != 0 {
+			t.Errorf("%s targets missing: %v", id, w)
 		}
 	}
 }
@@ -154,6 +167,25 @@ func TestCheck(t *testing.T) {
 	if err := Check(r, allowWG); err == nil {
 		t.Error("missing CPU passed")
 	}
+	r = sample()
+	delete(r.Path(Socat).CPUPerTx, PgTPCB)
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "socat: no CPU per transaction of pg_tpcb") {
+		t.Errorf("missing CPU per TPC-B transaction passed: %v", err)
+	}
+	r = sample()
+	l := r.Path(Raw).CPUPerTx[PgSelect]
+	l[0].Samples = l[0].Samples[:2]
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "CPU per transaction of pg_select of pgbench has 2 samples") {
+		t.Errorf("two samples of CPU per transaction passed: %v", err)
+	}
+	// A target path that ran without its tunnel total (or stunnel without
+	// it): the target is not computed, and check says so.
+	r = sample()
+	r.Path(Stunnel).CPUPerTx[PgSelect] = r.Path(Stunnel).CPUPerTx[PgSelect][:2]
+	r.Targets = ComputeTargets(r)
+	if err := Check(r, allowWG); err == nil || !strings.Contains(err.Error(), "not computed") {
+		t.Errorf("target without stunnel's CPU per transaction passed: %v", err)
+	}
 }
 
 func TestWriters(t *testing.T) {
@@ -166,7 +198,8 @@ func TestWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, out := range map[string]string{"text": text.String(), "markdown": md.String()} {
-		for _, want := range []string{"title sluice-hub", "61.0 (60.0–62.0)", "unavailable: cannot open /dev/net/tun", "unavailable (see below)", "1-stream >= 1.5x stunnel"} {
+		for _, want := range []string{"title sluice-hub", "61.0 (60.0–62.0)", "unavailable: cannot open /dev/net/tun", "unavailable (see below)",
+			"sluice-direct-nat (direct)", "3.26 (>= 1.5x stunnel): met", "1.97 (<= stunnel's): NOT met", "all tunnel processes 610 (600–620)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s lacks %q:\n%s", name, want, out)
 			}
@@ -193,9 +226,9 @@ func TestWriters(t *testing.T) {
 			rects++
 		}
 	}
-	// 8 available paths x 8 metrics, the background, the CPU bars of the
-	// Sluice paths (4 x 5) and their memory bars (4 x 3).
-	if want := 1 + 8*len(Defs) + 20 + 12; rects != want {
+	// 9 available paths x 8 metrics, the background, the CPU bars of the
+	// Sluice paths (5 x 5) and their memory bars (5 x 3).
+	if want := 1 + 9*len(Defs) + 25 + 15; rects != want {
 		t.Errorf("svg has %d rects, want %d", rects, want)
 	}
 	if !strings.Contains(svg.String(), "unavailable") {

@@ -78,17 +78,48 @@ func procGrid(r *Results, title string, list func(*Path) []*ProcMetric) grid {
 	return g
 }
 
+// targetGrid has one row per target figure and one column per path of
+// TargetPaths that is in the run: the measured ratio, "met" or "NOT met".
 func targetGrid(r *Results) grid {
-	g := grid{head: []string{"path", "target", "measured", "met"}}
+	g := grid{head: []string{"target"}}
+	var ids []string
+	for _, tp := range TargetPaths {
+		if r.Path(tp.ID) != nil {
+			ids = append(ids, tp.ID)
+			g.head = append(g.head, fmt.Sprintf("%s (%s)", tp.ID, tp.Class))
+		}
+	}
+	// The figure's name: its target line without the wanted ratio.
+	figure := func(t Target) string {
+		what, _, _ := strings.Cut(t.What, " "+t.Op+" ")
+		return what
+	}
+	var figures []string
+	cells := map[string]map[string]string{}
 	for _, t := range r.Targets {
-		got, met := Num(t.Got), "no"
-		if t.Met {
-			met = "yes"
+		f := figure(t)
+		if cells[f] == nil {
+			figures = append(figures, f)
+			cells[f] = map[string]string{}
 		}
-		if t.Error != "" {
-			got, met = "n/a", "n/a: "+t.Error
+		_, want, _ := strings.Cut(t.What, " "+t.Op+" ")
+		c := fmt.Sprintf("%s (%s %s): ", Num(t.Got), t.Op, want)
+		switch {
+		case t.Error != "":
+			c = "n/a: " + t.Error
+		case t.Met:
+			c += "met"
+		default:
+			c += "NOT met"
 		}
-		g.rows = append(g.rows, []string{t.Path, t.What, got, met})
+		cells[f][t.Path] = c
+	}
+	for _, f := range figures {
+		row := []string{f}
+		for _, id := range ids {
+			row = append(row, cells[f][id])
+		}
+		g.rows = append(g.rows, row)
 	}
 	return g
 }
@@ -160,8 +191,10 @@ func grids(r *Results) []struct {
 	}{
 		{"Paths (median (min–max) of " + fmt.Sprint(r.Config.Repeats) + " runs)", mainGrid(r)},
 		{"CPU seconds per GB moved, per process (single-stream runs)", procGrid(r, "CPU "+CPUUnit, func(p *Path) []*ProcMetric { return p.CPU })},
+		{"CPU µs per pgbench select-only (-S) transaction, per process", procGrid(r, "CPU "+CPUTxUnit, func(p *Path) []*ProcMetric { return p.CPUPerTx[PgSelect] })},
+		{"CPU µs per pgbench TPC-B-like transaction, per process", procGrid(r, "CPU "+CPUTxUnit, func(p *Path) []*ProcMetric { return p.CPUPerTx[PgTPCB] })},
 		{"Memory per idle portal connection (VmRSS while held, minus before)", procGrid(r, "RSS "+MemUnit, func(p *Path) []*ProcMetric { return p.Memory })},
-		{"Targets (ratios of medians from this run)", targetGrid(r)},
+		{"Targets of issue 15 (ratios of medians from this run, against stunnel unless said)", targetGrid(r)},
 	}
 }
 

@@ -20,59 +20,100 @@ type Target struct {
 	Error string  `json:"error,omitempty"` // why it could not be computed
 }
 
-// TargetPaths are the Sluice paths the targets are computed for: the hub
-// path with the explicit inlet (the target), and as extra lines the same
-// with the hub relaying in the kernel (agent hub --relay sockmap) and the
-// transparent one.
-var TargetPaths = []string{Hub, Sockmap, Transparent}
+// TunnelTotal names the per-sample sum of the CPU of a path's own
+// processes (the tunnel: agents and hub, or a tool's two ends and its
+// forwarder), without the client and the server, in Path.CPUPerTx.
+const TunnelTotal = "all tunnel processes"
+
+// The processes at the ends of a pgbench sample, for reference in
+// Path.CPUPerTx.
+const (
+	PgbenchProc  = "pgbench"
+	PostgresProc = "postgres"
+)
+
+// TargetPaths are the Sluice paths the targets (issue 15) are computed for,
+// each with the class of targets it must meet: the direct path through the
+// NATs and the hub path with the explicit inlet (the targets), and as extra
+// lines with the hub's targets the same with the hub relaying in the kernel
+// (agent hub --relay sockmap) and the transparent one.
+var TargetPaths = []struct{ ID, Class string }{
+	{DirectNAT, ClassDirect},
+	{Hub, ClassHub},
+	{Sockmap, ClassHub},
+	{Transparent, ClassHub},
+}
+
+// Target classes: which column of the targets table a path must meet.
+const (
+	ClassDirect = "direct"
+	ClassHub    = "hub"
+)
 
 // ComputeTargets returns the target lines for every path of TargetPaths.
 func ComputeTargets(r *Results) []Target {
 	var out []Target
-	for _, id := range TargetPaths {
-		out = append(out, targetsFor(r, id)...)
+	for _, tp := range TargetPaths {
+		out = append(out, targetsFor(r, tp.ID, tp.Class)...)
 	}
 	return out
 }
 
-// ratioSpec is a target of the form path.metric OP want * ref.metric.
+// ratioSpec is a target of the form path.metric OP want * stunnel.metric,
+// want per class. With script, the metric is the CPU per transaction of
+// that pgbench script summed over the tunnel's processes (TunnelTotal).
 type ratioSpec struct {
 	metric string
-	ref    string
+	script string
 	op     string
-	want   float64
+	want   map[string]float64
 }
 
+// ratioSpecs are issue 15's targets against stunnel, ratios of medians.
 var ratioSpecs = []ratioSpec{
-	{Tput1, Stunnel, ">=", 1.5},
-	{Tput1, Raw, ">=", 0.6},
-	{RTTp50, Stunnel, "<=", 0.35},
-	{PgSelect, Stunnel, ">=", 1.5},
-	{PgSelect, Raw, ">=", 0.7},
-	{SetupP50, Stunnel, "<=", 1},
+	{metric: Tput1, op: ">=", want: map[string]float64{ClassDirect: 1.5, ClassHub: 1.3}},
+	{metric: RTTp50, op: "<=", want: map[string]float64{ClassDirect: 0.8, ClassHub: 1.0}},
+	{metric: PgSelect, op: ">=", want: map[string]float64{ClassDirect: 1.3, ClassHub: 1.1}},
+	{metric: PgTPCB, op: ">=", want: map[string]float64{ClassDirect: 1.3, ClassHub: 1.1}},
+	{script: PgSelect, op: "<=", want: map[string]float64{ClassDirect: 0.7, ClassHub: 0.9}},
+	{script: PgTPCB, op: "<=", want: map[string]float64{ClassDirect: 0.7, ClassHub: 0.9}},
+	{metric: SetupP50, op: "<=", want: map[string]float64{ClassDirect: 0.3, ClassHub: 0.3}},
 }
 
-// MaxIdleKiB is the memory target per idle portal connection, per agent.
-const MaxIdleKiB = 64
+// hubCPUWant is the hub's CPU per GB against the inlet agent's: "≈ 0" on
+// the direct path (the hub carries no byte: anything but the control
+// connection's keepalives would show), at most half on the hub path.
+var hubCPUWant = map[string]float64{ClassDirect: 0.05, ClassHub: 0.5}
 
-func targetsFor(r *Results, id string) []Target {
+func targetsFor(r *Results, id, class string) []Target {
 	p := r.Path(id)
 	var out []Target
 	for _, s := range ratioSpecs {
-		t := Target{Path: id, What: fmt.Sprintf("%s %s %s", def(s.metric).Label, s.op, fmtRatio(s.want, s.ref)), Op: s.op, Want: s.want}
-		num, err1 := median(p, s.metric)
-		den, err2 := median(r.Path(s.ref), s.metric)
+		want := s.want[class]
+		label := def(s.metric).Label
+		if s.script != "" {
+			label = fmt.Sprintf("CPU/tx (%s, all tunnel processes)", def(s.script).Label)
+		}
+		t := Target{Path: id, What: fmt.Sprintf("%s %s %s", label, s.op, fmtRatio(want, Stunnel)), Op: s.op, Want: want}
+		var num, den float64
+		var err1, err2 error
+		if s.script != "" {
+			num, err1 = procMedian(p, p.cpuTx(s.script), TunnelTotal)
+			den, err2 = procMedian(r.Path(Stunnel), r.Path(Stunnel).cpuTx(s.script), TunnelTotal)
+		} else {
+			num, err1 = median(p, s.metric)
+			den, err2 = median(r.Path(Stunnel), s.metric)
+		}
 		out = append(out, finish(t, num, den, firstErr(err1, err2)))
 	}
-	t := Target{Path: id, What: "hub CPU/GB <= 0.25x inlet agent's", Op: "<=", Want: 0.25}
+	want := hubCPUWant[class]
+	t := Target{Path: id, What: fmt.Sprintf("hub CPU/GB <= %gx inlet agent's", want), Op: "<=", Want: want}
+	if class == ClassDirect {
+		t.What += " (≈ 0)"
+	}
 	num, err1 := procMedian(p, p.cpu(), HubProc)
 	den, err2 := procMedian(p, p.cpu(), InletProc)
 	out = append(out, finish(t, num, den, firstErr(err1, err2)))
-	for _, agent := range []string{InletProc, OutletProc} {
-		t := Target{Path: id, What: fmt.Sprintf("%s memory per idle connection <= %d KiB", agent, MaxIdleKiB), Op: "<=", Want: MaxIdleKiB}
-		v, err := procMedian(p, p.memory(), agent)
-		out = append(out, finish(t, v, 1, err))
-	}
 	return out
 }
 
@@ -148,9 +189,9 @@ func (p *Path) cpu() []*ProcMetric {
 	return p.CPU
 }
 
-func (p *Path) memory() []*ProcMetric {
+func (p *Path) cpuTx(script string) []*ProcMetric {
 	if p == nil {
 		return nil
 	}
-	return p.Memory
+	return p.CPUPerTx[script]
 }
