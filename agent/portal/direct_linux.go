@@ -213,6 +213,20 @@ func tcpClosed(c *net.TCPConn) bool {
 	return info.State == tcpStateClose
 }
 
+// tcpUnacked reports whether c has sent data its peer's kernel has not
+// acknowledged yet (TCP_INFO's unacked segments).
+func tcpUnacked(c *net.TCPConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	if raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || info == nil {
+		return false
+	}
+	return info.Unacked > 0
+}
+
 // tcpStateClose is TCP_CLOSE of include/net/tcp_states.h.
 const tcpStateClose = 7
 

@@ -26,5 +26,6 @@ func punchDial(context.Context, *portHold, netip.AddrPort) (*net.TCPConn, error)
 
 func tuneDirect(*net.TCPConn) error { return errNoDirect }
 func tcpClosed(*net.TCPConn) bool   { return false }
+func tcpUnacked(*net.TCPConn) bool  { return false }
 
 const directSupported = false

@@ -366,7 +366,7 @@ func (m *Manager) session(in *inlet) (*session, error) {
 			s.close()
 			break // a new channel's handshake decides
 		}
-		err := m.openWarm(s)
+		err := m.openWarm(in, s)
 		if err == nil {
 			in.reused.Add(1)
 			return s, nil
@@ -380,6 +380,12 @@ func (m *Manager) session(in *inlet) (*session, error) {
 	return m.openCold(in)
 }
 
+// warmAckWait is how long, at least, the open request on a warm direct
+// channel may stay unacknowledged by the outlet's kernel before the path is
+// taken for broken (4 round trips of the connection where that is longer):
+// longer than Linux's longest delayed ACK (200 ms).
+const warmAckWait = 500 * time.Millisecond
+
 // errChannelGone means the outlet's agent closed a warm channel before it
 // answered the open request: nothing reached the target, and the
 // connection can go through another channel.
@@ -389,13 +395,38 @@ var errChannelGone = errors.New("the outlet's agent closed the warm channel")
 // for its status, before any byte of the app's is read. A channel the
 // outlet's agent closed (the open cannot be written, or the channel ends
 // before the status) gives errChannelGone.
-func (m *Manager) openWarm(s *session) error {
+//
+// On a direct path the open request is also a probe of the path: if the
+// outlet's kernel has not acknowledged it after warmAckWait, the path broke
+// while the channel was idle (a NAT or a firewall on the way forgot the
+// flow), long before TCP_USER_TIMEOUT would say so. The channel is reset,
+// the peer becomes relayed (broke), and the connection, of which no byte
+// was read, goes through another channel: the hub's.
+func (m *Manager) openWarm(in *inlet, s *session) error {
 	if err := s.ch.WriteControl(ctlOpen); err != nil {
 		return fmt.Errorf("send open request: %w: %w", err, errChannelGone)
 	}
 	s.ch.Raw().SetReadDeadline(time.Now().Add(m.opts.HandshakeTimeout))
+	var (
+		dead atomic.Bool
+		wait time.Duration
+	)
+	if s.direct {
+		wait = max(warmAckWait, 4*relay.TCPRTT(s.ch.Raw()))
+		probe := time.AfterFunc(wait, func() {
+			if tcpUnacked(s.ch.Raw()) {
+				dead.Store(true)
+				s.ch.Abort()
+			}
+		})
+		defer probe.Stop()
+	}
 	b, err := s.ch.ReadControl()
 	s.ch.Raw().SetReadDeadline(time.Time{})
+	if dead.Load() {
+		m.broke(s.peer.NodeID, in)
+		return fmt.Errorf("read open status: the direct path did not acknowledge the open request in %v: %w", wait, errChannelGone)
+	}
 	if err != nil {
 		if peerClosed(err) {
 			return fmt.Errorf("read open status: %w: %w", err, errChannelGone)

@@ -75,9 +75,11 @@ func TestDirectPathSeed(t *testing.T) {
 //     control links to the hub keep theirs): every packet of the old flows
 //     is dropped; the inlet detects it, pgbench's connections are reset
 //     (errors, never wrong data), new connections work (through the hub)
-//     from then on, one that took a channel on a dead flow before is reset
-//     at the detection, and the peer is direct again after a background
-//     attempt;
+//     from then on, one in flight at the flush is reset at the detection,
+//     and the peer is direct again after a background attempt;
+//   - idle warm direct channels on flows the outlet's router forgot: the
+//     next connection finds them dead at its open request and goes
+//     through the hub, answered (FlushIdle);
 //   - the whole table on the outlet's router, strict: the bank agent's
 //     control link breaks too; the times until the portal serves again and
 //     is direct again are logged.
@@ -139,7 +141,8 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("the outlet's router forgot %d flows with the inlet's router", n)
+		flushed := time.Now() // sessions opened before this were in flight at the break
+		t.Logf("the outlet's router forgot %d flows with the inlet's router (in %v)", n, flushed.Sub(broke).Round(time.Millisecond))
 		detected, err := waitPath(ctx, s.Analysis, bank, "relayed", broke, 15*time.Second)
 		if err != nil {
 			t.Fatalf("the break was not detected: %v", err)
@@ -155,11 +158,12 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		if aborted == 0 {
 			t.Errorf("pgbench's direct connections survived a flush of the outlet's router with strict tracking:\n%s", p.OutputTail(2000))
 		}
-		// New connections work once the inlet noticed the break (they go
-		// through the hub, or on a fresh direct flow, which the flush did
-		// not touch). One opened before that may have taken a channel on a
-		// dead flow: it must be reset when the break is noticed, never
-		// hang or end cleanly.
+		// New connections work: through the hub, or on a fresh direct
+		// flow, which the flush did not touch. One that takes a warm
+		// channel on a dead flow finds the path dead when its open request
+		// goes unacknowledged (openWarm, warmAckWait) and goes through
+		// another channel, none of its bytes read: it is neither reset nor
+		// held until TCP_USER_TIMEOUT.
 		noticed := broke.Add(detected)
 		var failed, cut []string
 		var window int // sessions opened between the break and its detection
@@ -169,8 +173,8 @@ func TestDirectPathBehindNAT(t *testing.T) {
 			}
 			switch {
 			case a.err == nil || a.at.Before(broke):
-			case a.at.Before(noticed) && errors.Is(a.err, syscall.ECONNRESET):
-				cut = append(cut, fmt.Sprintf("opened %v after the break, reset after %v",
+			case a.at.Before(flushed) && errors.Is(a.err, syscall.ECONNRESET):
+				cut = append(cut, fmt.Sprintf("opened %v after the flush began, reset after %v",
 					a.at.Sub(broke).Round(time.Millisecond), a.took.Round(time.Millisecond)))
 			default:
 				failed = append(failed, fmt.Sprintf("%v after the break, after %v: %v", a.at.Sub(broke).Round(time.Millisecond), a.took.Round(time.Millisecond), a.err))
@@ -192,6 +196,37 @@ func TestDirectPathBehindNAT(t *testing.T) {
 		}
 		runPgbenchClean(t, s, 2, 2*time.Second)
 		expectPath(t, ctx, s.Analysis, bank, "direct")
+	})
+
+	// Idle warm direct channels on flows the outlet's router forgot
+	// (strict): the next connection takes one, its open request goes
+	// unacknowledged, and the inlet takes the path for broken then
+	// (openWarm, warmAckWait) instead of at TCP_USER_TIMEOUT, and serves the
+	// connection through the hub: it works, none of its bytes lost.
+	t.Run("FlushIdle", func(t *testing.T) {
+		if err := s.Seed.BankRouter.SetSysctl("net.netfilter.nf_conntrack_tcp_loose", "0"); err != nil {
+			t.Fatal(err)
+		}
+		runPgbenchClean(t, s, 2, time.Second) // leaves warm direct channels
+		expectPath(t, ctx, s.Analysis, bank, "direct")
+		before := directCounters(t, ctx, s.Analysis)
+		if _, err := s.Seed.BankRouter.FlushConntrackWith(netip.MustParseAddr(testenv.SeedAnalysisUp)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := sessionRoundTrip(ctx, s.Seed.App.NS); err != nil {
+			t.Fatalf("a new connection over idle direct channels whose flows the outlet's router forgot: %v", err)
+		}
+		took := time.Since(start)
+		after := directCounters(t, ctx, s.Analysis)
+		t.Logf("a new connection after the flush found the idle direct channels dead and was answered through the hub in %v; breaks %d -> %d",
+			took.Round(time.Millisecond), before.Breaks, after.Breaks)
+		if after.Breaks <= before.Breaks {
+			t.Errorf("the inlet did not count the break it found (breaks %d -> %d)", before.Breaks, after.Breaks)
+		}
+		if _, err := waitPath(ctx, s.Analysis, bank, "direct", time.Now(), 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	// The whole table, on the outlet's router, strict: the bank agent's
