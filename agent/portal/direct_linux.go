@@ -202,29 +202,28 @@ func tuneDirect(c *net.TCPConn) error {
 // tcpClosed reports whether the kernel closed c: reset by the peer or
 // timed out (TCP_USER_TIMEOUT, keepalive), not closed by this process.
 func tcpClosed(c *net.TCPConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var info *unix.TCPInfo
-	if raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || info == nil {
-		return false
-	}
-	return info.State == tcpStateClose
+	info := tcpInfo(c)
+	return info != nil && info.State == tcpStateClose
 }
 
 // tcpUnacked reports whether c has sent data its peer's kernel has not
 // acknowledged yet (TCP_INFO's unacked segments).
 func tcpUnacked(c *net.TCPConn) bool {
+	info := tcpInfo(c)
+	return info != nil && info.Unacked > 0
+}
+
+// tcpInfo is c's TCP_INFO, nil if it cannot be read.
+func tcpInfo(c *net.TCPConn) *unix.TCPInfo {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return nil
 	}
 	var info *unix.TCPInfo
-	if raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || info == nil {
-		return false
+	if raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil {
+		return nil
 	}
-	return info.Unacked > 0
+	return info
 }
 
 // tcpStateClose is TCP_CLOSE of include/net/tcp_states.h.

@@ -279,7 +279,7 @@ const (
 func (m *measurer) idleConns() int {
 	n := m.cfg.IdleConns
 	per := agentFDsPerConn
-	if m.o.hub { // the direct path through NAT measures the hub's CPU, but it holds none
+	if m.o.hub || m.o.hubFallback {
 		per = hubFDsPerConn
 	}
 	if m.cfg.FileLimit > 0 {

@@ -34,7 +34,11 @@ type opened struct {
 	memProcs []peers.Proc      // Sluice: the processes whose RSS per idle connection is reported
 	agents   []*scenario.Agent // Sluice: the inlet's and the outlet's agents (observers)
 	hub      bool              // Sluice: the path goes through the hub
-	close    func() error
+	// hubFallback: Sluice's direct path, whose channels beyond the direct
+	// attempts a peer makes at once (2) go through the hub: a burst of idle
+	// connections is held by the hub's descriptors too.
+	hubFallback bool
+	close       func() error
 }
 
 // Where the tunnels' ports are: path k uses 7k01 for the load server and
@@ -392,6 +396,7 @@ func (r *run) openDirectNAT(ctx context.Context) (*opened, error) {
 	o.procs = r.agentProcs(r.sc.Analysis, true)
 	o.memProcs = r.agentProcs(r.sc.Analysis, false)
 	o.agents = []*scenario.Agent{r.sc.Analysis, r.sc.Bank}
+	o.hubFallback = true
 	o.close = func() error { return deleteInlets(context.Background(), r.sc.Analysis, ins) }
 	return o, nil
 }

@@ -35,13 +35,7 @@ var directInlet = net.JoinHostPort(testenv.SeedAnalysisGW, scenario.InletPort)
 // its bytes, and revoking the inlet's node closes a direct channel within a
 // second.
 func TestDirectPathSeed(t *testing.T) {
-	ctx, s := startDirect(t, nil)
-	logSetup(t, ctx, s)
-	runPgbenchClean(t, s, 2, 3*time.Second)
-	bank := nodeOf(t, ctx, s.Bank)
-	expectPath(t, ctx, s.Analysis, bank, "direct")
-	expectCounters(t, ctx, s, "direct")
-	expectNoneRelayed(t, ctx, s)
+	ctx, s, bank := startGoneDirect(t, nil)
 
 	t.Run("Revoked", func(t *testing.T) {
 		c, err := openSessionAt(ctx, s.Seed.App.NS, directInlet)
@@ -86,13 +80,7 @@ func TestDirectPathSeed(t *testing.T) {
 //
 // The times to detect the break and to be direct again are logged.
 func TestDirectPathBehindNAT(t *testing.T) {
-	ctx, s := startDirect(t, &testenv.NATOptions{})
-	logSetup(t, ctx, s)
-	runPgbenchClean(t, s, 2, 3*time.Second)
-	bank := nodeOf(t, ctx, s.Bank)
-	expectPath(t, ctx, s.Analysis, bank, "direct")
-	expectCounters(t, ctx, s, "direct")
-	expectNoneRelayed(t, ctx, s)
+	ctx, s, bank := startGoneDirect(t, &testenv.NATOptions{})
 
 	t.Run("FlushLoose", func(t *testing.T) {
 		// A session on a direct channel, quiet after a round trip: the
@@ -306,6 +294,21 @@ func TestDirectPathBlocked(t *testing.T) {
 	expectCounters(t, ctx, s, "failed")
 }
 
+// startGoneDirect starts the scenario (startDirect), runs pgbench through
+// the portal and checks that it went direct, the hub relaying none of its
+// bytes; it returns the bank agent's node.
+func startGoneDirect(t *testing.T, nat *testenv.NATOptions) (context.Context, *scenario.Scenario, string) {
+	t.Helper()
+	ctx, s := startDirect(t, nat)
+	logSetup(t, ctx, s)
+	runPgbenchClean(t, s, 2, 3*time.Second)
+	bank := nodeOf(t, ctx, s.Bank)
+	expectPath(t, ctx, s.Analysis, bank, "direct")
+	expectCounters(t, ctx, s, "direct")
+	expectNoneRelayed(t, ctx, s)
+	return ctx, s, bank
+}
+
 // startDirect starts the scenario with the open explicit inlet and the
 // metrics, in the seed topology (nat nil) or behind NAT routers, and
 // creates pgbench's tables.
@@ -316,20 +319,7 @@ func startDirect(t *testing.T, nat *testenv.NATOptions) (context.Context, *scena
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	env := testenv.NewT(t)
-	s, err := scenario.New(env, scenario.Options{Bin: bin, Mode: scenario.Explicit, OpenExplicit: true, Metrics: true, NAT: nat,
-		Progress: func(m string) { t.Log(m) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close scenario: %v", err)
-		}
-	})
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := startScenarioWith(t, ctx, scenario.Options{Mode: scenario.Explicit, OpenExplicit: true, Metrics: true, NAT: nat})
 	if out, err := s.Seed.Postgres.NS.RunOpts(ctx, []string{"pgbench", "-h", testenv.SeedPostgresAddr, "-p", testenv.PostgresPort,
 		"-U", "postgres", "-i", "-s", "1", "-q", "postgres"}, testenv.ProcOptions{Env: []string{"PGPASSWORD=" + scenario.PGPassword}}); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)

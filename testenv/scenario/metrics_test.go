@@ -106,20 +106,7 @@ func TestMetricsScenario(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := testenv.NewT(t)
-	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Mode: scenario.Transparent, Metrics: true,
-		Progress: func(m string) { t.Log(m) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close scenario: %v", err)
-		}
-	})
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := startScenarioWith(t, ctx, scenario.Options{AppDir: appDir, Mode: scenario.Transparent, Metrics: true})
 	analysis, bank, internet := s.Seed.AnalysisHost, s.Seed.BankHost, s.Seed.Internet
 	for _, ns := range []*testenv.NS{analysis, bank, internet} {
 		waitReady(t, ctx, ns)

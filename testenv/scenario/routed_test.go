@@ -36,21 +36,9 @@ func TestRoutedScenario(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := testenv.NewT(t)
-	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Mode: scenario.Transparent, Progress: func(m string) { t.Log(m) },
+	s := startScenarioWith(t, ctx, scenario.Options{AppDir: appDir, Mode: scenario.Transparent,
 		AgentArgs: map[string][]string{"analysis": {"--routed", testenv.RoutedVethPrefix + "*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close scenario: %v", err)
-		}
-	})
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	host := s.Seed.AnalysisHost
+	env, host := s.Env, s.Seed.AnalysisHost
 	pod, err := env.RoutedPod(host, env.RoutedVethName(), "rpod", routedPodAddr)
 	if err != nil {
 		t.Fatal(err)

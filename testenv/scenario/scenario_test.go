@@ -45,11 +45,22 @@ func TestSeedScenario(t *testing.T) {
 // up when the test ends.
 func startScenario(t *testing.T, ctx context.Context, mode scenario.Mode) *scenario.Scenario {
 	t.Helper()
+	return startScenarioWith(t, ctx, scenario.Options{AppDir: appDir, Mode: mode})
+}
+
+// startScenarioWith is startScenario with opts (Bin and Progress filled
+// in; the app's dependencies checked where AppDir is set).
+func startScenarioWith(t *testing.T, ctx context.Context, opts scenario.Options) *scenario.Scenario {
+	t.Helper()
 	env := testenv.NewT(t)
-	if _, err := os.Stat(filepath.Join(appDir, "node_modules", "pg")); err != nil {
-		t.Fatalf("the Node.js app's dependencies are missing: run `make app-deps` (%v)", err)
+	if opts.AppDir != "" {
+		if _, err := os.Stat(filepath.Join(opts.AppDir, "node_modules", "pg")); err != nil {
+			t.Fatalf("the Node.js app's dependencies are missing: run `make app-deps` (%v)", err)
+		}
 	}
-	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Mode: mode, Progress: func(m string) { t.Log(m) }})
+	opts.Bin = bin
+	opts.Progress = func(m string) { t.Log(m) }
+	s, err := scenario.New(env, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/testenv"
 	"github.com/sluicehq/sluice/testenv/scenario"
 )
 
@@ -24,20 +23,7 @@ func TestSplitAuthorityScenario(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := testenv.NewT(t)
-	s, err := scenario.New(env, scenario.Options{Bin: bin, AppDir: appDir, Mode: scenario.Explicit, SplitAuthority: true,
-		Progress: func(m string) { t.Log(m) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close scenario: %v", err)
-		}
-	})
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := startScenarioWith(t, ctx, scenario.Options{AppDir: appDir, Mode: scenario.Explicit, SplitAuthority: true})
 	if _, err := os.Stat(filepath.Join(s.RelayDir, "authority.key")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the relay's directory holds the authority's key (%v)", err)
 	}
