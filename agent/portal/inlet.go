@@ -328,7 +328,7 @@ func (m *Manager) serveInlet(in *inlet, app *net.TCPConn, info ConnInfo, accepte
 	}
 	res := pipe.Run(in.ctx, pipe.TCP(app), pipe.Keep(stream), &in.stats.Bytes)
 	if broke.Load() {
-		m.broke(s.peer.NodeID, in)
+		m.broke(s.peer.NodeID, s.epoch, in)
 	}
 	untap(res.Err)
 	s.app.Store(nil)
@@ -424,7 +424,7 @@ func (m *Manager) openWarm(in *inlet, s *session) error {
 	b, err := s.ch.ReadControl()
 	s.ch.Raw().SetReadDeadline(time.Time{})
 	if dead.Load() {
-		m.broke(s.peer.NodeID, in)
+		m.broke(s.peer.NodeID, s.epoch, in)
 		return fmt.Errorf("read open status: the direct path did not acknowledge the open request in %v: %w", wait, errChannelGone)
 	}
 	if err != nil {
@@ -577,7 +577,8 @@ func (m *Manager) secure(ctx context.Context, in *inlet, raw *net.TCPConn, token
 	in.channels.Add(1)
 	m.timings.Handshake(in.spec.Name, time.Since(start))
 	s := &session{ch: ch, peer: peer, reuseUntil: reuseUntil(own, peer), hub: hubOf(token), opened: start, direct: direct, in: in}
-	closed := m.paths.opened(peer.NodeID, direct, relay.TCPRTT(raw), in)
+	epoch, closed := m.paths.opened(peer.NodeID, direct, relay.TCPRTT(raw), in)
+	s.epoch = epoch
 	if direct {
 		m.dropWarm(peer.NodeID, false) // the next connections go direct
 		closed = join(closed, m.paths.trackRaw(raw))

@@ -86,6 +86,9 @@ type peerState struct {
 	retry   *time.Timer
 	retryAt time.Time
 	in      *inlet // the inlet of its newest channel, for background attempts
+	// epoch counts the peer's turns to direct: a break of a channel opened
+	// in an earlier one is old news (broke).
+	epoch uint64
 }
 
 // paths are the peers' paths.
@@ -137,6 +140,14 @@ func (p *paths) try(node string, force bool) (done func(), ok bool) {
 	}, true
 }
 
+// newerThan reports whether node is direct in a turn after epoch.
+func (p *paths) newerThan(node string, epoch uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps := p.peers[node]
+	return ps != nil && ps.direct && ps.epoch > epoch
+}
+
 // isDirect reports whether node's channels go direct now.
 func (p *paths) isDirect(node string) bool {
 	p.mu.Lock()
@@ -147,7 +158,7 @@ func (p *paths) isDirect(node string) bool {
 
 // opened records a channel to node on its path; closed, called when it
 // ends, takes it off the count.
-func (p *paths) opened(node string, direct bool, rtt time.Duration, in *inlet) (closed func()) {
+func (p *paths) opened(node string, direct bool, rtt time.Duration, in *inlet) (epoch uint64, closed func()) {
 	i := 0
 	if direct {
 		i = 1
@@ -159,15 +170,19 @@ func (p *paths) opened(node string, direct bool, rtt time.Duration, in *inlet) (
 	ps := p.peerLocked(node)
 	if !ps.known || ps.direct != direct {
 		ps.since = time.Now()
+		if direct {
+			ps.epoch++
+		}
 	}
 	ps.known, ps.direct, ps.rtt, ps.in = true, direct, rtt, in
 	ps.open[i]++
 	if direct {
 		ps.blocked, ps.backoff = false, backoffMin
 	}
+	epoch = ps.epoch
 	p.mu.Unlock()
 	var once sync.Once
-	return func() {
+	return epoch, func() {
 		once.Do(func() {
 			p.mu.Lock()
 			ps.open[i]--
@@ -185,8 +200,18 @@ func (m *Manager) fellBack(node string, in *inlet) {
 
 // broke records that a direct channel to node broke: relayed at once, the
 // idle direct channels to it closed, and a background attempt planned.
-func (m *Manager) broke(node string, in *inlet) {
+//
+// A channel opened before the peer's latest turn to direct (epoch) tells
+// of a path already replaced: a connection that was on it when it broke
+// and took TCP_USER_TIMEOUT to say so, while a newer one was found dead
+// at once and a background attempt made the path anew. It is counted and
+// changes nothing.
+func (m *Manager) broke(node string, epoch uint64, in *inlet) {
 	m.paths.counters.Breaks.Add(1)
+	if m.paths.newerThan(node, epoch) {
+		m.log.Debug("a direct channel of a path already made anew broke", zap.String("node", node))
+		return
+	}
 	m.log.Info("direct path broke; new connections go through the hub", zap.String("node", node))
 	m.relayed(node, in)
 	m.dropWarm(node, true)

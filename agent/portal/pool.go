@@ -53,6 +53,7 @@ type session struct {
 	opened     time.Time
 	expire     *time.Timer // while warm
 	direct     bool        // on a direct path, not through the hub (direct.go)
+	epoch      uint64      // the peer's turn to direct it was opened in (paths.go)
 	in         *inlet
 }
 
