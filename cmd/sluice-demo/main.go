@@ -1,7 +1,8 @@
 // Command sluice-demo plays the seed scenario end to end on this machine, in
 // network namespaces: a Node.js app in Analysis Corp's network creates a table
 // in Bank Corp's PostgreSQL, inserts rows and reads them back, through an
-// end-to-end encrypted portal via the hub. By default the app dials
+// end-to-end encrypted portal (direct between the agents where the hub can
+// bring them together, else via the hub). By default the app dials
 // PostgreSQL's service address 10.200.0.10:5432 and the BPF data path steers
 // it into the agent (--mode transparent); --mode explicit has it dial the
 // inlet sluice:15432 instead, and --mode both shows one after the other. It
@@ -10,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,9 +113,35 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprint(out, indent(st))
 	}
-	fmt.Fprintf(out, "\nThe example run was successful: the app in analysis_corp queried bank_corp's PostgreSQL through an end-to-end encrypted portal via the hub (%s, %.1fs).\n",
-		mode, time.Since(start).Seconds())
+	fmt.Fprintf(out, "\nThe example run was successful: the app in analysis_corp queried bank_corp's PostgreSQL through an end-to-end encrypted portal %s (%s, %.1fs).\n",
+		portalPath(ctx, s.Analysis), mode, time.Since(start).Seconds())
 	return nil
+}
+
+// portalPath says how the analysis agent's channels went, from its status:
+// direct between the agents (the hub only brought them together, docs/
+// direct-paths.md), through the hub, or some of each.
+func portalPath(ctx context.Context, a *scenario.Agent) string {
+	out, err := a.Ctl(ctx, "status", "-o", "json")
+	if err != nil {
+		return "(its path unknown: " + err.Error() + ")"
+	}
+	var st struct {
+		Direct struct {
+			Direct  int64 `json:"channels_direct"`
+			Relayed int64 `json:"channels_relayed"`
+		} `json:"direct_paths"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return "(its path unknown: read the status: " + err.Error() + ")"
+	}
+	switch d := st.Direct; {
+	case d.Direct > 0 && d.Relayed == 0:
+		return "straight between the two agents, through both companies' firewalls (the hub only brought them together)"
+	case d.Direct > 0:
+		return fmt.Sprintf("on %d channels straight between the agents and %d via the hub", d.Direct, d.Relayed)
+	}
+	return "via the hub"
 }
 
 // runApp runs the Node.js app against host:port and prints its output.
