@@ -170,9 +170,12 @@ func (p *paths) opened(node string, direct bool, rtt time.Duration, in *inlet) (
 	ps := p.peerLocked(node)
 	if !ps.known || ps.direct != direct {
 		ps.since = time.Now()
-		if direct {
-			ps.epoch++
-		}
+	}
+	// A new turn to direct is the first path or one made anew after a
+	// failure or a break (blocked), not a relayed channel in between (past
+	// the attempts a peer may make at once).
+	if direct && (!ps.known || ps.blocked) {
+		ps.epoch++
 	}
 	ps.known, ps.direct, ps.rtt, ps.in = true, direct, rtt, in
 	ps.open[i]++

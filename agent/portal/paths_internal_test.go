@@ -14,7 +14,7 @@ func TestBreakOfAnEarlierTurn(t *testing.T) {
 	old, closeOld := p.opened("n", true, 0, nil)
 	// The path broke (found at a warm channel's open); the peer is relayed.
 	p.mu.Lock()
-	p.peers["n"].direct = false
+	p.peers["n"].direct, p.peers["n"].blocked = false, true // as relayed does
 	p.mu.Unlock()
 	_, closeRelayed := p.opened("n", false, 0, nil)
 	if p.newerThan("n", old) {
@@ -30,7 +30,15 @@ func TestBreakOfAnEarlierTurn(t *testing.T) {
 	if p.newerThan("n", cur) {
 		t.Errorf("a channel of the current turn %d breaking would be ignored", cur)
 	}
-	for _, c := range []func(){closeOld, closeRelayed, closeCur} {
+	// A relayed channel past the attempts a peer may make at once, then a
+	// direct one: the same turn, the path was not made anew.
+	_, closeCapped := p.opened("n", false, 0, nil)
+	if again, closeAgain := p.opened("n", true, 0, nil); again != cur {
+		t.Errorf("turn %d after a relayed channel in turn %d: only a path made anew starts a turn", again, cur)
+	} else {
+		closeAgain()
+	}
+	for _, c := range []func(){closeOld, closeRelayed, closeCur, closeCapped} {
 		c()
 	}
 }
